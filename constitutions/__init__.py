@@ -1,0 +1,1 @@
+"""Constitutions that ship with critic (YAML), packaged as data."""

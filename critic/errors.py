@@ -1,0 +1,68 @@
+"""Errors a user can act on. Every message says what, where, and what to do."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class CriticError(Exception):
+    """Base class for errors the CLI reports as one message, without a traceback."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+
+class UsageError(CriticError):
+    """The command line itself is wrong (exit status 2)."""
+
+    exit_code = 2
+
+
+class ConstitutionError(CriticError):
+    """A constitution file is missing, unreadable or invalid."""
+
+
+class TemplateError(CriticError):
+    """A prompt template is missing or fails to render."""
+
+
+class InputError(CriticError):
+    """An input dataset cannot be opened at all (single bad rows are recorded, not raised)."""
+
+
+class BackendError(CriticError):
+    """A backend cannot be reached or configured; the run cannot go on."""
+
+
+class MissingExtraError(CriticError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, what: str, extra: str, module: str) -> None:
+        super().__init__(
+            f"{what} needs the Python package '{module}', which is not installed",
+            hint=f"pip install 'critic[{extra}]'",
+        )
+
+
+class StoreError(CriticError):
+    """The run store cannot be opened or is inconsistent with the request."""
+
+
+class QueueError(CriticError):
+    """A review queue operation cannot be done."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """A hint naming the closest known choice, or None."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean '{match[0]}'?" if match else None

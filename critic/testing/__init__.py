@@ -1,0 +1,1 @@
+"""Helpers for testing with critic: tiny models, a vLLM server launcher."""
