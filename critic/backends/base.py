@@ -1,0 +1,82 @@
+"""The backend interface: a list of requests in, a list of generations out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One chat request: messages, the JSON schema output must follow, sampling parameters."""
+
+    messages: tuple[Message, ...]
+    json_schema: dict[str, Any] | None = None
+    max_tokens: int = 512
+    temperature: float = 0.0
+    n: int = 1
+    top_logprobs: int | None = None
+    seed: int | None = None
+
+    @property
+    def logprobs(self) -> bool:
+        return self.top_logprobs is not None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token, its log probability and the top alternatives at its position."""
+
+    token: str
+    logprob: float
+    top: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One of the `n` completions of a request."""
+
+    text: str
+    finish_reason: str | None = None
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What came back for one request. `error` is set for a permanent per-request failure."""
+
+    samples: tuple[Sample, ...]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    error: str | None = None
+    error_kind: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.samples[0].text if self.samples else ""
+
+    @classmethod
+    def failed(cls, kind: str, message: str, latency_s: float = 0.0) -> Generation:
+        return cls(samples=(), latency_s=latency_s, error=message, error_kind=kind)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Every backend: batch-shaped and async, so one pipeline drives them all.
+
+    Concurrent calls are allowed and expected: the server backend sends them in parallel, the
+    in-process backends gather them into batches.
+    """
+
+    name: str
+    model: str
+
+    async def generate(self, requests: Sequence[Request]) -> list[Generation]: ...
+
+    async def aclose(self) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...

@@ -1,0 +1,337 @@
+"""The `critic` command line: parse options, call one library function, print the result."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from critic.errors import CriticError
+
+app = typer.Typer(
+    name="critic",
+    help="Model-assisted labeling and constitutional-AI feedback with calibrated human review.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+constitution_app = typer.Typer(help="Lint, show and inspect constitutions.", no_args_is_help=True)
+app.add_typer(constitution_app, name="constitution")
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reports_errors(fn: F) -> F:
+    """Turn a CriticError into one message and its exit code; CRITIC_DEBUG=1 shows the traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CriticError as exc:
+            if os.environ.get("CRITIC_DEBUG"):
+                raise
+            err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+            if exc.hint:
+                err.print(f"  [dim]hint:[/] {exc.hint}", markup=True, highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; what finished is stored. Rerun the same command to resume.")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class SpeedColumn(ProgressColumn):
+    """Items per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} items/s" if speed else "– items/s", style="cyan")
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        SpeedColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+# Options shared by every command that talks to a backend.
+BackendOpt = typer.Option(
+    "vllm-server", "--backend", "-b", envvar="CRITIC_BACKEND",
+    help="vllm-server, vllm (in-process), transformers, or fake.",
+)  # fmt: skip
+BaseUrlOpt = typer.Option(
+    "http://127.0.0.1:8000/v1", "--base-url", envvar="CRITIC_BASE_URL",
+    help="OpenAI-compatible base URL of the vLLM server (vllm-server backend).",
+)  # fmt: skip
+ModelOpt = typer.Option(
+    None, "--model", "-m", envvar="CRITIC_MODEL",
+    help="Model name the server serves, or a local directory / Hub name for in-process backends.",
+)  # fmt: skip
+ConcurrencyOpt = typer.Option(
+    64, "--concurrency", envvar="CRITIC_CONCURRENCY", min=1,
+    help="Requests in flight (keep vLLM's continuous batching full).",
+)  # fmt: skip
+DbOpt = typer.Option(
+    "sqlite:///critic.db", "--db", envvar="CRITIC_DB",
+    help="Database URL (sqlite:///file.db or postgresql+psycopg://...).",
+)  # fmt: skip
+
+
+def make_backend(
+    backend: str, base_url: str, model: str | None, concurrency: int, **extra: Any
+) -> Any:
+    from critic.backends import get_backend
+    from critic.errors import UsageError
+
+    if backend in ("vllm", "transformers") and not model:
+        raise UsageError(f"--model is required with --backend {backend}")
+    return get_backend(
+        backend,
+        base_url=base_url,
+        model=model,
+        concurrency=concurrency,
+        api_key=os.environ.get("CRITIC_API_KEY"),
+        **extra,
+    )
+
+
+def _summary_table(summary: Any) -> Table:
+    table = Table(title=f"critic label · run {summary.run_id}", show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("items", str(summary.items))
+    table.add_row("drafted", str(summary.drafted))
+    table.add_row("failed", str(summary.failed))
+    table.add_row("this run / already done", f"{summary.processed} / {summary.already_done}")
+    for name, count in sorted(summary.labels.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  label {name}", str(count))
+    for reason, count in sorted(summary.failures.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  failed: {reason}", str(count))
+    table.add_row(
+        "tokens (prompt / completion)", f"{summary.prompt_tokens} / {summary.completion_tokens}"
+    )
+    table.add_row("requests", str(summary.requests))
+    table.add_row("elapsed", f"{summary.elapsed_s:.1f} s")
+    table.add_row("items/s", f"{summary.items_per_s:.2f}")
+    table.add_row("constitution", f"{summary.constitution} ({summary.constitution_hash[:12]})")
+    table.add_row("model", f"{summary.model} via {summary.backend}")
+    table.add_row("database", summary.db)
+    return table
+
+
+@app.command()
+@reports_errors
+def label(
+    input: str = typer.Argument(..., help="JSONL, CSV, Parquet, save_to_disk dir, or Hub name."),
+    constitution: str = typer.Option(
+        ..., "--constitution", "-c", help="Constitution YAML file or shipped name."
+    ),
+    backend: str = BackendOpt,
+    base_url: str = BaseUrlOpt,
+    model: str | None = ModelOpt,
+    db: str = DbOpt,
+    id_field: str | None = typer.Option(None, help="Input field holding the id (default: id)."),
+    prompt_field: str = typer.Option("prompt", help="Input field holding the prompt."),
+    response_field: str = typer.Option("response", help="Input field holding the response."),
+    text_field: str | None = typer.Option(None, help="Judge this field alone (no prompt)."),
+    split: str | None = typer.Option(None, help="Split of a Hub or saved DatasetDict."),
+    prompts: Path | None = typer.Option(None, help="Directory of prompt templates to use."),
+    samples: int = typer.Option(1, min=1, help="Samples per item (sent as n in one request)."),
+    logprobs: int | None = typer.Option(
+        None, "--logprobs", min=1, max=20, help="Ask for top-K logprobs (label probabilities)."
+    ),
+    temperature: float | None = typer.Option(
+        None, min=0.0, help="Sampling temperature (default 0, or 1.0 with --samples > 1)."
+    ),
+    max_tokens: int = typer.Option(512, min=16, help="Token limit per answer."),
+    max_reasks: int = typer.Option(2, min=0, help="Re-asks after an invalid answer."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    concurrency: int = ConcurrencyOpt,
+    max_model_len: int = typer.Option(4096, help="Context length (in-process vllm backend)."),
+    retry_failed: bool = typer.Option(False, help="Retry items that failed in earlier runs."),
+    limit: int | None = typer.Option(None, min=1, help="Only the first N rows."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Label a dataset against a constitution. Rerun the same command to resume."""
+    from critic.constitution import load_constitution
+    from critic.items import Fields
+    from critic.labeling import LabelOptions
+    from critic.labeling import label as run_label
+    from critic.store import open_store
+
+    c = load_constitution(constitution)
+    if temperature is None:
+        temperature = 1.0 if samples > 1 else 0.0
+    options = LabelOptions(
+        max_tokens=max_tokens, temperature=temperature, samples=samples,
+        top_logprobs=logprobs, max_reasks=max_reasks, seed=seed,
+    )  # fmt: skip
+    fields = Fields(id=id_field, prompt=prompt_field, response=response_field, text=text_field)
+    store = open_store(db)
+    engine = make_backend(backend, base_url, model, concurrency, max_model_len=max_model_len)
+
+    def bad_row(row: Any) -> None:
+        err.print(f"[yellow]skipped[/] {row}", markup=True, highlight=False)
+
+    with _progress(enabled=not quiet and not json_out) as bar:
+        task_id = bar.add_task("labeling", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task_id, completed=done, total=total)
+
+        summary = run_label(
+            input, c, engine, store, fields=fields, options=options, prompts=prompts,
+            split=split, retry_failed=retry_failed, concurrency=concurrency, limit=limit,
+            progress=progress, on_bad_row=bad_row,
+        )  # fmt: skip
+    if json_out:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        out.print(_summary_table(summary))
+        if summary.failed:
+            err.print(
+                f"{summary.failed} item(s) failed; they are recorded with their reasons "
+                f"(`critic export --db {db} ...`). Retry them with --retry-failed.",
+                highlight=False,
+            )
+    raise typer.Exit(1 if summary.failed else 0)
+
+
+@app.command()
+@reports_errors
+def export(
+    out_path: Path = typer.Argument(..., metavar="OUT", help="Output file or directory."),
+    db: str = DbOpt,
+    fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl, parquet or hf."),
+    run: str | None = typer.Option(None, help="Only this run (id or prefix)."),
+) -> None:
+    """Export one row per item (failures included) with provenance."""
+    from critic.export import export as do_export
+    from critic.store import open_store
+
+    count = do_export(open_store(db), out_path, fmt, run)
+    err.print(f"wrote {count} rows to {out_path} ({fmt})", highlight=False)
+
+
+@app.command()
+@reports_errors
+def runs(db: str = DbOpt, json_out: bool = typer.Option(False, "--json")) -> None:
+    """List the runs stored in a database."""
+    from critic.store import open_store
+
+    store = open_store(db)
+    listed = []
+    for r in store.runs():
+        counts = store.counts(r.id)
+        listed.append({**r.__dict__, **counts["statuses"]})
+    if json_out:
+        print(json.dumps(listed, indent=2, default=str))
+        return
+    table = Table("run", "task", "constitution", "model", "backend", "drafted", "failed", "input")
+    for r in listed:
+        table.add_row(
+            r["id"], r["task"], r["constitution_hash"][:12], r["model"], r["backend"],
+            str(r.get("drafted", 0)), str(r.get("failed", 0)), r["input"],
+        )  # fmt: skip
+    out.print(table)
+
+
+@constitution_app.command("lint")
+@reports_errors
+def constitution_lint(
+    paths: list[str] = typer.Argument(..., help="Constitution files or shipped names."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Report every problem with file, line, field and a hint. Exit 1 on errors."""
+    from critic.constitution import check, resolve
+
+    problems = []
+    for p in paths:
+        try:
+            resolved = resolve(p)
+        except CriticError as exc:
+            from critic.constitution import Problem
+
+            problems.append(Problem(p, "", exc.message, exc.hint))
+            continue
+        constitution, found = check(resolved)
+        problems.extend(found)
+        if constitution is not None and not [x for x in found if x.severity == "error"]:
+            err.print(f"{resolved}: ok ({constitution.id} v{constitution.version}, "
+                      f"hash {constitution.hash[:12]})", highlight=False)  # fmt: skip
+    errors = [p for p in problems if p.severity == "error"]
+    if json_out:
+        print(json.dumps([p.__dict__ for p in problems], indent=2))
+    else:
+        for p in problems:
+            style = "red" if p.severity == "error" else "yellow"
+            err.print(f"[{style}]{p.severity}[/]: {p}", markup=True, highlight=False)
+    raise typer.Exit(1 if errors else 0)
+
+
+@constitution_app.command("show")
+@reports_errors
+def constitution_show(
+    target: str = typer.Argument(..., help="A file, a shipped name, or a hash with --db."),
+    db: str | None = typer.Option(None, help="Read a stored version by hash."),
+) -> None:
+    """Print a constitution (a stored version by its hash with --db)."""
+    import yaml
+
+    from critic.constitution import load_constitution, parse_constitution
+    from critic.errors import ConstitutionError
+
+    if db:
+        from critic.store import open_store
+
+        content = open_store(db).constitution_content(target)
+        if content is None:
+            raise ConstitutionError(f"no constitution with hash '{target}' in {db}")
+        c = parse_constitution(content, source=target)
+    else:
+        c = load_constitution(target)
+    print(f"# hash: {c.hash}")
+    print(yaml.safe_dump(c.model_dump(mode="json", exclude_none=True), sort_keys=False,
+                         allow_unicode=True, width=100))  # fmt: skip
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Export stored results: one row per input item, failures included, with full provenance."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from critic.errors import UsageError
+from critic.store import Store
+
+Format = Literal["jsonl", "parquet", "hf"]
+FORMATS: tuple[str, ...] = ("jsonl", "parquet", "hf")
+
+# Columns critic writes; an input field with one of these names is kept as `input_<name>`.
+RESERVED = {
+    "id", "label", "score", "rationale", "principles", "confidence", "confidence_components",
+    "status", "reason", "detail", "source", "constitution", "constitution_id",
+    "constitution_version", "model", "backend", "template", "run_id", "task", "created_at",
+    "drafted_at", "updated_at", "parse_attempts", "score_distribution", "expected_score",
+}  # fmt: skip
+
+
+def export_rows(store: Store, run_id: str | None = None) -> Iterator[dict[str, Any]]:
+    """The export rows, in input order."""
+    for r in store.rows(run_id):
+        row: dict[str, Any] = {"id": r["item_id"]}
+        for key, value in (r["row"] or {}).items():
+            if key == "id" and str(value) == r["item_id"]:
+                continue
+            row[f"input_{key}" if key in RESERVED else key] = value
+        draft = r["output"] or {}
+        row.update(
+            {
+                "label": r["label"],
+                "score": r["score"],
+                "rationale": r["rationale"],
+                "principles": draft.get("principles"),
+                "confidence": r["confidence"],
+                "status": r["status"],
+                "reason": r["reason"],
+                "detail": r["detail"],
+                "source": r["source"],
+                "task": r["task"],
+                "constitution": r["constitution_hash"],
+                "constitution_id": r["constitution_id"],
+                "constitution_version": r["constitution_version"],
+                "model": r["model"],
+                "backend": r["backend"],
+                "template": r["template_hash"],
+                "run_id": r["run_id"],
+                "created_at": r["run_created_at"],
+                "drafted_at": r["drafted_at"],
+                "updated_at": r["updated_at"],
+                "parse_attempts": r["parse_attempts"],
+                "confidence_components": (
+                    None if r["components"] is None else json.dumps(r["components"])
+                ),
+            }
+        )
+        if "expected_score" in draft:
+            row["expected_score"] = draft["expected_score"]
+            row["score_distribution"] = json.dumps(draft.get("score_distribution"))
+        yield row
+
+
+def _arrow_safe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # Arrow needs one type per column; input fields can be ragged across rows, so nested or mixed
+    # values go out as JSON text and every row gets every column.
+    columns: dict[str, set[type]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if value is not None:
+                columns.setdefault(key, set()).add(type(value))
+    text_columns = {
+        k for k, types in columns.items() if len(types) > 1 or types & {dict, list, tuple}
+    }
+    return [
+        {
+            k: (json.dumps(row.get(k), ensure_ascii=False, default=str)
+                if k in text_columns and row.get(k) is not None else row.get(k))
+            for k in columns
+        }
+        for row in rows
+    ]  # fmt: skip
+
+
+def write(rows: Iterable[dict[str, Any]], out: str | Path, fmt: str) -> int:
+    """Write rows as JSONL, Parquet or a `datasets` directory; return the row count."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format '{fmt}'", hint=f"use one of: {', '.join(FORMATS)}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        count = 0
+        with out.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                count += 1
+        return count
+    import datasets
+
+    table = _arrow_safe(list(rows))
+    dataset = datasets.Dataset.from_list(table)
+    if fmt == "parquet":
+        dataset.to_parquet(str(out))
+    else:
+        dataset.save_to_disk(str(out))
+    return len(table)
+
+
+def export(store: Store, out: str | Path, fmt: str = "jsonl", run_id: str | None = None) -> int:
+    """Export a run (or every run in the store) to `out`; return the row count."""
+    if run_id is not None:
+        run_id = store.run(run_id).id
+    return write(export_rows(store, run_id), out, fmt)

@@ -1,0 +1,118 @@
+"""Render prompts from jinja2 templates: shared content first, the item last.
+
+The system message carries everything shared by all items (instructions, constitution, examples),
+the user message only the item, so vLLM's prefix cache serves the shared part once per run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from critic.backends.base import Message
+from critic.constitution import Constitution
+from critic.errors import TemplateError
+from critic.items import Item
+
+LABEL_TEMPLATES = ("label_system.j2", "label_user.j2", "reask.j2")
+
+
+def shipped_prompts_dir() -> Path:
+    """The directory of prompt templates that ship with critic."""
+    return Path(str(resources.files("critic.prompts")))
+
+
+@dataclass(frozen=True)
+class Templates:
+    """A directory of prompt templates; the shipped ones unless the user points elsewhere."""
+
+    directory: Path
+
+    @classmethod
+    def load(cls, directory: str | Path | None = None) -> Templates:
+        path = Path(directory) if directory else shipped_prompts_dir()
+        if not path.is_dir():
+            raise TemplateError(
+                f"{path}: no such prompt directory",
+                hint="--prompts takes a directory holding label_system.j2, label_user.j2, ...",
+            )
+        return cls(path)
+
+    @cached_property
+    def env(self) -> jinja2.Environment:
+        return jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(self.directory)),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+        )
+
+    def source(self, name: str) -> str:
+        path = self.directory / name
+        if not path.is_file():
+            shipped = shipped_prompts_dir() / name
+            raise TemplateError(
+                f"{path}: template missing",
+                hint=f"copy the shipped one from {shipped} and edit it"
+                if shipped.is_file()
+                else None,
+            )
+        return path.read_text(encoding="utf-8")
+
+    def hash(self, names: tuple[str, ...]) -> str:
+        """sha256 over the names and sources of the templates a task uses."""
+        digest = hashlib.sha256()
+        for name in names:
+            digest.update(name.encode() + b"\0" + self.source(name).encode() + b"\0")
+        return digest.hexdigest()
+
+    def render(self, name: str, **context: Any) -> str:
+        self.source(name)  # a clear error for a missing file
+        try:
+            return self.env.get_template(name).render(**context).strip()
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(
+                f"{self.directory / name}:{exc.lineno}: template syntax error: {exc.message}"
+            ) from None
+        except jinja2.UndefinedError as exc:
+            raise TemplateError(
+                f"{self.directory / name}: {exc.message}",
+                hint=f"variables available here: {', '.join(sorted(context))}",
+            ) from None
+
+
+def _examples(constitution: Constitution) -> list[dict[str, Any]]:
+    out = []
+    for p in constitution.principles:
+        for ex in p.examples:
+            verdict = ex.label if ex.label is not None else ex.score
+            if verdict is None:
+                continue
+            out.append({**ex.model_dump(), "principle": p.id, "verdict": verdict})
+    return out
+
+
+def render_label(templates: Templates, constitution: Constitution, item: Item) -> list[Message]:
+    """Chat messages for the label task: system = shared content, user = the item."""
+    system = templates.render(
+        "label_system.j2", constitution=constitution, examples=_examples(constitution)
+    )
+    user = templates.render(
+        "label_user.j2",
+        item={"prompt": item.prompt, "response": item.response, "text": item.text},
+        fields=dict(item.row),
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def render_reask(templates: Templates, error: str) -> str:
+    """The follow-up message after an unusable answer, quoting the validation error."""
+    return templates.render("reask.j2", error=error)

@@ -1,0 +1,519 @@
+"""The run store: runs, items, generations, drafts and constitution versions, via SQLAlchemy.
+
+SQLite by default (WAL, a busy timeout), any SQLAlchemy URL otherwise. Every item's outcome is
+written in a transaction together with its generations, so a killed run loses at most the items in
+flight, and a rerun finds exactly the items that have no outcome yet.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from critic.constitution import Constitution
+from critic.errors import StoreError
+
+SCHEMA_VERSION = 1
+DEFAULT_DB = "sqlite:///critic.db"
+
+metadata = sa.MetaData()
+
+schema_info = sa.Table(
+    "critic_schema",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+constitutions = sa.Table(
+    "constitutions",
+    metadata,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("constitution_id", sa.String(64), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("first_used", sa.String(32), nullable=False),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("key", sa.String(64), nullable=False, unique=True),
+    sa.Column("task", sa.String(32), nullable=False),
+    sa.Column("constitution_hash", sa.String(64), sa.ForeignKey("constitutions.hash")),
+    sa.Column("template_hash", sa.String(64), nullable=False),
+    sa.Column("backend", sa.String(32), nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("input", sa.Text, nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("updated_at", sa.String(32), nullable=False),
+)
+
+items = sa.Table(
+    "items",
+    metadata,
+    sa.Column("run_id", sa.String(16), sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("item_id", sa.String(255), primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("row", sa.Text),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | drafted | failed
+    sa.Column("reason", sa.String(32)),
+    sa.Column("detail", sa.Text),
+    sa.Column("updated_at", sa.String(32), nullable=False),
+    sa.Index("ix_items_status", "run_id", "status"),
+)
+
+generations = sa.Table(
+    "generations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(16), nullable=False),
+    sa.Column("item_id", sa.String(255), nullable=False),
+    sa.Column("stage", sa.String(32), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("texts", sa.Text, nullable=False),
+    sa.Column("finish_reasons", sa.Text, nullable=False),
+    sa.Column("logprobs", sa.Text),
+    sa.Column("prompt_tokens", sa.Integer, nullable=False),
+    sa.Column("completion_tokens", sa.Integer, nullable=False),
+    sa.Column("latency_s", sa.Float, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Index("ix_generations_item", "run_id", "item_id"),
+)
+
+drafts = sa.Table(
+    "drafts",
+    metadata,
+    sa.Column("run_id", sa.String(16), primary_key=True),
+    sa.Column("item_id", sa.String(255), primary_key=True),
+    sa.Column("label", sa.Text),
+    sa.Column("score", sa.Float),
+    sa.Column("rationale", sa.Text),
+    sa.Column("output", sa.Text, nullable=False),
+    sa.Column("confidence", sa.Float),
+    sa.Column("components", sa.Text),
+    sa.Column("parse_attempts", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+
+
+def now() -> str:
+    """UTC now as ISO 8601 text (sortable, portable across SQLite and PostgreSQL)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+# Migrations are code: MIGRATIONS[v] takes a database at version v to v + 1.
+def _migrate_0(conn: sa.Connection) -> None:
+    metadata.create_all(conn)
+
+
+MIGRATIONS = {0: _migrate_0}
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One labeling run: everything that decides its outputs."""
+
+    id: str
+    key: str
+    task: str
+    constitution_hash: str
+    template_hash: str
+    backend: str
+    model: str
+    params: dict[str, Any]
+    input: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one item came to, written atomically with its generations."""
+
+    item_id: str
+    status: str  # drafted | failed
+    reason: str | None = None
+    detail: str | None = None
+    draft: dict[str, Any] | None = None
+    label: str | None = None
+    score: float | None = None
+    rationale: str | None = None
+    confidence: float | None = None
+    components: dict[str, Any] | None = None
+    parse_attempts: int = 0
+    generations: tuple[dict[str, Any], ...] = ()
+
+
+class Store:
+    """A project's state in one database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- constitutions -------------------------------------------------------------------------
+    def save_constitution(self, constitution: Constitution) -> str:
+        """Store this constitution version (once) and return its hash."""
+        digest = constitution.hash
+        with self.engine.begin() as conn:
+            found = conn.execute(
+                sa.select(constitutions.c.hash).where(constitutions.c.hash == digest)
+            ).first()
+            if found is None:
+                conn.execute(
+                    constitutions.insert().values(
+                        hash=digest,
+                        constitution_id=constitution.id,
+                        version=constitution.version,
+                        title=constitution.title,
+                        content=constitution.canonical_json(),
+                        first_used=now(),
+                    )
+                )
+        return digest
+
+    def constitution_content(self, digest: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(constitutions.c.content).where(constitutions.c.hash.startswith(digest))
+            ).first()
+        return None if row is None else str(row[0])
+
+    # -- runs ----------------------------------------------------------------------------------
+    def ensure_run(self, run: RunInfo) -> tuple[RunInfo, bool]:
+        """The stored run with this key, or this one newly stored; and whether it is new."""
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.key == run.key)).mappings().first()
+            if row is not None:
+                return _run_info(row), False
+            conn.execute(
+                runs.insert().values(
+                    id=run.id,
+                    key=run.key,
+                    task=run.task,
+                    constitution_hash=run.constitution_hash,
+                    template_hash=run.template_hash,
+                    backend=run.backend,
+                    model=run.model,
+                    params=_dumps(run.params),
+                    input=run.input,
+                    created_at=run.created_at,
+                    updated_at=run.created_at,
+                )
+            )
+        return run, True
+
+    def runs(self) -> list[RunInfo]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(runs).order_by(runs.c.created_at)).mappings().all()
+        return [_run_info(r) for r in rows]
+
+    def run(self, run_id: str) -> RunInfo:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id.startswith(run_id))).mappings().all()
+        if len(row) != 1:
+            known = ", ".join(r.id for r in self.runs()) or "none yet"
+            raise StoreError(
+                f"{self.url}: no single run matches '{run_id}'", hint=f"runs stored: {known}"
+            )
+        return _run_info(row[0])
+
+    # -- items ---------------------------------------------------------------------------------
+    def add_items(self, run_id: str, records: Iterable[dict[str, Any]]) -> int:
+        """Insert items not stored yet (by id); return how many were new.
+
+        Each record has item_id, source, row (a dict or None) and optionally status/reason/detail
+        (bad input rows arrive already failed).
+        """
+        with self.engine.begin() as conn:
+            existing = set(
+                conn.execute(sa.select(items.c.item_id).where(items.c.run_id == run_id)).scalars()
+            )
+            seq = conn.execute(
+                sa.select(sa.func.count()).select_from(items).where(items.c.run_id == run_id)
+            ).scalar_one()
+            stamp = now()
+            fresh = []
+            for record in records:
+                if record["item_id"] in existing:
+                    continue
+                existing.add(record["item_id"])
+                fresh.append(
+                    {
+                        "run_id": run_id,
+                        "item_id": record["item_id"],
+                        "seq": seq + len(fresh),
+                        "source": record["source"],
+                        "row": None if record.get("row") is None else _dumps(record["row"]),
+                        "status": record.get("status", "pending"),
+                        "reason": record.get("reason"),
+                        "detail": record.get("detail"),
+                        "updated_at": stamp,
+                    }
+                )
+            for start in range(0, len(fresh), 2000):
+                conn.execute(items.insert(), fresh[start : start + 2000])
+        return len(fresh)
+
+    def item_ids(self, run_id: str, statuses: Sequence[str]) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(items.c.item_id)
+                    .where(items.c.run_id == run_id, items.c.status.in_(list(statuses)))
+                    .order_by(items.c.seq)
+                ).scalars()
+            )
+
+    def reset_failed(self, run_id: str) -> int:
+        """Make failed items (other than unreadable input rows) pending again."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                items.update()
+                .where(
+                    items.c.run_id == run_id,
+                    items.c.status == "failed",
+                    items.c.reason != "invalid_input",
+                )
+                .values(status="pending", reason=None, detail=None, updated_at=now())
+            )
+        return int(result.rowcount or 0)
+
+    def record(self, run_id: str, outcomes: Sequence[Outcome]) -> None:
+        """Write outcomes with their generations in one transaction."""
+        if not outcomes:
+            return
+        stamp = now()
+        with self.engine.begin() as conn:
+            gen_rows = [
+                {**g, "run_id": run_id, "item_id": o.item_id, "created_at": stamp}
+                for o in outcomes
+                for g in o.generations
+            ]
+            if gen_rows:
+                conn.execute(generations.insert(), gen_rows)
+            ids = [o.item_id for o in outcomes]
+            conn.execute(
+                drafts.delete().where(drafts.c.run_id == run_id, drafts.c.item_id.in_(ids))
+            )
+            draft_rows = [
+                {
+                    "run_id": run_id,
+                    "item_id": o.item_id,
+                    "label": o.label,
+                    "score": o.score,
+                    "rationale": o.rationale,
+                    "output": _dumps(o.draft),
+                    "confidence": o.confidence,
+                    "components": None if o.components is None else _dumps(o.components),
+                    "parse_attempts": o.parse_attempts,
+                    "created_at": stamp,
+                }
+                for o in outcomes
+                if o.status == "drafted"
+            ]
+            if draft_rows:
+                conn.execute(drafts.insert(), draft_rows)
+            for o in outcomes:
+                conn.execute(
+                    items.update()
+                    .where(items.c.run_id == run_id, items.c.item_id == o.item_id)
+                    .values(status=o.status, reason=o.reason, detail=o.detail, updated_at=stamp)
+                )
+            conn.execute(runs.update().where(runs.c.id == run_id).values(updated_at=stamp))
+
+    # -- reading -------------------------------------------------------------------------------
+    def rows(self, run_id: str | None = None) -> Iterator[dict[str, Any]]:
+        """One joined row per stored item (with its draft, if any), in input order."""
+        query = (
+            sa.select(
+                items.c.run_id,
+                items.c.item_id,
+                items.c.source,
+                items.c.row,
+                items.c.status,
+                items.c.reason,
+                items.c.detail,
+                items.c.updated_at,
+                drafts.c.label,
+                drafts.c.score,
+                drafts.c.rationale,
+                drafts.c.output,
+                drafts.c.confidence,
+                drafts.c.components,
+                drafts.c.parse_attempts,
+                drafts.c.created_at.label("drafted_at"),
+                runs.c.created_at.label("run_created_at"),
+                runs.c.task,
+                runs.c.constitution_hash,
+                runs.c.template_hash,
+                runs.c.backend,
+                runs.c.model,
+                runs.c.params,
+                constitutions.c.constitution_id,
+                constitutions.c.version.label("constitution_version"),
+            )
+            .select_from(
+                items.join(runs, runs.c.id == items.c.run_id)
+                .outerjoin(
+                    drafts,
+                    sa.and_(drafts.c.run_id == items.c.run_id, drafts.c.item_id == items.c.item_id),
+                )
+                .outerjoin(constitutions, constitutions.c.hash == runs.c.constitution_hash)
+            )
+            .order_by(runs.c.created_at, items.c.seq)
+        )
+        if run_id is not None:
+            query = query.where(items.c.run_id == run_id)
+        with self.engine.connect() as conn:
+            for row in conn.execute(query).mappings():
+                out = dict(row)
+                for key in ("row", "output", "components", "params"):
+                    out[key] = json.loads(out[key]) if out[key] is not None else None
+                yield out
+
+    def counts(self, run_id: str) -> dict[str, Any]:
+        """Totals for a run summary: statuses, failure reasons, labels, tokens."""
+        with self.engine.connect() as conn:
+            statuses = dict(
+                conn.execute(
+                    sa.select(items.c.status, sa.func.count())
+                    .where(items.c.run_id == run_id)
+                    .group_by(items.c.status)
+                ).all()
+            )
+            reasons = dict(
+                conn.execute(
+                    sa.select(items.c.reason, sa.func.count())
+                    .where(items.c.run_id == run_id, items.c.status == "failed")
+                    .group_by(items.c.reason)
+                ).all()
+            )
+            labels = dict(
+                conn.execute(
+                    sa.select(sa.func.coalesce(drafts.c.label, sa.cast(drafts.c.score, sa.Text)),
+                              sa.func.count())
+                    .where(drafts.c.run_id == run_id)
+                    .group_by(sa.func.coalesce(drafts.c.label, sa.cast(drafts.c.score, sa.Text)))
+                ).all()
+            )  # fmt: skip
+            tokens = conn.execute(
+                sa.select(
+                    sa.func.coalesce(sa.func.sum(generations.c.prompt_tokens), 0),
+                    sa.func.coalesce(sa.func.sum(generations.c.completion_tokens), 0),
+                    sa.func.count(),
+                ).where(generations.c.run_id == run_id)
+            ).one()
+        return {
+            "statuses": {str(k): int(v) for k, v in statuses.items()},
+            "failures": {str(k): int(v) for k, v in reasons.items()},
+            "labels": {str(k): int(v) for k, v in labels.items()},
+            "prompt_tokens": int(tokens[0]),
+            "completion_tokens": int(tokens[1]),
+            "requests": int(tokens[2]),
+        }
+
+    def generations_for(self, run_id: str, item_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(generations)
+                .where(generations.c.run_id == run_id, generations.c.item_id == item_id)
+                .order_by(generations.c.id)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+
+def _run_info(row: Any) -> RunInfo:
+    return RunInfo(
+        id=row["id"],
+        key=row["key"],
+        task=row["task"],
+        constitution_hash=row["constitution_hash"],
+        template_hash=row["template_hash"],
+        backend=row["backend"],
+        model=row["model"],
+        params=json.loads(row["params"]),
+        input=row["input"],
+        created_at=row["created_at"],
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def open_store(url: str = DEFAULT_DB) -> Store:
+    """Open (and create or migrate) the store at a SQLAlchemy URL or a plain file path."""
+    if "://" not in url:
+        url = f"sqlite:///{url}"
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise StoreError(
+            f"'{url}' is not a database URL",
+            hint="use sqlite:///critic.db or postgresql+psycopg://",
+        ) from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        engine = sa.create_engine(parsed, future=True)
+    except ImportError as exc:
+        raise StoreError(
+            f"the database driver for {parsed.drivername} is not installed ({exc.name})",
+            hint="pip install 'critic[postgres]'",
+        ) from None
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        _migrate(engine)
+    except sa.exc.OperationalError as exc:
+        raise StoreError(
+            f"cannot open the database {parsed.render_as_string(hide_password=True)}: {exc.orig}",
+            hint="check the URL, that the server runs, and the file permissions",
+        ) from None
+    return Store(engine)
+
+
+def _migrate(engine: Engine) -> None:
+    with engine.begin() as conn:
+        if not sa.inspect(conn).has_table("critic_schema"):
+            version = 0
+        else:
+            version = conn.execute(sa.select(schema_info.c.version)).scalar() or 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database was written by a newer critic (schema {version} > {SCHEMA_VERSION})",
+                hint="upgrade critic: pip install -U critic",
+            )
+        while version < SCHEMA_VERSION:
+            MIGRATIONS[version](conn)
+            version += 1
+        conn.execute(schema_info.delete())
+        conn.execute(schema_info.insert().values(id=1, version=version))
