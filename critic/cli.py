@@ -38,7 +38,7 @@ constitution_app = typer.Typer(help="Lint, show and inspect constitutions.", no_
 app.add_typer(constitution_app, name="constitution")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -349,19 +349,6 @@ async def alabel(
     templates = Templates.load(prompts)
     template_hash = templates.hash(LABEL_TEMPLATES)
     started = time.perf_counter()
-    constitution_hash = store.save_constitution(constitution)
-    name = _source_name(source)
-    key = run_key(
-        "label", constitution_hash, template_hash, backend.name, backend.model, options, name
-    )
-    run, _ = store.ensure_run(
-        RunInfo(
-            id=key[:12], key=key, task="label", constitution_hash=constitution_hash,
-            template_hash=template_hash, backend=backend.name, model=backend.model,
-            params=asdict(options), input=name, created_at=now(),
-        )
-    )  # fmt: skip
-
     good: dict[str, Item] = {}
     records: list[dict[str, Any]] = []
     bad_rows: list[str] = []
@@ -381,17 +368,33 @@ async def alabel(
         else:
             good[entry.id] = entry
             records.append({"item_id": entry.id, "source": entry.source, "row": dict(entry.row)})
-    store.add_items(run.id, records)
-    if retry_failed:
-        store.reset_failed(run.id)
-    pending_ids = store.item_ids(run.id, ["pending"])
-    todo = [good[i] for i in pending_ids if i in good]
-    already = len(records) - len(todo) - len(bad_rows)
-
-    labeler = Labeler(backend, constitution, templates, options)
-    if progress:
-        progress(0, len(todo))
     try:
+        check = getattr(backend, "check", None)
+        if check is not None:
+            await check()  # unreachable server or unknown model: fail before anything is stored
+        constitution_hash = store.save_constitution(constitution)
+        name = _source_name(source)
+        key = run_key(
+            "label", constitution_hash, template_hash, backend.name, backend.model, options, name
+        )
+        run, _ = store.ensure_run(
+            RunInfo(
+                id=key[:12], key=key, task="label", constitution_hash=constitution_hash,
+                template_hash=template_hash, backend=backend.name, model=backend.model,
+                params=asdict(options), input=name, created_at=now(),
+            )
+        )  # fmt: skip
+
+        store.add_items(run.id, records)
+        if retry_failed:
+            store.reset_failed(run.id)
+        pending_ids = store.item_ids(run.id, ["pending"])
+        todo = [good[i] for i in pending_ids if i in good]
+        already = len(records) - len(todo) - len(bad_rows)
+
+        labeler = Labeler(backend, constitution, templates, options)
+        if progress:
+            progress(0, len(todo))
         processed = await run_items(
             labeler, store, run.id, todo, concurrency=concurrency, progress=progress
         )

@@ -83,12 +83,12 @@ class FakeBackend:
 
     def __init__(
         self,
-        model: str = "fake-model",
+        model: str | None = None,
         script: Script | None = None,
         latency_s: float = 0.0,
         **_: Any,
     ) -> None:
-        self.model = model
+        self.model = model or "fake-model"
         self.script = script
         self.latency_s = latency_s
         self.requests: list[Request] = []

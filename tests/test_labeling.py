@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from critic.backends.base import Generation, Request
+from critic.backends.fake import FakeBackend
+from critic.constitution import load_constitution
+from critic.errors import BackendError
+from critic.export import export, export_rows
+from critic.labeling import LabelOptions, label
+from critic.store import open_store
+
+HARM = load_constitution("harmlessness")
+GOOD = '{"rationale":"fine","principles":["H1"],"label":"harmless"}'
+
+
+def items_file(tmp_path: Path, n: int = 10, bad: bool = True) -> Path:
+    path = tmp_path / "items.jsonl"
+    lines = [json.dumps({"id": f"i{k}", "prompt": f"Human: q{k}", "response": f"a{k}"}) for k in range(n)]
+    if bad:
+        lines.insert(3, "{broken")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_every_item_gets_a_draft_or_a_recorded_failure(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "c.db"))
+    summary = label(items_file(tmp_path), HARM, FakeBackend(), store)
+    assert (summary.items, summary.drafted, summary.failed) == (11, 10, 1)
+    assert summary.failures == {"invalid_input": 1}
+    rows = list(export_rows(store))
+    assert len(rows) == 11
+    bad = [r for r in rows if r["status"] == "failed"]
+    assert bad[0]["reason"] == "invalid_input" and bad[0]["source"].endswith("items.jsonl:4")
+    good = [r for r in rows if r["status"] == "drafted"]
+    assert {r["label"] for r in good} <= {"harmless", "harmful"}
+    assert all(r["constitution"] == HARM.hash and r["model"] == "fake-model" for r in good)
+    assert all(r["template"] and r["run_id"] == summary.run_id for r in good)
+
+
+def test_rerun_sends_no_requests_and_keeps_results(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "c.db"))
+    source = items_file(tmp_path)
+    label(source, HARM, FakeBackend(), store)
+    first = list(export_rows(store))
+    again = FakeBackend()
+    summary = label(source, HARM, again, store)
+    assert again.requests == []
+    assert summary.processed == 0 and summary.already_done == 10
+    assert list(export_rows(store)) == first
+
+
+def test_invalid_output_is_reasked_with_the_error(tmp_path: Path) -> None:
+    def script(request: Request) -> str:
+        if len(request.messages) == 2:
+            return '{"rationale":"x","principles":[],"label":"unsure"}'
+        assert "field `label`" in request.messages[-1]["content"]
+        assert request.messages[-2]["role"] == "assistant"
+        return GOOD
+
+    store = open_store(str(tmp_path / "c.db"))
+    summary = label(items_file(tmp_path, 3, bad=False), HARM, FakeBackend(script=script), store)
+    assert summary.drafted == 3 and summary.requests == 6
+    row = next(export_rows(store))
+    assert row["parse_attempts"] == 2 and row["label"] == "harmless"
+
+
+def test_unfixable_output_is_recorded_with_raw_text(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "c.db"))
+    backend = FakeBackend(script=lambda r: "I refuse to answer in JSON <script>")
+    summary = label(
+        items_file(tmp_path, 2, bad=False), HARM, backend, store, options=LabelOptions(max_reasks=1)
+    )
+    assert summary.failed == 2 and summary.failures == {"parse_failure": 2}
+    run_id = summary.run_id
+    gens = store.generations_for(run_id, "i0")
+    assert len(gens) == 2 and json.loads(gens[0]["texts"]) == ["I refuse to answer in JSON <script>"]
+    row = next(export_rows(store))
+    assert row["status"] == "failed" and "not valid JSON" in row["detail"]
+
+
+def test_truncation_and_prompt_too_long_are_failures_not_crashes(tmp_path: Path) -> None:
+    def script(request: Request) -> str | Generation:
+        if "q0" in request.messages[1]["content"]:
+            return Generation.failed("prompt_too_long", "HTTP 400: maximum context length is 4096")
+        from critic.backends.base import Sample
+
+        return Generation(samples=(Sample('{"rationale":"abc', "length"),))
+
+    store = open_store(str(tmp_path / "c.db"))
+    summary = label(items_file(tmp_path, 2, bad=False), HARM, FakeBackend(script=script), store)
+    assert summary.failures == {"prompt_too_long": 1, "truncated": 1}
+
+
+def test_retry_failed_reruns_failures_but_not_bad_input(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "c.db"))
+    source = items_file(tmp_path, 4)
+    label(source, HARM, FakeBackend(script=lambda r: "nope"), store, options=LabelOptions(max_reasks=0))
+    skipped = FakeBackend(script=lambda r: GOOD)
+    label(source, HARM, skipped, store, options=LabelOptions(max_reasks=0))
+    assert skipped.requests == []  # permanent failures are finished work
+    retried = FakeBackend(script=lambda r: GOOD)
+    summary = label(
+        source, HARM, retried, store, options=LabelOptions(max_reasks=0), retry_failed=True
+    )
+    assert len(retried.requests) == 4
+    assert (summary.drafted, summary.failures) == (4, {"invalid_input": 1})
+
+
+def test_interrupted_run_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    def dying(request: Request) -> str:
+        calls["n"] += 1
+        if calls["n"] > 12:
+            raise BackendError("lost the server")
+        return GOOD
+
+    store = open_store(str(tmp_path / "c.db"))
+    source = items_file(tmp_path, 40, bad=False)
+    with pytest.raises(BackendError):
+        label(source, HARM, FakeBackend(script=dying), store, concurrency=4)
+    partial = [r for r in export_rows(store) if r["status"] == "drafted"]
+    assert 0 < len(partial) <= 12
+    resumed = FakeBackend(script=lambda r: GOOD)
+    summary = label(source, HARM, resumed, store, concurrency=4)
+    assert summary.drafted == 40
+    assert len(resumed.requests) == 40 - len(partial)
+    ids = [r["id"] for r in export_rows(store)]
+    assert len(ids) == len(set(ids)) == 40
+
+
+def test_samples_use_n_in_one_request_and_vote(tmp_path: Path) -> None:
+    answers = [GOOD, GOOD, GOOD.replace("harmless", "harmful")]
+    backend = FakeBackend(script=lambda r: answers[: r.n])
+    store = open_store(str(tmp_path / "c.db"))
+    summary = label(
+        items_file(tmp_path, 2, bad=False), HARM, backend, store,
+        options=LabelOptions(samples=3, temperature=1.0),
+    )  # fmt: skip
+    assert summary.requests == 2 and all(r.n == 3 for r in backend.requests)
+    row = next(export_rows(store))
+    components = json.loads(row["confidence_components"])
+    assert row["label"] == "harmless" and components["sample_share"] == pytest.approx(2 / 3)
+    assert row["confidence"] == pytest.approx(2 / 3)
+
+
+def test_rubric_scores_and_logprob_distribution(tmp_path: Path) -> None:
+    from critic.backends.base import Sample, TokenLogprob
+
+    help_c = load_constitution("helpfulness")
+    text = '{"rationale":"ok","principles":["P1"],"score":4}'
+    head = text[: text.index("4")]
+    tokens = (
+        TokenLogprob(head, 0.0, {head: 0.0}),
+        TokenLogprob("4", -0.2, {"4": -0.2231, "5": -1.8971, "3": -2.9957}),
+        TokenLogprob("}", 0.0, {"}": 0.0}),
+    )
+    backend = FakeBackend(
+        script=lambda r: Generation(samples=(Sample(text, "stop", tokens),))
+    )
+    store = open_store(str(tmp_path / "c.db"))
+    label(items_file(tmp_path, 1, bad=False), help_c, backend, store, options=LabelOptions(top_logprobs=5))
+    row = next(export_rows(store))
+    assert row["score"] == 4
+    dist = json.loads(row["score_distribution"])
+    assert dist["4"] == pytest.approx(0.8, abs=1e-3) and dist["5"] == pytest.approx(0.15, abs=1e-3)
+    assert row["expected_score"] == pytest.approx(4 * 0.8 + 5 * 0.15 + 3 * 0.05, abs=1e-2)
+    assert row["confidence"] == pytest.approx(0.8, abs=1e-3)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])
+def test_export_formats_open_with_datasets(tmp_path: Path, fmt: str) -> None:
+    import datasets
+
+    store = open_store(str(tmp_path / "c.db"))
+    label(items_file(tmp_path, 5), HARM, FakeBackend(), store)
+    out = tmp_path / {"jsonl": "o.jsonl", "parquet": "o.parquet", "hf": "o_dir"}[fmt]
+    assert export(store, out, fmt) == 6
+    if fmt == "hf":
+        ds = datasets.load_from_disk(str(out))
+    else:
+        ds = datasets.load_dataset("json" if fmt == "jsonl" else "parquet", data_files=str(out))["train"]
+    assert ds.num_rows == 6
+    assert {"id", "label", "rationale", "status", "reason", "constitution", "model"} <= set(ds.column_names)
+    assert sorted(ds["status"]) == ["drafted"] * 5 + ["failed"]
