@@ -134,6 +134,8 @@ def _summary_table(summary: Any) -> Table:
     table.add_row("items", str(summary.items))
     table.add_row("drafted", str(summary.drafted))
     table.add_row("failed", str(summary.failed))
+    if summary.pending:
+        table.add_row("still pending (rerun to resume)", str(summary.pending))
     table.add_row("this run / already done", f"{summary.processed} / {summary.already_done}")
     for name, count in sorted(summary.labels.items(), key=lambda kv: -kv[1]):
         table.add_row(f"  label {name}", str(count))
@@ -227,7 +229,7 @@ def label(
                 f"(`critic export --db {db} ...`). Retry them with --retry-failed.",
                 highlight=False,
             )
-    raise typer.Exit(1 if summary.failed else 0)
+    raise typer.Exit(1 if summary.failed or summary.pending else 0)
 
 
 @app.command()

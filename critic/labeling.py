@@ -65,6 +65,7 @@ class RunSummary:
     items: int
     drafted: int
     failed: int
+    pending: int
     already_done: int
     processed: int
     labels: dict[str, int]
@@ -281,7 +282,8 @@ async def run_items(
                 item = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            pending.append(await labeler.draft(item))
+            outcome = await labeler.draft(item)  # not `pending.append(await ...)`: flush rebinds
+            pending.append(outcome)
             if len(pending) >= flush_every or time.monotonic() - last_flush > flush_seconds:
                 flush()
 
@@ -411,6 +413,7 @@ async def alabel(
         items=sum(counts["statuses"].values()),
         drafted=counts["statuses"].get("drafted", 0),
         failed=counts["statuses"].get("failed", 0),
+        pending=counts["statuses"].get("pending", 0),
         already_done=max(0, already),
         processed=processed,
         labels=counts["labels"],

@@ -187,3 +187,17 @@ def test_export_formats_open_with_datasets(tmp_path: Path, fmt: str) -> None:
     assert ds.num_rows == 6
     assert {"id", "label", "rationale", "status", "reason", "constitution", "model"} <= set(ds.column_names)
     assert sorted(ds["status"]) == ["drafted"] * 5 + ["failed"]
+
+
+def test_concurrent_run_with_slow_backend_stores_every_outcome(tmp_path: Path) -> None:
+    # Outcomes arrive while earlier ones are being flushed: none may be lost.
+    store = open_store(str(tmp_path / "c.db"))
+    backend = FakeBackend(latency_s=0.02)
+    source = items_file(tmp_path, 120, bad=False)
+    from critic.labeling import alabel
+
+    import asyncio
+
+    summary = asyncio.run(alabel(source, HARM, backend, store, concurrency=16))
+    assert summary.drafted == 120 and summary.processed == 120
+    assert store.item_ids(summary.run_id, ["pending"]) == []
