@@ -1,0 +1,100 @@
+"""Calibration plots. matplotlib is imported only when a plot is drawn (the `plot` extra)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from critic.calibrate import CalibrationResult, binomial_lower_bound, threshold_table
+from critic.errors import CriticError, MissingExtraError
+
+
+def plot_calibration(
+    scores: Sequence[float],
+    correct: Sequence[bool],
+    result: CalibrationResult,
+    path: str | Path,
+    *,
+    bins: int = 10,
+) -> None:
+    """Write a PNG: a reliability diagram and the coverage-versus-agreement curve.
+
+    Left: calibration items binned by confidence; mean confidence against the share agreeing
+    with humans, with the item count per bin. Right: for every threshold, the share of items
+    accepted against their agreement and its one-sided lower bound, with the target and the
+    chosen threshold marked.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise MissingExtraError("--plot", "matplotlib", "pip install 'critic[plot]'") from None
+    if len(scores) != len(correct) or not scores:
+        raise CriticError("plot_calibration needs one correctness flag per score, and some scores")
+
+    # A Figure with its own Agg canvas, not pyplot: no global state, no display needed.
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    reliability, curve = fig.subplots(1, 2)
+
+    sums = [0.0] * bins
+    agree = [0] * bins
+    counts = [0] * bins
+    for s, ok in zip(scores, correct, strict=True):
+        b = min(bins - 1, max(0, int(s * bins)))
+        sums[b] += s
+        agree[b] += int(ok)
+        counts[b] += 1
+    filled = [b for b in range(bins) if counts[b]]
+    xs = [sums[b] / counts[b] for b in filled]
+    ys = [agree[b] / counts[b] for b in filled]
+    reliability.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfectly calibrated")
+    reliability.plot(xs, ys, marker="o", label="calibration items")
+    for x, y, b in zip(xs, ys, filled, strict=True):
+        reliability.annotate(
+            str(counts[b]), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7
+        )
+    reliability.set(
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        xlabel="confidence (bin mean)",
+        ylabel="agreement with humans",
+        title="Reliability (numbers: items per bin)",
+    )
+    reliability.legend(loc="upper left", fontsize=8)
+
+    rows = threshold_table(scores, correct)
+    if len(rows) > 400:  # enough points for a smooth curve; each bound is a root search
+        rows = [rows[i * (len(rows) - 1) // 399] for i in range(400)]
+    n = len(scores)
+    coverage = [r.n_accepted / n for r in rows]
+    curve.plot(coverage, [r.agreement for r in rows], label="agreement of accepted")
+    curve.plot(
+        coverage,
+        [binomial_lower_bound(r.n_agree, r.n_accepted, result.delta) for r in rows],
+        ls=":",
+        label=f"lower bound ({1 - result.delta:.0%} confidence)",
+    )
+    curve.axhline(result.target_agreement, color="grey", ls="--", lw=1, label="target")
+    if result.threshold is not None and result.agreement is not None:
+        curve.plot(
+            [result.coverage],
+            [result.agreement],
+            marker="*",
+            markersize=12,
+            color="C3",
+            ls="none",
+            label=f"threshold {result.threshold:.3g}",
+        )
+    curve.set(
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        xlabel="coverage (share auto-accepted)",
+        ylabel="agreement with humans",
+        title=f"Coverage vs agreement (n = {n})",
+    )
+    curve.legend(loc="lower left", fontsize=8)
+    try:
+        fig.savefig(Path(path), dpi=120)
+    except OSError as exc:
+        raise CriticError(f"{path}: cannot write the plot: {exc.strerror}") from None

@@ -1,0 +1,286 @@
+"""Route every draft to `accept` or `review`, with the reason, under a calibrated policy.
+
+The policy is a YAML file written by `critic calibrate`: the threshold and the calibration behind
+it, disagreement rules, an audit rate, an optional review budget and the seed of the audit draw.
+`route` is pure: the same drafts and policy give the same routes, whatever their order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from critic.calibrate import CalibrationResult
+from critic.errors import CriticError, did_you_mean
+
+Decision = Literal["accept", "review"]
+Reason = Literal[
+    "confident",
+    "low_confidence",
+    "swap_inconsistent",
+    "critics_disagree",
+    "parse_failure",
+    "audit_sample",
+    "budget",
+]
+REASONS: tuple[Reason, ...] = (
+    "confident",
+    "budget",
+    "low_confidence",
+    "swap_inconsistent",
+    "critics_disagree",
+    "parse_failure",
+    "audit_sample",
+)
+
+
+class Policy(BaseModel):
+    """A routing policy. Unknown keys are an error, so a typo is not a silent default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    threshold: float | None = Field(
+        ge=0, le=1, description="auto-accept at confidence >= threshold; None: accept nothing"
+    )
+    target_agreement: float = Field(gt=0, lt=1)
+    delta: float = Field(gt=0, lt=1)
+    calibration: CalibrationResult | None = None
+    audit_rate: float = Field(
+        default=0.0, ge=0, le=1, description="share of would-be-accepted items sent to review"
+    )
+    budget: int | None = Field(default=None, ge=0, description="at most this many reviews")
+    seed: int = Field(default=0, description="seed of the audit sample")
+    route_swap_inconsistent: bool = Field(
+        default=True, description="review comparisons whose verdict flips with the order"
+    )
+    route_critics_disagree: bool = Field(
+        default=True, description="review items on which the critic models disagree"
+    )
+
+    @model_validator(mode="after")
+    def _matches_calibration(self) -> Policy:
+        cal = self.calibration
+        if cal is not None and (cal.target_agreement, cal.delta) != (
+            self.target_agreement,
+            self.delta,
+        ):
+            raise ValueError(
+                "target_agreement and delta must be those the calibration was run with "
+                f"({cal.target_agreement} and {cal.delta}); recalibrate to change them"
+            )
+        return self
+
+    @classmethod
+    def from_calibration(
+        cls,
+        result: CalibrationResult,
+        *,
+        audit_rate: float = 0.0,
+        budget: int | None = None,
+        seed: int = 0,
+        route_swap_inconsistent: bool = True,
+        route_critics_disagree: bool = True,
+    ) -> Policy:
+        """The policy that auto-accepts at the calibrated threshold."""
+        return cls(
+            threshold=result.threshold,
+            target_agreement=result.target_agreement,
+            delta=result.delta,
+            calibration=result,
+            audit_rate=audit_rate,
+            budget=budget,
+            seed=seed,
+            route_swap_inconsistent=route_swap_inconsistent,
+            route_critics_disagree=route_critics_disagree,
+        )
+
+
+def policy_hash(policy: Policy) -> str:
+    """sha256 of the policy's canonical JSON (sorted keys, no whitespace): stored with routes."""
+    canonical = json.dumps(
+        policy.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def save_policy(policy: Policy, path: str | Path) -> None:
+    """Write the policy as YAML, headed by its guarantee in words as a comment."""
+    lines = ["# critic routing policy, written by `critic calibrate`."]
+    if policy.calibration is not None:
+        lines += [f"# {line}" for line in _wrap(policy.calibration.guarantee, 96)]
+    body = yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    try:
+        Path(path).write_text("\n".join(lines) + "\n" + body, encoding="utf-8")
+    except OSError as exc:
+        raise CriticError(f"{path}: cannot write the policy: {exc.strerror}") from None
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines: list[str] = []
+    current = ""
+    for word in text.split():
+        if current and len(current) + 1 + len(word) > width:
+            lines.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    return [*lines, current] if current else lines
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read a policy YAML file; errors name the file and the field, and say what to do."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CriticError(
+            f"{path}: no such policy file",
+            hint="write one with: critic calibrate ... --target-agreement 0.9 --delta 0.1 "
+            f"-o {path}",
+        ) from None
+    except OSError as exc:
+        raise CriticError(f"{path}: cannot read the policy: {exc.strerror}") from None
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise CriticError(f"{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise CriticError(f"{path}: a policy is a YAML mapping of keys to values")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        hint = None
+        if err["type"] == "extra_forbidden":
+            field = str(err["loc"][-1])
+            model: type[BaseModel] = Policy if len(err["loc"]) == 1 else CalibrationResult
+            hint = did_you_mean(field, model.model_fields)
+            message = f"unknown key '{field}'"
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+        prefix = f"{path}: {loc}: " if loc else f"{path}: "
+        raise CriticError(prefix + message, hint=hint) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Routing
+
+
+@dataclass(frozen=True)
+class RouteInput:
+    """What routing needs to know about one draft."""
+
+    id: str
+    label: str | None
+    confidence: float | None
+    parse_failed: bool = False
+    swap_inconsistent: bool = False
+    critics_disagree: bool = False
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one draft goes and why."""
+
+    id: str
+    decision: Decision
+    reason: Reason
+
+
+def audit_draw(seed: int, item_id: str) -> float:
+    """A uniform number in [0, 1) fixed by (seed, id): the same under reordering and resume."""
+    digest = hashlib.sha256(f"{seed}\x00{item_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _trust_reason(draft: RouteInput, policy: Policy) -> Reason | None:
+    """Why the policy does not trust this label, or None if it would accept it."""
+    if draft.parse_failed or draft.label is None:
+        return "parse_failure"
+    if draft.swap_inconsistent and policy.route_swap_inconsistent:
+        return "swap_inconsistent"
+    if draft.critics_disagree and policy.route_critics_disagree:
+        return "critics_disagree"
+    if policy.threshold is None or draft.confidence is None or draft.confidence < policy.threshold:
+        return "low_confidence"
+    return None
+
+
+def route(drafts: Sequence[RouteInput], policy: Policy) -> list[Route]:
+    """Assign every draft `accept` or `review` with the reason, in the order given.
+
+    1. A draft the policy does not trust goes to review, with the first reason that applies:
+       `parse_failure` (no valid output, so no label to ship), `swap_inconsistent`,
+       `critics_disagree` (each when its rule is on), `low_confidence` (below the threshold, no
+       confidence, or no threshold). The rest would be accepted (`confident`).
+    2. Of those, a seeded random share `audit_rate` goes to review as `audit_sample`, so the
+       agreement of auto-accepted labels can be estimated without bias. Whether an item is drawn
+       depends only on (seed, id), so the draw is stable under reordering and resume.
+    3. With a budget of K, at most K drafts go to review. They are kept in this order: parse
+       failures (they are never accepted, having no label; if there are more than K they all
+       still go to review), then the untrusted drafts least confident first (no confidence
+       counts as least; ties by id), then audit samples in the order of their draw, so a
+       truncated audit sample is still a uniform random sample. Every review draft past K is
+       accepted instead, with reason `budget`: its label ships unreviewed and outside the
+       calibrated guarantee, and `route_counts` shows how many did.
+    """
+    seen: set[str] = set()
+    for draft in drafts:
+        if draft.id in seen:
+            raise CriticError(f"draft id {draft.id!r} appears twice; route each item once")
+        seen.add(draft.id)
+
+    reasons: dict[str, Reason] = {}
+    for draft in drafts:
+        reason = _trust_reason(draft, policy)
+        if reason is None:
+            audited = audit_draw(policy.seed, draft.id) < policy.audit_rate
+            reason = "audit_sample" if audited else "confident"
+        reasons[draft.id] = reason
+
+    if policy.budget is not None:
+        for draft in _over_budget(drafts, reasons, policy):
+            reasons[draft.id] = "budget"
+
+    accepted = ("confident", "budget")
+    return [
+        Route(d.id, "accept" if reasons[d.id] in accepted else "review", reasons[d.id])
+        for d in drafts
+    ]
+
+
+def _over_budget(
+    drafts: Sequence[RouteInput], reasons: dict[str, Reason], policy: Policy
+) -> list[RouteInput]:
+    """The review drafts past the budget, which will be accepted instead."""
+    assert policy.budget is not None
+    failed = [d for d in drafts if reasons[d.id] == "parse_failure"]
+    untrusted = sorted(
+        (d for d in drafts if reasons[d.id] not in ("parse_failure", "audit_sample", "confident")),
+        key=lambda d: (-1.0 if d.confidence is None else d.confidence, d.id),
+    )
+    audits = sorted(
+        (d for d in drafts if reasons[d.id] == "audit_sample"),
+        key=lambda d: (audit_draw(policy.seed, d.id), d.id),
+    )
+    room = max(0, policy.budget - len(failed))
+    return [*untrusted, *audits][room:]
+
+
+def route_counts(routes: Sequence[Route]) -> dict[str, int]:
+    """How many routes have each reason, every reason listed (accept reasons first)."""
+    counts: dict[str, int] = dict.fromkeys(REASONS, 0)
+    for r in routes:
+        counts[r.reason] += 1
+    return counts
