@@ -25,6 +25,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from adjudication.errors import AdjudicationError
 from critic.errors import CriticError
 
 app = typer.Typer(
@@ -49,13 +50,13 @@ def reports_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except CriticError as exc:
+        except (CriticError, AdjudicationError) as exc:
             if os.environ.get("CRITIC_DEBUG"):
                 raise
             err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
             if exc.hint:
                 err.print(f"  [dim]hint:[/] {exc.hint}", markup=True, highlight=False)
-            raise typer.Exit(exc.exit_code) from None
+            raise typer.Exit(getattr(exc, "exit_code", 1)) from None
         except KeyboardInterrupt:
             err.print("interrupted; what finished is stored. Rerun the same command to resume.")
             raise typer.Exit(130) from None
@@ -269,6 +270,141 @@ def runs(db: str = DbOpt, json_out: bool = typer.Option(False, "--json")) -> Non
             str(r.get("drafted", 0)), str(r.get("failed", 0)), r["input"],
         )  # fmt: skip
     out.print(table)
+
+
+@app.command()
+@reports_errors
+def calibrate(
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the policy YAML."),
+    from_file: Path | None = typer.Option(
+        None, "--from-file", help='JSONL rows {"id","label","confidence"|"probs","human_label"}.'
+    ),
+    db: str | None = typer.Option(
+        None, "--db", envvar="CRITIC_DB", help="Use human decisions stored in this database."
+    ),
+    run: str | None = typer.Option(None, help="Only drafts of this run (with --db)."),
+    target_agreement: float = typer.Option(0.9, min=0.5, max=0.999),
+    delta: float = typer.Option(0.1, min=0.001, max=0.5, help="Allowed failure probability."),
+    audit_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of accepts to audit."),
+    budget: int | None = typer.Option(None, min=0, help="At most this many reviews."),
+    seed: int = typer.Option(0, help="Seed of the audit sample."),
+    plot: Path | None = typer.Option(None, help="Write a reliability / coverage PNG here."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Pick the confidence threshold that meets a target agreement with a stated guarantee."""
+    from critic.calibrate import calibrate as do_calibrate
+    from critic.calibrate import load_judgments
+    from critic.errors import UsageError
+    from critic.routing import Policy, save_policy
+
+    if (from_file is None) == (db is None):
+        raise UsageError("give exactly one of --from-file and --db")
+    if from_file is not None:
+        judgments = load_judgments(from_file)
+        scores = [j.confidence for j in judgments]
+        correct = [j.correct for j in judgments]
+    else:
+        from critic.review import human_judgments
+
+        scores, correct = human_judgments(db or "", run)
+    result = do_calibrate(scores, correct, target_agreement, delta)
+    policy = Policy.from_calibration(result, audit_rate=audit_rate, budget=budget, seed=seed)
+    save_policy(policy, output)
+    if plot is not None:
+        from critic.plots import plot_calibration
+
+        plot_calibration(scores, correct, result, plot)
+    if json_out:
+        print(json.dumps({**result.model_dump(mode="json"), "guarantee": result.guarantee,
+                          "policy": str(output)}, indent=2))  # fmt: skip
+    else:
+        table = Table(title="critic calibrate", show_header=False, box=None)
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row("human labels", str(result.n_calibration))
+        table.add_row(
+            "threshold", "none" if result.threshold is None else f"{result.threshold:.4g}"
+        )
+        table.add_row("expected coverage", f"{result.coverage:.1%}")
+        if result.agreement is not None and result.lower_bound is not None:
+            table.add_row("agreement (lower bound)",
+                          f"{result.agreement:.1%} ({result.lower_bound:.1%})")  # fmt: skip
+        table.add_row("policy", str(output))
+        out.print(table)
+        out.print(result.guarantee, soft_wrap=True)
+    raise typer.Exit(0 if result.threshold is not None else 1)
+
+
+@app.command()
+@reports_errors
+def route(
+    policy_path: Path = typer.Option(..., "--policy", help="Policy YAML from `critic calibrate`."),
+    db: str | None = typer.Option(None, "--db", envvar="CRITIC_DB"),
+    run: str | None = typer.Option(None, help="Run id or prefix (default: the latest run)."),
+    from_file: Path | None = typer.Option(
+        None, "--from-file", help='Route JSONL rows {"id","label","confidence"|"probs"}.'
+    ),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Write review items (or, with --from-file, every route)."
+    ),
+    queue: str | None = typer.Option(None, help="Send review items to this review queue."),
+    audit_rate: float | None = typer.Option(None, min=0.0, max=1.0, help="Override the policy."),
+    budget: int | None = typer.Option(None, min=0, help="Override the policy's review budget."),
+    seed: int | None = typer.Option(None, help="Override the policy's audit seed."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Assign every draft accept or review, with the reason; store routes with the policy hash."""
+    from critic.calibrate import load_judgments
+    from critic.errors import UsageError
+    from critic.routing import load_policy, policy_hash, route_counts
+    from critic.triage import route_judgments, route_run
+
+    policy = load_policy(policy_path)
+    overrides = {k: v for k, v in
+                 {"audit_rate": audit_rate, "budget": budget, "seed": seed}.items()
+                 if v is not None}  # fmt: skip
+    if overrides:
+        policy = policy.model_copy(update=overrides)
+    if (from_file is None) == (db is None):
+        raise UsageError("give exactly one of --db and --from-file")
+    if from_file is not None:
+        if queue:
+            raise UsageError("--queue needs --db: queues live in the database")
+        routed = route_judgments(load_judgments(from_file, require_human_label=False), policy)
+        counts = route_counts(routed)
+        if output is not None:
+            output.write_text("".join(json.dumps(r.__dict__) + "\n" for r in routed))
+        review = sum(r.decision == "review" for r in routed)
+        summary: dict[str, Any] = {
+            "policy_hash": policy_hash(policy),
+            "counts": counts,
+            "review": review,
+            "accepted": len(routed) - review,
+        }
+    else:
+        from critic.store import open_store
+
+        result = route_run(open_store(db or ""), policy, run)
+        summary = result.to_dict()
+        if output is not None:
+            from critic.export import write
+
+            write(result.review_rows, output, "jsonl")
+        if queue:
+            from critic.review import enqueue_review
+
+            summary["enqueued"] = enqueue_review(db or "", queue, result.review_rows)
+    if json_out:
+        print(json.dumps(summary, indent=2))
+        return
+    table = Table("reason", "items", title=f"critic route · policy {summary['policy_hash'][:12]}")
+    for reason, count in summary["counts"].items():
+        table.add_row(reason, str(count))
+    table.add_row("[bold]accepted[/]", str(summary["accepted"]))
+    table.add_row("[bold]to review[/]", str(summary["review"]))
+    out.print(table)
+    if summary.get("enqueued") is not None:
+        err.print(f"{summary['enqueued']} item(s) added to queue '{queue}'", highlight=False)
 
 
 @constitution_app.command("lint")

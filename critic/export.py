@@ -19,11 +19,21 @@ RESERVED = {
     "status", "reason", "detail", "source", "constitution", "constitution_id",
     "constitution_version", "model", "backend", "template", "run_id", "task", "created_at",
     "drafted_at", "updated_at", "parse_attempts", "score_distribution", "expected_score",
+    "route", "route_reason", "final_label", "label_source", "rejected", "reviewers",
+    "review_agreement",
 }  # fmt: skip
 
 
 def export_rows(store: Store, run_id: str | None = None) -> Iterator[dict[str, Any]]:
-    """The export rows, in input order."""
+    """The export rows, in input order, with routes and human decisions merged in.
+
+    `final_label` is what ships: the human (or adjudicated) label where a human decided, else the
+    critic's; `label_source` says which (critic / human / adjudicated).
+    """
+    from critic.review import human_outcomes
+
+    humans = human_outcomes(store.engine.url.render_as_string(hide_password=False))
+    routes = store.latest_routes(run_id)
     for r in store.rows(run_id):
         row: dict[str, Any] = {"id": r["item_id"]}
         for key, value in (r["row"] or {}).items():
@@ -57,6 +67,26 @@ def export_rows(store: Store, run_id: str | None = None) -> Iterator[dict[str, A
                 "confidence_components": (
                     None if r["components"] is None else json.dumps(r["components"])
                 ),
+            }
+        )
+        critic_verdict = (
+            r["label"]
+            if r["label"] is not None
+            else (None if r["score"] is None else str(int(r["score"])))
+        )
+        human = humans.get(r["item_id"])
+        route = routes.get((r["run_id"], r["item_id"]))
+        row.update(
+            {
+                "route": route["decision"] if route else None,
+                "route_reason": route["reason"] if route else None,
+                "final_label": human["label"] if human else critic_verdict,
+                "label_source": human["source"]
+                if human
+                else ("critic" if critic_verdict else None),
+                "rejected": bool(human and human["rejected"]),
+                "reviewers": human["reviewers"] if human else 0,
+                "review_agreement": human["agreement"] if human else None,
             }
         )
         if "expected_score" in draft:

@@ -48,6 +48,12 @@ class LabelOptions:
             raise UsageError("--max-reasks cannot be negative")
         if self.top_logprobs is not None and not 1 <= self.top_logprobs <= 20:
             raise UsageError("--logprobs takes a number of alternatives from 1 to 20")
+        if self.samples > 1 and self.temperature == 0:
+            raise UsageError(
+                "--samples > 1 needs a temperature above 0 (vLLM rejects n > 1 with greedy "
+                "sampling, and greedy samples would all agree anyway)",
+                hint="add --temperature 1.0",
+            )
         if self.max_tokens < 16:
             raise UsageError("--max-tokens must be at least 16 for a JSON answer")
 

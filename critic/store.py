@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from critic.constitution import Constitution
 from critic.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_DB = "sqlite:///critic.db"
 
 metadata = sa.MetaData()
@@ -109,6 +109,29 @@ drafts = sa.Table(
 )
 
 
+policies = sa.Table(
+    "policies",
+    metadata,
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+
+routes = sa.Table(
+    "routes",
+    metadata,
+    sa.Column("run_id", sa.String(16), primary_key=True),
+    sa.Column("item_id", sa.String(255), primary_key=True),
+    sa.Column("policy_hash", sa.String(64), primary_key=True),
+    sa.Column("decision", sa.String(16), nullable=False),  # accept | review
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("confidence", sa.Float),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+
+V1_TABLES = (schema_info, constitutions, runs, items, generations, drafts)
+
+
 def now() -> str:
     """UTC now as ISO 8601 text (sortable, portable across SQLite and PostgreSQL)."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -118,12 +141,17 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-# Migrations are code: MIGRATIONS[v] takes a database at version v to v + 1.
+# Migrations are code: MIGRATIONS[v] takes a database at version v to v + 1. A database made by an
+# older critic opens in a newer one; each step creates exactly what its version added.
 def _migrate_0(conn: sa.Connection) -> None:
-    metadata.create_all(conn)
+    metadata.create_all(conn, tables=list(V1_TABLES))
 
 
-MIGRATIONS = {0: _migrate_0}
+def _migrate_1(conn: sa.Connection) -> None:
+    metadata.create_all(conn, tables=[policies, routes])
+
+
+MIGRATIONS = {0: _migrate_0, 1: _migrate_1}
 
 
 @dataclass(frozen=True)
@@ -435,6 +463,52 @@ class Store:
             "requests": int(tokens[2]),
         }
 
+    # -- routing -------------------------------------------------------------------------------
+    def save_routes(
+        self,
+        policy_hash: str,
+        policy_yaml: str,
+        decided: Sequence[tuple[str, str, str, str, float | None]],
+    ) -> None:
+        """Store routes `(run_id, item_id, decision, reason, confidence)` under a policy hash.
+
+        Routing again with the same policy replaces that policy's routes (it is deterministic).
+        """
+        stamp = now()
+        with self.engine.begin() as conn:
+            if (
+                conn.execute(
+                    sa.select(policies.c.hash).where(policies.c.hash == policy_hash)
+                ).first()
+                is None
+            ):
+                conn.execute(
+                    policies.insert().values(
+                        hash=policy_hash, content=policy_yaml, created_at=stamp
+                    )
+                )
+            for run_id in {d[0] for d in decided}:
+                conn.execute(
+                    routes.delete().where(
+                        routes.c.run_id == run_id, routes.c.policy_hash == policy_hash
+                    )
+                )
+            rows = [
+                {"run_id": r, "item_id": i, "policy_hash": policy_hash, "decision": d,
+                 "reason": why, "confidence": c, "created_at": stamp}
+                for r, i, d, why, c in decided
+            ]  # fmt: skip
+            for start in range(0, len(rows), 2000):
+                conn.execute(routes.insert(), rows[start : start + 2000])
+
+    def latest_routes(self, run_id: str | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+        """The most recent route of every routed item, keyed by (run_id, item_id)."""
+        query = sa.select(routes).order_by(routes.c.created_at)
+        if run_id is not None:
+            query = query.where(routes.c.run_id == run_id)
+        with self.engine.connect() as conn:
+            return {(r["run_id"], r["item_id"]): dict(r) for r in conn.execute(query).mappings()}
+
     def generations_for(self, run_id: str, item_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -484,6 +558,11 @@ def open_store(url: str = DEFAULT_DB) -> Store:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     try:
         engine = sa.create_engine(parsed, future=True)
+    except sa.exc.NoSuchModuleError:
+        raise StoreError(
+            f"unknown database kind '{parsed.drivername}'",
+            hint="use sqlite:///critic.db or postgresql+psycopg://user@host/db",
+        ) from None
     except ImportError as exc:
         raise StoreError(
             f"the database driver for {parsed.drivername} is not installed ({exc.name})",

@@ -1,0 +1,108 @@
+"""Apply a routing policy to stored drafts: store every route, hand the review items over."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from critic.calibrate import Judgment
+from critic.errors import UsageError
+from critic.routing import Policy, Route, RouteInput, policy_hash, route, route_counts
+from critic.store import Store
+
+# Failures the model caused go to a human; unreadable input rows have nothing to review.
+NOT_ROUTABLE = {"invalid_input"}
+
+
+@dataclass
+class RouteSummary:
+    """What routing decided, for printing and `--json`."""
+
+    run_id: str | None
+    policy_hash: str
+    counts: dict[str, int]
+    accepted: int
+    review: int
+    not_routable: int
+    pending: int
+    guarantee: str | None
+    review_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "review_rows"}
+
+
+def route_input(row: dict[str, Any]) -> RouteInput:
+    """What routing needs from one stored row (as `Store.rows` gives it)."""
+    components = row.get("components") or {}
+    label = row.get("label")
+    if label is None and row.get("score") is not None:
+        label = str(int(row["score"]))
+    order = components.get("order_agreement")
+    critics = components.get("critic_agreement")
+    return RouteInput(
+        id=row["item_id"],
+        label=label,
+        confidence=row.get("confidence"),
+        parse_failed=row["status"] == "failed",
+        swap_inconsistent=order is not None and order < 1.0,
+        critics_disagree=critics is not None and critics < 1.0,
+    )
+
+
+def route_run(store: Store, policy: Policy, run_id: str | None = None) -> RouteSummary:
+    """Route every finished item of one run (the latest by default) and store the routes."""
+    runs = store.runs()
+    if not runs:
+        raise UsageError(f"{store.url} holds no runs yet", hint="run `critic label` first")
+    run = store.run(run_id) if run_id else runs[-1]
+    rows = list(store.rows(run.id))
+    routable = [r for r in rows if r["status"] != "pending" and r.get("reason") not in NOT_ROUTABLE]
+    routes = route([route_input(r) for r in routable], policy)
+    digest = policy_hash(policy)
+    store.save_routes(
+        digest,
+        yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False),
+        [(run.id, rt.id, rt.decision, rt.reason, r.get("confidence"))
+         for rt, r in zip(routes, routable, strict=True)],
+    )  # fmt: skip
+    by_id = {r["item_id"]: r for r in routable}
+    review_rows = [
+        {**by_id[rt.id], "route_reason": rt.reason, "policy": digest}
+        for rt in routes
+        if rt.decision == "review"
+    ]
+    return _summary(run.id, digest, policy, routes, rows, routable, review_rows)
+
+
+def route_judgments(judgments: Sequence[Judgment], policy: Policy) -> list[Route]:
+    """Route predictions made elsewhere (`{"id", "label", "confidence"}` rows)."""
+    return route(
+        [RouteInput(id=j.id, label=j.label, confidence=j.confidence) for j in judgments], policy
+    )
+
+
+def _summary(
+    run_id: str | None,
+    digest: str,
+    policy: Policy,
+    routes: Sequence[Route],
+    rows: Sequence[dict[str, Any]],
+    routable: Sequence[dict[str, Any]],
+    review_rows: list[dict[str, Any]],
+) -> RouteSummary:
+    review = sum(1 for r in routes if r.decision == "review")
+    return RouteSummary(
+        run_id=run_id,
+        policy_hash=digest,
+        counts=route_counts(routes),
+        accepted=len(routes) - review,
+        review=review,
+        not_routable=sum(1 for r in rows if r.get("reason") in NOT_ROUTABLE),
+        pending=sum(1 for r in rows if r["status"] == "pending"),
+        guarantee=policy.calibration.guarantee if policy.calibration else None,
+        review_rows=review_rows,
+    )

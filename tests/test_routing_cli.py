@@ -1,0 +1,123 @@
+"""calibrate -> route -> queue -> decide -> export, on the fake backend and a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from critic.cli import app
+
+runner = CliRunner()
+
+
+def judged(tmp_path: Path, n: int = 400, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    rows = []
+    for k in range(n):
+        confidence = rng.random()
+        correct = rng.random() < 0.5 + 0.5 * confidence  # informative confidence
+        rows.append({"id": f"j{k}", "label": "harmful", "confidence": confidence,
+                     "human_label": "harmful" if correct else "harmless"})  # fmt: skip
+    path = tmp_path / "judged.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_calibrate_from_file_writes_policy_and_plot(tmp_path: Path) -> None:
+    policy, plot = tmp_path / "policy.yaml", tmp_path / "calib.png"
+    result = runner.invoke(app, ["calibrate", "--from-file", str(judged(tmp_path)),
+                                 "--target-agreement", "0.85", "--delta", "0.1",
+                                 "-o", str(policy), "--plot", str(plot), "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert 0.4 < summary["threshold"] < 1.0 and 0 < summary["coverage"] < 1
+    assert summary["lower_bound"] >= 0.85 and "With probability" in summary["guarantee"]
+    assert policy.exists() and plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_calibrate_with_too_few_labels_says_how_many_more(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["calibrate", "--from-file", str(judged(tmp_path, n=8)),
+                                 "-o", str(tmp_path / "p.yaml")])  # fmt: skip
+    assert result.exit_code == 1
+    assert "No threshold can be guaranteed" in result.stdout and "more" in result.stdout
+
+
+def test_route_from_file(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    runner.invoke(app, ["calibrate", "--from-file", str(judged(tmp_path)), "-o", str(policy),
+                        "--target-agreement", "0.85"])  # fmt: skip
+    routed = tmp_path / "routed.jsonl"
+    result = runner.invoke(app, ["route", "--from-file", str(judged(tmp_path, seed=1)),
+                                 "--policy", str(policy), "-o", str(routed),
+                                 "--audit-rate", "0.1", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    rows = [json.loads(line) for line in routed.read_text().splitlines()]
+    assert len(rows) == 400 == summary["review"] + summary["accepted"]
+    reasons = {r["reason"] for r in rows}
+    assert {"low_confidence", "audit_sample"} <= reasons
+    assert summary["counts"]["audit_sample"] > 0
+
+
+@pytest.fixture
+def labelled_db(tmp_path: Path) -> str:
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"id": f"i{k}", "prompt": "Human: q", "response": f"r{k}"})
+                             + "\n" for k in range(30)) + "{bad\n")  # fmt: skip
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    result = runner.invoke(app, ["label", str(items), "-c", "harmlessness", "--backend", "fake",
+                                 "--db", db, "-q", "--logprobs", "2"])  # fmt: skip
+    assert result.exit_code == 1  # the bad row
+    return db
+
+
+def test_route_stored_run_into_queue_and_export_merges_decisions(
+    labelled_db: str, tmp_path: Path
+) -> None:
+    from adjudication.store import open_store as open_queues
+
+    from critic.routing import Policy, save_policy
+
+    policy = tmp_path / "policy.yaml"
+    # No guaranteed threshold: nothing is auto-accepted, every draft goes to review.
+    save_policy(Policy(threshold=None, target_agreement=0.9, delta=0.1), policy)
+    queues = open_queues(labelled_db)
+    queues.create_queue("harm-review", overlap=1)
+    queues.add_user("alice", role="reviewer")
+    result = runner.invoke(app, ["route", "--db", labelled_db, "--policy", str(policy),
+                                 "--queue", "harm-review", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["review"] == 30 and summary["enqueued"] == 30 and summary["not_routable"] == 1
+    again = runner.invoke(app, ["route", "--db", labelled_db, "--policy", str(policy),
+                                "--queue", "harm-review", "--json"])  # fmt: skip
+    assert json.loads(again.stdout)["enqueued"] == 0  # idempotent
+
+    claim = queues.claim("harm-review", "alice")
+    assert claim is not None
+    item_id = claim.task.item_id
+    critic_label = claim.task.draft_label
+    human = "harmless" if critic_label == "harmful" else "harmful"
+    queues.decide(claim.token, "edit", label=human, seconds=3.0)
+
+    out = tmp_path / "out.jsonl"
+    assert runner.invoke(app, ["export", str(out), "--db", labelled_db]).exit_code == 0
+    rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows[item_id]["final_label"] == human and rows[item_id]["label"] == critic_label
+    assert rows[item_id]["label_source"] == "human" and rows[item_id]["reviewers"] == 1
+    others = [r for k, r in rows.items() if k != item_id and r["status"] == "drafted"]
+    assert all(r["label_source"] == "critic" and r["route"] == "review" for r in others)
+
+
+def test_unknown_queue_is_a_clear_error(labelled_db: str, tmp_path: Path) -> None:
+    from critic.routing import Policy, save_policy
+
+    policy = tmp_path / "policy.yaml"
+    save_policy(Policy(threshold=0.5, target_agreement=0.9, delta=0.1), policy)
+    result = runner.invoke(app, ["route", "--db", labelled_db, "--policy", str(policy),
+                                 "--queue", "nope"])  # fmt: skip
+    assert result.exit_code == 1 and "nope" in result.stderr and "Traceback" not in result.output

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from critic import store as st
+from critic.errors import StoreError
+
+
+def test_a_database_made_by_schema_1_opens_and_keeps_its_data(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # what critic 0.1 with schema 1 created
+        st._migrate_0(conn)
+        conn.execute(st.schema_info.insert().values(id=1, version=1))
+        conn.execute(st.runs.insert().values(
+            id="r1", key="k", task="label", constitution_hash=None, template_hash="t",
+            backend="fake", model="m", params="{}", input="x", created_at="a", updated_at="a"))  # fmt: skip
+    assert not sa.inspect(engine).has_table("routes")
+    store = st.open_store(url)
+    assert sa.inspect(store.engine).has_table("routes")
+    assert [r.id for r in store.runs()] == ["r1"]
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(st.schema_info.c.version)).scalar() == st.SCHEMA_VERSION
+
+
+def test_a_newer_schema_is_refused_with_a_hint(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    st.open_store(url).close()
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(st.schema_info.update().values(version=99))
+    with pytest.raises(StoreError, match="newer critic"):
+        st.open_store(url)
+
+
+def test_bad_url_and_unreachable_database(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="unknown database kind"):
+        st.open_store("nonsense://")
+    with pytest.raises(StoreError, match="cannot open the database"):
+        st.open_store("postgresql+psycopg://nobody@127.0.0.1:9/none")
