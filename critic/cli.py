@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -256,7 +255,7 @@ def runs(db: str = DbOpt, json_out: bool = typer.Option(False, "--json")) -> Non
     from critic.store import open_store
 
     store = open_store(db)
-    listed = []
+    listed: list[dict[str, Any]] = []
     for r in store.runs():
         counts = store.counts(r.id)
         listed.append({**r.__dict__, **counts["statuses"]})
@@ -264,10 +263,11 @@ def runs(db: str = DbOpt, json_out: bool = typer.Option(False, "--json")) -> Non
         print(json.dumps(listed, indent=2, default=str))
         return
     table = Table("run", "task", "constitution", "model", "backend", "drafted", "failed", "input")
-    for r in listed:
+    for entry in listed:
         table.add_row(
-            r["id"], r["task"], r["constitution_hash"][:12], r["model"], r["backend"],
-            str(r.get("drafted", 0)), str(r.get("failed", 0)), r["input"],
+            entry["id"], entry["task"], entry["constitution_hash"][:12], entry["model"],
+            entry["backend"], str(entry.get("drafted", 0)), str(entry.get("failed", 0)),
+            entry["input"],
         )  # fmt: skip
     out.print(table)
 
@@ -414,16 +414,14 @@ def constitution_lint(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Report every problem with file, line, field and a hint. Exit 1 on errors."""
-    from critic.constitution import check, resolve
+    from critic.constitution import Problem, check, resolve
 
-    problems = []
-    for p in paths:
+    problems: list[Problem] = []
+    for path in paths:
         try:
-            resolved = resolve(p)
+            resolved = resolve(path)
         except CriticError as exc:
-            from critic.constitution import Problem
-
-            problems.append(Problem(p, "", exc.message, exc.hint))
+            problems.append(Problem(path, "", exc.message, exc.hint))
             continue
         constitution, found = check(resolved)
         problems.extend(found)
@@ -472,4 +470,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -38,7 +38,7 @@ def _label_model(
             ),
         ),
         "principles": (
-            list[_literal(list(principle_ids))],  # type: ignore[valid-type]
+            list[_literal(list(principle_ids))],  # type: ignore[misc]
             Field(
                 max_length=3,
                 description="Ids of the principles that decide this case (at most three).",

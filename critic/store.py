@@ -283,7 +283,7 @@ class Store:
                 sa.select(sa.func.count()).select_from(items).where(items.c.run_id == run_id)
             ).scalar_one()
             stamp = now()
-            fresh = []
+            fresh: list[dict[str, Any]] = []
             for record in records:
                 if record["item_id"] in existing:
                     continue
@@ -425,21 +425,21 @@ class Store:
     def counts(self, run_id: str) -> dict[str, Any]:
         """Totals for a run summary: statuses, failure reasons, labels, tokens."""
         with self.engine.connect() as conn:
-            statuses = dict(
+            statuses: dict[Any, Any] = dict(
                 conn.execute(
                     sa.select(items.c.status, sa.func.count())
                     .where(items.c.run_id == run_id)
                     .group_by(items.c.status)
                 ).all()
             )
-            reasons = dict(
+            reasons: dict[Any, Any] = dict(
                 conn.execute(
                     sa.select(items.c.reason, sa.func.count())
                     .where(items.c.run_id == run_id, items.c.status == "failed")
                     .group_by(items.c.reason)
                 ).all()
             )
-            labels = dict(
+            labels: dict[Any, Any] = dict(
                 conn.execute(
                     sa.select(sa.func.coalesce(drafts.c.label, sa.cast(drafts.c.score, sa.Text)),
                               sa.func.count())

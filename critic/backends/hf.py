@@ -41,7 +41,7 @@ class TransformersBackend:
         except (OSError, ValueError) as exc:
             raise BackendError(f"transformers could not load model '{model}': {exc}") from None
         self._outlines = outlines
-        self._model = outlines.from_transformers(hf_model, self.tokenizer)
+        self._model = outlines.from_transformers(hf_model, self.tokenizer)  # type: ignore[arg-type]
         self.max_model_len = int(getattr(hf_model.config, "max_position_embeddings", 2048))
         self._generators: dict[str, Any] = {}
         self._lock = threading.Lock()
