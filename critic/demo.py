@@ -11,11 +11,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.table import Table
+
+from critic.routing import Policy
 
 console = Console(stderr=True, soft_wrap=True)
 ROOT = Path(__file__).resolve().parents[1]
+# Uncalibrated: a demo has no human decisions yet. Real policies come from `critic calibrate`.
+DEMO_POLICY = Policy(threshold=0.9, target_agreement=0.9, delta=0.1, audit_rate=0.1, seed=0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,13 +55,41 @@ def main(argv: list[str] | None = None) -> int:
             options=LabelOptions(max_tokens=768, top_logprobs=5),
             concurrency=32,
         )
-    console.print("[bold]3/3[/] summary")
     Console().print(_summary_table(summary))
+    db = f"sqlite:///{out / 'critic.db'}"
+    console.print("[bold]3/3[/] routing the drafts and filling the review queue 'demo-review'")
+    routed = _route_and_enqueue(db, store, summary.run_id)
+    table = Table("reason", "items", title="routes (demo policy, see below)")
+    for reason, count in routed.counts.items():
+        table.add_row(reason, str(count))
+    table.add_row("[bold]auto-accepted[/]", str(routed.accepted))
+    table.add_row("[bold]sent to review[/]", str(routed.review))
+    Console().print(table)
     console.print(
-        f"\nresults: {out / 'critic.db'}\n"
-        f"export:  .venv/bin/critic export --db sqlite:///{out / 'critic.db'} demo-out/labels.jsonl"
+        f"The demo policy is not calibrated (no human labels yet): it accepts confidence >= "
+        f"{DEMO_POLICY.threshold} and audits {DEMO_POLICY.audit_rate:.0%} of accepts. Calibrate "
+        "a real one with `critic calibrate` once reviewers have decided some items.\n"
+        f"results: {out / 'critic.db'} · queue 'demo-review' holds {routed.enqueued} item(s)\n"
+        f"export:  .venv/bin/critic export --db {db} demo-out/labels.jsonl"
     )
     return 0
+
+
+def _route_and_enqueue(db: str, store: Any, run_id: str) -> Any:
+    from adjudication.errors import NotFoundError
+    from adjudication.store import open_store as open_queues
+    from critic.review import enqueue_review
+    from critic.triage import route_run
+
+    queues = open_queues(db)
+    try:
+        queues.queue("demo-review")
+    except NotFoundError:
+        queues.create_queue("demo-review", overlap=1, labels=["harmless", "harmful"])
+    queues.close()
+    routed = route_run(store, DEMO_POLICY, run_id)
+    routed.enqueued = enqueue_review(db, "demo-review", routed.review_rows)
+    return routed
 
 
 def _model() -> Path:

@@ -29,6 +29,7 @@ class RouteSummary:
     not_routable: int
     pending: int
     guarantee: str | None
+    enqueued: int | None = None
     review_rows: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
