@@ -1,0 +1,178 @@
+"""Schema migrations, as code, applied in order when a store is opened.
+
+Each migration is a function of a connection inside the migrating transaction; its position in
+`MIGRATIONS` (1-based) is the schema version it produces. A migration is history: once released
+it never changes, which is why migration 1 spells out its tables instead of using `schema.py`
+(that module describes the newest shape; a test checks that the two end up the same).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Connection,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    insert,
+    select,
+    text,
+)
+
+from .errors import StoreError
+from .schema import UTCDateTime, schema_version
+
+Migration = Callable[[Connection], None]
+
+
+def _001_initial(conn: Connection) -> None:
+    md = MetaData()
+    Table(
+        "queues",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("name", String(200), nullable=False, unique=True),
+        Column("overlap", Integer, nullable=False),
+        Column("blind", Boolean, nullable=False),
+        Column("lease_seconds", Integer, nullable=False),
+        Column("labels", JSON, nullable=True),
+        Column("created_at", UTCDateTime, nullable=False),
+        CheckConstraint("overlap >= 1", name="ck_queues_overlap"),
+        CheckConstraint("lease_seconds >= 1", name="ck_queues_lease"),
+    )
+    Table(
+        "users",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("name", String(200), nullable=False, unique=True),
+        Column("role", String(20), nullable=False),
+        Column("password_hash", Text, nullable=True),
+        Column("active", Boolean, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        CheckConstraint("role IN ('reviewer', 'adjudicator', 'admin')", name="ck_users_role"),
+    )
+    Table(
+        "tasks",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("queue_id", Integer, ForeignKey("queues.id"), nullable=False),
+        Column("item_id", String(500), nullable=False),
+        Column("item", JSON, nullable=False),
+        Column("draft", JSON, nullable=False),
+        Column("draft_label", Text, nullable=True),
+        Column("confidence", Float, nullable=True),
+        Column("route_reason", String(100), nullable=True),
+        Column("principle_ids", JSON, nullable=False),
+        Column("priority", Float, nullable=False),
+        Column("state", String(20), nullable=False),
+        Column("round", Integer, nullable=False),
+        Column("reviews", Integer, nullable=False),
+        Column("final_label", Text, nullable=True),
+        Column("final_source", String(20), nullable=True),
+        Column("final_edit", JSON, nullable=True),
+        Column("rejected", Boolean, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+        UniqueConstraint("queue_id", "item_id", name="uq_tasks_queue_item"),
+        CheckConstraint("state IN ('pending', 'adjudication', 'done')", name="ck_tasks_state"),
+        Index("ix_tasks_pick", "queue_id", "state", "priority", "id"),
+    )
+    Table(
+        "claims",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("task_id", Integer, ForeignKey("tasks.id"), nullable=False),
+        Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+        Column("round", Integer, nullable=False),
+        Column("kind", String(20), nullable=False),
+        Column("token", String(64), nullable=False, unique=True),
+        Column("claimed_at", UTCDateTime, nullable=False),
+        Column("expires_at", UTCDateTime, nullable=False),
+        Column("ended_at", UTCDateTime, nullable=True),
+        Column("end_reason", String(20), nullable=True),
+        Index("ix_claims_task", "task_id", "ended_at"),
+        Index("ix_claims_user", "user_id", "ended_at"),
+    )
+    Table(
+        "decisions",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("task_id", Integer, ForeignKey("tasks.id"), nullable=False),
+        Column("claim_id", Integer, ForeignKey("claims.id"), nullable=False, unique=True),
+        Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+        Column("round", Integer, nullable=False),
+        Column("kind", String(20), nullable=False),
+        Column("action", String(20), nullable=False),
+        Column("label", Text, nullable=True),
+        Column("edit", JSON, nullable=True),
+        Column("note", Text, nullable=True),
+        Column("seconds", Float, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+        UniqueConstraint("task_id", "user_id", "round", "kind", name="uq_decisions_once"),
+        Index("ix_decisions_task", "task_id", "round"),
+    )
+    Table(
+        "events",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("queue_id", Integer, ForeignKey("queues.id"), nullable=True),
+        Column("task_id", Integer, ForeignKey("tasks.id"), nullable=True),
+        Column("actor", String(200), nullable=True),
+        Column("at", UTCDateTime, nullable=False),
+        Column("kind", String(40), nullable=False),
+        Column("before", JSON, nullable=True),
+        Column("after", JSON, nullable=True),
+        Index("ix_events_task", "task_id", "id"),
+    )
+    md.create_all(conn)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_001_initial,)
+LATEST = len(MIGRATIONS)
+
+# Any constant works; it only has to be the same for every process migrating one database.
+_PG_MIGRATION_LOCK = 0x63726974
+
+
+def current_version(conn: Connection) -> int:
+    """The schema version recorded in the database (0 for a new, empty one)."""
+    version = conn.execute(select(func.max(schema_version.c.version))).scalar()
+    return int(version or 0)
+
+
+def migrate(conn: Connection, now: datetime) -> list[int]:
+    """Bring the database up to `LATEST` inside the caller's write transaction.
+
+    Returns:
+        The versions applied now (empty when the database was already current).
+    """
+    if conn.dialect.name == "postgresql":
+        # Two processes opening a new database at once must not both create the tables.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+    schema_version.create(conn, checkfirst=True)
+    have = current_version(conn)
+    if have > LATEST:
+        raise StoreError(
+            f"the queue database has schema version {have}, newer than this program "
+            f"understands (version {LATEST})",
+            hint="upgrade critic to the version that last wrote this database",
+        )
+    applied = []
+    for version in range(have + 1, LATEST + 1):
+        MIGRATIONS[version - 1](conn)
+        conn.execute(insert(schema_version).values(version=version, applied_at=now))
+        applied.append(version)
+    return applied

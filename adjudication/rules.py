@@ -1,0 +1,170 @@
+"""The queue's rules as pure functions: who may claim what, what a decision means, when a
+round of reviews is settled. No database, no clock."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import PermissionDenied, QueueError
+from .models import ACTIONS, REJECTED, ROLES, ClaimKind, NewTask, Source
+
+
+def suggest(word: str, choices: Iterable[str]) -> str | None:
+    """A hint naming the closest known choice, or None."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean {match[0]!r}?" if match else None
+
+
+def check_role(role: str) -> None:
+    if role not in ROLES:
+        raise QueueError(
+            f"unknown role {role!r}", hint=suggest(role, ROLES) or f"use one of: {', '.join(ROLES)}"
+        )
+
+
+def claim_kinds(user: str, role: str, active: bool, kind: str | None) -> list[ClaimKind]:
+    """What a user may be handed, in the order it is offered to them."""
+    if not active:
+        raise PermissionDenied(
+            f"user {user!r} is deactivated", hint="ask an admin to reactivate them"
+        )
+    if kind not in (None, "review", "adjudication"):
+        raise QueueError(f"unknown claim kind {kind!r}", hint="use 'review' or 'adjudication'")
+    adjudicates = role in ("adjudicator", "admin")
+    if kind == "adjudication" and not adjudicates:
+        raise PermissionDenied(
+            f"{user} is a reviewer; only adjudicators and admins adjudicate",
+            hint=f"ask an admin to give {user} the adjudicator role",
+        )
+    if kind == "review":
+        return ["review"]
+    if kind == "adjudication":
+        return ["adjudication"]
+    return ["adjudication", "review"] if adjudicates else ["review"]
+
+
+def priority(task: NewTask) -> float:
+    """Lower comes first: the given priority, else the confidence."""
+    if task.priority is not None:
+        return task.priority
+    # An item without a confidence (e.g. the critic's output did not parse) goes first.
+    return task.confidence if task.confidence is not None else 0.0
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What `decide` needs to know about the queue and the item to check a decision."""
+
+    queue: str
+    labels: Sequence[str] | None
+    blind: bool
+    item_id: str
+    draft_label: str | None
+
+
+def answer(
+    rules: Rules,
+    kind: ClaimKind,
+    action: str,
+    label: str | None,
+    edit: Mapping[str, Any] | None,
+) -> str | None:
+    """Check a decision; returns the label it stands for (None for reject and escalate)."""
+    item = rules.item_id
+    if action not in ACTIONS:
+        raise QueueError(
+            f"unknown action {action!r}",
+            hint=suggest(action, ACTIONS) or f"use one of: {', '.join(ACTIONS)}",
+        )
+    if edit is not None:
+        if action != "edit":
+            raise QueueError(f"{action} takes no edited fields", hint="use action 'edit'")
+        try:
+            canonical(dict(edit))
+        except (TypeError, ValueError) as exc:
+            raise QueueError(f"the edited fields must be a JSON object: {exc}") from exc
+    if action in ("reject", "escalate"):
+        if action == "escalate" and kind == "adjudication":
+            raise QueueError(
+                "an adjudicator decides, and cannot escalate",
+                hint="accept the critic's label, edit it, or reject the item",
+            )
+        if label is not None:
+            raise QueueError(
+                f"{action} takes no label (got {label!r})", hint="put your reasoning in the note"
+            )
+        return None
+    blind = rules.blind and kind == "review"
+    draft = rules.draft_label
+    if blind and label is None:
+        raise QueueError(
+            f"queue {rules.queue!r} is blind: give your own label for item {item!r}",
+            hint="decide with accept or edit and label=...",
+        )
+    if action == "accept" and not blind:
+        if draft is None:
+            raise QueueError(
+                f"item {item!r} has no critic label to accept",
+                hint="use edit with a label, or reject the item",
+            )
+        if label is not None and label != draft:
+            raise QueueError(
+                f"accept keeps the critic's label {draft!r}, not {label!r}",
+                hint="to change the label, use action 'edit'",
+            )
+    if action == "edit" and label is None and edit is None:
+        raise QueueError(
+            f"edit needs a corrected label or edited fields for item {item!r}",
+            hint="pass label=... and/or edit={...}, or accept the draft as it is",
+        )
+    chosen = label if label is not None else draft
+    if chosen is None:
+        raise QueueError(f"item {item!r} has no critic label; edit needs label=...")
+    if rules.labels is not None and chosen not in rules.labels:
+        raise QueueError(
+            f"label {chosen!r} is not one of queue {rules.queue!r}'s labels "
+            f"({', '.join(rules.labels)})",
+            hint=suggest(chosen, rules.labels),
+        )
+    return chosen
+
+
+def canonical(value: Any) -> str:
+    """JSON text that is equal for equal values, whatever the key order."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def final(
+    label: str | None, rejected: bool, edit: Mapping[str, Any] | None, source: Source | None
+) -> dict[str, Any]:
+    """The task columns of a settled item."""
+    return {
+        "state": "done",
+        "final_label": None if rejected else label,
+        "final_source": source,
+        "final_edit": None if edit is None else dict(edit),
+        "rejected": rejected,
+    }
+
+
+def settle(reviews: Sequence[Mapping[Any, Any]]) -> dict[str, Any]:
+    """A complete round of reviews: settled as `human` if all gave the same answer (label,
+    rejection and edited fields alike), else sent to adjudication. An escalation always is."""
+    answers = {
+        (REJECTED if r["action"] == "reject" else r["label"], canonical(r["edit"])) for r in reviews
+    }
+    if len(answers) > 1 or any(r["action"] == "escalate" for r in reviews):
+        return {"state": "adjudication"}
+    first = reviews[0]
+    return final(first["label"], first["action"] == "reject", first["edit"], "human")
+
+
+def rating(kind: str, action: str, label: str | None) -> str | None:
+    """A review decision as a rating for agreement statistics; None if it is not one."""
+    if kind != "review" or action == "escalate":
+        return None
+    return REJECTED if action == "reject" else label

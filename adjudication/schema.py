@@ -1,0 +1,155 @@
+"""The current shape of the queue tables (SQLAlchemy Core). `migrations` builds it on disk."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, stored naive so both databases agree."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("queue times must be timezone-aware (the clock must return UTC)")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("applied_at", UTCDateTime, nullable=False),
+)
+
+queues = Table(
+    "queues",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("overlap", Integer, nullable=False),
+    Column("blind", Boolean, nullable=False),
+    Column("lease_seconds", Integer, nullable=False),
+    Column("labels", JSON, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint("overlap >= 1", name="ck_queues_overlap"),
+    CheckConstraint("lease_seconds >= 1", name="ck_queues_lease"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("role", String(20), nullable=False),
+    Column("password_hash", Text, nullable=True),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint("role IN ('reviewer', 'adjudicator', 'admin')", name="ck_users_role"),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("queue_id", Integer, ForeignKey("queues.id"), nullable=False),
+    Column("item_id", String(500), nullable=False),
+    Column("item", JSON, nullable=False),
+    Column("draft", JSON, nullable=False),
+    Column("draft_label", Text, nullable=True),
+    Column("confidence", Float, nullable=True),
+    Column("route_reason", String(100), nullable=True),
+    Column("principle_ids", JSON, nullable=False),
+    Column("priority", Float, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("reviews", Integer, nullable=False),
+    Column("final_label", Text, nullable=True),
+    Column("final_source", String(20), nullable=True),
+    Column("final_edit", JSON, nullable=True),
+    Column("rejected", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("queue_id", "item_id", name="uq_tasks_queue_item"),
+    CheckConstraint("state IN ('pending', 'adjudication', 'done')", name="ck_tasks_state"),
+    Index("ix_tasks_pick", "queue_id", "state", "priority", "id"),
+)
+
+claims = Table(
+    "claims",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("task_id", Integer, ForeignKey("tasks.id"), nullable=False),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("token", String(64), nullable=False, unique=True),
+    Column("claimed_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime, nullable=True),
+    Column("end_reason", String(20), nullable=True),
+    Index("ix_claims_task", "task_id", "ended_at"),
+    Index("ix_claims_user", "user_id", "ended_at"),
+)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("task_id", Integer, ForeignKey("tasks.id"), nullable=False),
+    Column("claim_id", Integer, ForeignKey("claims.id"), nullable=False, unique=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("action", String(20), nullable=False),
+    Column("label", Text, nullable=True),
+    Column("edit", JSON, nullable=True),
+    Column("note", Text, nullable=True),
+    Column("seconds", Float, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    # The database itself refuses a second decision by one reviewer on one item in one round.
+    UniqueConstraint("task_id", "user_id", "round", "kind", name="uq_decisions_once"),
+    Index("ix_decisions_task", "task_id", "round"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("queue_id", Integer, ForeignKey("queues.id"), nullable=True),
+    Column("task_id", Integer, ForeignKey("tasks.id"), nullable=True),
+    Column("actor", String(200), nullable=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("before", JSON, nullable=True),
+    Column("after", JSON, nullable=True),
+    Index("ix_events_task", "task_id", "id"),
+)

@@ -1,0 +1,169 @@
+"""Prebuilt SQL for the review hot path: claim, heartbeat, release, skip, decide.
+
+Built once, with named bind parameters, so a call only binds values: building SQLAlchemy Core
+statements anew on every call cost more CPU than the database spent running them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from .models import ClaimKind
+from .schema import UTCDateTime, claims, decisions, events, queues, tasks, users
+
+NOW = bindparam("now", type_=UTCDateTime())
+
+
+def _claimable(kind: ClaimKind) -> ColumnElement[bool]:
+    """Tasks of :queue_id that :user_id may claim now as `kind`."""
+    user_id: BindParameter[int] = bindparam("user_id")
+    mine = exists().where(
+        decisions.c.task_id == tasks.c.id,
+        decisions.c.user_id == user_id,
+        decisions.c.round == tasks.c.round,
+        decisions.c.kind == kind,
+    )
+    skipped = exists().where(
+        claims.c.task_id == tasks.c.id,
+        claims.c.user_id == user_id,
+        claims.c.round == tasks.c.round,
+        claims.c.kind == kind,
+        claims.c.end_reason == "skipped",
+    )
+    live = (
+        select(func.count())
+        .select_from(claims)
+        .where(
+            claims.c.task_id == tasks.c.id,
+            claims.c.kind == kind,
+            claims.c.ended_at.is_(None),
+            claims.c.expires_at > NOW,
+        )
+        .scalar_subquery()
+    )
+    if kind == "review":
+        state, room = "pending", tasks.c.reviews + live < bindparam("overlap")
+    else:
+        state, room = "adjudication", live < 1
+    return and_(
+        tasks.c.queue_id == bindparam("queue_id"), tasks.c.state == state, ~mine, ~skipped, room
+    )
+
+
+# The most urgent claimable task not yet :tried, locked unless another transaction holds it.
+PICK = {
+    kind: select(tasks.c.id)
+    .where(_claimable(kind), tasks.c.id.not_in(bindparam("tried", expanding=True)))
+    .order_by(tasks.c.priority, tasks.c.id)
+    .limit(1)
+    .with_for_update(skip_locked=True, key_share=True, of=tasks)
+    for kind in ("review", "adjudication")
+}
+# The same test for one :task_id, run again once its lock is held.
+RECHECK = {
+    kind: select(tasks).where(tasks.c.id == bindparam("task_id"), _claimable(kind))
+    for kind in ("review", "adjudication")
+}
+
+QUEUE_BY_NAME = select(queues).where(queues.c.name == bindparam("name"))
+QUEUE_BY_ID = select(queues).where(queues.c.id == bindparam("queue_id"))
+USER_BY_NAME = select(users).where(users.c.name == bindparam("name"))
+USER_BY_NAME_LOCKED = USER_BY_NAME.with_for_update(key_share=True)
+# FOR NO KEY UPDATE, not FOR UPDATE: it does not block inserts whose foreign keys point here.
+TASK_LOCKED = (
+    select(tasks).where(tasks.c.id == bindparam("task_id")).with_for_update(key_share=True)
+)
+
+# The live claim :user_id already holds in :queue_id, of one of :kinds.
+HELD = (
+    select(claims)
+    .join(tasks, tasks.c.id == claims.c.task_id)
+    .where(
+        claims.c.user_id == bindparam("user_id"),
+        tasks.c.queue_id == bindparam("queue_id"),
+        claims.c.kind.in_(bindparam("kinds", expanding=True)),
+        claims.c.ended_at.is_(None),
+        claims.c.expires_at > NOW,
+    )
+    .order_by(claims.c.id)
+    .limit(1)
+)
+# The task and queue of the claim holding :token (a queue's settings never change).
+TOKEN_QUEUE = (
+    select(claims.c.task_id, queues)
+    .join(tasks, tasks.c.id == claims.c.task_id)
+    .join(queues, queues.c.id == tasks.c.queue_id)
+    .where(claims.c.token == bindparam("token"))
+)
+# The claim itself, with its holder's name and the decision made on it, if any.
+CLAIM_BY_TOKEN = (
+    select(claims, users.c.name.label("reviewer"), decisions.c.id.label("decision_id"))
+    .join(users, users.c.id == claims.c.user_id)
+    .outerjoin(decisions, decisions.c.claim_id == claims.c.id)
+    .where(claims.c.token == bindparam("token"))
+)
+EXPIRED = (
+    select(claims.c.id, claims.c.kind, claims.c.expires_at, users.c.name)
+    .join(users, users.c.id == claims.c.user_id)
+    .where(
+        claims.c.task_id == bindparam("task_id"),
+        claims.c.ended_at.is_(None),
+        claims.c.expires_at <= NOW,
+    )
+)
+INSERT_CLAIM = insert(claims).returning(claims.c.id)
+RENEW_CLAIM = (
+    update(claims)
+    .where(claims.c.id == bindparam("claim_id"))
+    .values(expires_at=bindparam("new_expiry", type_=UTCDateTime()))
+)
+END_CLAIMS = (
+    update(claims)
+    .where(claims.c.id.in_(bindparam("claim_ids", expanding=True)))
+    .values(ended_at=NOW, end_reason=bindparam("reason"))
+)
+
+INSERT_DECISION = insert(decisions).returning(decisions.c.id)
+INSERT_EVENT = insert(events)
+SAVE_TASK = (
+    update(tasks)
+    .where(tasks.c.id == bindparam("task_id"))
+    .values(
+        state=bindparam("new_state"),
+        round=bindparam("new_round"),
+        reviews=bindparam("new_reviews"),
+        final_label=bindparam("new_final_label"),
+        final_source=bindparam("new_final_source"),
+        final_edit=bindparam("new_final_edit", type_=tasks.c.final_edit.type),
+        rejected=bindparam("new_rejected"),
+        updated_at=NOW,
+    )
+)
+
+# Decisions with the names a reader needs; add a where clause to choose which.
+DECISIONS: Select[Any] = (
+    select(decisions, queues.c.name.label("queue"), tasks.c.item_id, users.c.name.label("reviewer"))
+    .join(tasks, tasks.c.id == decisions.c.task_id)
+    .join(queues, queues.c.id == tasks.c.queue_id)
+    .join(users, users.c.id == decisions.c.user_id)
+    .order_by(decisions.c.id)
+)
+DECISION_OF_CLAIM = DECISIONS.where(decisions.c.claim_id == bindparam("claim_id"))
+ROUND_REVIEWS = DECISIONS.where(
+    decisions.c.task_id == bindparam("task_id"),
+    decisions.c.round == bindparam("round"),
+    decisions.c.kind == "review",
+)

@@ -1,0 +1,98 @@
+"""Opening stores: URLs, migrations applied on open, and refusing what cannot work."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, insert, inspect, select
+
+from adjudication import StoreError, open_store
+from adjudication.migrations import LATEST
+from adjudication.schema import metadata, schema_version
+from adjudication.testing import FakeClock
+
+
+def test_opening_migrates_once_and_reopening_keeps_the_data(store_url: str) -> None:
+    with open_store(store_url) as store:
+        store.create_queue("harm")
+        store.add_user("ann")
+    with open_store(store_url) as again:
+        assert [q.name for q in again.queues()] == ["harm"]
+    engine = create_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            versions = conn.execute(select(schema_version.c.version)).scalars().all()
+    finally:
+        engine.dispose()
+    assert versions == list(range(1, LATEST + 1))
+
+
+def test_migrations_build_exactly_the_schema_the_code_queries(store_url: str) -> None:
+    open_store(store_url).close()
+    engine = create_engine(store_url)
+    try:
+        inspector = inspect(engine)
+        for table in metadata.sorted_tables:
+            on_disk = {c["name"]: c["nullable"] for c in inspector.get_columns(table.name)}
+            in_code = {c.name: c.nullable for c in table.columns}
+            assert on_disk == in_code, table.name
+            indexes = {i["name"] for i in inspector.get_indexes(table.name)}
+            assert {i.name for i in table.indexes} <= indexes, table.name
+    finally:
+        engine.dispose()
+
+
+def test_a_database_from_a_newer_version_is_refused(store_url: str) -> None:
+    open_store(store_url).close()
+    engine = create_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                insert(schema_version).values(version=LATEST + 1, applied_at=FakeClock()())
+            )
+    finally:
+        engine.dispose()
+    with pytest.raises(StoreError, match=f"schema version {LATEST + 1}, newer") as err:
+        open_store(store_url)
+    assert err.value.hint and "upgrade critic" in err.value.hint
+
+
+def test_sqlite_store_uses_wal(tmp_path: Path) -> None:
+    open_store(f"sqlite:///{tmp_path / 'q.db'}").close()
+    assert (tmp_path / "q.db").exists()
+    engine = create_engine(f"sqlite:///{tmp_path / 'q.db'}")
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("not a url", "not a database URL"),
+        ("mysql://localhost/q", "unsupported database"),
+        ("sqlite://", "in-memory"),
+        ("sqlite:///:memory:", "in-memory"),
+        ("sqlite:////no/such/folder/q.db", "the folder /no/such/folder does not exist"),
+        ("postgresql+asyncpg://localhost/q", "asyncpg driver is not supported"),
+    ],
+)
+def test_unusable_urls_are_refused_with_a_hint(url: str, message: str) -> None:
+    with pytest.raises(StoreError, match=message) as err:
+        open_store(url)
+    assert err.value.hint
+
+
+def test_an_unreachable_postgres_server_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match="failed") as err:
+        open_store("postgresql://nobody@127.0.0.1:1/none")
+    assert err.value.hint and "reachable" in err.value.hint
+
+
+def test_a_naive_clock_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="naive"):
+        open_store(f"sqlite:///{tmp_path / 'q.db'}", clock=datetime.now)

@@ -1,0 +1,557 @@
+"""The queue contract, run against every store (SQLite file and real PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from adjudication import (
+    REJECTED,
+    LeaseError,
+    NewTask,
+    NotFoundError,
+    PermissionDenied,
+    QueueError,
+    Store,
+)
+from adjudication.testing import FakeClock
+
+LABELS = ["safe", "unsafe", "unclear"]
+
+
+def items(n: int, **extra: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "item_id": f"item-{i}",
+            "item": {"prompt": f"p{i}", "response": f"r{i}"},
+            "draft": {"critique": f"c{i}", "revision": f"v{i}"},
+            "draft_label": "safe",
+            "confidence": 0.5 + i / 100,
+            "route_reason": "low_confidence",
+            "principle_ids": ["H1"] if i % 2 == 0 else ["H2"],
+            **extra,
+        }
+        for i in range(n)
+    ]
+
+
+def team(store: Store, reviewers: Sequence[str] = ("ann", "bob", "cat")) -> None:
+    for name in reviewers:
+        store.add_user(name, "reviewer")
+    store.add_user("ada", "adjudicator")
+    store.add_user("root", "admin")
+
+
+@pytest.fixture
+def pair(store: Store) -> Store:
+    """A queue that wants two independent reviews per item, with one item in it."""
+    store.create_queue("harm", overlap=2, labels=LABELS)
+    team(store)
+    store.enqueue("harm", items(1))
+    return store
+
+
+# -- queues, users, enqueue --------------------------------------------------------------------
+
+
+def test_queue_settings_are_stored_with_defaults(store: Store) -> None:
+    store.create_queue("harm", overlap=3, blind=True, labels=LABELS)
+    queue = store.queue("harm")
+    assert (queue.overlap, queue.blind, queue.lease_seconds) == (3, True, 600)
+    assert queue.labels == tuple(LABELS)
+    assert [q.name for q in store.queues()] == ["harm"]
+
+
+def test_creating_a_queue_twice_or_with_bad_settings_is_refused(store: Store) -> None:
+    store.create_queue("harm")
+    with pytest.raises(QueueError, match="already exists"):
+        store.create_queue("harm")
+    with pytest.raises(QueueError, match="overlap"):
+        store.create_queue("other", overlap=0)
+    with pytest.raises(QueueError, match="without repeats"):
+        store.create_queue("other", labels=["a", "a"])
+
+
+def test_unknown_queue_error_suggests_the_close_name(store: Store) -> None:
+    store.create_queue("harm-review")
+    with pytest.raises(NotFoundError, match="no queue named 'harm-reveiw'") as err:
+        store.enqueue("harm-reveiw", items(1))
+    assert err.value.hint == "did you mean 'harm-review'?"
+
+
+def test_users_have_roles_and_a_nullable_password_hash(store: Store) -> None:
+    store.add_user("ann")
+    store.add_user("ada", "adjudicator", password_hash="$argon2id$v=19$...")
+    assert store.user("ann").role == "reviewer"
+    assert store.user("ann").password_hash is None
+    assert store.user("ada").password_hash == "$argon2id$v=19$..."
+    updated = store.update_user("ann", role="admin", active=False)
+    assert (updated.role, updated.active) == ("admin", False)
+    with pytest.raises(QueueError, match="unknown role 'reveiwer'"):
+        store.add_user("bob", "reveiwer")  # type: ignore[arg-type]
+    with pytest.raises(QueueError, match="already exists"):
+        store.add_user("ann")
+    assert [u.name for u in store.users()] == ["ada", "ann"]
+
+
+def test_enqueue_is_idempotent_on_queue_and_item_id(store: Store) -> None:
+    store.create_queue("harm")
+    store.create_queue("other")
+    first = store.enqueue("harm", items(3))
+    again = store.enqueue("harm", [*items(3), *items(1, draft_label="unsafe")])
+    assert (first.added, first.existing) == (3, 0)
+    assert (again.added, again.existing) == (0, 4)
+    assert store.task("harm", "item-0").draft_label == "safe"  # the first enqueue stands
+    assert store.enqueue("other", items(3)).added == 3  # same ids, other queue
+    assert len(store.tasks("harm")) == 3
+
+
+def test_enqueue_keeps_the_whole_routed_payload(store: Store) -> None:
+    store.create_queue("harm")
+    store.enqueue("harm", [NewTask(item_id="x", draft_label=2, principle_ids=["H1", "H3"])])
+    store.enqueue("harm", items(1))
+    task = store.task("harm", "item-0")
+    assert task.item == {"prompt": "p0", "response": "r0"}
+    assert task.draft == {"critique": "c0", "revision": "v0"}
+    assert (task.route_reason, task.confidence, task.principle_ids) == (
+        "low_confidence",
+        0.5,
+        ("H1",),
+    )
+    assert store.task("harm", "x").draft_label == "2"
+
+
+def test_enqueue_rejects_bad_items_with_the_item_named(store: Store) -> None:
+    store.create_queue("harm", labels=LABELS)
+    with pytest.raises(QueueError, match=r"items\[1\] \(item_id 'b'\): confidence"):
+        store.enqueue("harm", [{"item_id": "a"}, {"item_id": "b", "confidence": 3}])
+    with pytest.raises(QueueError, match="lable"):
+        store.enqueue("harm", [{"item_id": "a", "lable": "safe"}])
+    with pytest.raises(QueueError, match="draft label 'safr' is not one of") as err:
+        store.enqueue("harm", [{"item_id": "a", "draft_label": "safr"}])
+    assert err.value.hint == "did you mean 'safe'?"
+    assert store.tasks("harm") == []
+
+
+# -- claiming ----------------------------------------------------------------------------------
+
+
+def test_claims_come_least_confident_first(store: Store) -> None:
+    store.create_queue("harm")
+    team(store)
+    store.enqueue(
+        "harm",
+        [
+            {"item_id": "sure", "confidence": 0.9},
+            {"item_id": "unsure", "confidence": 0.2},
+            {"item_id": "parse-failure", "confidence": None},
+            {"item_id": "pinned", "confidence": 0.95, "priority": -1},
+        ],
+    )
+    order = []
+    for name in ("ann", "bob", "cat", "ada"):
+        claim = store.claim("harm", name)
+        assert claim is not None
+        order.append(claim.task.item_id)
+    assert order == ["pinned", "parse-failure", "unsure", "sure"]
+
+
+def test_claiming_again_returns_the_held_claim_with_a_renewed_lease(
+    pair: Store, clock: FakeClock
+) -> None:
+    pair.enqueue("harm", items(2))
+    first = pair.claim("harm", "ann")
+    clock.advance(300)
+    again = pair.claim("harm", "ann")
+    assert first is not None and again is not None
+    assert again.token == first.token
+    assert again.task.item_id == first.task.item_id
+    assert again.expires_at == clock() + timedelta(seconds=600)
+
+
+def test_overlap_lets_k_reviewers_hold_one_item_and_no_more(pair: Store) -> None:
+    ann, bob = pair.claim("harm", "ann"), pair.claim("harm", "bob")
+    assert ann is not None and bob is not None
+    assert ann.task.item_id == bob.task.item_id == "item-0"
+    assert pair.claim("harm", "cat") is None
+
+
+def test_a_reviewer_never_gets_an_item_they_decided(pair: Store) -> None:
+    claim = pair.claim("harm", "ann")
+    assert claim is not None
+    pair.decide(claim.token, "accept")
+    assert pair.claim("harm", "ann") is None
+    other = pair.claim("harm", "bob")
+    assert other is not None and other.task.item_id == "item-0"
+
+
+def test_a_reviewer_cannot_adjudicate(pair: Store) -> None:
+    with pytest.raises(PermissionDenied, match="only adjudicators and admins") as err:
+        pair.claim("harm", "ann", kind="adjudication")
+    assert err.value.hint and "adjudicator role" in err.value.hint
+
+
+def test_inactive_and_unknown_users_cannot_claim(pair: Store) -> None:
+    pair.update_user("ann", active=False)
+    with pytest.raises(PermissionDenied, match="deactivated"):
+        pair.claim("harm", "ann")
+    with pytest.raises(NotFoundError, match="no user named 'bobb'") as err:
+        pair.claim("harm", "bobb")
+    assert err.value.hint == "did you mean 'bob'?"
+
+
+# -- leases ------------------------------------------------------------------------------------
+
+
+def test_an_expired_lease_frees_the_item_without_a_reaper(pair: Store, clock: FakeClock) -> None:
+    ann, bob = pair.claim("harm", "ann"), pair.claim("harm", "bob")
+    assert ann is not None and bob is not None
+    assert pair.claim("harm", "cat") is None
+    clock.advance(601)
+    cat = pair.claim("harm", "cat")
+    assert cat is not None and cat.task.item_id == "item-0"
+    kinds = [event.kind for event in pair.history("harm", "item-0")]
+    assert kinds.count("lease_expired") == 2
+
+
+def test_a_decision_on_an_expired_lease_is_refused(pair: Store, clock: FakeClock) -> None:
+    claim = pair.claim("harm", "ann")
+    assert claim is not None
+    clock.advance(600)
+    with pytest.raises(LeaseError, match="lease on item 'item-0' in queue 'harm' expired") as err:
+        pair.decide(claim.token, "accept")
+    assert err.value.hint and "claim again" in err.value.hint
+    assert pair.decisions("harm") == []
+
+
+def test_heartbeats_keep_a_lease_alive(pair: Store, clock: FakeClock) -> None:
+    claim = pair.claim("harm", "ann")
+    assert claim is not None
+    for _ in range(3):
+        clock.advance(500)
+        assert pair.heartbeat(claim.token) == clock() + timedelta(seconds=600)
+    clock.advance(500)
+    assert pair.decide(claim.token, "accept").reviewer == "ann"
+    with pytest.raises(LeaseError, match="already ended"):
+        pair.heartbeat(claim.token)
+
+
+def test_a_heartbeat_does_not_revive_an_expired_lease(pair: Store, clock: FakeClock) -> None:
+    claim = pair.claim("harm", "ann")
+    assert claim is not None
+    clock.advance(601)
+    with pytest.raises(LeaseError, match="expired"):
+        pair.heartbeat(claim.token)
+
+
+def test_unknown_tokens_are_refused(pair: Store) -> None:
+    with pytest.raises(LeaseError, match="unknown claim token"):
+        pair.decide("forged", "accept")
+
+
+def test_release_puts_the_item_back_for_anyone(pair: Store) -> None:
+    claim = pair.claim("harm", "ann")
+    assert claim is not None
+    assert pair.release(claim.token) is True
+    assert pair.release(claim.token) is False
+    with pytest.raises(LeaseError, match="released"):
+        pair.decide(claim.token, "accept")
+    again = pair.claim("harm", "ann")
+    assert again is not None and again.task.item_id == "item-0"
+    assert again.token != claim.token
+
+
+def test_skip_passes_the_item_to_others_only(pair: Store) -> None:
+    claim = pair.claim("harm", "ann")
+    assert claim is not None
+    pair.skip(claim.token)
+    assert pair.claim("harm", "ann") is None
+    bob, cat = pair.claim("harm", "bob"), pair.claim("harm", "cat")
+    assert bob is not None and cat is not None
+    with pytest.raises(LeaseError, match="skipped"):
+        pair.decide(claim.token, "accept")
+
+
+# -- deciding ----------------------------------------------------------------------------------
+
+
+def test_a_retried_submit_returns_the_stored_decision(pair: Store, clock: FakeClock) -> None:
+    claim = pair.claim("harm", "ann")
+    assert claim is not None
+    first = pair.decide(claim.token, "edit", label="unsafe", note="slur in line 2")
+    clock.advance(3600)  # even after the lease would have run out
+    retry = pair.decide(claim.token, "edit", label="unsafe", note="slur in line 2")
+    different = pair.decide(claim.token, "accept")
+    assert retry == first == different
+    assert len(pair.decisions("harm")) == 1
+
+
+def test_time_spent_defaults_to_the_time_since_the_claim(pair: Store, clock: FakeClock) -> None:
+    ann, bob = pair.claim("harm", "ann"), pair.claim("harm", "bob")
+    assert ann is not None and bob is not None
+    clock.advance(42)
+    assert pair.decide(ann.token, "accept").seconds == 42
+    assert pair.decide(bob.token, "accept", seconds=7.5).seconds == 7.5
+
+
+@pytest.mark.parametrize(
+    ("action", "kwargs", "message"),
+    [
+        ("approve", {}, "unknown action 'approve'"),
+        ("accept", {"label": "unsafe"}, "accept keeps the critic's label 'safe'"),
+        ("edit", {}, "edit needs a corrected label or edited fields"),
+        ("edit", {"label": "unsure"}, "label 'unsure' is not one of queue 'harm'"),
+        ("reject", {"label": "unsafe"}, "reject takes no label"),
+        ("accept", {"edit": {"revision": "x"}}, "accept takes no edited fields"),
+    ],
+)
+def test_invalid_decisions_are_refused_and_the_claim_stays_live(
+    pair: Store, action: str, kwargs: dict[str, Any], message: str
+) -> None:
+    claim = pair.claim("harm", "ann")
+    assert claim is not None
+    with pytest.raises(QueueError, match=message):
+        pair.decide(claim.token, action, **kwargs)  # type: ignore[arg-type]
+    assert pair.decide(claim.token, "accept").action == "accept"
+
+
+def test_agreeing_reviews_finish_the_item_as_human(pair: Store) -> None:
+    for name in ("ann", "bob"):
+        claim = pair.claim("harm", name)
+        assert claim is not None
+        pair.decide(claim.token, "edit", label="unsafe")
+    task = pair.task("harm", "item-0")
+    assert (task.state, task.final_label, task.final_source) == ("done", "unsafe", "human")
+    assert pair.claim("harm", "cat") is None
+
+
+def test_accept_and_an_edit_to_the_same_label_agree(pair: Store) -> None:
+    ann, bob = pair.claim("harm", "ann"), pair.claim("harm", "bob")
+    assert ann is not None and bob is not None
+    pair.decide(ann.token, "accept")
+    pair.decide(bob.token, "edit", label="safe")
+    assert pair.task("harm", "item-0").state == "done"
+
+
+def test_disagreement_goes_to_an_adjudicator_who_sees_every_answer(pair: Store) -> None:
+    ann, bob = pair.claim("harm", "ann"), pair.claim("harm", "bob")
+    assert ann is not None and bob is not None
+    pair.decide(ann.token, "accept", note="fine")
+    pair.decide(bob.token, "edit", label="unsafe", note="threat")
+    assert pair.task("harm", "item-0").state == "adjudication"
+    assert pair.claim("harm", "cat") is None  # reviewers cannot take it
+    adjudication = pair.claim("harm", "ada")
+    assert adjudication is not None and adjudication.kind == "adjudication"
+    side_by_side = [(d.reviewer, d.action, d.label, d.note) for d in adjudication.answers]
+    assert side_by_side == [
+        ("ann", "accept", "safe", "fine"),
+        ("bob", "edit", "unsafe", "threat"),
+    ]
+    assert adjudication.task.draft_label == "safe"
+    with pytest.raises(QueueError, match="cannot escalate"):
+        pair.decide(adjudication.token, "escalate")
+    pair.decide(adjudication.token, "edit", label="unsafe")
+    task = pair.task("harm", "item-0")
+    assert (task.state, task.final_label, task.final_source) == ("done", "unsafe", "adjudicated")
+
+
+def test_an_escalation_goes_to_adjudication_even_without_overlap(store: Store) -> None:
+    store.create_queue("solo", overlap=1)
+    team(store)
+    store.enqueue("solo", items(2))
+    claim = store.claim("solo", "ann")
+    assert claim is not None
+    store.decide(claim.token, "escalate", note="needs legal")
+    other = store.claim("solo", "ann")
+    assert other is not None
+    store.decide(other.token, "accept")
+    assert [t.state for t in store.tasks("solo")] == ["adjudication", "done"]
+    # adjudicators get adjudications before reviews; admins adjudicate too
+    admin = store.claim("solo", "root")
+    assert admin is not None and admin.kind == "adjudication"
+    assert store.claim("solo", "ada") is None  # the one adjudication is taken
+    store.decide(admin.token, "reject", note="not our policy area")
+    task = store.task("solo", "item-0")
+    assert (task.state, task.rejected, task.final_label) == ("done", True, None)
+
+
+def test_two_rejections_agree(pair: Store) -> None:
+    for name in ("ann", "bob"):
+        claim = pair.claim("harm", name)
+        assert claim is not None
+        pair.decide(claim.token, "reject")
+    task = pair.task("harm", "item-0")
+    assert (task.state, task.rejected, task.final_source) == ("done", True, "human")
+
+
+def test_different_edited_revisions_need_adjudication(pair: Store) -> None:
+    pair.enqueue("harm", items(2))
+    for name, revision in (("ann", "one"), ("bob", "two")):
+        claim = pair.claim("harm", name)
+        assert claim is not None
+        pair.decide(claim.token, "edit", edit={"revision": revision})
+    for name in ("ann", "bob"):
+        claim = pair.claim("harm", name)
+        assert claim is not None
+        pair.decide(claim.token, "edit", edit={"revision": "same"})
+    assert pair.task("harm", "item-0").state == "adjudication"
+    done = pair.task("harm", "item-1")
+    assert (done.state, done.final_label, done.final_edit) == ("done", "safe", {"revision": "same"})
+
+
+def test_a_blind_queue_hides_the_draft_from_reviewers_only(store: Store) -> None:
+    store.create_queue("blind", overlap=2, blind=True, labels=LABELS)
+    team(store)
+    store.enqueue("blind", items(1))
+    ann = store.claim("blind", "ann")
+    assert ann is not None
+    assert (ann.task.draft, ann.task.draft_label, ann.task.confidence) == ({}, None, None)
+    assert ann.task.item == {"prompt": "p0", "response": "r0"}
+    with pytest.raises(QueueError, match="blind: give your own label"):
+        store.decide(ann.token, "accept")
+    store.decide(ann.token, "accept", label="unsafe")
+    bob = store.claim("blind", "bob")
+    assert bob is not None
+    store.decide(bob.token, "edit", label="safe")
+    ada = store.claim("blind", "ada")
+    assert ada is not None and ada.task.draft_label == "safe"
+    assert ada.task.draft == {"critique": "c0", "revision": "v0"}
+
+
+def test_reopen_starts_a_new_round_and_keeps_the_old_decisions(pair: Store) -> None:
+    for name in ("ann", "bob"):
+        claim = pair.claim("harm", name)
+        assert claim is not None
+        pair.decide(claim.token, "accept")
+    with pytest.raises(PermissionDenied, match="cannot reopen"):
+        pair.reopen("harm", "item-0", by="ann")
+    task = pair.reopen("harm", "item-0", by="root", reason="policy changed")
+    assert (task.state, task.round, task.reviews, task.final_label) == ("pending", 2, 0, None)
+    with pytest.raises(QueueError, match="still open"):
+        pair.reopen("harm", "item-0", by="root")
+    again = pair.claim("harm", "ann")  # a new round: earlier reviewers may review again
+    assert again is not None and again.task.round == 2
+    pair.decide(again.token, "edit", label="unsafe")
+    assert [(d.reviewer, d.round, d.label) for d in pair.decisions("harm", "item-0")] == [
+        ("ann", 1, "safe"),
+        ("bob", 1, "safe"),
+        ("ann", 2, "unsafe"),
+    ]
+
+
+# -- history and reading -----------------------------------------------------------------------
+
+
+def test_every_state_change_is_an_event_with_before_and_after(
+    pair: Store, clock: FakeClock
+) -> None:
+    ann = pair.claim("harm", "ann")
+    assert ann is not None
+    pair.skip(ann.token)
+    bob = pair.claim("harm", "bob")
+    clock.advance(700)
+    cat, ada = pair.claim("harm", "cat"), pair.claim("harm", "ada", kind="review")
+    assert bob is not None and cat is not None and ada is not None
+    pair.decide(cat.token, "accept")
+    pair.decide(ada.token, "reject", note="spam")
+    history = pair.history("harm", "item-0")
+    assert [(e.kind, e.actor) for e in history] == [
+        ("enqueued", None),
+        ("claimed", "ann"),
+        ("skipped", "ann"),
+        ("claimed", "bob"),
+        ("lease_expired", None),
+        ("claimed", "cat"),
+        ("claimed", "ada"),
+        ("decided", "cat"),
+        ("decided", "ada"),
+    ]
+    last = history[-1]
+    assert last.before is not None and last.after is not None
+    assert last.before["state"] == "pending"
+    assert last.after["state"] == "adjudication"
+    assert last.after["note"] == "spam"
+    assert history[4].before is not None and history[4].before["reviewer"] == "bob"
+    assert all(e.at.tzinfo is not None for e in history)
+
+
+def test_outcomes_give_label_source_reviewers_and_agreement(store: Store) -> None:
+    store.create_queue("harm", overlap=3, labels=LABELS)
+    team(store)
+    store.enqueue("harm", items(3))
+    script = {
+        "item-0": ["accept", "accept", "accept"],
+        "item-1": ["accept", "accept", ("edit", "unsafe")],
+    }
+    for name, index in (("ann", 0), ("bob", 1), ("cat", 2)):
+        for item_id, actions in script.items():
+            claim = store.claim("harm", name)
+            assert claim is not None and claim.task.item_id == item_id
+            action = actions[index]
+            if isinstance(action, tuple):
+                store.decide(claim.token, action[0], label=action[1])  # type: ignore[arg-type]
+            else:
+                store.decide(claim.token, action)  # type: ignore[arg-type]
+    adjudication = store.claim("harm", "ada")
+    assert adjudication is not None
+    store.decide(adjudication.token, "edit", label="unsafe")
+    outcomes = {o.item_id: o for o in store.outcomes("harm")}
+    assert (outcomes["item-0"].label, outcomes["item-0"].source) == ("safe", "human")
+    assert (outcomes["item-0"].reviewers, outcomes["item-0"].agreement) == (3, 1.0)
+    assert (outcomes["item-1"].label, outcomes["item-1"].source) == ("unsafe", "adjudicated")
+    assert outcomes["item-1"].reviewers == 4
+    assert outcomes["item-1"].agreement == pytest.approx(1 / 3)
+    assert (outcomes["item-2"].label, outcomes["item-2"].source) == ("safe", "critic")
+    assert (outcomes["item-2"].state, outcomes["item-2"].reviewers) == ("pending", 0)
+
+
+def test_stats_count_states_actions_and_overrides(pair: Store) -> None:
+    pair.enqueue("harm", items(4))
+    decide = {"ann": ["accept", "reject", "escalate"], "bob": ["accept", "accept", "accept"]}
+    for name, actions in decide.items():
+        for action in actions:
+            claim = pair.claim("harm", name)
+            assert claim is not None
+            pair.decide(claim.token, action)  # type: ignore[arg-type]
+    held = pair.claim("harm", "cat")
+    stats = pair.stats("harm")
+    assert (stats.tasks, stats.pending, stats.adjudication, stats.done) == (4, 1, 2, 1)
+    assert held is not None and stats.claimed == 1
+    assert stats.actions == {"accept": 4, "edit": 0, "reject": 1, "escalate": 1}
+    assert stats.reviews == 6
+    assert stats.override_rate == pytest.approx(1 / 5)
+    assert stats.escalation_rate == pytest.approx(1 / 6)
+
+
+def test_agreement_is_computed_from_stored_decisions_by_item(store: Store) -> None:
+    store.create_queue("harm", overlap=2, labels=LABELS)
+    team(store)
+    store.enqueue("harm", items(4))
+    answers = {
+        "ann": ["safe", "unsafe", "safe", "unsafe"],
+        "bob": ["safe", "unsafe", "unsafe", REJECTED],
+    }
+    for name, labels in answers.items():
+        for label in labels:
+            claim = store.claim("harm", name)
+            assert claim is not None
+            if label == REJECTED:
+                store.decide(claim.token, "reject")
+            else:
+                store.decide(claim.token, "edit", label=label)
+    ratings = store.ratings("harm")
+    assert ratings["item-3"] == {"ann": "unsafe", "bob": REJECTED}
+    assert set(store.ratings("harm", principle="H1")) == {"item-0", "item-2"}
+    report = store.agreement("harm")
+    assert report.overall.items == 4
+    assert report.overall.percent == pytest.approx(0.5)
+    assert report.pairs["ann", "bob"].items == 4
+    assert report.by_principle["H1"].percent == pytest.approx(0.5)
+    assert report.by_principle["H2"].percent == pytest.approx(0.5)
+    assert report.by_reviewer["ann"].with_critic == pytest.approx(0.5)
+    # item-0 and item-1 are done by agreement: critic said safe, humans safe and unsafe
+    assert report.critic_vs_human.items == 2
+    assert report.critic_vs_human.percent == pytest.approx(0.5)
