@@ -1,4 +1,13 @@
-"""Review queues, their stores, agreement metrics and the review web app. Never imports critic."""
+"""Review queues, their stores, agreement metrics and the review web app. Never imports critic.
+
+store = open_store("sqlite:///queue.db")      # or postgresql+psycopg://user@host/db
+store.create_queue("harm", overlap=2, labels=["safe", "unsafe"])
+store.add_user("alice")                       # role: reviewer, adjudicator or admin
+store.enqueue("harm", [NewTask(item_id="42", item={...}, draft_label="safe", confidence=0.4)])
+claim = store.claim("harm", "alice")          # None when nothing is left for alice
+store.decide(claim.token, "edit", label="unsafe", note="threat in line 2")
+store.outcomes("harm"); store.stats("harm"); store.agreement("harm"); store.history(...)
+"""
 
 from .errors import (
     AdjudicationError,

@@ -111,11 +111,19 @@ def _ordinal_distance(
     return distance
 
 
-def _numeric_order(values: Iterable[Label]) -> list[Label] | None:
+def _is_number(value: Label) -> bool:
     try:
-        return sorted(values, key=float)
+        float(value)
     except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _numeric_order(values: Iterable[Label]) -> list[Label] | None:
+    values = list(values)
+    if not values or not all(map(_is_number, values)):
         return None
+    return sorted(values, key=float)
 
 
 def krippendorff_alpha(
@@ -245,8 +253,9 @@ def summarize(ratings: Ratings, *, order: Sequence[Label] | None = None) -> Agre
 
     Args:
         ratings: `{item_id: {rater: label}}`.
-        order: the labels from lowest to highest, for ordinal alpha. Labels outside it (such as
-            a rejection marker) count as missing there. Without it numeric labels are sorted.
+        order: the labels from lowest to highest, for ordinal alpha. Without it, numeric labels
+            are put in order of value. Labels off the scale (such as a rejection marker) count
+            as missing for ordinal alpha; with no scale at all it is None.
     """
     units = {
         item: {r: v for r, v in unit.items() if v is not None} for item, unit in ratings.items()
@@ -256,7 +265,8 @@ def summarize(ratings: Ratings, *, order: Sequence[Label] | None = None) -> Agre
     usual = max(sizes, key=lambda size: (sizes[size], size)) if sizes else 0
     complete = {item: unit for item, unit in paired.items() if len(unit) == usual}
     if order is None:
-        scale = _numeric_order({v for unit in paired.values() for v in unit.values()})
+        numbers = {v for unit in paired.values() for v in unit.values() if _is_number(v)}
+        scale = _numeric_order(numbers)
     else:
         scale = list(order)
     ordinal: float | None = None

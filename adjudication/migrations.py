@@ -49,6 +49,7 @@ def _001_initial(conn: Connection) -> None:
         Column("blind", Boolean, nullable=False),
         Column("lease_seconds", Integer, nullable=False),
         Column("labels", JSON, nullable=True),
+        Column("ordinal", Boolean, nullable=False),
         Column("created_at", UTCDateTime, nullable=False),
         CheckConstraint("overlap >= 1", name="ck_queues_overlap"),
         CheckConstraint("lease_seconds >= 1", name="ck_queues_lease"),

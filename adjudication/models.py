@@ -61,6 +61,8 @@ class Queue:
     blind: bool
     lease_seconds: int
     labels: tuple[str, ...] | None
+    ordinal: bool
+    """The labels are ordered, lowest first (a rubric scale): agreement adds ordinal alpha."""
     created_at: datetime
 
 

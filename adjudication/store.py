@@ -71,6 +71,7 @@ from .models import (
     QueueStats,
     Role,
     Task,
+    TaskState,
     User,
 )
 from .rules import (
@@ -338,6 +339,7 @@ class Store:
         blind: bool = False,
         lease_seconds: int = 600,
         labels: Sequence[str] | None = None,
+        ordinal: bool = False,
         by: str | None = None,
     ) -> Queue:
         """Create a review queue.
@@ -348,8 +350,9 @@ class Store:
             blind: reviewers do not see the critic's draft (label, critique, confidence) and
                 give their own label; adjudicators always see everything.
             lease_seconds: how long a claim lasts without a heartbeat.
-            labels: the allowed labels, in order (lowest first if they are ordinal); None
-                allows any label.
+            labels: the allowed labels; None allows any label.
+            ordinal: the labels are a scale, given lowest first (agreement then includes
+                ordinal alpha in this order).
             by: who is creating it, for the history.
         """
         if not name.strip() or len(name) > 200:
@@ -361,6 +364,10 @@ class Store:
         label_list = None if labels is None else [str(label) for label in labels]
         if label_list is not None and (not label_list or len(set(label_list)) != len(label_list)):
             raise QueueError(f"labels must be a non-empty list without repeats, not {labels!r}")
+        if ordinal and label_list is None:
+            raise QueueError(
+                "an ordinal queue needs its labels, lowest first", hint="pass labels=[...]"
+            )
         with self._write() as conn:
             if conn.execute(select(queues.c.id).where(queues.c.name == name)).first():
                 raise QueueError(
@@ -373,6 +380,7 @@ class Store:
                 "blind": blind,
                 "lease_seconds": lease_seconds,
                 "labels": label_list,
+                "ordinal": ordinal,
                 "created_at": now,
             }
             queue_id = conn.execute(
@@ -989,7 +997,7 @@ class Store:
         with self._read() as conn:
             return _task(queue, self._task_row(conn, self._queue_row(conn, queue), item_id))
 
-    def tasks(self, queue: str, *, state: str | None = None) -> list[Task]:
+    def tasks(self, queue: str, *, state: TaskState | None = None) -> list[Task]:
         """A queue's items in priority order, optionally only those in one state."""
         with self._read() as conn:
             q = self._queue_row(conn, queue)
@@ -1144,7 +1152,7 @@ class Store:
             groups={row.item_id: row.principle_ids for row in rows},
             critic={row.item_id: row.draft_label for row in rows},
             final=final,
-            order=q["labels"],
+            order=q["labels"] if q["ordinal"] else None,
         )
 
     def stats(self, queue: str) -> QueueStats:
@@ -1252,6 +1260,7 @@ def _queue(row: RowMapping) -> Queue:
         blind=row["blind"],
         lease_seconds=row["lease_seconds"],
         labels=None if row["labels"] is None else tuple(row["labels"]),
+        ordinal=row["ordinal"],
         created_at=row["created_at"],
     )
 

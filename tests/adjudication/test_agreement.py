@@ -270,3 +270,11 @@ def test_pandalm_agreement_survives_a_trip_through_a_queue(
     assert overall.fleiss_kappa == pytest.approx(fleiss_kappa(sample))
     assert overall.alpha_nominal == pytest.approx(krippendorff_alpha(sample))
     assert overall.percent == pytest.approx(percent_agreement(sample))
+
+
+def test_summaries_rank_numeric_labels_and_leave_markers_off_the_scale() -> None:
+    scores = from_columns(a=["1", "2", "3", "<rejected>"], b=["1", "3", "3", "<rejected>"])
+    summary = summarize(scores)
+    assert summary.alpha_ordinal is not None
+    assert summary.alpha_nominal is not None
+    assert summarize(from_columns(a=["x", "y"], b=["x", "x"])).alpha_ordinal is None

@@ -108,7 +108,7 @@ def run_until_empty(url: str, reviewers: int, items: int) -> None:
         for phase in range(30):
             done = threading.Event()
             workers = [
-                guarded(log, review, stores[name], name, phase * 1000 + i, i % 4 == 0, log)
+                guarded(log, review, stores[name], name, phase * 1000 + i, i % 2 == 0, log)
                 for i, name in enumerate(names)
             ]
             judges = [guarded(log, adjudicate, stores[n], n, log, done) for n in adjudicators]

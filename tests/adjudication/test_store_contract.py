@@ -555,3 +555,23 @@ def test_agreement_is_computed_from_stored_decisions_by_item(store: Store) -> No
     # item-0 and item-1 are done by agreement: critic said safe, humans safe and unsafe
     assert report.critic_vs_human.items == 2
     assert report.critic_vs_human.percent == pytest.approx(0.5)
+
+
+def test_ordinal_queues_report_ordinal_alpha_in_their_label_order(store: Store) -> None:
+    with pytest.raises(QueueError, match="ordinal queue needs its labels"):
+        store.create_queue("bad", ordinal=True)
+    store.create_queue("nominal", overlap=2, labels=LABELS)
+    store.create_queue("scale", overlap=2, labels=["low", "mid", "high"], ordinal=True)
+    team(store)
+    for queue, answers in (("nominal", ["safe", "unsafe"]), ("scale", ["low", "mid"])):
+        store.enqueue(queue, [{"item_id": f"i{n}", "draft_label": answers[0]} for n in range(2)])
+        for name, label in (("ann", answers[0]), ("bob", answers[1]), ("ann", answers[1])):
+            claim = store.claim(queue, name)
+            assert claim is not None
+            store.decide(claim.token, "edit", label=label)
+        claim = store.claim(queue, "bob")
+        assert claim is not None
+        store.decide(claim.token, "edit", label=answers[1])
+    assert store.queue("scale").ordinal is True
+    assert store.agreement("nominal").overall.alpha_ordinal is None
+    assert store.agreement("scale").overall.alpha_ordinal is not None
