@@ -23,7 +23,13 @@ from critic.constitution import Constitution
 from critic.errors import UsageError
 from critic.items import BadRow, Fields, Item, load_items
 from critic.parsing import Parsed, parse
-from critic.render import LABEL_TEMPLATES, Templates, render_label, render_reask
+from critic.render import (
+    LABEL_TEMPLATES,
+    Templates,
+    render_label_system,
+    render_label_user,
+    render_reask,
+)
 from critic.schemas import json_schema, label_model
 from critic.store import Outcome, RunInfo, Store, now
 
@@ -205,10 +211,12 @@ class Labeler:
         self.options = options
         self.model: type[BaseModel] = label_model(constitution)
         self.schema = json_schema(self.model)
+        # Rendered once: the shared prefix is the same for every item (and cached by vLLM).
+        self.system = render_label_system(templates, constitution)
 
     def request(self, item: Item) -> Request:
         return Request(
-            messages=tuple(render_label(self.templates, self.constitution, item)),
+            messages=(self.system, render_label_user(self.templates, item)),
             json_schema=self.schema,
             max_tokens=self.options.max_tokens,
             temperature=self.options.temperature,

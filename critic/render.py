@@ -75,9 +75,11 @@ class Templates:
         return digest.hexdigest()
 
     def render(self, name: str, **context: Any) -> str:
-        self.source(name)  # a clear error for a missing file
         try:
             return self.env.get_template(name).render(**context).strip()
+        except jinja2.TemplateNotFound:
+            self.source(name)  # raises the TemplateError that names the file and a fix
+            raise
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(
                 f"{self.directory / name}:{exc.lineno}: template syntax error: {exc.message}"
@@ -100,17 +102,27 @@ def _examples(constitution: Constitution) -> list[dict[str, Any]]:
     return out
 
 
-def render_label(templates: Templates, constitution: Constitution, item: Item) -> list[Message]:
-    """Chat messages for the label task: system = shared content, user = the item."""
-    system = templates.render(
+def render_label_system(templates: Templates, constitution: Constitution) -> Message:
+    """The shared system message of the label task: identical for every item of a run."""
+    content = templates.render(
         "label_system.j2", constitution=constitution, examples=_examples(constitution)
     )
-    user = templates.render(
+    return {"role": "system", "content": content}
+
+
+def render_label_user(templates: Templates, item: Item) -> Message:
+    """The per-item user message of the label task; the item comes last."""
+    content = templates.render(
         "label_user.j2",
         item={"prompt": item.prompt, "response": item.response, "text": item.text},
         fields=dict(item.row),
     )
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return {"role": "user", "content": content}
+
+
+def render_label(templates: Templates, constitution: Constitution, item: Item) -> list[Message]:
+    """Chat messages for the label task: system = shared content, user = the item."""
+    return [render_label_system(templates, constitution), render_label_user(templates, item)]
 
 
 def render_reask(templates: Templates, error: str) -> str:

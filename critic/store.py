@@ -364,12 +364,16 @@ class Store:
             ]
             if draft_rows:
                 conn.execute(drafts.insert(), draft_rows)
-            for o in outcomes:
-                conn.execute(
-                    items.update()
-                    .where(items.c.run_id == run_id, items.c.item_id == o.item_id)
-                    .values(status=o.status, reason=o.reason, detail=o.detail, updated_at=stamp)
-                )
+            # One executemany, not one UPDATE per item: this is on the labeling hot path.
+            conn.execute(
+                items.update()
+                .where(items.c.run_id == sa.bindparam("b_run"),
+                       items.c.item_id == sa.bindparam("b_item"))
+                .values(status=sa.bindparam("b_status"), reason=sa.bindparam("b_reason"),
+                        detail=sa.bindparam("b_detail"), updated_at=stamp),
+                [{"b_run": run_id, "b_item": o.item_id, "b_status": o.status,
+                  "b_reason": o.reason, "b_detail": o.detail} for o in outcomes],
+            )  # fmt: skip
             conn.execute(runs.update().where(runs.c.id == run_id).values(updated_at=stamp))
 
     # -- reading -------------------------------------------------------------------------------
