@@ -19,12 +19,11 @@ import asyncio
 import json
 import random
 import re
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -32,21 +31,18 @@ from critic import confidence as conf
 from critic.backends.base import Backend, Message, Request, Sample
 from critic.constitution import Constitution, Principle
 from critic.errors import UsageError
-from critic.items import BadRow, Fields, Item, load_items
+from critic.items import BadRow, Fields, Item
 from critic.labeling import (
-    Labeler,
     LabelOptions,
     Progress,
     RunSummary,
-    _generation_record,
-    _source_name,
-    run_items,
-    run_key,
+    execute_run,
+    generation_record,
 )
 from critic.parsing import Parsed, parse
 from critic.render import Templates, render_reask
 from critic.schemas import RATIONALE_MAX, json_schema
-from critic.store import Outcome, RunInfo, Store, now
+from critic.store import Outcome, Store
 
 REVISE_TEMPLATES = ("critique_system.j2", "critique_user.j2", "revise_user.j2", "reask.j2")
 COMPARE_TEMPLATES = ("compare_system.j2", "compare_user.j2", "reask.j2")
@@ -166,7 +162,7 @@ async def ask(
     last = Parsed(None, "no answer", "empty")
     for attempt in range(max_reasks + 1):
         generation = (await backend.generate([request]))[0]
-        records.append(_generation_record(generation, stage, attempt))
+        records.append(generation_record(generation, stage, attempt))
         if generation.error is not None:
             return Answer(
                 None, None, request.messages, attempt + 1, records,
@@ -694,83 +690,14 @@ async def _arun(
     on_bad_row: Callable[[BadRow], None] | None,
 ) -> RunSummary:
     templates = Templates.load(prompts)
-    template_hash = templates.hash(task.templates)
     drafter = task.make(templates)  # renders the shared system prompt: template errors first
-    started = time.perf_counter()
-    good: dict[str, Item] = {}
-    records: list[dict[str, Any]] = []
-    bad_rows: list[str] = []
-    for entry in load_items(source, task.fields, split=split):
-        if limit is not None and len(records) >= limit:
-            break
-        if isinstance(entry, BadRow):
-            bad_rows.append(str(entry))
-            if on_bad_row:
-                on_bad_row(entry)
-            records.append(
-                {"item_id": entry.id, "source": entry.source, "row": entry.row,
-                 "status": "failed", "reason": "invalid_input", "detail": entry.reason}
-            )  # fmt: skip
-        else:
-            good[entry.id] = entry
-            records.append({"item_id": entry.id, "source": entry.source, "row": dict(entry.row)})
-    options = task.options
-    identity = {**asdict(options), "fields": asdict(task.fields)}
-    try:
-        check = getattr(backend, "check", None)
-        if check is not None:
-            await check()
-        constitution_hash = store.save_constitution(constitution)
-        name = _source_name(source)
-        # run_key hashes the task name and the sampling options; the task's own options (rounds,
-        # principles per item, fields) go in with the name so that changing them is a new run.
-        key = run_key(
-            json.dumps([task.name, identity], sort_keys=True), constitution_hash, template_hash,
-            backend.name, backend.model, options.sampling, name,
-        )  # fmt: skip
-        run, _ = store.ensure_run(
-            RunInfo(
-                id=key[:12], key=key, task=task.name, constitution_hash=constitution_hash,
-                template_hash=template_hash, backend=backend.name, model=backend.model,
-                params=identity, input=name, created_at=now(),
-            )
-        )  # fmt: skip
-        store.add_items(run.id, records)
-        if retry_failed:
-            store.reset_failed(run.id)
-        todo = [good[i] for i in store.item_ids(run.id, ["pending"]) if i in good]
-        already = len(records) - len(todo) - len(bad_rows)
-        if progress:
-            progress(0, len(todo))
-        # run_items only calls `.draft(item)`; Reviser and Comparer have the same shape.
-        processed = await run_items(
-            cast(Labeler, drafter), store, run.id, todo, concurrency=concurrency,
-            progress=progress,
-        )  # fmt: skip
-    finally:
-        await backend.aclose()
-    counts = store.counts(run.id)
-    return RunSummary(
-        run_id=run.id,
-        db=store.url,
-        constitution=constitution.id,
-        constitution_hash=constitution_hash,
-        backend=backend.name,
-        model=backend.model,
-        items=sum(counts["statuses"].values()),
-        drafted=counts["statuses"].get("drafted", 0),
-        failed=counts["statuses"].get("failed", 0),
-        pending=counts["statuses"].get("pending", 0),
-        already_done=max(0, already),
-        processed=processed,
-        labels={k: v for k, v in counts["labels"].items() if k != "None"},
-        failures=counts["failures"],
-        prompt_tokens=counts["prompt_tokens"],
-        completion_tokens=counts["completion_tokens"],
-        requests=counts["requests"],
-        elapsed_s=time.perf_counter() - started,
-        bad_rows=bad_rows,
-    )
+    # The task's own options (rounds, principles per item, fields) are part of the run's identity.
+    identity = {**asdict(task.options), "fields": asdict(task.fields)}
+    return await execute_run(
+        task.name, identity, drafter, templates.hash(task.templates), source, constitution,
+        backend, store, fields=task.fields, split=split, retry_failed=retry_failed,
+        concurrency=concurrency, limit=limit, progress=progress, on_bad_row=on_bad_row,
+    )  # fmt: skip
 
 
 async def arevise(

@@ -237,14 +237,21 @@ def label(
 def export(
     out_path: Path = typer.Argument(..., metavar="OUT", help="Output file or directory."),
     db: str = DbOpt,
-    fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl, parquet or hf."),
+    fmt: str = typer.Option(
+        "jsonl", "--format", "-f", help="jsonl, parquet, hf, trl-sft or trl-dpo."
+    ),
     run: str | None = typer.Option(None, help="Only this run (id or prefix)."),
 ) -> None:
     """Export one row per item (failures included) with provenance."""
     from critic.export import export as do_export
     from critic.store import open_store
 
-    count = do_export(open_store(db), out_path, fmt, run)
+    if fmt in ("trl-sft", "trl-dpo"):
+        from critic.trl import export_trl
+
+        count = export_trl(open_store(db), out_path, fmt, run)
+    else:
+        count = do_export(open_store(db), out_path, fmt, run)
     err.print(f"wrote {count} rows to {out_path} ({fmt})", highlight=False)
 
 
@@ -469,5 +476,12 @@ def main() -> None:
     app()
 
 
+# Commands that live in their own modules register themselves on `app` when imported.
+import critic.cli_cai  # noqa: E402, F401
+
 if __name__ == "__main__":
-    main()
+    # Under `python -m critic.cli` this file runs as __main__, a second copy of the module;
+    # the commands registered above live on the importable critic.cli's app, so run that one.
+    from critic.cli import main as _main
+
+    _main()

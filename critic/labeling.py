@@ -11,9 +11,9 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -34,6 +34,12 @@ from critic.schemas import json_schema, label_model
 from critic.store import Outcome, RunInfo, Store, now
 
 Progress = Callable[[int, int], None]
+
+
+class Drafter(Protocol):
+    """Anything that turns one item into an outcome: the label, revise and compare tasks."""
+
+    async def draft(self, item: Item) -> Outcome: ...
 
 
 @dataclass(frozen=True)
@@ -96,29 +102,38 @@ class RunSummary:
         return {**asdict(self), "items_per_s": round(self.items_per_s, 3)}
 
 
+def _identity(options: Any) -> dict[str, Any]:
+    if is_dataclass(options) and not isinstance(options, type):
+        return asdict(options)
+    return dict(options)
+
+
 def run_key(
     task: str,
     constitution_hash: str,
     template_hash: str,
     backend: str,
     model: str,
-    options: LabelOptions,
+    options: Any,
     source: str,
 ) -> str:
-    """The identity of a run: the same command gives the same key, and so resumes."""
+    """The identity of a run: the same command gives the same key, and so resumes.
+
+    `options` is the task's options dataclass (or a dict): everything that changes outputs.
+    """
     blob = json.dumps(
-        [task, constitution_hash, template_hash, backend, model, asdict(options), source],
+        [task, constitution_hash, template_hash, backend, model, _identity(options), source],
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _source_name(source: str | Path) -> str:
+def source_name(source: str | Path) -> str:
     path = Path(source)
     return str(path.resolve()) if path.exists() else str(source)
 
 
-def _generation_record(gen: Generation, stage: str, attempt: int) -> dict[str, Any]:
+def generation_record(gen: Generation, stage: str, attempt: int) -> dict[str, Any]:
     logprobs = None
     if any(s.logprobs for s in gen.samples):
         logprobs = json.dumps(
@@ -231,7 +246,7 @@ class Labeler:
         last: Parsed | None = None
         for attempt in range(self.options.max_reasks + 1):
             generation = (await self.backend.generate([request]))[0]
-            records.append(_generation_record(generation, "label", attempt))
+            records.append(generation_record(generation, "label", attempt))
             if generation.error is not None:
                 return Outcome(
                     item.id, "failed", generation.error_kind or "backend_error",
@@ -259,7 +274,7 @@ class Labeler:
 
 
 async def run_items(
-    labeler: Labeler,
+    labeler: Drafter,
     store: Store,
     run_id: str,
     todo: Sequence[Item],
@@ -363,7 +378,37 @@ async def alabel(
             hint="use a categorical or rubric constitution, e.g. harmlessness or helpfulness",
         )
     templates = Templates.load(prompts)
-    template_hash = templates.hash(LABEL_TEMPLATES)
+    return await execute_run(
+        "label", options, Labeler(backend, constitution, templates, options),
+        templates.hash(LABEL_TEMPLATES), source, constitution, backend, store, fields=fields,
+        split=split, retry_failed=retry_failed, concurrency=concurrency, limit=limit,
+        progress=progress, on_bad_row=on_bad_row,
+    )  # fmt: skip
+
+
+async def execute_run(
+    task: str,
+    options: Any,
+    drafter: Drafter,
+    template_hash: str,
+    source: str | Path,
+    constitution: Constitution,
+    backend: Backend,
+    store: Store,
+    *,
+    fields: Fields | None = None,
+    split: str | None = None,
+    retry_failed: bool = False,
+    concurrency: int = 64,
+    limit: int | None = None,
+    progress: Progress | None = None,
+    on_bad_row: Callable[[BadRow], None] | None = None,
+) -> RunSummary:
+    """Run any task over a dataset: read items, find or create its run, draft what is pending.
+
+    Every task (label, revise, compare) goes through here, so they resume, record bad rows and
+    summarise alike. `options` (a dataclass or dict) is part of the run's identity.
+    """
     started = time.perf_counter()
     good: dict[str, Item] = {}
     records: list[dict[str, Any]] = []
@@ -389,15 +434,16 @@ async def alabel(
         if check is not None:
             await check()  # unreachable server or unknown model: fail before anything is stored
         constitution_hash = store.save_constitution(constitution)
-        name = _source_name(source)
+        name = source_name(source)
         key = run_key(
-            "label", constitution_hash, template_hash, backend.name, backend.model, options, name
+            task, constitution_hash, template_hash, backend.name, backend.model, options, name
         )
         run, _ = store.ensure_run(
             RunInfo(
-                id=key[:12], key=key, task="label", constitution_hash=constitution_hash,
+                id=key[:12], key=key, task=task, constitution_hash=constitution_hash,
                 template_hash=template_hash, backend=backend.name, model=backend.model,
-                params=asdict(options), input=name, created_at=now(),
+                params=_identity(options),
+                input=name, created_at=now(),
             )
         )  # fmt: skip
 
@@ -407,12 +453,10 @@ async def alabel(
         pending_ids = store.item_ids(run.id, ["pending"])
         todo = [good[i] for i in pending_ids if i in good]
         already = len(records) - len(todo) - len(bad_rows)
-
-        labeler = Labeler(backend, constitution, templates, options)
         if progress:
             progress(0, len(todo))
         processed = await run_items(
-            labeler, store, run.id, todo, concurrency=concurrency, progress=progress
+            drafter, store, run.id, todo, concurrency=concurrency, progress=progress
         )
     finally:
         await backend.aclose()

@@ -447,7 +447,8 @@ class Store:
                 conn.execute(
                     sa.select(sa.func.coalesce(drafts.c.label, sa.cast(drafts.c.score, sa.Text)),
                               sa.func.count())
-                    .where(drafts.c.run_id == run_id)
+                    .where(drafts.c.run_id == run_id,
+                           sa.or_(drafts.c.label.isnot(None), drafts.c.score.isnot(None)))
                     .group_by(sa.func.coalesce(drafts.c.label, sa.cast(drafts.c.score, sa.Text)))
                 ).all()
             )  # fmt: skip
