@@ -1029,8 +1029,12 @@ def enqueue_flips(db: str, queue: str, report: ImpactReport) -> int:
 
 # -- stats from human decisions --------------------------------------------------------------
 
-GAP_NOTE = re.compile(r"#(?:constitution[-_]?)?gap\b|^\s*(?:constitution[ -])?gap\s*:", re.I)
-"""A note that flags a constitution gap: `#gap`, `#constitution-gap`, or `gap: ...` first."""
+GAP_NOTE = re.compile(
+    r"^\s*\[constitution gap\]|#(?:constitution[-_]?)?gap\b|^\s*(?:constitution[ -])?gap\s*:",
+    re.I,
+)
+"""A note that flags a constitution gap: the review app's `[constitution gap] ` prefix (its
+"flag a gap" key escalates with it), `#gap` or `#constitution-gap` anywhere, or `gap:` first."""
 
 
 def is_gap_note(note: str | None) -> bool:

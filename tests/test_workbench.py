@@ -607,11 +607,13 @@ def test_diff_impact_cli_fails_above_max_flip_rate(
 # -- stats -----------------------------------------------------------------------------------
 
 XSS = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+GAP = "[constitution gap]"  # the review app's note prefix for its "flag a gap" escalation
 
 
 @pytest.mark.parametrize(
     ("note", "gap"),
-    [("#gap: nothing covers satire", True), ("Gap: satire", True), ("see #constitution-gap", True),
+    [("[constitution gap] satire", True), ("#gap: nothing covers satire", True),
+     ("Gap: satire", True), ("see #constitution-gap", True),
      ("constitution gap: x", True), ("a gap in the fence", False), (None, False), ("#gaps", False)],
 )  # fmt: skip
 def test_gap_notes(note: str | None, gap: bool) -> None:
@@ -638,7 +640,7 @@ PLAN: dict[str, tuple[list[str], str, dict[str, tuple[str, str | None, str | Non
     "a3": (["H1", "H2"], "harmful", {"ann": ("edit", "harmless", "#gap satire is not covered"),
                                      "bob": ("edit", "harmless", "#gap Satire is not covered")}),
     "b1": (["H2"], "harmless", {"ann": ("reject", None, XSS), "bob": ("accept", None, None)}),
-    "b2": (["H2"], "harmful", {"ann": ("escalate", None, "unsure"),
+    "b2": (["H2"], "harmful", {"ann": ("escalate", None, f"{GAP} Satire is not covered"),
                                "bob": ("edit", "harmless", "too strict")}),
     "c1": ([], "harmless", {"ann": ("accept", None, None), "bob": ("accept", None, None)}),
 }  # fmt: skip
@@ -677,9 +679,11 @@ def test_stats_per_principle_from_seeded_decisions(tmp_path: Path) -> None:
     assert h1.constitution == "harmlessness" and h1.text == HARM.principle("H1").text
     assert (h2.decisions, h2.overrides, h2.escalations) == (5, 4, 1)
     assert h2.actions == {"edit": 3, "reject": 1, "accept": 1}
-    assert h1.gap_flags == 2 and h2.gap_flags == 2
+    assert h1.gap_flags == 2 and h2.gap_flags == 3  # two #gap notes, one review-app gap flag
     assert h1.top_notes[0] == ("satire is not covered", 2, True)
-    assert [n for n, _, _ in h2.top_notes] == ["satire is not covered", XSS.lower(), "too strict"]
+    assert h2.top_notes == (
+        ("satire is not covered", 3, True), (XSS.lower(), 1, False), ("too strict", 1, False),
+    )  # fmt: skip
     assert h1.agreement == 1.0 and h1.agreement_items == 3  # both reviewers agree on a1..a3
     assert h2.agreement == pytest.approx(0.5) and h2.agreement_items == 2  # a3 agree, b1 not
     assert [e.item_id for e in h2.examples] == ["a3", "b1", "b2"]
