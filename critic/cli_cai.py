@@ -5,10 +5,7 @@ Importing this module registers the commands on `critic.cli.app` and `critic.cli
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -18,44 +15,14 @@ from critic.cli import (
     ConcurrencyOpt,
     DbOpt,
     ModelOpt,
-    _progress,
-    _summary_table,
     app,
     constitution_app,
     err,
+    finish_run,
     make_backend,
-    out,
     reports_errors,
+    run_with_progress,
 )
-
-
-def _finish(summary: Any, command: str, db: str, json_out: bool) -> None:
-    if json_out:
-        print(json.dumps(summary.to_dict(), indent=2))
-    else:
-        table = _summary_table(summary)
-        table.title = f"critic {command} · run {summary.run_id}"
-        out.print(table)
-        if summary.failed:
-            err.print(
-                f"{summary.failed} item(s) failed; they are recorded with their reasons "
-                f"(`critic export --db {db} ...`). Retry them with --retry-failed.",
-                highlight=False,
-            )
-    raise typer.Exit(1 if summary.failed or summary.pending else 0)
-
-
-def _run_with_progress(quiet: bool, label: str, run: Callable[..., Any]) -> Any:
-    def bad_row(row: Any) -> None:
-        err.print(f"[yellow]skipped[/] {row}", markup=True, highlight=False)
-
-    with _progress(enabled=not quiet) as bar:
-        task_id = bar.add_task(label, total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task_id, completed=done, total=total)
-
-        return run(progress=progress, on_bad_row=bad_row)
 
 
 @app.command()
@@ -104,13 +71,13 @@ def revise(
     fields = Fields(id=id_field, prompt=prompt_field, response=response_field)
     store = open_store(db)
     engine = make_backend(backend, base_url, model, concurrency, max_model_len=max_model_len)
-    summary = _run_with_progress(
+    summary = run_with_progress(
         quiet or json_out, "revising",
         lambda **kw: run_revise(input, c, engine, store, fields=fields, options=options,
                                 prompts=prompts, split=split, retry_failed=retry_failed,
                                 concurrency=concurrency, limit=limit, **kw),
     )  # fmt: skip
-    _finish(summary, "revise", db, json_out)
+    finish_run(summary, "revise", db, json_out)
 
 
 @app.command()
@@ -167,13 +134,13 @@ def compare(
     fields = Fields(id=id_field, prompt=prompt_field, a=a_field, b=b_field)
     store = open_store(db)
     engine = make_backend(backend, base_url, model, concurrency, max_model_len=max_model_len)
-    summary = _run_with_progress(
+    summary = run_with_progress(
         quiet or json_out, "comparing",
         lambda **kw: run_compare(input, c, engine, store, fields=fields, options=options,
                                  prompts=prompts, split=split, retry_failed=retry_failed,
                                  concurrency=concurrency, limit=limit, **kw),
     )  # fmt: skip
-    _finish(summary, "compare", db, json_out)
+    finish_run(summary, "compare", db, json_out)
 
 
 @constitution_app.command("import")

@@ -163,7 +163,7 @@ def resolve(path_or_name: str | Path) -> Path:
     for candidate in (shipped_dir() / path.name, shipped_dir() / f"{path.name}.yaml"):
         if candidate.is_file() and not path.parent.parts[1:]:
             return candidate
-    shipped = sorted(p.stem for p in shipped_dir().glob("*.yaml"))
+    shipped = sorted(p.stem for p in shipped_dir().glob("*.yaml") if ".cases" not in p.name)
     raise ConstitutionError(
         f"{path}: no such constitution file",
         hint=f"give a path to a YAML file, or one of the shipped names: {', '.join(shipped)}",

@@ -31,7 +31,8 @@ class VLLMBackend:
         batch_wait_s: float = 0.005,
         seed: int = 0,
         llm: Any = None,
-        **engine_kwargs: Any,
+        engine_args: dict[str, Any] | None = None,
+        **_: Any,
     ) -> None:
         if not model and llm is None:
             raise BackendError("the vllm backend needs --model (a local directory or Hub name)")
@@ -41,7 +42,9 @@ class VLLMBackend:
         self._pending: list[tuple[Request, asyncio.Future[Generation]]] = []
         self._worker: asyncio.Task[None] | None = None
         if llm is None:
-            llm = _make_llm(model or "", max_model_len, gpu_memory_utilization, seed, engine_kwargs)
+            llm = _make_llm(
+                model or "", max_model_len, gpu_memory_utilization, seed, engine_args or {}
+            )
         self.llm = llm
         self.max_model_len = int(llm.llm_engine.model_config.max_model_len)
         self.tokenizer = llm.get_tokenizer()
