@@ -495,6 +495,7 @@ def main() -> None:
 
 # Commands that live in their own modules register themselves on `app` when imported.
 import critic.cli_cai  # noqa: E402
+import critic.cli_queue  # noqa: E402
 import critic.cli_workbench  # noqa: E402, F401
 
 if __name__ == "__main__":

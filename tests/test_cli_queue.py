@@ -302,7 +302,7 @@ def test_review_next_shows_the_principle_text_of_a_routed_run(tmp_path: Path, db
 
 # -- critic review next in a real terminal ---------------------------------------------------
 
-COMMAND = [sys.executable, "-c", "import critic.cli_queue; from critic.cli import main; main()"]
+COMMAND = [sys.executable, "-m", "critic.cli"]
 ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07]*\x07|[()][0-9A-Za-z]|[=>78])")
 
 

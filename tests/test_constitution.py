@@ -8,7 +8,9 @@ import pytest
 from critic.constitution import check, load_constitution, shipped_dir
 from critic.errors import ConstitutionError
 
-SHIPPED = ["harmlessness", "helpfulness", "cai-principles"]
+SHIPPED = [
+    "harmlessness", "helpfulness", "cai-principles", "harmlessness-pairwise", "synthetic-sentiment"
+]
 
 
 def write(tmp_path: Path, text: str) -> Path:
