@@ -1,0 +1,34 @@
+"""The review web app: server-rendered pages over a queue database (`critic review serve`).
+
+    from adjudication.web import create_app
+    app = create_app("sqlite:///queue.db", secret_key=...)   # any ASGI server, e.g. uvicorn
+
+Needs the `web` extra (FastAPI, uvicorn, argon2-cffi, python-multipart).
+
+Who sees what. Every signed-in user sees every queue and may review in it: the queue store has
+no membership table yet, so "their queues" are all queues. Adjudicators and admins also settle
+disagreements, see dashboards and item histories, and reopen decided items. Admins add users,
+change roles, passwords and active flags, and create queues.
+
+Security. Passwords are argon2id hashes; sessions are HMAC-signed cookies (HttpOnly,
+SameSite=Lax, Secure over HTTPS) that end when the account is deactivated or its password
+changes; every POST carries a per-session CSRF token; failed log-ins are limited per user name
+and per address; a claim token is bound to the user it was handed to. Items and drafts are
+untrusted: templates autoescape everything and never mark model text safe, highlights and diffs
+are built as text segments, and a Content-Security-Policy allows only this server's one script.
+
+Review keys. A accept, 1-9 give a label, E edit (label, revision), R reject, X escalate,
+G flag a constitution gap (an escalation whose note starts with `[constitution gap] `),
+S skip, N note, Z undo. A decision waits `undo_seconds` in the browser before it is sent, and Z
+takes it back; once sent it is final for the reviewer (an adjudicator can reopen the item from
+its history page). Overriding a draft with confidence >= 0.9 needs a note. In a blind queue the
+draft stays hidden until the reviewer picks a label.
+
+Principle texts. The screen shows the text of each cited principle when the task's draft has
+`principle_texts`, a `{principle id: text}` object; without it only the ids are shown.
+"""
+
+from .app import create_app
+from .auth import hash_password, verify_password
+
+__all__ = ["create_app", "hash_password", "verify_password"]

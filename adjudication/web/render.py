@@ -1,0 +1,340 @@
+"""What the review screen shows, as plain values: pure functions, no HTML.
+
+Everything here turns untrusted text (items, model output) into lists of segments. The templates
+print each segment through jinja2's autoescaping and wrap it in a tag they choose (`<mark>`,
+`<del>`, `<ins>`), so no text from an item or a draft is ever inserted as markup.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any, Literal
+
+# Item fields shown as the item itself, in this order; any other field is listed after them.
+TEXT_FIELDS = (
+    "prompt",
+    "question",
+    "instruction",
+    "text",
+    "response",
+    "response_a",
+    "response_b",
+    "a",
+    "b",
+    "chosen",
+    "rejected",
+)
+CONVERSATION_FIELDS = ("conversation", "messages")
+
+HIGH_CONFIDENCE = 0.9
+"""Overriding a draft at or above this confidence needs a note."""
+
+GAP_PREFIX = "[constitution gap] "
+"""Note prefix of an escalation that flags a gap in the constitution."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of text; `marks` are the 1-based numbers of the findings whose evidence it is."""
+
+    text: str
+    marks: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Finding:
+    number: int
+    principle: str | None
+    quote: str
+    problem: str | None
+    round: int | None
+    found: bool
+    """The quote occurs in the item text shown (and is highlighted there)."""
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    segments: tuple[Segment, ...]
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str
+    segments: tuple[Segment, ...]
+
+
+@dataclass(frozen=True)
+class DiffPart:
+    op: Literal["same", "del", "ins"]
+    text: str
+
+
+@dataclass(frozen=True)
+class Principle:
+    id: str
+    text: str | None
+
+
+@dataclass(frozen=True)
+class ItemView:
+    fields: tuple[Field, ...]
+    conversation: tuple[Turn, ...]
+    other: tuple[tuple[str, str], ...]
+    findings: tuple[Finding, ...]
+
+
+@dataclass(frozen=True)
+class DraftView:
+    label: str | None
+    rationale: str | None
+    critique: str | None
+    revision: str | None
+    original: str | None
+    diff: tuple[DiffPart, ...]
+    failure: str | None
+    rounds: tuple[Mapping[str, Any], ...]
+    other: tuple[tuple[str, str], ...] = field(default=())
+
+
+def as_text(value: Any) -> str:
+    """Any JSON value as display text: strings as they are, the rest as indented JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+# -- evidence highlighting -------------------------------------------------------------------
+
+_WRAPPERS = "\"'“”‘’`«»"
+_ELLIPSES = ". …"
+
+
+def _quote_pattern(quote: str) -> re.Pattern[str] | None:
+    """A pattern matching the quote in any case and with any run of whitespace between words.
+
+    Models wrap quotes in quotation marks or ellipses; those are dropped first.
+    """
+    core = quote.strip().strip(_WRAPPERS).strip(_ELLIPSES).strip().strip(_WRAPPERS).strip()
+    words = core.split()
+    if not words:
+        return None
+    return re.compile(r"\s+".join(re.escape(word) for word in words), re.IGNORECASE)
+
+
+def find_spans(text: str, quote: str) -> list[tuple[int, int]]:
+    """Where a quote occurs in a text: (start, end) character offsets, in order."""
+    pattern = _quote_pattern(quote)
+    if pattern is None:
+        return []
+    return [m.span() for m in pattern.finditer(text)]
+
+
+def highlight(text: str, quotes: Sequence[tuple[int, str]]) -> tuple[Segment, ...]:
+    """Split `text` into segments, marking where each numbered quote occurs.
+
+    Args:
+        text: the untrusted text to show.
+        quotes: (number, quote) pairs; overlapping quotes give a segment several marks.
+    """
+    spans = [(s, e, number) for number, quote in quotes for s, e in find_spans(text, quote)]
+    if not spans:
+        return (Segment(text),) if text else ()
+    cuts = sorted({0, len(text), *(s for s, _, _ in spans), *(e for _, e, _ in spans)})
+    segments: list[Segment] = []
+    for start, end in pairwise(cuts):
+        marks = tuple(sorted({n for s, e, n in spans if s <= start and end <= e}))
+        if segments and segments[-1].marks == marks:
+            segments[-1] = Segment(segments[-1].text + text[start:end], marks)
+        else:
+            segments.append(Segment(text[start:end], marks))
+    return tuple(segments)
+
+
+# -- word-level diff -------------------------------------------------------------------------
+
+# A word or a punctuation mark with the whitespace before it: half as many tokens as splitting
+# whitespace apart, which keeps the quadratic matcher fast on long revisions.
+_TOKEN = re.compile(r"\s*(?:\w+|[^\w\s])|\s+")
+
+
+def word_diff(before: str, after: str) -> tuple[DiffPart, ...]:
+    """A word-level diff: runs of unchanged, deleted and inserted text, in reading order."""
+    a, b = _TOKEN.findall(before), _TOKEN.findall(after)
+    parts: list[DiffPart] = []
+
+    def add(op: Literal["same", "del", "ins"], tokens: Sequence[str]) -> None:
+        text = "".join(tokens)
+        if not text:
+            return
+        if parts and parts[-1].op == op:
+            parts[-1] = DiffPart(op, parts[-1].text + text)
+        else:
+            parts.append(DiffPart(op, text))
+
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            add("same", a[i1:i2])
+        else:
+            add("del", a[i1:i2])
+            add("ins", b[j1:j2])
+    return tuple(parts)
+
+
+# -- reading drafts and items ----------------------------------------------------------------
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def findings_of(draft: Mapping[str, Any]) -> list[tuple[int | None, Mapping[str, Any]]]:
+    """Every finding in a draft, with its round: `findings` at the top, or per `rounds[]`."""
+    found: list[tuple[int | None, Mapping[str, Any]]] = []
+    top = draft.get("findings")
+    if isinstance(top, list):
+        found += [(None, f) for f in top if isinstance(f, Mapping)]
+    rounds = draft.get("rounds")
+    if isinstance(rounds, list):
+        for index, entry in enumerate(rounds, start=1):
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("findings"), list):
+                continue
+            number = entry.get("round") if isinstance(entry.get("round"), int) else index
+            found += [(number, f) for f in entry["findings"] if isinstance(f, Mapping)]
+    return found
+
+
+def _quote(finding: Mapping[str, Any]) -> str:
+    return as_text(finding.get("quote") or finding.get("evidence") or "")
+
+
+def item_view(item: Mapping[str, Any], draft: Mapping[str, Any]) -> ItemView:
+    """The item's text fields and conversation, with the draft's evidence highlighted."""
+    raw = findings_of(draft)
+    quotes = [(n, _quote(f)) for n, (_, f) in enumerate(raw, start=1) if _quote(f).strip()]
+    texts: list[str] = []
+    fields: list[Field] = []
+    for name in TEXT_FIELDS:
+        if name in item and item[name] is not None:
+            text = as_text(item[name])
+            texts.append(text)
+            fields.append(Field(name, highlight(text, quotes)))
+    turns: list[Turn] = []
+    shown = set(TEXT_FIELDS)
+    for name in CONVERSATION_FIELDS:
+        value = item.get(name)
+        if isinstance(value, list) and all(isinstance(t, Mapping) for t in value):
+            shown.add(name)
+            for turn in value:
+                text = as_text(turn.get("content", ""))
+                texts.append(text)
+                turns.append(Turn(as_text(turn.get("role", "?")), highlight(text, quotes)))
+            break
+    other = tuple((k, as_text(v)) for k, v in item.items() if k not in shown)
+    # A quote may come from the draft's original reply rather than a field of the item.
+    original = _str(draft.get("original"))
+    if original is not None and original not in texts:
+        texts.append(original)
+        fields.append(Field("response (as critiqued)", highlight(original, quotes)))
+    findings = tuple(
+        Finding(
+            number=n,
+            principle=_str(f.get("principle")),
+            quote=_quote(f),
+            problem=_str(f.get("problem")) or _str(f.get("comment")),
+            round=round_number,
+            found=any(find_spans(t, _quote(f)) for t in texts),
+        )
+        for n, (round_number, f) in enumerate(raw, start=1)
+    )
+    return ItemView(tuple(fields), tuple(turns), other, findings)
+
+
+_DRAFT_SHOWN = {
+    "label",
+    "score",
+    "preference",
+    "rationale",
+    "critique",
+    "revision",
+    "original",
+    "findings",
+    "rounds",
+    "principles",
+    "principle_texts",
+    "failure",
+    "detail",
+}
+
+
+def draft_view(
+    item: Mapping[str, Any], draft: Mapping[str, Any], draft_label: str | None
+) -> DraftView:
+    """The critic's draft: label, reasoning, critique, and the revision as a diff."""
+    rounds = tuple(r for r in draft.get("rounds") or () if isinstance(r, Mapping))
+    critique = _str(draft.get("critique"))
+    if critique is None and rounds:
+        critique = "\n\n".join(
+            f"Round {r.get('round', i)}: {as_text(r.get('critique', ''))}"
+            for i, r in enumerate(rounds, start=1)
+            if r.get("critique")
+        )
+    revision = _str(draft.get("revision"))
+    original = _str(draft.get("original")) or _str(item.get("response"))
+    diff = word_diff(original, revision) if revision is not None and original is not None else ()
+    failure = _str(draft.get("failure"))
+    if failure and _str(draft.get("detail")):
+        failure = f"{failure}: {draft['detail']}"
+    return DraftView(
+        label=draft_label,
+        rationale=_str(draft.get("rationale")),
+        critique=critique or None,
+        revision=revision,
+        original=original,
+        diff=diff,
+        failure=failure,
+        rounds=rounds,
+        other=tuple((k, as_text(v)) for k, v in draft.items() if k not in _DRAFT_SHOWN),
+    )
+
+
+def principles(principle_ids: Iterable[str], draft: Mapping[str, Any]) -> tuple[Principle, ...]:
+    """The principles the task and its draft cite, with their text when the draft carries it.
+
+    The text comes from `draft["principle_texts"]`, a `{principle id: text}` object that the
+    enqueueing program may add; without it only the ids are shown.
+    """
+    ids: list[str] = []
+    for pid in [*principle_ids, *(draft.get("principles") or ())]:
+        if isinstance(pid, str) and pid not in ids:
+            ids.append(pid)
+    for _, finding in findings_of(draft):
+        pid = finding.get("principle")
+        if isinstance(pid, str) and pid not in ids:
+            ids.append(pid)
+    texts = draft.get("principle_texts")
+    table: Mapping[str, Any] = texts if isinstance(texts, Mapping) else {}
+    return tuple(Principle(pid, _str(table.get(pid))) for pid in ids)
+
+
+def overrides(action: str, label: str | None, draft_label: str | None, edited: bool) -> bool:
+    """Whether a decision overrides the critic's draft (a rejection, a new label or an edit)."""
+    if action == "reject":
+        return True
+    if action in ("accept", "edit"):
+        return edited or (label is not None and label != draft_label)
+    return False
+
+
+def needs_note(
+    confidence: float | None, action: str, label: str | None, draft_label: str | None, edited: bool
+) -> bool:
+    """An override of a high-confidence draft must say why."""
+    high = confidence is not None and confidence >= HIGH_CONFIDENCE
+    return high and overrides(action, label, draft_label, edited)

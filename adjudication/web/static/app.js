@@ -1,0 +1,254 @@
+// critic review: keyboard shortcuts, the undo window, and the lease countdown with heartbeat.
+// The pages work without this file (plain forms); it never inserts markup, only text.
+"use strict";
+
+(function () {
+  const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  const form = document.getElementById("decision");
+  const pending = document.getElementById("pending");
+  const pendingText = document.getElementById("pending-text");
+  const undoButton = document.getElementById("undo");
+  const errorBox = document.getElementById("form-error");
+  let staged = null; // {input, timer, deadline} while a decision waits to be sent
+  let sent = false;
+
+  function visible(el) {
+    return !el.disabled && !el.closest("[hidden]");
+  }
+
+  function keyName(e) {
+    const key = e.key.length === 1 ? e.key.toLowerCase() : e.key.toLowerCase();
+    return (e.ctrlKey || e.metaKey ? "ctrl+" : "") + key;
+  }
+
+  function findKey(name) {
+    for (const el of document.querySelectorAll("[data-key]")) {
+      if (el.dataset.key === name && visible(el)) return el;
+    }
+    return null;
+  }
+
+  function buttonText(el) {
+    const copy = el.cloneNode(true);
+    copy.querySelectorAll("kbd").forEach((k) => k.remove());
+    return copy.textContent.replace(/\s+/g, " ").trim();
+  }
+
+  function showError(message) {
+    let box = errorBox || document.getElementById("js-error");
+    if (!box) {
+      box = document.createElement("p");
+      box.id = "js-error";
+      box.className = "error";
+      box.setAttribute("role", "alert");
+      form.prepend(box);
+    }
+    box.textContent = message;
+  }
+
+  // -- the note rule: overriding a confident draft needs a reason --------------------------
+  function overrides(submitter) {
+    const draft = form.dataset.draftLabel || "";
+    const pick = (form.elements.namedItem("pick") || {}).value;
+    if (submitter.name === "label") return submitter.value !== draft;
+    const action = submitter.name === "action" ? submitter.value : "";
+    if (action === "reject") return true;
+    if (action === "accept") return Boolean(pick) && pick !== draft;
+    if (action === "edit") {
+      const label = form.elements.namedItem("edit_label");
+      const revision = form.elements.namedItem("revision");
+      return (label && label.value !== draft) ||
+        (revision && revision.value !== revision.defaultValue);
+    }
+    return false;
+  }
+
+  function noteMissing(submitter) {
+    const confidence = parseFloat(form.dataset.confidence || "");
+    const high = parseFloat(form.dataset.high || "1");
+    const note = form.elements.namedItem("note");
+    if (isNaN(confidence) || confidence < high || !note || note.value.trim()) return false;
+    return overrides(submitter);
+  }
+
+  // -- the undo window ---------------------------------------------------------------------
+  function setBusy(busy) {
+    form.querySelectorAll("button[type=submit]").forEach((b) => {
+      if (busy) {
+        b.dataset.wasDisabled = b.disabled ? "1" : "";
+        b.disabled = true;
+      } else if (b.dataset.wasDisabled !== undefined) {
+        b.disabled = b.dataset.wasDisabled === "1";
+      }
+    });
+  }
+
+  function send() {
+    if (!staged || sent) return;
+    clearInterval(staged.timer);
+    sent = true;
+    pendingText.textContent = staged.label + " — sending…";
+    form.submit();
+  }
+
+  function undo() {
+    if (!staged || sent) return;
+    clearInterval(staged.timer);
+    if (staged.input) staged.input.remove();
+    staged = null;
+    pending.hidden = true;
+    if (undoButton) undoButton.disabled = true;
+    setBusy(false);
+  }
+
+  function stage(submitter) {
+    const seconds = parseFloat(form.dataset.undo || "0");
+    let input = null;
+    if (submitter.name) {
+      input = document.createElement("input");
+      input.type = "hidden";
+      input.name = submitter.name;
+      input.value = submitter.value;
+      form.append(input);
+    }
+    staged = { input: input, label: buttonText(submitter), timer: null, deadline: 0 };
+    setBusy(true);
+    if (seconds <= 0) {
+      send();
+      return;
+    }
+    staged.deadline = Date.now() + seconds * 1000;
+    const update = () => {
+      const left = Math.max(0, Math.ceil((staged.deadline - Date.now()) / 1000));
+      pendingText.textContent = staged.label + " — sending in " + left + " s";
+      if (Date.now() >= staged.deadline) send();
+    };
+    staged.timer = setInterval(update, 200);
+    update();
+    pending.hidden = false;
+    if (undoButton) undoButton.disabled = false;
+  }
+
+  if (form) {
+    form.addEventListener("submit", (e) => {
+      const submitter = e.submitter;
+      if (sent) {
+        e.preventDefault(); // a second press while the first is on its way
+        return;
+      }
+      if (!submitter || submitter.hasAttribute("data-now")) {
+        sent = true;
+        return;
+      }
+      e.preventDefault();
+      if (staged) return;
+      if (form.dataset.confidence !== undefined && noteMissing(submitter)) {
+        showError("The critic was confident here: write in the note why you override it, then press the key again.");
+        const note = form.elements.namedItem("note");
+        if (note) note.focus();
+        return;
+      }
+      stage(submitter);
+    });
+    if (pending) {
+      pending.querySelector("[data-undo]").addEventListener("click", undo);
+      pending.querySelector("[data-send]").addEventListener("click", send);
+    }
+    if (undoButton) undoButton.addEventListener("click", undo);
+  }
+
+  // -- keys --------------------------------------------------------------------------------
+  document.addEventListener("keydown", (e) => {
+    if (e.altKey || e.isComposing) return;
+    const name = keyName(e);
+    const typing = e.target.closest && e.target.closest("input, textarea, select");
+    if (typing) {
+      if (name === "escape") e.target.blur();
+      if (name === "ctrl+enter") {
+        const el = findKey("ctrl+enter");
+        if (el) {
+          e.preventDefault();
+          el.click();
+        }
+      }
+      return;
+    }
+    if ((e.ctrlKey || e.metaKey) && name !== "ctrl+enter") return;
+    if (staged) {
+      if (name === "z") undo();
+      else if (name === "enter") send();
+      else return;
+      e.preventDefault();
+      return;
+    }
+    const focusTarget = document.querySelector('[data-focus-key="' + CSS.escape(name) + '"]');
+    if (focusTarget) {
+      e.preventDefault();
+      focusTarget.focus();
+      return;
+    }
+    const el = findKey(name);
+    if (!el) return;
+    e.preventDefault();
+    el.click();
+  });
+
+  document.querySelectorAll("[data-open]").forEach((button) => {
+    button.addEventListener("click", () => {
+      const panel = document.getElementById(button.dataset.open);
+      if (!panel) return;
+      panel.hidden = !panel.hidden;
+      if (!panel.hidden) {
+        const field = panel.querySelector("select, textarea, input");
+        if (field) field.focus();
+      }
+    });
+  });
+
+  // -- lease countdown and heartbeat -------------------------------------------------------
+  const lease = document.getElementById("lease");
+  if (lease && form) {
+    const leaseSeconds = parseFloat(lease.dataset.lease) || 600;
+    let deadline = Date.now() + parseFloat(lease.dataset.expiresIn) * 1000;
+    let lastActive = Date.now();
+    let expired = false;
+    ["keydown", "mousedown", "mousemove", "scroll", "touchstart"].forEach((name) =>
+      addEventListener(name, () => { lastActive = Date.now(); }, { passive: true }));
+
+    const tick = () => {
+      const left = Math.max(0, Math.round((deadline - Date.now()) / 1000));
+      if (expired || left === 0) {
+        lease.textContent = "expired: reload for your next item";
+        lease.className = "expired";
+        return;
+      }
+      lease.textContent = Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0");
+      lease.className = left < 60 ? "low" : "";
+    };
+
+    const beat = async () => {
+      // An idle tab stops renewing, so an abandoned item goes back to the pool.
+      if (expired || sent || Date.now() - lastActive > leaseSeconds * 1000) return;
+      const body = new URLSearchParams();
+      ["token", "sig", "item_id"].forEach((k) => body.append(k, form.elements.namedItem(k).value));
+      try {
+        const response = await fetch(lease.dataset.url, {
+          method: "POST",
+          headers: { "X-CSRF-Token": csrf, Accept: "application/json" },
+          body: body,
+          credentials: "same-origin",
+        });
+        const data = await response.json();
+        if (response.ok) deadline = Date.now() + data.expires_in * 1000;
+        else if (response.status === 409) expired = true;
+      } catch (err) {
+        // Offline for a moment: the countdown shows how long the lease still holds.
+      }
+      tick();
+    };
+
+    tick();
+    setInterval(tick, 1000);
+    setInterval(beat, Math.min(60, Math.max(5, leaseSeconds / 3)) * 1000);
+  }
+})();

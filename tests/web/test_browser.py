@@ -1,0 +1,293 @@
+"""End to end in Debian's Chromium, driven by Playwright: keyboard-only review, an edit, undo,
+an adjudication, the lease heartbeat, and untrusted content that stays inert.
+
+Needs the `chromium` Debian package (or CRITIC_CHROMIUM) and the playwright Python package; skips
+without them locally and fails in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adjudication import Store, open_store
+from adjudication.web import create_app
+from tests.fixtures_real import import_error, require
+
+from .conftest import PASSWORD, XSS, seed
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium() -> str | None:
+    path = os.environ.get("CRITIC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    return path if Path(path).is_file() else None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    missing = import_error("playwright.sync_api")
+    require(missing is None, f"browser tests need playwright: {missing}")
+    executable = _chromium()
+    require(executable is not None, "browser tests need Chromium: apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    def __init__(self, url: str, db_url: str) -> None:
+        self.url = url
+        self.db_url = db_url
+
+
+@pytest.fixture
+def server(tmp_path: Path, password_hash: str) -> Iterator[Server]:
+    """The app under uvicorn on a loopback port, with a one-second undo window."""
+    import uvicorn
+
+    db_url = f"sqlite:///{tmp_path / 'queue.db'}"
+    with open_store(db_url) as store:
+        seed(store, password_hash)
+        store.create_queue("beat", labels=["safe", "unsafe"], lease_seconds=9)
+        store.enqueue("beat", [{"item_id": "t1", "draft_label": "safe", "item": {"text": "x"}}])
+    app = create_app(db_url, secret_key="browser-test", undo_seconds=1.0)
+    port = _free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not running.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield Server(f"http://127.0.0.1:{port}", db_url)
+    running.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def store(server: Server) -> Iterator[Store]:
+    with open_store(server.db_url) as opened:
+        yield opened
+
+
+class Watch:
+    """A page with every dialog and page error recorded (and dialogs dismissed)."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        page.on("dialog", self._dialog)
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+
+def _log_in(browser: Any, server: Server, name: str) -> Watch:
+    """Log in with the keyboard only."""
+    page = browser.new_context().new_page()
+    watch = Watch(page)
+    page.goto(server.url + "/")
+    assert page.url.startswith(server.url + "/login")
+    page.keyboard.type(name)  # the user name field has autofocus
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(server.url + "/")
+    return watch
+
+
+def _item(page: Any) -> str:
+    value: str = page.locator("input[name=item_id]").input_value()
+    return value
+
+
+def _press_and_wait(page: Any, *keys: str) -> None:
+    """Press keys that end in a decision, then wait for the next item's page."""
+    before = _item(page)
+    with page.expect_navigation():
+        for key in keys:
+            page.keyboard.press(key)
+    assert page.locator("input[name=item_id]").count() == 0 or _item(page) != before
+
+
+def test_keyboard_only_review_edit_undo_and_adjudication(
+    browser: Any, server: Server, store: Store
+) -> None:
+    rita = _log_in(browser, server, "rita")
+    page = rita.page
+    page.goto(server.url + "/q/harm/review")
+    assert _item(page) == "h0"
+    assert page.locator(".why").inner_text().count("low_confidence") == 1
+
+    # Undo: A starts the one-second window, Z takes it back; nothing is stored.
+    page.keyboard.press("a")
+    page.locator("#pending").wait_for(state="visible")
+    page.keyboard.press("z")
+    assert page.locator("#pending").is_hidden()
+    page.wait_for_timeout(1300)
+    assert store.decisions("harm") == []
+    assert _item(page) == "h0"
+
+    _press_and_wait(page, "a", "Enter")  # h0: accept, sent at once with Enter
+    assert _item(page) == "h1"
+    _press_and_wait(page, "2")  # h1: label 2 (unsafe), sent when the window closes
+    _press_and_wait(page, "r")  # h2: reject
+    _press_and_wait(page, "1")  # h3: label 1 (safe) = the critic's label
+    # h4: edit with the keyboard: E opens the panel on the label list, pick unsafe, note, save.
+    page.keyboard.press("e")
+    assert page.locator("#edit-panel").is_visible()
+    page.keyboard.press("ArrowDown")  # safe -> unsafe in the focused <select>
+    page.keyboard.press("Escape")
+    page.keyboard.press("n")
+    page.keyboard.type("edited by keyboard")
+    with page.expect_navigation():
+        page.keyboard.press("Control+Enter")
+        page.keyboard.press("Enter")
+    assert _item(page) == "confident"
+
+    # The high-confidence item: overriding without a note is refused on the page.
+    page.keyboard.press("r")
+    assert "note" in page.locator("#js-error").inner_text()
+    assert page.locator("#pending").is_hidden()
+    page.keyboard.press("Escape")  # leave the note box the refusal focused
+    _press_and_wait(page, "s")  # skip it
+
+    decided = {d.item_id: d for d in store.decisions("harm")}
+    assert {k: (d.action, d.label) for k, d in decided.items()} == {
+        "h0": ("accept", "safe"),
+        "h1": ("edit", "unsafe"),
+        "h2": ("reject", None),
+        "h3": ("accept", "safe"),
+        "h4": ("edit", "unsafe"),
+    }
+    assert decided["h4"].note == "edited by keyboard"
+    assert all(d.reviewer == "rita" for d in decided.values())
+
+    # A disagreement: rick said unsafe through the store, rita says safe in the browser.
+    claim = store.claim("pairs", "rick")
+    assert claim is not None
+    store.decide(claim.token, "edit", label="unsafe", note="looks bad")
+    page.goto(server.url + "/q/pairs/review")
+    _press_and_wait(page, "1", "Enter")
+    assert store.task("pairs", "p1").state == "adjudication"
+
+    adam = _log_in(browser, server, "adam")
+    adam.page.goto(server.url + "/q/pairs/adjudicate")
+    answers = adam.page.locator(".answer")
+    assert answers.count() == 3  # the critic, rita and rick side by side
+    with adam.page.expect_navigation():
+        adam.page.get_by_role("button", name="Adopt rick's answer").click()
+        adam.page.keyboard.press("Enter")
+    task = store.task("pairs", "p1")
+    assert (task.state, task.final_label, task.final_source) == ("done", "unsafe", "adjudicated")
+    assert rita.dialogs == adam.dialogs == []
+    assert rita.errors == adam.errors == []
+
+
+def test_the_lease_counts_down_and_the_heartbeat_renews_it(browser: Any, server: Server) -> None:
+    rita = _log_in(browser, server, "rita")
+    page = rita.page
+    page.goto(server.url + "/q/beat/review")
+    first = page.locator("#lease").inner_text()
+    assert first in ("0:09", "0:08", "0:07", "0:06")
+    page.mouse.move(5, 5)  # the heartbeat runs only while the reviewer is active
+    with page.expect_response(lambda r: r.url.endswith("/q/beat/heartbeat"), timeout=8000) as beat:
+        pass
+    assert beat.value.status == 200
+    page.wait_for_timeout(300)
+    remaining = page.locator("#lease").inner_text()
+    assert remaining.startswith("0:0") and int(remaining[-1]) >= 7
+
+
+def test_untrusted_html_scripts_handlers_and_template_syntax_stay_inert(
+    browser: Any, server: Server, store: Store
+) -> None:
+    payload_draft = {
+        "rationale": XSS,
+        "critique": XSS,
+        "findings": [{"principle": "H1", "quote": "alert(1)", "problem": XSS}],
+        "revision": XSS + " revised",
+        "principle_texts": {"H1": XSS},
+        XSS: XSS,
+    }
+    store.create_queue("xss", labels=["safe", XSS])
+    store.add_user(XSS[:200], "reviewer")
+    store.enqueue(
+        "xss",
+        [{
+            "item_id": XSS,
+            "item": {"prompt": XSS, "response": XSS, "messages": [{"role": XSS, "content": XSS}],
+                     XSS: XSS},
+            "draft": payload_draft,
+            "draft_label": XSS,
+            "confidence": 0.5,
+            "route_reason": XSS,
+            "principle_ids": ["H1", XSS],
+        }],
+    )  # fmt: skip
+    ada = _log_in(browser, server, "ada")
+    page = ada.page
+
+    def inert() -> None:
+        assert page.evaluate("typeof window.__pwned") == "undefined"
+        assert page.locator("main img").count() == 0
+        assert page.locator("script").count() == 1  # only /static/app.js
+        assert page.locator("a[href^='javascript:'], [onerror], [onclick]").count() == 0
+
+    page.goto(server.url + "/q/xss/review")
+    body = page.locator("main").inner_text()
+    assert "{{ 7*7 }}" in body and "{% if 1 %}T{% endif %}" in body and "49" not in body
+    assert '<script>window.__pwned = 1; alert("xss")</script>' in body
+    assert page.locator("mark.ev").count() > 0  # evidence highlighted inside the payload text
+    inert()
+    page.keyboard.press("e")  # the edit panel holds the revision as plain text
+    assert page.locator("textarea[name=revision]").input_value() == XSS + " revised"
+    page.keyboard.press("Escape")
+    page.keyboard.press("e")
+    with page.expect_navigation():
+        page.keyboard.press("2")  # the payload is also a label: give it (the critic's: accept)
+        page.keyboard.press("Enter")
+    inert()
+    from urllib.parse import quote
+
+    for path in ("/q/xss/items/" + quote(XSS, safe=""), "/q/xss/dashboard", "/", "/admin/users"):
+        page.goto(server.url + path)
+        assert page.get_by_text("{{ 7*7 }}").count() > 0 or path == "/"
+        inert()
+    page.wait_for_timeout(300)
+    assert ada.dialogs == []
+    assert ada.errors == []
+    (decision,) = store.decisions("xss")
+    assert (decision.action, decision.label) == ("accept", XSS)

@@ -1,0 +1,49 @@
+"""The pages that run the web app's own queries, on SQLite and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from adjudication import open_store
+from adjudication.testing import FakeClock
+from adjudication.web import create_app
+
+from .conftest import Client, hidden
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def browser(any_db_url: str, clock: FakeClock) -> AsyncIterator[Client]:
+    app = create_app(any_db_url, secret_key="k", clock=clock, undo_seconds=0)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield Client(http)
+    app.state.web.store.close()
+
+
+async def test_review_position_dashboard_and_history_on_each_store(
+    browser: Client, any_db_url: str, clock: FakeClock
+) -> None:
+    await browser.login("ada")
+    page = (await browser.get("/q/harm/review")).text
+    assert "1 of 7 pending" in page
+    await browser.post("/q/harm/decide", {**browser.claim_form(), "label": "unsafe"})
+    page = (await browser.get("/q/harm/review")).text
+    assert hidden(page, "item_id") == "h1"
+    assert "1 of 7 pending" in page  # the count is cached for a few seconds
+    await browser.post("/q/harm/decide", {**browser.claim_form(), "action": "gap", "note": "x"})
+    dashboard = await browser.get("/q/harm/dashboard")
+    assert dashboard.status_code == 200
+    assert "[constitution gap] x" in dashboard.text
+    assert "100.0% (1)" in dashboard.text  # H1: one judged review, overridden
+    history = await browser.get("/q/harm/items/h0")
+    assert "<td>decided</td>" in history.text
+    with open_store(any_db_url, clock=clock) as store:
+        assert [(d.item_id, d.action) for d in store.decisions("harm")] == [
+            ("h0", "edit"),
+            ("h1", "escalate"),
+        ]
