@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 from collections.abc import Callable
@@ -37,6 +38,11 @@ app = typer.Typer(
 )
 constitution_app = typer.Typer(help="Lint, show and inspect constitutions.", no_args_is_help=True)
 app.add_typer(constitution_app, name="constitution")
+review_app = typer.Typer(
+    help="Review queued items: in the terminal (next) or the web app (serve).",
+    no_args_is_help=True,
+)
+app.add_typer(review_app, name="review")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -494,9 +500,8 @@ def main() -> None:
 
 
 # Commands that live in their own modules register themselves on `app` when imported.
-import critic.cli_cai  # noqa: E402
-import critic.cli_queue  # noqa: E402
-import critic.cli_workbench  # noqa: E402, F401
+for _module in ("cli_cai", "cli_queue", "cli_web", "cli_workbench"):
+    importlib.import_module(f"critic.{_module}")
 
 if __name__ == "__main__":
     # Under `python -m critic.cli` this file runs as __main__, a second copy of the module;

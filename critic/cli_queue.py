@@ -19,7 +19,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from critic.cli import DbOpt, app, out, reports_errors
+from critic.cli import DbOpt, app, out, reports_errors, review_app
 from critic.errors import CriticError, MissingExtraError, UsageError
 
 if TYPE_CHECKING:
@@ -30,10 +30,8 @@ if TYPE_CHECKING:
 queue_app = typer.Typer(help="Create review queues; see their items, agreement and history.",
                         no_args_is_help=True)  # fmt: skip
 users_app = typer.Typer(help="Reviewers, adjudicators and admins.", no_args_is_help=True)
-review_app = typer.Typer(help="Review queued items in the terminal.", no_args_is_help=True)
 app.add_typer(queue_app, name="queue")
 app.add_typer(users_app, name="users")
-app.add_typer(review_app, name="review")
 
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON.")
 

@@ -1,29 +1,15 @@
 """`critic review serve`: the review web app (`adjudication.web`) under uvicorn.
 
-Importing this module adds `serve` to the `review` command group on `critic.cli.app`, creating
-the group if no module has registered one yet (import `critic.cli_queue` first so that `review
-next` and `review serve` share one group). FastAPI and uvicorn are imported only when the command
-runs: they come with the `web` extra.
+Importing this module adds `serve` to the `review` command group of `critic.cli`. FastAPI and
+uvicorn are imported only when the command runs: they come with the `web` extra.
 """
 
 from __future__ import annotations
 
 import typer
 
-from critic.cli import DbOpt, app, err, out, reports_errors
+from critic.cli import DbOpt, err, out, reports_errors, review_app
 from critic.errors import MissingExtraError
-
-
-def _review_group() -> typer.Typer:
-    for group in app.registered_groups:
-        if group.name == "review" and group.typer_instance is not None:
-            return group.typer_instance
-    review = typer.Typer(help="Review queued items.", no_args_is_help=True)
-    app.add_typer(review, name="review")
-    return review
-
-
-review_app = _review_group()
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
