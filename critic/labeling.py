@@ -328,29 +328,13 @@ async def run_items(
 
 
 def label(
-    source: str | Path,
-    constitution: Constitution,
-    backend: Backend,
-    store: Store,
-    *,
-    fields: Fields | None = None,
-    options: LabelOptions | None = None,
-    prompts: str | Path | None = None,
-    split: str | None = None,
-    retry_failed: bool = False,
-    concurrency: int = 64,
-    limit: int | None = None,
-    progress: Progress | None = None,
-    on_bad_row: Callable[[BadRow], None] | None = None,
+    source: str | Path, constitution: Constitution, backend: Backend, store: Store, **kwargs: Any
 ) -> RunSummary:
-    """Label every item of `source` against `constitution`; resume what is already stored."""
-    return asyncio.run(
-        alabel(
-            source, constitution, backend, store, fields=fields, options=options,
-            prompts=prompts, split=split, retry_failed=retry_failed, concurrency=concurrency,
-            limit=limit, progress=progress, on_bad_row=on_bad_row,
-        )
-    )  # fmt: skip
+    """Label every item of `source` against `constitution`; resume what is already stored.
+
+    Keyword arguments are those of `alabel`.
+    """
+    return asyncio.run(alabel(source, constitution, backend, store, **kwargs))
 
 
 async def alabel(
