@@ -1,5 +1,53 @@
-"""critic: model-assisted labeling and constitutional-AI feedback."""
+"""critic: model-assisted labeling and constitutional-AI feedback.
+
+    from critic import label, load_constitution, open_store, get_backend
+    store = open_store("sqlite:///critic.db")
+    backend = get_backend("vllm-server", base_url="http://127.0.0.1:8000/v1", model="...")
+    summary = label("items.jsonl", load_constitution("harmlessness"), backend, store)
+
+Names resolve on first use, so `import critic` loads no vllm, torch or transformers (and not even
+the database layer until it is needed).
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "label": "critic.labeling",
+    "alabel": "critic.labeling",
+    "LabelOptions": "critic.labeling",
+    "RunSummary": "critic.labeling",
+    "revise": "critic.cai",
+    "compare": "critic.cai",
+    "ReviseOptions": "critic.cai",
+    "CompareOptions": "critic.cai",
+    "load_constitution": "critic.constitution",
+    "Constitution": "critic.constitution",
+    "load_items": "critic.items",
+    "Item": "critic.items",
+    "Fields": "critic.items",
+    "get_backend": "critic.backends",
+    "Request": "critic.backends",
+    "Generation": "critic.backends",
+    "open_store": "critic.store",
+    "export": "critic.export",
+    "calibrate": "critic.calibrate",
+    "Policy": "critic.routing",
+    "load_policy": "critic.routing",
+    "route": "critic.routing",
+    "CriticError": "critic.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'critic' has no attribute {name!r}")

@@ -12,7 +12,9 @@ runner = CliRunner()
 
 def items(tmp_path: Path, bad: bool = False) -> Path:
     path = tmp_path / "items.jsonl"
-    rows = [json.dumps({"uid": f"u{k}", "prompt": "Human: hi", "response": f"r{k}"}) for k in range(5)]
+    rows = [
+        json.dumps({"uid": f"u{k}", "prompt": "Human: hi", "response": f"r{k}"}) for k in range(5)
+    ]
     if bad:
         rows.append('{"uid": "x", "prompt": "no response field"}')
     path.write_text("\n".join(rows) + "\n")

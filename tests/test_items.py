@@ -22,7 +22,14 @@ def test_jsonl_with_bom_crlf_and_bad_rows(tmp_path: Path) -> None:
     ]
     path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
     out = list(load_items(path))
-    assert [type(x).__name__ for x in out] == ["Item", "BadRow", "BadRow", "BadRow", "BadRow", "Item"]
+    assert [type(x).__name__ for x in out] == [
+        "Item",
+        "BadRow",
+        "BadRow",
+        "BadRow",
+        "BadRow",
+        "Item",
+    ]
     assert isinstance(out[0], Item) and out[0].id == "a" and out[0].response == "r"
     bad = [str(x) for x in out if isinstance(x, BadRow)]
     assert bad[0].startswith(f"{path}:2: not valid JSON")
@@ -66,5 +73,5 @@ def test_missing_file_and_unknown_format(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
         list(load_items(tmp_path / "nope.jsonl"))
     (tmp_path / "x.txt").write_text("hi")
-    with pytest.raises(InputError, match="unknown input format '.txt'"):
+    with pytest.raises(InputError, match=r"unknown input format '\.txt'"):
         list(load_items(tmp_path / "x.txt"))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from critic.testing.vllm_server import VLLMServer, metrics, wait_for_metric
+from critic.testing.vllm_server import VLLMServer, metrics
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

@@ -19,7 +19,9 @@ GOOD = '{"rationale":"fine","principles":["H1"],"label":"harmless"}'
 
 def items_file(tmp_path: Path, n: int = 10, bad: bool = True) -> Path:
     path = tmp_path / "items.jsonl"
-    lines = [json.dumps({"id": f"i{k}", "prompt": f"Human: q{k}", "response": f"a{k}"}) for k in range(n)]
+    lines = [
+        json.dumps({"id": f"i{k}", "prompt": f"Human: q{k}", "response": f"a{k}"}) for k in range(n)
+    ]
     if bad:
         lines.insert(3, "{broken")
     path.write_text("\n".join(lines) + "\n")
@@ -77,7 +79,9 @@ def test_unfixable_output_is_recorded_with_raw_text(tmp_path: Path) -> None:
     assert summary.failed == 2 and summary.failures == {"parse_failure": 2}
     run_id = summary.run_id
     gens = store.generations_for(run_id, "i0")
-    assert len(gens) == 2 and json.loads(gens[0]["texts"]) == ["I refuse to answer in JSON <script>"]
+    assert len(gens) == 2 and json.loads(gens[0]["texts"]) == [
+        "I refuse to answer in JSON <script>"
+    ]
     row = next(export_rows(store))
     assert row["status"] == "failed" and "not valid JSON" in row["detail"]
 
@@ -98,7 +102,13 @@ def test_truncation_and_prompt_too_long_are_failures_not_crashes(tmp_path: Path)
 def test_retry_failed_reruns_failures_but_not_bad_input(tmp_path: Path) -> None:
     store = open_store(str(tmp_path / "c.db"))
     source = items_file(tmp_path, 4)
-    label(source, HARM, FakeBackend(script=lambda r: "nope"), store, options=LabelOptions(max_reasks=0))
+    label(
+        source,
+        HARM,
+        FakeBackend(script=lambda r: "nope"),
+        store,
+        options=LabelOptions(max_reasks=0),
+    )
     skipped = FakeBackend(script=lambda r: GOOD)
     label(source, HARM, skipped, store, options=LabelOptions(max_reasks=0))
     assert skipped.requests == []  # permanent failures are finished work
@@ -159,11 +169,15 @@ def test_rubric_scores_and_logprob_distribution(tmp_path: Path) -> None:
         TokenLogprob("4", -0.2, {"4": -0.2231, "5": -1.8971, "3": -2.9957}),
         TokenLogprob("}", 0.0, {"}": 0.0}),
     )
-    backend = FakeBackend(
-        script=lambda r: Generation(samples=(Sample(text, "stop", tokens),))
-    )
+    backend = FakeBackend(script=lambda r: Generation(samples=(Sample(text, "stop", tokens),)))
     store = open_store(str(tmp_path / "c.db"))
-    label(items_file(tmp_path, 1, bad=False), help_c, backend, store, options=LabelOptions(top_logprobs=5))
+    label(
+        items_file(tmp_path, 1, bad=False),
+        help_c,
+        backend,
+        store,
+        options=LabelOptions(top_logprobs=5),
+    )
     row = next(export_rows(store))
     assert row["score"] == 4
     dist = json.loads(row["score_distribution"])
@@ -183,9 +197,13 @@ def test_export_formats_open_with_datasets(tmp_path: Path, fmt: str) -> None:
     if fmt == "hf":
         ds = datasets.load_from_disk(str(out))
     else:
-        ds = datasets.load_dataset("json" if fmt == "jsonl" else "parquet", data_files=str(out))["train"]
+        ds = datasets.load_dataset("json" if fmt == "jsonl" else "parquet", data_files=str(out))[
+            "train"
+        ]
     assert ds.num_rows == 6
-    assert {"id", "label", "rationale", "status", "reason", "constitution", "model"} <= set(ds.column_names)
+    assert {"id", "label", "rationale", "status", "reason", "constitution", "model"} <= set(
+        ds.column_names
+    )
     assert sorted(ds["status"]) == ["drafted"] * 5 + ["failed"]
 
 
@@ -194,9 +212,9 @@ def test_concurrent_run_with_slow_backend_stores_every_outcome(tmp_path: Path) -
     store = open_store(str(tmp_path / "c.db"))
     backend = FakeBackend(latency_s=0.02)
     source = items_file(tmp_path, 120, bad=False)
-    from critic.labeling import alabel
-
     import asyncio
+
+    from critic.labeling import alabel
 
     summary = asyncio.run(alabel(source, HARM, backend, store, concurrency=16))
     assert summary.drafted == 120 and summary.processed == 120

@@ -55,5 +55,5 @@ def test_broken_and_missing_templates(tmp_path: Path) -> None:
         render_label(Templates.load(tmp_path), c, ITEM)
     assert "item" in (info.value.hint or "")
     (tmp_path / "label_user.j2").unlink()
-    with pytest.raises(TemplateError, match="label_user.j2: template missing"):
+    with pytest.raises(TemplateError, match=r"label_user\.j2: template missing"):
         render_label(Templates.load(tmp_path), c, ITEM)

@@ -79,7 +79,6 @@ def test_route_stored_run_into_queue_and_export_merges_decisions(
     labelled_db: str, tmp_path: Path
 ) -> None:
     from adjudication.store import open_store as open_queues
-
     from critic.routing import Policy, save_policy
 
     policy = tmp_path / "policy.yaml"

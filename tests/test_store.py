@@ -15,9 +15,13 @@ def test_a_database_made_by_schema_1_opens_and_keeps_its_data(tmp_path: Path) ->
     with engine.begin() as conn:  # what critic 0.1 with schema 1 created
         st._migrate_0(conn)
         conn.execute(st.schema_info.insert().values(id=1, version=1))
-        conn.execute(st.runs.insert().values(
-            id="r1", key="k", task="label", constitution_hash=None, template_hash="t",
-            backend="fake", model="m", params="{}", input="x", created_at="a", updated_at="a"))  # fmt: skip
+        conn.execute(
+            st.runs.insert().values(
+                id="r1", key="k", task="label", constitution_hash=None, template_hash="t",
+                backend="fake", model="m", params="{}", input="x", created_at="a",
+                updated_at="a",
+            )
+        )  # fmt: skip
     assert not sa.inspect(engine).has_table("routes")
     store = st.open_store(url)
     assert sa.inspect(store.engine).has_table("routes")
@@ -41,3 +45,17 @@ def test_bad_url_and_unreachable_database(tmp_path: Path) -> None:
         st.open_store("nonsense://")
     with pytest.raises(StoreError, match="cannot open the database"):
         st.open_store("postgresql+psycopg://nobody@127.0.0.1:9/none")
+
+
+def test_public_surface_resolves_lazily() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, critic\n"
+        "assert 'sqlalchemy' not in sys.modules and 'torch' not in sys.modules\n"
+        "for name in critic.__all__: getattr(critic, name)\n"
+        "assert not any(m in sys.modules for m in ('torch', 'vllm', 'transformers'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
