@@ -222,6 +222,12 @@ def label(
     max_model_len: int = typer.Option(4096, help="Context length (in-process vllm backend)."),
     retry_failed: bool = typer.Option(False, help="Retry items that failed in earlier runs."),
     limit: int | None = typer.Option(None, min=1, help="Only the first N rows."),
+    critic: list[str] = typer.Option(
+        [],
+        "--critic",
+        help="A further critic model (same backend and server); repeat for more. Their "
+        "agreement becomes part of the confidence.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -242,6 +248,10 @@ def label(
     fields = Fields(id=id_field, prompt=prompt_field, response=response_field, text=text_field)
     store = open_store(db)
     engine = make_backend(backend, base_url, model, concurrency, max_model_len=max_model_len)
+    panel = [
+        make_backend(backend, base_url, name, concurrency, max_model_len=max_model_len)
+        for name in critic
+    ]
 
     summary = run_with_progress(
         quiet or json_out,
@@ -249,7 +259,7 @@ def label(
         lambda **hooks: run_label(
             input, c, engine, store, fields=fields, options=options, prompts=prompts,
             split=split, retry_failed=retry_failed, concurrency=concurrency, limit=limit,
-            **hooks,
+            critics=panel, **hooks,
         ),
     )  # fmt: skip
     finish_run(summary, "label", db, json_out)
@@ -435,6 +445,24 @@ def route(
     out.print(table)
     if summary.get("enqueued") is not None:
         err.print(f"{summary['enqueued']} item(s) added to queue '{queue}'", highlight=False)
+
+
+@app.command()
+@reports_errors
+def quality(
+    db: str = DbOpt,
+    run: str | None = typer.Option(None, help="Run id or prefix (default: the latest run)."),
+    confidence: float = typer.Option(0.95, min=0.5, max=0.999, help="Interval confidence."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Estimate the agreement of auto-accepted labels from the decided audit sample."""
+    from critic.review import audit_quality
+
+    estimate = audit_quality(db, run, confidence)
+    if json_out:
+        print(json.dumps({**estimate.__dict__, "summary": estimate.summary}, indent=2))
+    else:
+        out.print(estimate.summary, soft_wrap=True)
 
 
 @constitution_app.command("lint")

@@ -273,6 +273,46 @@ class Labeler:
         )  # fmt: skip
 
 
+class Panel:
+    """Several critic models label each item; the draft is the primary critic's.
+
+    Every critic's verdict is kept in the draft (`critics`), and the share of critics that agree
+    with the majority becomes the `critic_agreement` component, so disagreement lowers the
+    confidence and routing can send the item to review (`critics_disagree`).
+    """
+
+    def __init__(self, labelers: Sequence[Labeler]) -> None:
+        if len(labelers) < 2:
+            raise UsageError("a panel needs at least two critics")
+        self.labelers = list(labelers)
+
+    async def draft(self, item: Item) -> Outcome:
+        outcomes = await asyncio.gather(*(lab.draft(item) for lab in self.labelers))
+        primary = outcomes[0]
+        generations = tuple(g for o in outcomes for g in o.generations)
+        if primary.status != "drafted" or primary.draft is None:
+            return replace(primary, generations=generations)
+        verdicts = [
+            None if o.draft is None else o.label or (None if o.score is None else str(o.score))
+            for o in outcomes
+        ]
+        _, share = conf.critic_agreement(verdicts)
+        components = conf.ConfidenceComponents.from_dict(
+            {**(primary.components or {}), "critic_agreement": share}
+        )
+        critics = [
+            {"model": lab.backend.model, "verdict": v, "confidence": o.confidence}
+            for lab, o, v in zip(self.labelers, outcomes, verdicts, strict=True)
+        ]
+        return replace(
+            primary,
+            draft={**primary.draft, "critics": critics},
+            confidence=conf.combine(components),
+            components=components.to_dict(),
+            generations=generations,
+        )
+
+
 async def run_items(
     labeler: Drafter,
     store: Store,
@@ -352,8 +392,13 @@ async def alabel(
     limit: int | None = None,
     progress: Progress | None = None,
     on_bad_row: Callable[[BadRow], None] | None = None,
+    critics: Sequence[Backend] = (),
 ) -> RunSummary:
-    """The async form of `label`, for callers that already run an event loop."""
+    """The async form of `label`, for callers that already run an event loop.
+
+    `critics` are further critic models: with them, each item is labelled by a panel (see
+    `Panel`) and their agreement becomes part of the confidence.
+    """
     options = options or LabelOptions()
     if constitution.task.kind not in ("categorical", "rubric"):
         raise UsageError(
@@ -362,12 +407,22 @@ async def alabel(
             hint="use a categorical or rubric constitution, e.g. harmlessness or helpfulness",
         )
     templates = Templates.load(prompts)
-    return await execute_run(
-        "label", options, Labeler(backend, constitution, templates, options),
-        templates.hash(LABEL_TEMPLATES), source, constitution, backend, store, fields=fields,
-        split=split, retry_failed=retry_failed, concurrency=concurrency, limit=limit,
-        progress=progress, on_bad_row=on_bad_row,
-    )  # fmt: skip
+    primary = Labeler(backend, constitution, templates, options)
+    drafter: Drafter = primary
+    identity: Any = options
+    if critics:
+        drafter = Panel([primary, *(Labeler(b, constitution, templates, options) for b in critics)])
+        identity = {**asdict(options), "critics": [f"{b.name}:{b.model}" for b in critics]}
+    try:
+        return await execute_run(
+            "label", identity, drafter, templates.hash(LABEL_TEMPLATES), source,
+            constitution, backend, store, fields=fields, split=split,
+            retry_failed=retry_failed, concurrency=concurrency, limit=limit, progress=progress,
+            on_bad_row=on_bad_row,
+        )  # fmt: skip
+    finally:
+        for extra in critics:
+            await extra.aclose()
 
 
 async def execute_run(

@@ -176,3 +176,17 @@ def test_label_with_transformers_and_outlines(tiny_model_dir: Path, tmp_path: Pa
     assert result.returncode == 1, result.stderr[-3000:]
     summary = json.loads(result.stdout)
     assert summary["drafted"] == 3 and summary["failures"] == {"invalid_input": 1}
+
+
+def test_panel_of_critics_through_the_server(vllm_server: VLLMServer, tmp_path: Path) -> None:
+    source = make_items(tmp_path / "items.jsonl", 8, long_prompt=False)
+    db = tmp_path / "c.db"
+    before = settled_count(vllm_server.root_url)
+    result = run_cli("label", str(source), *server_args(vllm_server, db),
+                     "--critic", vllm_server.model)  # fmt: skip
+    summary = json.loads(result.stdout)
+    assert summary["drafted"] == 8, result.stderr[-2000:]
+    assert settled_count(vllm_server.root_url) - before >= 16  # both critics were asked
+    with sqlite3.connect(db) as conn:
+        outputs = [json.loads(o) for (o,) in conn.execute("select output from drafts")]
+    assert all(len(o["critics"]) == 2 for o in outputs)

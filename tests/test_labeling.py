@@ -219,3 +219,31 @@ def test_concurrent_run_with_slow_backend_stores_every_outcome(tmp_path: Path) -
     summary = asyncio.run(alabel(source, HARM, backend, store, concurrency=16))
     assert summary.drafted == 120 and summary.processed == 120
     assert store.item_ids(summary.run_id, ["pending"]) == []
+
+
+def test_a_panel_of_critics_lowers_confidence_where_they_disagree(tmp_path: Path) -> None:
+    import asyncio
+
+    from critic.labeling import alabel
+    from critic.triage import route_input
+
+    harmful = GOOD.replace("harmless", "harmful")
+    primary = FakeBackend(model="m1", script=lambda r: GOOD)
+    agrees = FakeBackend(model="m2", script=lambda r: GOOD)
+    # The third critic disagrees on odd items only.
+    splits = FakeBackend(
+        model="m3", script=lambda r: harmful if r.messages[1]["content"].count("q1") else GOOD
+    )
+    store = open_store(str(tmp_path / "c.db"))
+    source = items_file(tmp_path, 3, bad=False)
+    summary = asyncio.run(alabel(source, HARM, primary, store, critics=[agrees, splits]))
+    assert summary.drafted == 3 and summary.requests == 9
+    rows = {r["item_id"]: r for r in store.rows(summary.run_id)}
+    assert [c["model"] for c in rows["i1"]["output"]["critics"]] == ["m1", "m2", "m3"]
+    assert rows["i1"]["components"]["critic_agreement"] == pytest.approx(2 / 3)
+    assert rows["i0"]["components"]["critic_agreement"] == 1.0
+    assert rows["i1"]["confidence"] < rows["i0"]["confidence"]
+    assert route_input(rows["i1"]).critics_disagree and not route_input(rows["i0"]).critics_disagree
+    # The panel is part of the run's identity: one critic alone is a different run.
+    alone = asyncio.run(alabel(source, HARM, FakeBackend(model="m1"), store))
+    assert alone.run_id != summary.run_id

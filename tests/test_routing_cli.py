@@ -120,3 +120,36 @@ def test_unknown_queue_is_a_clear_error(labelled_db: str, tmp_path: Path) -> Non
     result = runner.invoke(app, ["route", "--db", labelled_db, "--policy", str(policy),
                                  "--queue", "nope"])  # fmt: skip
     assert result.exit_code == 1 and "nope" in result.stderr and "Traceback" not in result.output
+
+
+def test_quality_estimates_what_shipped_from_the_decided_audit_sample(
+    labelled_db: str, tmp_path: Path
+) -> None:
+    from adjudication.store import open_store as open_queues
+    from critic.routing import Policy, save_policy
+
+    policy = tmp_path / "policy.yaml"
+    # Accept everything, audit half of it: the audit sample is what humans check.
+    save_policy(Policy(threshold=0.0, target_agreement=0.9, delta=0.1, audit_rate=0.5), policy)
+    queues = open_queues(labelled_db)
+    queues.create_queue("audit", overlap=1)
+    queues.add_user("bob", role="reviewer")
+    empty = runner.invoke(app, ["quality", "--db", labelled_db])
+    assert "no audited items yet" in empty.stdout
+    routed = runner.invoke(app, ["route", "--db", labelled_db, "--policy", str(policy),
+                                 "--queue", "audit", "--json"])  # fmt: skip
+    audited = json.loads(routed.stdout)["counts"]["audit_sample"]
+    assert 5 < audited < 25
+    disagreed = 0
+    while (claim := queues.claim("audit", "bob")) is not None:
+        if disagreed < 2:  # the human overrules the critic on two audited items
+            other = "harmless" if claim.task.draft_label == "harmful" else "harmful"
+            queues.decide(claim.token, "edit", label=other)
+            disagreed += 1
+        else:
+            queues.decide(claim.token, "accept")
+    result = runner.invoke(app, ["quality", "--db", labelled_db, "--json"])
+    assert result.exit_code == 0, result.output
+    estimate = json.loads(result.stdout)
+    assert (estimate["n_audited"], estimate["n_agree"]) == (audited, audited - 2)
+    assert estimate["lower"] < estimate["agreement"] < estimate["upper"] <= 1.0
