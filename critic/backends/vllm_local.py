@@ -41,6 +41,7 @@ class VLLMBackend:
         self.batch_wait_s = batch_wait_s
         self._pending: list[tuple[Request, asyncio.Future[Generation]]] = []
         self._worker: asyncio.Task[None] | None = None
+        self._owns_engine = llm is None
         if llm is None:
             llm = _make_llm(
                 model or "", max_model_len, gpu_memory_utilization, seed, engine_args or {}
@@ -132,6 +133,14 @@ class VLLMBackend:
     async def aclose(self) -> None:
         if self._worker is not None:
             await asyncio.gather(self._worker, return_exceptions=True)
+        if self._owns_engine:
+            # vLLM runs the engine core in a child process; unless it is shut down explicitly,
+            # multiprocessing's exit handler waits for it forever and the CLI never exits.
+            engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+            shutdown = getattr(engine_core, "shutdown", None)
+            if shutdown is not None:
+                await asyncio.to_thread(shutdown)
+            self._owns_engine = False
 
 
 def _make_llm(
@@ -141,6 +150,9 @@ def _make_llm(
     seed: int,
     engine_kwargs: dict[str, Any],
 ) -> Any:
+    # vLLM logs to stdout by default, which would corrupt `critic ... --json` output; critic's own
+    # output owns stdout, diagnostics go to stderr.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     try:
         import vllm
     except ImportError:
