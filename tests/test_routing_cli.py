@@ -153,3 +153,30 @@ def test_quality_estimates_what_shipped_from_the_decided_audit_sample(
     estimate = json.loads(result.stdout)
     assert (estimate["n_audited"], estimate["n_agree"]) == (audited, audited - 2)
     assert estimate["lower"] < estimate["agreement"] < estimate["upper"] <= 1.0
+
+
+def test_calibrate_from_human_decisions_in_the_store(labelled_db: str, tmp_path: Path) -> None:
+    from adjudication.store import open_store as open_queues
+    from critic.routing import Policy, save_policy
+
+    policy = tmp_path / "review-all.yaml"
+    save_policy(Policy(threshold=None, target_agreement=0.9, delta=0.1), policy)
+    queues = open_queues(labelled_db)
+    queues.create_queue("gold", overlap=1)
+    queues.add_user("carol", role="reviewer")
+    runner.invoke(app, ["route", "--db", labelled_db, "--policy", str(policy), "--queue", "gold"])
+    decided = 0
+    while (claim := queues.claim("gold", "carol")) is not None:
+        if decided == 0:  # one human overrule among 30 decisions
+            other = "harmless" if claim.task.draft_label == "harmful" else "harmful"
+            queues.decide(claim.token, "edit", label=other)
+        else:
+            queues.decide(claim.token, "accept")
+        decided += 1
+    out = tmp_path / "calibrated.yaml"
+    result = runner.invoke(app, ["calibrate", "--db", labelled_db, "--target-agreement", "0.8",
+                                 "-o", str(out), "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["n_calibration"] == decided == 30
+    assert summary["n_agree"] == 29 and summary["threshold"] is not None
