@@ -28,7 +28,7 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -277,23 +277,47 @@ def build_tiny_model(path: str | Path, *, seed: int = 0, overwrite: bool = False
     temporary directory that is renamed into place, under a file lock, so concurrent callers
     are safe.
     """
+    return build_atomically(
+        path,
+        lambda tmp: _build_into(tmp, seed),
+        complete=lambda p: is_complete(p, seed=seed),
+        ours=lambda p: _read_marker(p) is not None,
+        what="tiny-model",
+        overwrite=overwrite,
+    )
+
+
+def build_atomically(
+    path: str | Path,
+    build_into: Callable[[Path], None],
+    *,
+    complete: Callable[[Path], bool],
+    ours: Callable[[Path], bool],
+    what: str,
+    overwrite: bool = False,
+) -> Path:
+    """Build a model directory once: in a sibling temporary directory renamed into place, under
+    a file lock, so concurrent callers build once and an interrupted build leaves nothing behind.
+
+    A complete build at `path` is returned as is (unless `overwrite`); a non-empty directory that
+    `ours` does not recognise is never deleted unless `overwrite` (``FileExistsError``).
+    """
     path = Path(path).expanduser().absolute()
-    if not overwrite and is_complete(path, seed=seed):
+    if not overwrite and complete(path):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with _lock(path):
-        if not overwrite and is_complete(path, seed=seed):
+        if not overwrite and complete(path):
             return path  # another process built it while we waited
-        if path.exists():
-            ours = _read_marker(path) is not None
-            if not path.is_dir() or (any(path.iterdir()) and not ours and not overwrite):
-                raise FileExistsError(
-                    f"{path} exists and is not a critic tiny-model build; "
-                    "pass overwrite=True to replace it"
-                )
+        if path.exists() and (
+            not path.is_dir() or (any(path.iterdir()) and not ours(path) and not overwrite)
+        ):
+            raise FileExistsError(
+                f"{path} exists and is not a critic {what} build; pass overwrite=True to replace it"
+            )
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.build-", dir=path.parent))
         try:
-            _build_into(tmp, seed)
+            build_into(tmp)
             _make_readable(tmp)
             if path.exists():
                 if path.is_dir():

@@ -58,8 +58,6 @@ import json
 import math
 import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -69,9 +67,8 @@ from typing import TYPE_CHECKING, Any
 from critic.testing.tiny_model import (
     DTYPE,
     MAX_POSITIONS,
-    _lock,
-    _make_readable,
     _train_tokenizer,
+    build_atomically,
 )
 
 if TYPE_CHECKING:
@@ -570,35 +567,19 @@ def build_trained_model(path: str | Path, *, seed: int = 0, overwrite: bool = Fa
     temporary directory that is renamed into place, under a file lock, so concurrent callers
     train once.
     """
-    path = Path(path).expanduser().absolute()
-    if not overwrite and is_complete(path, seed=seed):
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(path):
-        if not overwrite and is_complete(path, seed=seed):
-            return path  # another process built it while we waited
-        if path.exists():
-            marker = _read_marker(path)
-            ours = marker is not None and marker.get("recipe") == "critic-trained-model"
-            if not path.is_dir() or (any(path.iterdir()) and not ours and not overwrite):
-                raise FileExistsError(
-                    f"{path} exists and is not a critic trained-model build; "
-                    "pass overwrite=True to replace it"
-                )
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.build-", dir=path.parent))
-        try:
-            _build_into(tmp, seed)
-            _make_readable(tmp)
-            if path.exists():
-                if path.is_dir():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
-            tmp.rename(path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return path
+
+    def ours(p: Path) -> bool:
+        marker = _read_marker(p)
+        return marker is not None and marker.get("recipe") == "critic-trained-model"
+
+    return build_atomically(
+        path,
+        lambda tmp: _build_into(tmp, seed),
+        complete=lambda p: is_complete(p, seed=seed),
+        ours=ours,
+        what="trained-model",
+        overwrite=overwrite,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
