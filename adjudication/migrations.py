@@ -1,9 +1,10 @@
 """Schema migrations, as code, applied in order when a store is opened.
 
-Each migration is a function of a connection inside the migrating transaction; its position in
-`MIGRATIONS` (1-based) is the schema version it produces. A migration is history: once released
-it never changes, which is why migration 1 spells out its tables instead of using `schema.py`
-(that module describes the newest shape; a test checks that the two end up the same).
+Each migration is a function of a connection inside the migrating transaction and the time of
+migrating; its position in `MIGRATIONS` (1-based) is the schema version it produces. A migration
+is history: once released it never changes, which is why migrations spell out their tables
+instead of using `schema.py` (that module describes the newest shape; a test checks that the two
+end up the same).
 """
 
 from __future__ import annotations
@@ -28,17 +29,19 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
     insert,
+    literal,
     select,
     text,
+    true,
 )
 
 from .errors import StoreError
 from .schema import UTCDateTime, schema_version
 
-Migration = Callable[[Connection], None]
+Migration = Callable[[Connection, datetime], None]
 
 
-def _001_initial(conn: Connection) -> None:
+def _001_initial(conn: Connection, now: datetime) -> None:
     md = MetaData()
     Table(
         "queues",
@@ -141,7 +144,39 @@ def _001_initial(conn: Connection) -> None:
     md.create_all(conn)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_001_initial,)
+def _002_queue_members(conn: Connection, now: datetime) -> None:
+    """Who works in which queue. Until now every user could work in every queue, so every
+    existing reviewer and adjudicator becomes a member of every existing queue."""
+    md = MetaData()
+    # Stand-ins, only so that the foreign keys below resolve; they create nothing.
+    Table("queues", md, Column("id", Integer, primary_key=True))
+    Table("users", md, Column("id", Integer, primary_key=True), Column("role", String(20)))
+    Table("decisions", md, Column("id", Integer, primary_key=True), Column("user_id", Integer))
+    members = Table(
+        "queue_members",
+        md,
+        Column("queue_id", Integer, ForeignKey("queues.id"), primary_key=True),
+        Column("user_id", Integer, ForeignKey("users.id"), primary_key=True),
+        Column("added_at", UTCDateTime, nullable=False),
+        Index("ix_queue_members_user", "user_id"),
+    )
+    members.create(conn)
+    # "Undo last" looks up a reviewer's newest decision.
+    Index(
+        "ix_decisions_user", md.tables["decisions"].c.user_id, md.tables["decisions"].c.id
+    ).create(conn)
+    q, u = md.tables["queues"], md.tables["users"]
+    conn.execute(
+        insert(members).from_select(
+            ["queue_id", "user_id", "added_at"],
+            select(q.c.id, u.c.id, literal(now, UTCDateTime()))
+            .select_from(q.join(u, true()))
+            .where(u.c.role != "admin"),
+        )
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (_001_initial, _002_queue_members)
 LATEST = len(MIGRATIONS)
 
 # Any constant works; it only has to be the same for every process migrating one database.
@@ -173,7 +208,7 @@ def migrate(conn: Connection, now: datetime) -> list[int]:
         )
     applied = []
     for version in range(have + 1, LATEST + 1):
-        MIGRATIONS[version - 1](conn)
+        MIGRATIONS[version - 1](conn, now)
         conn.execute(insert(schema_version).values(version=version, applied_at=now))
         applied.append(version)
     return applied

@@ -188,3 +188,39 @@ class QueueStats:
     """Share of non-escalated review decisions that edit or reject the critic's draft."""
     escalation_rate: float | None
     mean_seconds: float | None
+
+
+@dataclass(frozen=True)
+class Undone:
+    """What `Store.undo` did: the decision it took back, and the item handed back to decide."""
+
+    withdrawn: Decision
+    claim: Claim
+
+
+@dataclass(frozen=True)
+class TaskLine:
+    """One task without its (large) item and draft, for dashboards over many tasks."""
+
+    item_id: str
+    state: TaskState
+    draft_label: str | None
+    principle_ids: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class DecisionLine:
+    """One decision without its edited fields (only whether it edited), for dashboards."""
+
+    item_id: str
+    reviewer: str
+    kind: ClaimKind
+    action: Action
+    label: str | None
+    edited: bool
+    note: str | None
+    seconds: float
+    round: int
+    decided_at: datetime

@@ -139,6 +139,18 @@ decisions = Table(
     # The database itself refuses a second decision by one reviewer on one item in one round.
     UniqueConstraint("task_id", "user_id", "round", "kind", name="uq_decisions_once"),
     Index("ix_decisions_task", "task_id", "round"),
+    Index("ix_decisions_user", "user_id", "id"),
+)
+
+# Who works in which queue: reviewers and adjudicators see and claim only their queues' items;
+# admins see every queue.
+queue_members = Table(
+    "queue_members",
+    metadata,
+    Column("queue_id", Integer, ForeignKey("queues.id"), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), primary_key=True),
+    Column("added_at", UTCDateTime, nullable=False),
+    Index("ix_queue_members_user", "user_id"),
 )
 
 events = Table(

@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 
 from .models import ClaimKind
-from .schema import UTCDateTime, claims, decisions, events, queues, tasks, users
+from .schema import UTCDateTime, claims, decisions, events, queue_members, queues, tasks, users
 
 NOW = bindparam("now", type_=UTCDateTime())
 
@@ -166,4 +166,49 @@ ROUND_REVIEWS = DECISIONS.where(
     decisions.c.task_id == bindparam("task_id"),
     decisions.c.round == bindparam("round"),
     decisions.c.kind == "review",
+)
+
+# Whether :user_id is a member of :queue_id.
+MEMBER = select(queue_members.c.user_id).where(
+    queue_members.c.queue_id == bindparam("queue_id"),
+    queue_members.c.user_id == bindparam("user_id"),
+)
+# The newest decision :user_id made in :queue_id (the one "undo last" takes back).
+LAST_DECISION = (
+    DECISIONS.where(
+        decisions.c.user_id == bindparam("user_id"), tasks.c.queue_id == bindparam("queue_id")
+    )
+    .order_by(None)
+    .order_by(decisions.c.id.desc())
+    .limit(1)
+)
+# The first decision on :task_id made after decision :after (by anyone).
+LATER_DECISION = (
+    select(decisions.c.id, users.c.name)
+    .join(users, users.c.id == decisions.c.user_id)
+    .where(decisions.c.task_id == bindparam("task_id"), decisions.c.id > bindparam("after"))
+    .order_by(decisions.c.id)
+    .limit(1)
+)
+# Live claims on :task_id of one :kind, with their holders' names.
+LIVE_ON_TASK = (
+    select(claims.c.id, users.c.name)
+    .join(users, users.c.id == claims.c.user_id)
+    .where(
+        claims.c.task_id == bindparam("task_id"),
+        claims.c.kind == bindparam("kind"),
+        claims.c.ended_at.is_(None),
+        claims.c.expires_at > NOW,
+    )
+)
+# Every live claim :user_id holds in :queue_id.
+LIVE_OF_USER = (
+    select(claims.c.id, claims.c.task_id)
+    .join(tasks, tasks.c.id == claims.c.task_id)
+    .where(
+        claims.c.user_id == bindparam("user_id"),
+        tasks.c.queue_id == bindparam("queue_id"),
+        claims.c.ended_at.is_(None),
+        claims.c.expires_at > NOW,
+    )
 )

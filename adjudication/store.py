@@ -39,12 +39,14 @@ from sqlalchemy import (
     and_,
     case,
     create_engine,
+    delete,
     event,
     func,
     insert,
     make_url,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -63,6 +65,7 @@ from .models import (
     Claim,
     ClaimKind,
     Decision,
+    DecisionLine,
     EnqueueResult,
     Event,
     NewTask,
@@ -71,7 +74,9 @@ from .models import (
     QueueStats,
     Role,
     Task,
+    TaskLine,
     TaskState,
+    Undone,
     User,
 )
 from .rules import (
@@ -85,13 +90,15 @@ from .rules import (
     settle,
     suggest,
 )
-from .schema import claims, decisions, events, queues, tasks, users
+from .schema import claims, decisions, events, queue_members, queues, tasks, users
 
 Clock = Callable[[], datetime]
 
 _BEGIN = "adjudication_begin"
 _CHUNK = 500
 _POOL = {"pool_size": 8, "max_overflow": 64}
+UNDO_SECONDS = 600.0
+"""How long after a decision its reviewer may still take it back with `Store.undo`."""
 
 
 def utc_now() -> datetime:
@@ -340,6 +347,7 @@ class Store:
         lease_seconds: int = 600,
         labels: Sequence[str] | None = None,
         ordinal: bool = False,
+        members: Sequence[str] = (),
         by: str | None = None,
     ) -> Queue:
         """Create a review queue.
@@ -353,6 +361,7 @@ class Store:
             labels: the allowed labels; None allows any label.
             ordinal: the labels are a scale, given lowest first (agreement then includes
                 ordinal alpha in this order).
+            members: users who may work in it (see `add_members`); admins always may.
             by: who is creating it, for the history.
         """
         if not name.strip() or len(name) > 200:
@@ -388,9 +397,9 @@ class Store:
             ).scalar_one()
             after = {k: v for k, v in values.items() if k != "created_at"}
             self._event(conn, "queue_created", at=now, actor=by, queue_id=queue_id, after=after)
-            return _queue(
-                conn.execute(select(queues).where(queues.c.id == queue_id)).mappings().one()
-            )
+            row = conn.execute(select(queues).where(queues.c.id == queue_id)).mappings().one()
+            self._add_members(conn, row, members, by, now)
+            return _queue(row)
 
     def queue(self, name: str) -> Queue:
         """The queue called `name`."""
@@ -409,6 +418,7 @@ class Store:
         role: Role = "reviewer",
         *,
         password_hash: str | None = None,
+        queues: Sequence[str] = (),
         by: str | None = None,
     ) -> User:
         """Add a user.
@@ -417,6 +427,7 @@ class Store:
             name: unique login name.
             role: reviewer, adjudicator (also adjudicates disagreements) or admin.
             password_hash: an already hashed password for the web app; never a plain password.
+            queues: the queues they may work in (see `add_members`); admins work in all.
             by: who is adding them, for the history.
         """
         check_role(role)
@@ -432,6 +443,8 @@ class Store:
                 )
             )
             self._event(conn, "user_added", at=now, actor=by, after={"user": name, "role": role})
+            for queue in queues:
+                self._add_members(conn, self._queue_row(conn, queue), [name], by, now)
             return _user(self._user_row(conn, name))
 
     def update_user(
@@ -481,6 +494,125 @@ class Store:
             return [
                 _user(row) for row in conn.execute(select(users).order_by(users.c.name)).mappings()
             ]
+
+    # -- membership -------------------------------------------------------------------------
+
+    def add_members(self, queue: str, names: Iterable[str], *, by: str | None = None) -> list[str]:
+        """Let users work in a queue. Reviewers and adjudicators see and claim items only in
+        the queues they are members of; admins work in every queue without being members.
+
+        Returns:
+            The names added now, in the order given (members already in are left alone).
+        """
+        with self._write() as conn:
+            return self._add_members(conn, self._queue_row(conn, queue), names, by, self._now())
+
+    def _add_members(
+        self,
+        conn: Connection,
+        q: RowMapping,
+        names: Iterable[str],
+        by: str | None,
+        now: datetime,
+    ) -> list[str]:
+        added = []
+        for name in dict.fromkeys(names):
+            u = self._user_row(conn, name)
+            if conn.execute(st.MEMBER, {"queue_id": q["id"], "user_id": u["id"]}).first():
+                continue
+            conn.execute(
+                insert(queue_members).values(queue_id=q["id"], user_id=u["id"], added_at=now)
+            )
+            self._event(
+                conn,
+                "member_added",
+                at=now,
+                actor=by,
+                queue_id=q["id"],
+                after={"user": name, "role": u["role"]},
+            )
+            added.append(name)
+        return added
+
+    def remove_members(
+        self, queue: str, names: Iterable[str], *, by: str | None = None
+    ) -> list[str]:
+        """Stop users working in a queue. Items they hold in it go back to the pool at once.
+
+        Returns:
+            The names removed now (users who were not members are left alone).
+        """
+        with self._write() as conn:
+            q = self._queue_row(conn, queue)
+            now = self._now()
+            removed = []
+            for name in dict.fromkeys(names):
+                u = self._user_row(conn, name, lock=True)
+                gone = conn.execute(
+                    delete(queue_members).where(
+                        queue_members.c.queue_id == q["id"], queue_members.c.user_id == u["id"]
+                    )
+                ).rowcount
+                if not gone:
+                    continue
+                held = conn.execute(
+                    st.LIVE_OF_USER, {"user_id": u["id"], "queue_id": q["id"], "now": now}
+                ).all()
+                if held:
+                    ids = [row.id for row in held]
+                    conn.execute(st.END_CLAIMS, {"claim_ids": ids, "now": now, "reason": "removed"})
+                self._event(
+                    conn,
+                    "member_removed",
+                    at=now,
+                    actor=by,
+                    queue_id=q["id"],
+                    before={"user": name, "role": u["role"]},
+                    after={"user": name, "claims_ended": len(held)},
+                )
+                removed.append(name)
+            return removed
+
+    def members(self, queue: str) -> list[User]:
+        """The users who may work in a queue besides the admins, by name."""
+        with self._read() as conn:
+            q = self._queue_row(conn, queue)
+            rows = conn.execute(
+                select(users)
+                .join(queue_members, queue_members.c.user_id == users.c.id)
+                .where(queue_members.c.queue_id == q["id"])
+                .order_by(users.c.name)
+            ).mappings()
+            return [_user(row) for row in rows]
+
+    def queues_for(self, user: str) -> list[Queue]:
+        """The queues a user may work in, by name: every queue for an admin, none if inactive."""
+        with self._read() as conn:
+            u = self._user_row(conn, user)
+            if not u["active"]:
+                return []
+            query = select(queues).order_by(queues.c.name)
+            if u["role"] != "admin":
+                query = query.join(queue_members, queue_members.c.queue_id == queues.c.id).where(
+                    queue_members.c.user_id == u["id"]
+                )
+            return [_queue(row) for row in conn.execute(query).mappings()]
+
+    def queue_for(self, user: str, queue: str) -> Queue:
+        """The queue called `queue`, if `user` may work in it; PermissionDenied otherwise."""
+        with self._read() as conn:
+            q = self._queue_row(conn, queue)
+            self._require_member(conn, q, self._user_row(conn, user))
+            return _queue(q)
+
+    def _require_member(self, conn: Connection, q: RowMapping, u: RowMapping) -> None:
+        if u["role"] == "admin":
+            return
+        if conn.execute(st.MEMBER, {"queue_id": q["id"], "user_id": u["id"]}).first() is None:
+            raise PermissionDenied(
+                f"{u['name']} is not a member of queue {q['name']!r}",
+                hint=f"an admin can add them: critic queue assign {q['name']} {u['name']}",
+            )
 
     # -- enqueue ----------------------------------------------------------------------------
 
@@ -595,7 +727,8 @@ class Store:
         one they hold, so a reloaded review page shows the same item. Reviewers get the most
         urgent pending task (lowest priority value, i.e. least confident, first) that they have
         neither decided nor skipped this round and that still has a free review slot.
-        Adjudicators and admins get disagreements to adjudicate first, then reviews.
+        Adjudicators and admins get disagreements to adjudicate first, then reviews. Only
+        members of the queue (and admins) may claim in it.
 
         Args:
             queue: the queue's name.
@@ -606,6 +739,7 @@ class Store:
             q = self._queue_row(conn, queue)
             u = self._user_row(conn, user, lock=True)
             kinds = claim_kinds(user, u["role"], u["active"], kind)
+            self._require_member(conn, q, u)
             now = self._now()
             held = (
                 conn.execute(
@@ -948,7 +1082,7 @@ class Store:
         reviewer from an earlier round may review it again.
 
         Args:
-            by: an adjudicator or admin.
+            by: an adjudicator who is a member of the queue, or an admin.
             reason: why, for the history.
         """
         with self._write() as conn:
@@ -959,6 +1093,7 @@ class Store:
                     f"{by} cannot reopen items (role {actor['role']})",
                     hint="ask an adjudicator or an admin",
                 )
+            self._require_member(conn, q, actor)
             task = self._task_row(conn, q, item_id, lock=True)
             if task["state"] == "pending":
                 raise QueueError(
@@ -990,6 +1125,150 @@ class Store:
             )
             return _task(queue, self._task_row(conn, q, item_id))
 
+    # -- undo -------------------------------------------------------------------------------
+
+    def last_decision(self, queue: str, user: str) -> Decision | None:
+        """The newest decision `user` made in `queue` (what `undo` would take back), or None."""
+        with self._read() as conn:
+            q = self._queue_row(conn, queue)
+            u = self._user_row(conn, user)
+            row = conn.execute(
+                st.LAST_DECISION, {"user_id": u["id"], "queue_id": q["id"]}
+            ).mappings()
+            first = row.first()
+            return None if first is None else _decision(first)
+
+    def undo(
+        self,
+        queue: str,
+        user: str,
+        *,
+        decision: int | None = None,
+        within: float = UNDO_SECONDS,
+    ) -> Undone:
+        """Take back `user`'s newest decision in `queue` and hand that item back to them.
+
+        The decision is deleted (the event log keeps it, as a `withdrawn` event), the item
+        returns to the state it was in before it (pending with one review fewer, or awaiting
+        adjudication), and the user gets a fresh lease on it to decide again. A live claim they
+        held on another item in the queue is released.
+
+        Refused, with a hint, when the decision is older than `within` seconds, when someone
+        decided the item after it, when the item was reopened since, or when an adjudicator is
+        deciding the disagreement the decision created. Then only an adjudicator's `reopen`
+        changes the outcome.
+
+        Args:
+            decision: the id of the decision the caller means (`last_decision(...).id`). If the
+                newest decision is another one, nothing is undone: a repeated undo request
+                must not take back the decision before it too.
+            within: how many seconds after a decision it may still be undone.
+        """
+        with self._write() as conn:
+            q = self._queue_row(conn, queue)
+            u = self._user_row(conn, user, lock=True)
+            claim_kinds(user, u["role"], u["active"], None)
+            self._require_member(conn, q, u)
+            now = self._now()
+            last = (
+                conn.execute(st.LAST_DECISION, {"user_id": u["id"], "queue_id": q["id"]})
+                .mappings()
+                .first()
+            )
+            if last is None:
+                raise QueueError(
+                    f"{user} has no decision in queue {queue!r} to undo",
+                    hint="undo takes back your own newest decision in this queue",
+                )
+            if decision is not None and last["id"] != decision:
+                raise QueueError(
+                    f"decision {decision} is not {user}'s newest in queue {queue!r} (it was "
+                    "undone already, or a newer one was made)",
+                    hint="reload the page to see what you can undo now",
+                )
+            task = self._lock_task(conn, last["task_id"])
+            self._check_undoable(conn, q, task, last, now, within)
+            kind = cast(ClaimKind, last["kind"])
+            for held in conn.execute(
+                st.LIVE_OF_USER, {"user_id": u["id"], "queue_id": q["id"], "now": now}
+            ).all():
+                other = self._lock_task(conn, held.task_id)
+                row = {"id": held.id, "reviewer": user}
+                self._end(conn, cast(RowMapping, row), other, q, now, "released")
+            conn.execute(delete(decisions).where(decisions.c.id == last["id"]))
+            conn.execute(
+                update(claims).where(claims.c.id == last["claim_id"]).values(end_reason="withdrawn")
+            )
+            cleared = {"final_label": None, "final_source": None, "final_edit": None}
+            if kind == "review":
+                changes = {"state": "pending", "reviews": task["reviews"] - 1, **cleared}
+            else:
+                changes = {"state": "adjudication", **cleared}
+            self._save(conn, {**task, **changes, "rejected": False}, now)
+            withdrawn = _decision(last)
+            self._event(
+                conn,
+                "withdrawn",
+                at=now,
+                actor=user,
+                queue_id=q["id"],
+                task_id=task["id"],
+                before={
+                    **_snapshot(task),
+                    "decision": last["id"],
+                    "kind": kind,
+                    "action": last["action"],
+                    "label": last["label"],
+                    "note": last["note"],
+                },
+                after=_snapshot({**task, **changes, "rejected": False}),
+            )
+            reopened = self._lock_task(conn, task["id"])
+            claim = self._lease(conn, q, user, u["id"], reopened, kind, now)
+            return Undone(withdrawn=withdrawn, claim=claim)
+
+    @staticmethod
+    def _check_undoable(
+        conn: Connection,
+        q: RowMapping,
+        task: RowMapping,
+        last: RowMapping,
+        now: datetime,
+        within: float,
+    ) -> None:
+        item, queue = task["item_id"], q["name"]
+        reopen = f"ask an adjudicator to reopen it: critic queue reopen {queue} {item}"
+        age = (now - last["created_at"]).total_seconds()
+        if age > within:
+            raise QueueError(
+                f"your decision on item {item!r} in queue {queue!r} was made {age:.0f} s ago; "
+                f"a decision can be undone for {within:.0f} s",
+                hint=reopen,
+            )
+        if task["round"] != last["round"]:
+            raise QueueError(
+                f"item {item!r} in queue {queue!r} was reopened after your decision",
+                hint="it is back in the queue; review it again when it comes to you",
+            )
+        later = conn.execute(
+            st.LATER_DECISION, {"task_id": task["id"], "after": last["id"]}
+        ).first()
+        if later is not None:
+            raise QueueError(
+                f"{later.name} decided item {item!r} in queue {queue!r} after you, so your "
+                "decision can no longer be undone",
+                hint=reopen,
+            )
+        if last["kind"] == "review" and task["state"] == "adjudication":
+            busy = conn.execute(
+                st.LIVE_ON_TASK, {"task_id": task["id"], "kind": "adjudication", "now": now}
+            ).first()
+            if busy is not None:
+                raise QueueError(
+                    f"{busy.name} is adjudicating item {item!r} in queue {queue!r} now",
+                    hint=f"ask {busy.name} to take your correction into account",
+                )
+
     # -- reading ----------------------------------------------------------------------------
 
     def task(self, queue: str, item_id: str) -> Task:
@@ -1006,6 +1285,83 @@ class Store:
                 query = query.where(tasks.c.state == state)
             rows = conn.execute(query.order_by(tasks.c.priority, tasks.c.id)).mappings()
             return [_task(queue, row) for row in rows]
+
+    def position(self, queue: str, item_id: str) -> int:
+        """How many pending items come before this one in priority order (held or waiting).
+
+        Cheap while the item is near the front of the queue, as a claimed item is: a row-value
+        comparison walks the (queue, state, priority, id) index only up to the item.
+        """
+        with self._read() as conn:
+            q = self._queue_row(conn, queue)
+            row = conn.execute(
+                select(tasks.c.priority, tasks.c.id).where(
+                    tasks.c.queue_id == q["id"], tasks.c.item_id == item_id
+                )
+            ).first()
+            if row is None:
+                return 0
+            count: int = conn.execute(
+                select(func.count()).where(
+                    tasks.c.queue_id == q["id"],
+                    tasks.c.state == "pending",
+                    tuple_(tasks.c.priority, tasks.c.id) < tuple_(row.priority, row.id),
+                )
+            ).scalar_one()
+            return count
+
+    def pending_count(self, queue: str) -> int:
+        """Pending items in a queue: one index scan, lighter than `stats`."""
+        with self._read() as conn:
+            q = self._queue_row(conn, queue)
+            count: int = conn.execute(
+                select(func.count()).where(tasks.c.queue_id == q["id"], tasks.c.state == "pending")
+            ).scalar_one()
+            return count
+
+    def task_lines(self, queue: str) -> list[TaskLine]:
+        """Every task of a queue without the item and draft columns, for dashboards."""
+        with self._read() as conn:
+            q = self._queue_row(conn, queue)
+            rows = conn.execute(
+                select(
+                    tasks.c.item_id,
+                    tasks.c.state,
+                    tasks.c.draft_label,
+                    tasks.c.principle_ids,
+                    tasks.c.created_at,
+                    tasks.c.updated_at,
+                ).where(tasks.c.queue_id == q["id"])
+            ).all()
+        return [TaskLine(r[0], r[1], r[2], tuple(r[3] or ()), r[4], r[5]) for r in rows]
+
+    def decision_lines(self, queue: str) -> list[DecisionLine]:
+        """Every decision of a queue, oldest first, without the edited fields."""
+        with self._read() as conn:
+            q = self._queue_row(conn, queue)
+            rows = conn.execute(
+                select(
+                    tasks.c.item_id,
+                    users.c.name,
+                    decisions.c.kind,
+                    decisions.c.action,
+                    decisions.c.label,
+                    decisions.c.edit,
+                    decisions.c.note,
+                    decisions.c.seconds,
+                    decisions.c.round,
+                    decisions.c.created_at,
+                )
+                .join(tasks, tasks.c.id == decisions.c.task_id)
+                .join(users, users.c.id == decisions.c.user_id)
+                .where(tasks.c.queue_id == q["id"])
+                .order_by(decisions.c.id)
+            ).all()
+        # JSON columns store None as JSON null, so whether a decision edited is read in Python.
+        return [
+            DecisionLine(r[0], r[1], r[2], r[3], r[4], r[5] is not None, r[6], r[7], r[8], r[9])
+            for r in rows
+        ]
 
     def _decisions(self, conn: Connection, *where: ColumnElement[bool]) -> list[Decision]:
         return [_decision(row) for row in conn.execute(st.DECISIONS.where(*where)).mappings()]

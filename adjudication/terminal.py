@@ -51,7 +51,9 @@ def inert(value: object, style: str = "") -> Text:
 
 # -- keys -----------------------------------------------------------------------------------
 
-CommandName = Literal["accept", "edit", "reject", "skip", "escalate", "note", "quit", "pick"]
+CommandName = Literal[
+    "accept", "edit", "reject", "skip", "escalate", "note", "undo", "quit", "pick"
+]
 KEYS: dict[str, CommandName] = {
     "a": "accept",
     "e": "edit",
@@ -59,6 +61,7 @@ KEYS: dict[str, CommandName] = {
     "s": "skip",
     "x": "escalate",
     "n": "note",
+    "u": "undo",
     "q": "quit",
 }
 
@@ -390,7 +393,9 @@ class Session:
     """What one `review` call did."""
 
     decided: Counter[str] = field(default_factory=Counter)
-    """Decisions made, per action."""
+    """Decisions made, per action (an undone decision still counts here, and in `undone`)."""
+    undone: int = 0
+    """Decisions taken back with the undo key."""
     skipped: int = 0
     lost: int = 0
     """Items whose lease ended before a decision (they went back to the pool)."""
@@ -506,6 +511,22 @@ def _decided(action: Action, item: str, label: str | None) -> Text:
     return text
 
 
+def _undo(store: Store, claim: Claim, session: Session) -> Text:
+    """Take back the reviewer's newest decision in the queue; the store releases the item at
+    hand and leases the undone one to them, so the next claim shows it again."""
+    last = store.last_decision(claim.queue, claim.reviewer)
+    if last is None:
+        raise QueueError(
+            f"you have no decision in queue {claim.queue!r} to undo",
+            hint="u takes back your own newest decision in this queue",
+        )
+    undone = store.undo(claim.queue, claim.reviewer, decision=last.id)
+    session.undone += 1
+    text = Text(f"↶ undid your {last.action} of item ", style="cyan")
+    text.append_text(inert(undone.claim.task.item_id, "bold"))
+    return text.append(": decide it again")
+
+
 def _decide_one(
     store: Store,
     screen: _Screen,
@@ -549,6 +570,8 @@ def _decide_one(
             continue
         label: str | None = None
         try:
+            if command.name == "undo":
+                return _undo(store, claim, session), True
             if command.name == "skip":
                 store.skip(claim.token)
                 session.skipped += 1

@@ -77,7 +77,7 @@ def run(url: str, label: str, reviewers: int, items: int, overlap: int, mode: st
         admin.create_queue("bench", overlap=overlap)
         names = [f"r{i:02d}" for i in range(reviewers)]
         for name in names:
-            admin.add_user(name)
+            admin.add_user(name, queues=["bench"])
         admin.enqueue(
             "bench",
             [

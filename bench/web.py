@@ -82,7 +82,7 @@ def seed(url: str, items: int, reviewers: int) -> float:
     with open_store(url) as store:
         store.create_queue("bench", labels=["safe", "unsafe"], lease_seconds=600)
         for r in range(reviewers):
-            store.add_user(f"r{r:02d}", password_hash=password_hash)
+            store.add_user(f"r{r:02d}", password_hash=password_hash, queues=["bench"])
         began = time.perf_counter()
         batch = 5000
         for start in range(0, items, batch):
@@ -133,7 +133,7 @@ def _serve(url: str, port: int) -> None:
 
     from adjudication.web import create_app
 
-    app = create_app(url, secret_key=SECRET, undo_seconds=0)
+    app = create_app(url, secret_key=SECRET)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

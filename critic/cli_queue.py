@@ -94,6 +94,12 @@ def queue_create(
     ordinal: bool = typer.Option(
         False, "--ordinal", help="The labels are a scale given lowest first (adds ordinal alpha)."
     ),
+    members: list[str] = typer.Option(
+        [],
+        "--member",
+        help="A user who may work in the queue (repeatable); reviewers and adjudicators see "
+        "only their queues, admins all.",
+    ),
     json_out: bool = JsonOpt,
 ) -> None:
     """Create a review queue; `critic route --queue NAME` fills it."""
@@ -105,19 +111,88 @@ def queue_create(
             lease_seconds=lease_seconds,
             labels=_labels(labels),
             ordinal=ordinal,
+            members=members,
             by=_actor(),
         )
     if json_out:
-        _dump(asdict(queue))
+        _dump({**asdict(queue), "members": members})
         return
     shape = [f"overlap {queue.overlap}", f"lease {queue.lease_seconds} s"]
     if queue.blind:
         shape.append("blind")
     if queue.labels:
         shape.append(("scale " if queue.ordinal else "labels ") + ", ".join(queue.labels))
+    if members:
+        shape.append("members " + ", ".join(members))
     out.print(Text(f"created queue '{queue.name}' ({'; '.join(shape)})"), soft_wrap=True)
+    if not members:
+        hint = f"only admins can work in it until you add members: critic queue assign {name} USER"
+        out.print(Text(hint, "dim"), soft_wrap=True)
     next_step = f"next: critic route --db {db} --policy policy.yaml --queue {queue.name}"
     out.print(Text(next_step, "dim"), soft_wrap=True)
+
+
+@queue_app.command("assign")
+@reports_errors
+def queue_assign(
+    name: str = typer.Argument(..., help="The queue's name."),
+    users: list[str] = typer.Argument(..., help="Users who may work in it from now on."),
+    db: str = DbOpt,
+) -> None:
+    """Let users work in a queue: reviewers and adjudicators see only the queues they are in."""
+    with _store(db) as store:
+        added = store.add_members(name, users, by=_actor())
+        everyone = [u.name for u in store.members(name)]
+    already = [u for u in dict.fromkeys(users) if u not in added]
+    text = Text(f"queue '{name}': added {', '.join(added) or 'nobody'}")
+    if already:
+        text.append(f" ({', '.join(already)} already in)")
+    out.print(text, soft_wrap=True)
+    out.print(Text(f"members now: {', '.join(everyone)}", "dim"), soft_wrap=True)
+
+
+@queue_app.command("unassign")
+@reports_errors
+def queue_unassign(
+    name: str = typer.Argument(..., help="The queue's name."),
+    users: list[str] = typer.Argument(..., help="Users who no longer work in it."),
+    db: str = DbOpt,
+) -> None:
+    """Stop users working in a queue; items they hold in it go back to the pool at once."""
+    with _store(db) as store:
+        removed = store.remove_members(name, users, by=_actor())
+        everyone = [u.name for u in store.members(name)]
+    absent = [u for u in dict.fromkeys(users) if u not in removed]
+    text = Text(f"queue '{name}': removed {', '.join(removed) or 'nobody'}")
+    if absent:
+        text.append(f" ({', '.join(absent)} were not members)")
+    out.print(text, soft_wrap=True)
+    out.print(Text(f"members now: {', '.join(everyone) or 'none'}", "dim"), soft_wrap=True)
+
+
+@queue_app.command("members")
+@reports_errors
+def queue_members(
+    name: str = typer.Argument(..., help="The queue's name."),
+    db: str = DbOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Who works in a queue (admins work in every queue and are not listed)."""
+    with _store(db) as store:
+        members = store.members(name)
+    if json_out:
+        _dump([{"name": u.name, "role": u.role, "active": u.active} for u in members])
+        return
+    if not members:
+        out.print(
+            Text(f"queue '{name}' has no members: add some with critic queue assign {name} USER"),
+            soft_wrap=True,
+        )
+        return
+    table = Table("user", "role", "active", title=f"members of {name}")
+    for u in members:
+        table.add_row(Text(u.name), u.role, "yes" if u.active else "no")
+    out.print(table)
 
 
 @queue_app.command("list")
@@ -299,6 +374,9 @@ def users_add(
     password_stdin: bool = typer.Option(
         False, "--password-stdin", help="Read a web app password from stdin (stored argon2-hashed)."
     ),
+    queues: list[str] = typer.Option(
+        [], "--queue", help="A queue they work in (repeatable); admins work in all queues."
+    ),
     json_out: bool = JsonOpt,
 ) -> None:
     """Add a user who can review (adjudicators also settle disagreements)."""
@@ -314,13 +392,19 @@ def users_add(
         password_hash = _hash_password(password)
     with _store(db) as store:
         # The store checks the role and suggests the closest one on a typo.
-        user = store.add_user(name, cast("Role", role), password_hash=password_hash, by=_actor())
+        user = store.add_user(
+            name, cast("Role", role), password_hash=password_hash, queues=queues, by=_actor()
+        )
     if json_out:
         _dump({k: v for k, v in asdict(user).items() if k != "password_hash"}
-              | {"password": user.password_hash is not None})  # fmt: skip
+              | {"password": user.password_hash is not None, "queues": queues})  # fmt: skip
         return
     password_note = " with a web password" if password_hash else ""
-    out.print(Text(f"added {user.role} '{user.name}'{password_note}"), soft_wrap=True)
+    where = f", working in {', '.join(queues)}" if queues else ""
+    out.print(Text(f"added {user.role} '{user.name}'{password_note}{where}"), soft_wrap=True)
+    if not queues and user.role != "admin":
+        hint = f"they see no queue until added to one: critic queue assign QUEUE {user.name}"
+        out.print(Text(hint, "dim"), soft_wrap=True)
 
 
 @users_app.command("list")
@@ -329,14 +413,17 @@ def users_list(db: str = DbOpt, json_out: bool = JsonOpt) -> None:
     """Every user with role, status and whether a web password is set (never the hash)."""
     with _store(db) as store:
         users = store.users()
+        works_in = {u.name: [q.name for q in store.queues_for(u.name)] for u in users}
     if json_out:
         _dump([{"name": u.name, "role": u.role, "active": u.active,
-                "password": u.password_hash is not None, "created_at": u.created_at}
+                "password": u.password_hash is not None, "created_at": u.created_at,
+                "queues": None if u.role == "admin" else works_in[u.name]}
                for u in users])  # fmt: skip
         return
-    table = Table("user", "role", "active", "password", "added", title="critic users")
+    table = Table("user", "role", "queues", "active", "password", "added", title="critic users")
     for u in users:
-        table.add_row(Text(u.name), u.role, "yes" if u.active else "no",
+        where = "all" if u.role == "admin" else ", ".join(works_in[u.name]) or "–"
+        table.add_row(Text(u.name), u.role, Text(where), "yes" if u.active else "no",
                       "set" if u.password_hash else "–",
                       u.created_at.strftime("%Y-%m-%d %H:%M"))  # fmt: skip
     out.print(table)
@@ -377,6 +464,8 @@ def _session_summary(session: Session, user: str, queue: str) -> Text:
     decided = sum(session.decided.values())
     actions = ", ".join(f"{a} {n}" for a, n in session.decided.items())
     text = Text(f"{user}: {decided} decided" + (f" ({actions})" if actions else ""))
+    if session.undone:
+        text.append(f", {session.undone} undone")
     if session.skipped:
         text.append(f", {session.skipped} skipped")
     if session.lost:
@@ -397,7 +486,7 @@ def review_next(
 ) -> None:
     """Review items one by one, with single keys, until none is left for you.
 
-    Keys: a accept · e edit · r reject · s skip · x escalate · n note · q quit.
+    Keys: a accept · e edit · r reject · s skip · x escalate · n note · u undo · q quit.
     Number keys pick a label. From a pipe: one key, word or number per line.
     """
     from adjudication.terminal import open_keys, review

@@ -32,11 +32,12 @@ def serve(
         help="Signs session cookies; without it sessions end when the server restarts.",
     ),
     undo_seconds: float = typer.Option(
-        3.0,
+        600.0,
         "--undo-seconds",
         envvar="CRITIC_WEB_UNDO_SECONDS",
         min=0.0,
-        help="How long a decision can be taken back (Z) before it is sent; 0 sends at once.",
+        help="How long after a decision its reviewer may take it back (Z), while nobody has "
+        "decided that item since; 0 turns undo off.",
     ),
     secure_cookies: bool = typer.Option(
         False,

@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     Console().print(_routes_table(routed, held_out, agree, len(items) - len(reviewed)))
     console.print(
         f"\nresults: {out / 'critic.db'}  ·  policy: {out / 'policy.yaml'}\n"
-        f"review:  .venv/bin/critic review next --queue {QUEUE} --as YOU --db {db}\n"
+        f"review:  .venv/bin/critic users add YOU --queue {QUEUE} --db {db}\n"
+        f"         .venv/bin/critic review next --queue {QUEUE} --as YOU --db {db}\n"
         f"export:  .venv/bin/critic export --db {db} {out / 'labels.jsonl'}"
     )
     return 0

@@ -67,8 +67,9 @@ def tasks(n: int, **extra: Any) -> list[dict[str, Any]]:
 def seeded(db: str, n: int, overlap: int = 1, *reviewers: str) -> Store:
     for name in reviewers or ("alice",):
         assert run("users", "add", name, "--db", db).exit_code == 0
+    members = [arg for name in reviewers or ("alice",) for arg in ("--member", name)]
     result = run("queue", "create", "harm", "--db", db, "--overlap", str(overlap),
-                    "--labels", LABELS)  # fmt: skip
+                    "--labels", LABELS, *members)  # fmt: skip
     assert result.exit_code == 0, result.output
     store = open_store(db)
     store.enqueue("harm", tasks(n))
@@ -253,7 +254,7 @@ def test_review_next_decides_with_keys_and_records_everything(db: str) -> None:
 
 def test_review_next_runs_until_nothing_is_left(db: str) -> None:
     store = seeded(db, 2, 2, "alice", "bob")
-    store.add_user("ada", "adjudicator")
+    store.add_user("ada", "adjudicator", queues=["harm"])
     for name, keys in (("alice", "a\na\n"), ("bob", "2\na\n")):
         result = run("review", "next", "--queue", "harm", "--as", name, "--db", db, input=keys)
         assert result.exit_code == 0, result.output
@@ -286,7 +287,7 @@ def test_review_next_shows_the_principle_text_of_a_routed_run(tmp_path: Path, db
     policy = tmp_path / "policy.yaml"
     save_policy(Policy(threshold=None, target_agreement=0.9, delta=0.1), policy)
     assert run("queue", "create", "harm", "--db", db, "--labels", LABELS).exit_code == 0
-    assert run("users", "add", "alice", "--db", db).exit_code == 0
+    assert run("users", "add", "alice", "--queue", "harm", "--db", db).exit_code == 0
     routed = run("route", "--db", db, "--policy", str(policy), "--queue", "harm", "--json")
     assert json.loads(routed.stdout)["enqueued"] == 4
 

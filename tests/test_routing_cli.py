@@ -86,7 +86,7 @@ def test_route_stored_run_into_queue_and_export_merges_decisions(
     save_policy(Policy(threshold=None, target_agreement=0.9, delta=0.1), policy)
     queues = open_queues(labelled_db)
     queues.create_queue("harm-review", overlap=1)
-    queues.add_user("alice", role="reviewer")
+    queues.add_user("alice", role="reviewer", queues=["harm-review"])
     result = runner.invoke(app, ["route", "--db", labelled_db, "--policy", str(policy),
                                  "--queue", "harm-review", "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -133,7 +133,7 @@ def test_quality_estimates_what_shipped_from_the_decided_audit_sample(
     save_policy(Policy(threshold=0.0, target_agreement=0.9, delta=0.1, audit_rate=0.5), policy)
     queues = open_queues(labelled_db)
     queues.create_queue("audit", overlap=1)
-    queues.add_user("bob", role="reviewer")
+    queues.add_user("bob", role="reviewer", queues=["audit"])
     empty = runner.invoke(app, ["quality", "--db", labelled_db])
     assert "no audited items yet" in empty.stdout
     routed = runner.invoke(app, ["route", "--db", labelled_db, "--policy", str(policy),
@@ -163,7 +163,7 @@ def test_calibrate_from_human_decisions_in_the_store(labelled_db: str, tmp_path:
     save_policy(Policy(threshold=None, target_agreement=0.9, delta=0.1), policy)
     queues = open_queues(labelled_db)
     queues.create_queue("gold", overlap=1)
-    queues.add_user("carol", role="reviewer")
+    queues.add_user("carol", role="reviewer", queues=["gold"])
     runner.invoke(app, ["route", "--db", labelled_db, "--policy", str(policy), "--queue", "gold"])
     decided = 0
     while (claim := queues.claim("gold", "carol")) is not None:

@@ -653,7 +653,7 @@ def seed_decisions(db: str) -> None:
         queues.create_queue("harm", overlap=2, labels=["harmless", "harmful"])
         queues.create_queue("empty")
         for name in ("ann", "bob"):
-            queues.add_user(name)
+            queues.add_user(name, queues=["harm", "empty"])
         queues.enqueue("harm", [
             {"item_id": i, "item": {"prompt": "Human: q", "response": f"{XSS} reply {i}"},
              "draft": {"constitution": HARM.hash}, "draft_label": critic, "principle_ids": ps,

@@ -5,10 +5,11 @@
 
 Needs the `web` extra (FastAPI, uvicorn, argon2-cffi, python-multipart).
 
-Who sees what. Every signed-in user sees every queue and may review in it: the queue store has
-no membership table yet, so "their queues" are all queues. Adjudicators and admins also settle
-disagreements, see dashboards and item histories, and reopen decided items. Admins add users,
-change roles, passwords and active flags, and create queues.
+Who sees what. Reviewers and adjudicators see only the queues they are members of (admins add
+them on the queue's Members page, or `critic queue assign QUEUE USER`); admins see every queue.
+In their queues adjudicators also settle disagreements, see dashboards and item histories, and
+reopen decided items. Admins add users, change roles, passwords and active flags, create queues
+and choose who works in them.
 
 Security. Passwords are argon2id hashes; sessions are HMAC-signed cookies (HttpOnly,
 SameSite=Lax, Secure over HTTPS) that end when the account is deactivated or its password
@@ -19,10 +20,11 @@ are built as text segments, and a Content-Security-Policy allows only this serve
 
 Review keys. A accept, 1-9 give a label, E edit (label, revision), R reject, X escalate,
 G flag a constitution gap (an escalation whose note starts with `[constitution gap] `),
-S skip, N note, Z undo. A decision waits `undo_seconds` in the browser before it is sent, and Z
-takes it back; once sent it is final for the reviewer (an adjudicator can reopen the item from
-its history page). Overriding a draft with confidence >= 0.9 needs a note. In a blind queue the
-draft stays hidden until the reviewer picks a label.
+S skip, N note, Z undo. Decisions are sent at once; Z takes back the reviewer's newest decision
+in the queue (`Store.undo`: for `undo_seconds`, 10 minutes by default, and only while nobody has
+decided that item since) and shows that item again. After that an adjudicator can still reopen
+the item from its history page. Overriding a draft with confidence >= 0.9 needs a note. In a
+blind queue the draft stays hidden until the reviewer picks a label.
 
 Principle texts. The screen shows the text of each cited principle when the task's draft has
 `principle_texts`, a `{principle id: text}` object; without it only the ids are shown.

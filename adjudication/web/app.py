@@ -26,8 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import AdjudicationError, LeaseError, NotFoundError, PermissionDenied
 from ..models import Role, User
-from ..store import Clock, Store, open_store, utc_now
-from . import reads
+from ..store import UNDO_SECONDS, Clock, Store, open_store, utc_now
 from .auth import LoginLimiter, Session, Signer, fingerprint
 from .render import as_text
 
@@ -93,7 +92,7 @@ class Web:
                 return cached[1]
             self._counting.add(queue)
         try:
-            count = reads.pending(self.store, queue)
+            count = self.store.pending_count(queue)
         finally:
             with self._lock:
                 self._counting.discard(queue)
@@ -276,7 +275,7 @@ def create_app(
     *,
     secret_key: str | bytes | None = None,
     clock: Clock | None = None,
-    undo_seconds: float = 3.0,
+    undo_seconds: float = UNDO_SECONDS,
     session_hours: float = 12.0,
     secure_cookies: bool = False,
 ) -> FastAPI:
@@ -287,8 +286,8 @@ def create_app(
         secret_key: signs session cookies and CSRF tokens. Without one, a random key is made,
             so sessions end when the server restarts.
         clock: the time source (tests pass `adjudication.testing.FakeClock`).
-        undo_seconds: how long a decision waits in the browser before it is sent; the reviewer
-            can undo it (Z) meanwhile. 0 sends at once.
+        undo_seconds: how long after a decision its reviewer may still take it back (Z), as
+            long as nobody decided the item since. 0 turns undo off.
         session_hours: a log-in lasts this long.
         secure_cookies: mark the session cookie Secure (serve over HTTPS); it is also set
             whenever the request itself came over HTTPS.

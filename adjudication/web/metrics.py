@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .reads import DecisionLine, TaskLine
+from ..models import DecisionLine, TaskLine
 from .render import GAP_PREFIX
 
 

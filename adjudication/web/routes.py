@@ -2,9 +2,10 @@
 the store is synchronous; each one checks the role it needs through a dependency, and every POST
 passes `check_csrf` first.
 
-Who sees what: every signed-in user sees every queue and may review in it (there is no queue
-membership yet); adjudicators and admins also adjudicate, see dashboards and item histories, and
-reopen items; admins manage users and create queues.
+Who sees what: reviewers and adjudicators see only the queues they are members of (every page
+under `/q/NAME/` checks it, and the store refuses claims too); admins see every queue. In their
+queues, adjudicators also adjudicate, see dashboards and item histories, and reopen items; admins
+manage users, queues and who works in which queue.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from ..errors import LeaseError, NotFoundError, QueueError
-from ..models import ROLES, Claim, Decision, Queue, Role, Task, User
-from . import metrics, reads
+from ..models import ROLES, Claim, ClaimKind, Decision, Queue, Role, Task, User
+from . import metrics
 from .app import Forbidden, Web, check_csrf, current_user, requires, web
 from .auth import Session, fingerprint, hash_password, verify_password
 from .render import GAP_PREFIX, draft_view, item_view, needs_note, principles
@@ -40,6 +41,8 @@ NOTICES = {
     "reopened": "Reopened: the item is back in the queue for a new round of reviews.",
     "created": "Created.",
     "updated": "Updated.",
+    "undone": "Undone: your last decision is withdrawn. Here is that item again; decide anew.",
+    "members": "Members updated.",
 }
 
 
@@ -119,10 +122,21 @@ def logout(request: Request, w: WebState) -> Response:
 
 @router.get("/")
 def home(request: Request, w: WebState, me: Signed, notice: str = "") -> Response:
-    rows = [(q, w.store.stats(q.name)) for q in w.store.queues()]
-    return w.render(
-        request, "home.html", {"rows": rows, "notice": NOTICES.get(notice), "error": None}
-    )
+    return _home(request, w, me, notice=NOTICES.get(notice))
+
+
+def _home(
+    request: Request,
+    w: Web,
+    me: User,
+    *,
+    notice: str | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    rows = [(q, w.store.stats(q.name)) for q in w.store.queues_for(me.name)]
+    context = {"rows": rows, "notice": notice, "error": error}
+    return w.render(request, "home.html", context, status=status)
 
 
 @router.post("/admin/queues")
@@ -149,11 +163,8 @@ def create_queue(
             by=me.name,
         )
     except QueueError as exc:
-        rows = [(q, w.store.stats(q.name)) for q in w.store.queues()]
-        return w.render(
-            request, "home.html", {"rows": rows, "notice": None, "error": str(exc)}, status=400
-        )
-    return _redirect("/", notice="created")
+        return _home(request, w, me, error=str(exc), status=400)
+    return _redirect(f"{_q(name.strip())}/members", notice="created")
 
 
 # -- review ----------------------------------------------------------------------------------
@@ -189,7 +200,7 @@ def _screen(w: Web, me: User, q: Queue, claim: Claim, pick: str | None) -> Scree
         task=task,
         revealed=revealed,
         sig=w.signer.claim(me.name, q.name, claim.token, claim.task.item_id),
-        ahead=reads.ahead(w.store, q.name, claim.task.item_id),
+        ahead=w.store.position(q.name, claim.task.item_id),
         pending=w.pending(q.name),
         expires_in=max(0.0, (claim.expires_at - w.now()).total_seconds()),
         item=item_view(task.item, draft),
@@ -218,13 +229,58 @@ def _review_page(
     status: int = 200,
 ) -> Response:
     claim = w.store.claim(q.name, me.name, kind="review")
+    last = _undoable(w, me, q, "review")
     if claim is None:
         stats = w.store.stats(q.name)
-        return w.render(request, "empty.html", {"q": q, "stats": stats, "notice": notice})
+        context = {"q": q, "stats": stats, "notice": notice, "error": error, "last": last}
+        return w.render(request, "empty.html", context, status=status)
     # A pick only matters in a blind queue, where it reveals the draft.
     screen = _screen(w, me, q, claim, pick if q.blind and _label_ok(q, pick) else None)
-    context = {"q": q, "s": screen, "notice": notice, "error": error, "note": note}
+    context = {
+        "q": q,
+        "s": screen,
+        "notice": notice,
+        "error": error,
+        "note": note,
+        "last": last,
+    }
     return w.render(request, "review.html", context, status=status)
+
+
+def _undoable(w: Web, me: User, q: Queue, kind: ClaimKind) -> Decision | None:
+    """The user's newest decision of this kind in the queue, if still young enough to undo
+    (whether someone decided the item since is checked when the undo is asked for)."""
+    if w.undo_seconds <= 0:
+        return None
+    last = w.store.last_decision(q.name, me.name)
+    if last is None or last.kind != kind:
+        return None
+    if (w.now() - last.decided_at).total_seconds() > w.undo_seconds:
+        return None
+    return last
+
+
+@router.post("/q/{queue}/undo")
+def undo(
+    request: Request,
+    w: WebState,
+    me: Signed,
+    queue: str,
+    decision: Annotated[int, Form()],
+    kind: Annotated[str, Form()] = "review",
+) -> Response:
+    """Take back the user's newest decision in the queue and show that item again."""
+    q = w.store.queue_for(me.name, queue)
+    page = "adjudicate" if kind == "adjudication" else "review"
+    try:
+        undone = w.store.undo(q.name, me.name, decision=decision, within=w.undo_seconds)
+    except (QueueError, LeaseError) as exc:
+        error = f"Nothing was undone: {exc}"
+        if page == "adjudicate":
+            return _adjudication_page(request, w, me, q, error=error, status=409)
+        return _review_page(request, w, me, q, error=error, status=409)
+    page = "adjudicate" if undone.claim.kind == "adjudication" else "review"
+    return _redirect(f"{_q(queue)}/{page}", notice="undone")
 
 
 @router.get("/q/{queue}/review")
@@ -236,7 +292,9 @@ def review(
     pick: str | None = None,
     notice: str = "",
 ) -> Response:
-    return _review_page(request, w, me, w.store.queue(queue), pick=pick, notice=NOTICES.get(notice))
+    return _review_page(
+        request, w, me, w.store.queue_for(me.name, queue), pick=pick, notice=NOTICES.get(notice)
+    )
 
 
 def _claimed(w: Web, me: User, queue: str, token: str, sig: str, item_id: str) -> None:
@@ -262,7 +320,7 @@ def decide(
 ) -> Response:
     """Record a review decision; a repeated post of the same form returns the same decision."""
     _claimed(w, me, queue, token, sig, item_id)
-    q = w.store.queue(queue)
+    q = w.store.queue_for(me.name, queue)
     task = w.store.task(queue, item_id)
     label = (edit_label if action == "edit" else label) or None
     text = note.strip()
@@ -378,10 +436,18 @@ def _adjudication_page(
     status: int = 200,
 ) -> Response:
     claim = w.store.claim(q.name, me.name, kind="adjudication")
+    last = _undoable(w, me, q, "adjudication")
     if claim is None:
         stats = w.store.stats(q.name)
-        context = {"q": q, "stats": stats, "notice": notice, "adjudication": True}
-        return w.render(request, "empty.html", context)
+        context = {
+            "q": q,
+            "stats": stats,
+            "notice": notice,
+            "error": error,
+            "adjudication": True,
+            "last": last,
+        }
+        return w.render(request, "empty.html", context, status=status)
     screen = _screen(w, me, q, claim, None)
     context = {
         "q": q,
@@ -389,6 +455,7 @@ def _adjudication_page(
         "answers": _answers(screen),
         "notice": notice,
         "error": error,
+        "last": last,
     }
     return w.render(request, "adjudicate.html", context, status=status)
 
@@ -397,7 +464,9 @@ def _adjudication_page(
 def adjudication(
     request: Request, w: WebState, me: Adjudicator, queue: str, notice: str = ""
 ) -> Response:
-    return _adjudication_page(request, w, me, w.store.queue(queue), notice=NOTICES.get(notice))
+    return _adjudication_page(
+        request, w, me, w.store.queue_for(me.name, queue), notice=NOTICES.get(notice)
+    )
 
 
 @router.post("/q/{queue}/adjudicate")
@@ -415,7 +484,7 @@ def adjudicate(
 ) -> Response:
     """Settle a disagreement: adopt the critic's draft, one reviewer's answer, or a new label."""
     _claimed(w, me, queue, token, sig, item_id)
-    q = w.store.queue(queue)
+    q = w.store.queue_for(me.name, queue)
     task = w.store.task(queue, item_id)
     action: Any
     edit: dict[str, Any] | None = None
@@ -463,10 +532,10 @@ def adjudicate(
 
 @router.get("/q/{queue}/dashboard")
 def dashboard(request: Request, w: WebState, me: Adjudicator, queue: str) -> Response:
-    q = w.store.queue(queue)
+    q = w.store.queue_for(me.name, queue)
     now = w.now()
-    lines = reads.task_lines(w.store, queue)
-    decided = reads.decision_lines(w.store, queue)
+    lines = w.store.task_lines(queue)
+    decided = w.store.decision_lines(queue)
     gaps = [d for d in decided if d.action == "escalate" and (d.note or "").startswith(GAP_PREFIX)]
     context = {
         "q": q,
@@ -490,7 +559,7 @@ def find_item(w: WebState, me: Adjudicator, queue: str, item_id: str = "") -> Re
 def item_history(
     request: Request, w: WebState, me: Adjudicator, queue: str, item_id: str, notice: str = ""
 ) -> Response:
-    q = w.store.queue(queue)
+    q = w.store.queue_for(me.name, queue)
     task = w.store.task(queue, item_id)
     context = {
         "q": q,
@@ -513,6 +582,53 @@ def reopen(
     return _redirect(f"{_q(queue)}/items/{quote(item_id, safe='')}", notice="reopened")
 
 
+# -- who works in which queue ----------------------------------------------------------------
+
+
+def _members_page(
+    request: Request,
+    w: Web,
+    q: Queue,
+    *,
+    notice: str | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    members = w.store.members(q.name)
+    names = {u.name for u in members}
+    others = [u for u in w.store.users() if u.name not in names and u.role != "admin"]
+    context = {"q": q, "members": members, "others": others, "notice": notice, "error": error}
+    return w.render(request, "members.html", context, status=status)
+
+
+@router.get("/q/{queue}/members")
+def members(request: Request, w: WebState, me: Admin, queue: str, notice: str = "") -> Response:
+    return _members_page(request, w, w.store.queue(queue), notice=NOTICES.get(notice))
+
+
+@router.post("/q/{queue}/members")
+def change_members(
+    request: Request,
+    w: WebState,
+    me: Admin,
+    queue: str,
+    add: Annotated[list[str] | None, Form()] = None,
+    remove: OptionalText = None,
+) -> Response:
+    """Add the users ticked in `add`, or remove the one named in `remove`."""
+    q = w.store.queue(queue)
+    try:
+        if remove:
+            w.store.remove_members(q.name, [remove], by=me.name)
+        elif add:
+            w.store.add_members(q.name, add, by=me.name)
+        else:
+            raise QueueError("tick at least one user to add", hint="or press Remove beside one")
+    except QueueError as exc:
+        return _members_page(request, w, q, error=str(exc), status=400)
+    return _redirect(f"{_q(queue)}/members", notice="members")
+
+
 # -- users -----------------------------------------------------------------------------------
 
 
@@ -524,7 +640,15 @@ def _users_page(
     error: str | None = None,
     status: int = 200,
 ) -> Response:
-    context = {"users": w.store.users(), "roles": ROLES, "notice": notice, "error": error}
+    people = w.store.users()
+    context = {
+        "users": people,
+        "works_in": {u.name: [q.name for q in w.store.queues_for(u.name)] for u in people},
+        "queues": w.store.queues(),
+        "roles": ROLES,
+        "notice": notice,
+        "error": error,
+    }
     return w.render(request, "users.html", context, status=status)
 
 
@@ -535,11 +659,21 @@ def users(request: Request, w: WebState, me: Admin, notice: str = "") -> Respons
 
 @router.post("/admin/users")
 def add_user(
-    request: Request, w: WebState, me: Admin, name: Text, role: Text, password: Text
+    request: Request,
+    w: WebState,
+    me: Admin,
+    name: Text,
+    role: Text,
+    password: Text,
+    queues: Annotated[list[str] | None, Form()] = None,
 ) -> Response:
     try:
         w.store.add_user(
-            name.strip(), _role(role), password_hash=hash_password(password), by=me.name
+            name.strip(),
+            _role(role),
+            password_hash=hash_password(password),
+            queues=queues or (),
+            by=me.name,
         )
     except QueueError as exc:
         return _users_page(request, w, error=str(exc), status=400)

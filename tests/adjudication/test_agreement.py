@@ -257,7 +257,7 @@ def test_pandalm_agreement_survives_a_trip_through_a_queue(
     sample = dict(list(pandalm.items())[:60])
     store.create_queue("pandalm", overlap=3, labels=["0", "1", "2"])
     for name in ("annotator0", "annotator1", "annotator2"):
-        store.add_user(name)
+        store.add_user(name, queues=["pandalm"])
     store.enqueue("pandalm", [{"item_id": item, "draft_label": "1"} for item in sample])
     for name in ("annotator0", "annotator1", "annotator2"):
         while (claim := store.claim("pandalm", name)) is not None:

@@ -86,10 +86,10 @@ def run_until_empty(url: str, reviewers: int, items: int) -> None:
         admin.create_queue("load", overlap=OVERLAP, lease_seconds=LEASE, labels=["safe", "unsafe"])
         names = [f"r{i:02d}" for i in range(reviewers)]
         for name in names:
-            admin.add_user(name)
+            admin.add_user(name, queues=["load"])
         adjudicators = ["adj0", "adj1"]
         for name in adjudicators:
-            admin.add_user(name, "adjudicator")
+            admin.add_user(name, "adjudicator", queues=["load"])
         admin.enqueue(
             "load",
             [
@@ -167,7 +167,7 @@ def test_thirty_two_reviewers_empty_a_postgres_queue(postgres_server: PostgresSe
 def test_one_reviewer_in_many_tabs_holds_one_claim(store_url: str) -> None:
     with open_store(store_url) as admin:
         admin.create_queue("load", overlap=2)
-        admin.add_user("ann")
+        admin.add_user("ann", queues=["load"])
         admin.enqueue("load", [{"item_id": f"i{i}"} for i in range(10)])
     tabs = [open_store(store_url) for _ in range(8)]
     tokens: list[str] = []

@@ -31,7 +31,7 @@ def test_label_route_review_export_in_one_database(store_url: str, tmp_path: Pat
     save_policy(Policy(threshold=None, target_agreement=0.9, delta=0.1), policy)
     with open_queues(store_url) as queues:
         queues.create_queue("q", overlap=1)
-        queues.add_user("dana", role="reviewer")
+        queues.add_user("dana", role="reviewer", queues=["q"])
     routed = runner.invoke(app, ["route", "--db", store_url, "--policy", str(policy),
                                  "--queue", "q", "--json"])  # fmt: skip
     assert json.loads(routed.stdout)["enqueued"] == 12, routed.output

@@ -39,9 +39,11 @@ def items(n: int, **extra: Any) -> list[dict[str, Any]]:
 
 
 def team(store: Store, reviewers: Sequence[str] = ("ann", "bob", "cat")) -> None:
+    """Reviewers, an adjudicator and an admin; all but the admin work in every queue so far."""
+    queues = [q.name for q in store.queues()]
     for name in reviewers:
-        store.add_user(name, "reviewer")
-    store.add_user("ada", "adjudicator")
+        store.add_user(name, "reviewer", queues=queues)
+    store.add_user("ada", "adjudicator", queues=queues)
     store.add_user("root", "admin")
 
 

@@ -79,6 +79,11 @@ def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
         yield opened
 
 
+def make_queue(store: Store, name: str, **settings: Any) -> None:
+    """A queue that ann, bob and ada work in."""
+    store.create_queue(name, members=["ann", "bob", "ada"], **settings)
+
+
 def plain() -> Console:
     return Console(file=io.StringIO(), width=120, force_terminal=False, color_system=None)
 
@@ -106,7 +111,7 @@ def test_inert_text_is_never_read_as_markup() -> None:
 
 
 def hostile_claim(store: Store, queue: str = "harm", **extra: Any) -> Claim:
-    store.create_queue(queue, labels=[*LABELS, HOSTILE], **extra)
+    make_queue(store, queue, labels=[*LABELS, HOSTILE], **extra)
     store.enqueue(
         queue,
         [
@@ -158,7 +163,7 @@ def test_hostile_item_text_leaves_no_escape_in_plain_output(store: Store) -> Non
 
 
 def test_the_screen_shows_why_the_item_is_here_and_the_whole_draft(store: Store) -> None:
-    store.create_queue("harm", overlap=2, labels=LABELS)
+    make_queue(store, "harm", overlap=2, labels=LABELS)
     store.enqueue("harm", [task(3)])
     claim = store.claim("harm", "ann")
     assert claim is not None
@@ -176,7 +181,7 @@ def test_the_screen_shows_why_the_item_is_here_and_the_whole_draft(store: Store)
 def test_a_blind_review_hides_the_draft_and_an_adjudication_shows_the_answers(
     store: Store,
 ) -> None:
-    store.create_queue("blind", overlap=2, blind=True, labels=LABELS)
+    make_queue(store, "blind", overlap=2, blind=True, labels=LABELS)
     store.enqueue("blind", [task(1)])
     for name, label in (("ann", "safe"), ("bob", "unsafe")):
         claim = store.claim("blind", name)
@@ -217,7 +222,7 @@ def test_number_keys_pick_labels_in_order_or_by_score() -> None:
 
 
 def test_keys_accept_edit_reject_escalate_skip_and_quit(store: Store) -> None:
-    store.create_queue("harm", labels=LABELS)
+    make_queue(store, "harm", labels=LABELS)
     store.enqueue("harm", [task(n) for n in range(1, 9)])
     keys = Script("a", "e", "2", "2", "n", "looks fine", "1", "r", "x", "s", "q")
     console = plain()
@@ -241,7 +246,7 @@ def test_keys_accept_edit_reject_escalate_skip_and_quit(store: Store) -> None:
 
 
 def test_the_loop_runs_until_nothing_is_left_for_the_reviewer(store: Store) -> None:
-    store.create_queue("harm", labels=LABELS)
+    make_queue(store, "harm", labels=LABELS)
     store.enqueue("harm", [task(n) for n in range(1, 5)])
     console = plain()
     session = review(store, "harm", "ann", Script("r", "x", "s", "a"), console)
@@ -257,7 +262,7 @@ def test_the_loop_runs_until_nothing_is_left_for_the_reviewer(store: Store) -> N
 
 
 def test_refused_decisions_are_explained_and_the_item_stays(store: Store) -> None:
-    store.create_queue("blind", overlap=2, blind=True, labels=LABELS)
+    make_queue(store, "blind", overlap=2, blind=True, labels=LABELS)
     store.enqueue("blind", [task(1)])
     console = plain()
     session = review(store, "blind", "ann", Script("a", "z", "e", "", "e", "nope", "2"), console)
@@ -272,7 +277,7 @@ def test_refused_decisions_are_explained_and_the_item_stays(store: Store) -> Non
 
 
 def test_an_adjudicator_cannot_escalate_and_decides_by_number(store: Store) -> None:
-    store.create_queue("harm", overlap=2, labels=LABELS)
+    make_queue(store, "harm", overlap=2, labels=LABELS)
     store.enqueue("harm", [task(1)])
     for name, action in (("ann", "accept"), ("bob", "escalate")):
         claim = store.claim("harm", name)
@@ -290,7 +295,7 @@ def test_an_adjudicator_cannot_escalate_and_decides_by_number(store: Store) -> N
 def test_the_heartbeat_keeps_the_lease_while_the_reviewer_reads(
     store: Store, clock: FakeClock
 ) -> None:
-    store.create_queue("harm", labels=LABELS, lease_seconds=10)
+    make_queue(store, "harm", labels=LABELS, lease_seconds=10)
     store.enqueue("harm", [task(1)])
 
     def read_slowly() -> None:
@@ -306,7 +311,7 @@ def test_the_heartbeat_keeps_the_lease_while_the_reviewer_reads(
 def test_without_a_heartbeat_the_expired_item_is_lost_then_claimed_again(
     store: Store, clock: FakeClock
 ) -> None:
-    store.create_queue("harm", labels=LABELS, lease_seconds=10)
+    make_queue(store, "harm", labels=LABELS, lease_seconds=10)
     store.enqueue("harm", [task(1)])
     moves = iter([11.0])  # the first item is read for longer than its lease
 
@@ -324,7 +329,7 @@ def test_without_a_heartbeat_the_expired_item_is_lost_then_claimed_again(
 
 
 def test_quitting_or_ctrl_c_gives_the_item_back(store: Store) -> None:
-    store.create_queue("harm", labels=LABELS)
+    make_queue(store, "harm", labels=LABELS)
     store.enqueue("harm", [task(1)])
 
     class Interrupt(Script):

@@ -50,9 +50,10 @@ def seed(store: Store, password_hash: str) -> None:
         ("rick", "reviewer"),
     ]:
         store.add_user(name, role, password_hash=password_hash)  # type: ignore[arg-type]
-    store.create_queue("harm", labels=["safe", "unsafe"], lease_seconds=300)
-    store.create_queue("blind", labels=["safe", "unsafe"], blind=True)
-    store.create_queue("pairs", labels=["safe", "unsafe"], overlap=2)
+    team = ["adam", "rita", "rick"]
+    store.create_queue("harm", labels=["safe", "unsafe"], lease_seconds=300, members=team)
+    store.create_queue("blind", labels=["safe", "unsafe"], blind=True, members=team)
+    store.create_queue("pairs", labels=["safe", "unsafe"], overlap=2, members=team)
     texts = {"principle_texts": {"H1": "Do not help with violence.", "H2": "Be honest."}}
     store.enqueue(
         "harm",
@@ -181,7 +182,7 @@ def store(db_url: str, clock: FakeClock) -> Iterator[Store]:
 
 @pytest.fixture
 def app(db_url: str, clock: FakeClock) -> FastAPI:
-    return create_app(db_url, secret_key="test-secret", clock=clock, undo_seconds=0)
+    return create_app(db_url, secret_key="test-secret", clock=clock)
 
 
 class Client:

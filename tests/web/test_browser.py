@@ -76,7 +76,7 @@ def server(tmp_path: Path, password_hash: str) -> Iterator[Server]:
     db_url = f"sqlite:///{tmp_path / 'queue.db'}"
     with open_store(db_url) as store:
         seed(store, password_hash)
-        store.create_queue("beat", labels=["safe", "unsafe"], lease_seconds=9)
+        store.create_queue("beat", labels=["safe", "unsafe"], lease_seconds=9, members=["rita"])
         store.enqueue("beat", [{"item_id": "t1", "draft_label": "safe", "item": {"text": "x"}}])
     app = create_app(db_url, secret_key="browser-test", undo_seconds=1.0)
     port = _free_port()
@@ -243,7 +243,7 @@ def test_untrusted_html_scripts_handlers_and_template_syntax_stay_inert(
         XSS: XSS,
     }
     store.create_queue("xss", labels=["safe", XSS])
-    store.add_user(XSS[:200], "reviewer")
+    store.add_user(XSS[:200], "reviewer", queues=["xss"])
     store.enqueue(
         "xss",
         [{

@@ -148,7 +148,7 @@ async def test_every_post_route_refuses_a_missing_or_foreign_csrf_token(
     await other.get("/")
     foreign = other.csrf()
     paths = _post_routes(app)
-    assert len(paths) == 11
+    assert len(paths) == 13
     for path in paths:
         assert (await client.post(path, {})).status_code == 403, path
         assert (await client.post(path, {"csrf": foreign})).status_code == 403, path
@@ -182,6 +182,7 @@ async def test_the_log_in_form_itself_needs_its_csrf_token(client: Client) -> No
                 "/q/harm/adjudicate",
                 "/q/harm/dashboard",
                 "/q/harm/items/h0",
+                "/q/harm/members",
                 "/admin/users",
             },
         ),
@@ -190,7 +191,7 @@ async def test_the_log_in_form_itself_needs_its_csrf_token(client: Client) -> No
 async def test_roles_decide_which_pages_open(client: Client, user: str, allowed: set[str]) -> None:
     await client.login(user)
     pages = ["/", "/q/harm/review", "/q/harm/adjudicate", "/q/harm/dashboard",
-             "/q/harm/items/h0", "/admin/users"]  # fmt: skip
+             "/q/harm/items/h0", "/q/harm/members", "/admin/users"]  # fmt: skip
     for page in pages:
         status = (await client.get(page)).status_code
         assert status == (200 if page in allowed else 403), (user, page, status)

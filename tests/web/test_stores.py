@@ -18,7 +18,7 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 async def browser(any_db_url: str, clock: FakeClock) -> AsyncIterator[Client]:
-    app = create_app(any_db_url, secret_key="k", clock=clock, undo_seconds=0)
+    app = create_app(any_db_url, secret_key="k", clock=clock)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield Client(http)

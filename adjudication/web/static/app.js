@@ -1,15 +1,12 @@
-// critic review: keyboard shortcuts, the undo window, and the lease countdown with heartbeat.
+// critic review: keyboard shortcuts, the note rule, and the lease countdown with heartbeat.
+// Undo (Z) is a plain form: the server takes the decision back.
 // The pages work without this file (plain forms); it never inserts markup, only text.
 "use strict";
 
 (function () {
   const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   const form = document.getElementById("decision");
-  const pending = document.getElementById("pending");
-  const pendingText = document.getElementById("pending-text");
-  const undoButton = document.getElementById("undo");
   const errorBox = document.getElementById("form-error");
-  let staged = null; // {input, timer, deadline} while a decision waits to be sent
   let sent = false;
 
   function visible(el) {
@@ -26,12 +23,6 @@
       if (el.dataset.key === name && visible(el)) return el;
     }
     return null;
-  }
-
-  function buttonText(el) {
-    const copy = el.cloneNode(true);
-    copy.querySelectorAll("kbd").forEach((k) => k.remove());
-    return copy.textContent.replace(/\s+/g, " ").trim();
   }
 
   function showError(message) {
@@ -71,64 +62,7 @@
     return overrides(submitter);
   }
 
-  // -- the undo window ---------------------------------------------------------------------
-  function setBusy(busy) {
-    form.querySelectorAll("button[type=submit]").forEach((b) => {
-      if (busy) {
-        b.dataset.wasDisabled = b.disabled ? "1" : "";
-        b.disabled = true;
-      } else if (b.dataset.wasDisabled !== undefined) {
-        b.disabled = b.dataset.wasDisabled === "1";
-      }
-    });
-  }
-
-  function send() {
-    if (!staged || sent) return;
-    clearInterval(staged.timer);
-    sent = true;
-    pendingText.textContent = staged.label + " — sending…";
-    form.submit();
-  }
-
-  function undo() {
-    if (!staged || sent) return;
-    clearInterval(staged.timer);
-    if (staged.input) staged.input.remove();
-    staged = null;
-    pending.hidden = true;
-    if (undoButton) undoButton.disabled = true;
-    setBusy(false);
-  }
-
-  function stage(submitter) {
-    const seconds = parseFloat(form.dataset.undo || "0");
-    let input = null;
-    if (submitter.name) {
-      input = document.createElement("input");
-      input.type = "hidden";
-      input.name = submitter.name;
-      input.value = submitter.value;
-      form.append(input);
-    }
-    staged = { input: input, label: buttonText(submitter), timer: null, deadline: 0 };
-    setBusy(true);
-    if (seconds <= 0) {
-      send();
-      return;
-    }
-    staged.deadline = Date.now() + seconds * 1000;
-    const update = () => {
-      const left = Math.max(0, Math.ceil((staged.deadline - Date.now()) / 1000));
-      pendingText.textContent = staged.label + " — sending in " + left + " s";
-      if (Date.now() >= staged.deadline) send();
-    };
-    staged.timer = setInterval(update, 200);
-    update();
-    pending.hidden = false;
-    if (undoButton) undoButton.disabled = false;
-  }
-
+  // -- sending a decision ------------------------------------------------------------------
   if (form) {
     form.addEventListener("submit", (e) => {
       const submitter = e.submitter;
@@ -136,26 +70,27 @@
         e.preventDefault(); // a second press while the first is on its way
         return;
       }
-      if (!submitter || submitter.hasAttribute("data-now")) {
-        sent = true;
-        return;
-      }
-      e.preventDefault();
-      if (staged) return;
-      if (form.dataset.confidence !== undefined && noteMissing(submitter)) {
+      if (submitter && !submitter.hasAttribute("data-now") &&
+          form.dataset.confidence !== undefined && noteMissing(submitter)) {
+        e.preventDefault();
         showError("The critic was confident here: write in the note why you override it, then press the key again.");
         const note = form.elements.namedItem("note");
         if (note) note.focus();
         return;
       }
-      stage(submitter);
+      sent = true;
     });
-    if (pending) {
-      pending.querySelector("[data-undo]").addEventListener("click", undo);
-      pending.querySelector("[data-send]").addEventListener("click", send);
-    }
-    if (undoButton) undoButton.addEventListener("click", undo);
   }
+
+  // A second Z while the first undo is on its way must not take back one more decision (the
+  // server also refuses: the form names the decision it means).
+  document.querySelectorAll("form.undo-bar").forEach((undoForm) => {
+    let undoing = false;
+    undoForm.addEventListener("submit", (e) => {
+      if (undoing) e.preventDefault();
+      undoing = true;
+    });
+  });
 
   // -- keys --------------------------------------------------------------------------------
   document.addEventListener("keydown", (e) => {
@@ -174,13 +109,6 @@
       return;
     }
     if ((e.ctrlKey || e.metaKey) && name !== "ctrl+enter") return;
-    if (staged) {
-      if (name === "z") undo();
-      else if (name === "enter") send();
-      else return;
-      e.preventDefault();
-      return;
-    }
     const focusTarget = document.querySelector('[data-focus-key="' + CSS.escape(name) + '"]');
     if (focusTarget) {
       e.preventDefault();
