@@ -226,6 +226,52 @@ def test_users_list_never_shows_the_hash(db: str) -> None:
     assert "argon2" not in table.stdout and "admin" in table.stdout
 
 
+def test_queue_members_assign_and_unassign(db: str, store: Store) -> None:
+    for name, role in (("alice", "reviewer"), ("ada", "adjudicator"), ("root", "admin")):
+        assert run("users", "add", name, "--role", role, "--db", db).exit_code == 0
+    created = run("queue", "create", "harm", "--db", db, "--member", "alice")
+    assert created.exit_code == 0, created.output
+    assert "members alice" in created.stdout
+    bare = run("queue", "create", "help", "--db", db)
+    assert "only admins can work in it until you add members" in bare.stdout
+    assigned = run("queue", "assign", "help", "alice", "ada", "alice", "--db", db)
+    assert assigned.exit_code == 0, assigned.output
+    assert "added alice, ada" in assigned.stdout
+    again = run("queue", "assign", "help", "ada", "--db", db)
+    assert "added nobody (ada already in)" in again.stdout
+    listed = json.loads(run("queue", "members", "help", "--db", db, "--json").stdout)
+    assert [(m["name"], m["role"]) for m in listed] == [
+        ("ada", "adjudicator"),
+        ("alice", "reviewer"),
+    ]
+    users = {
+        u["name"]: u["queues"]
+        for u in json.loads(run("users", "list", "--db", db, "--json").stdout)
+    }
+    assert users == {"ada": ["help"], "alice": ["harm", "help"], "root": None}
+    removed = run("queue", "unassign", "help", "alice", "bob", "--db", db)
+    assert removed.exit_code == 1 and "no user named 'bob'" in removed.stderr  # nothing changed
+    assert [u.name for u in store.members("help")] == ["ada", "alice"]
+    removed = run("queue", "unassign", "help", "alice", "--db", db)
+    assert "removed alice" in removed.stdout and "members now: ada" in removed.stdout
+    typo = run("queue", "assign", "hlep", "ada", "--db", db)
+    assert typo.exit_code == 1 and "did you mean 'help'?" in typo.stderr
+
+
+def test_users_add_with_queues_and_a_reviewer_outside_the_queue(db: str, store: Store) -> None:
+    assert run("queue", "create", "harm", "--db", db, "--labels", LABELS).exit_code == 0
+    store.enqueue("harm", tasks(1))
+    joined = run("users", "add", "alice", "--queue", "harm", "--db", db)
+    assert joined.exit_code == 0 and "working in harm" in joined.stdout
+    outside = run("users", "add", "bob", "--db", db)
+    assert "they see no queue until added to one" in outside.stdout
+    refused = run("review", "next", "--queue", "harm", "--as", "bob", "--db", db, input="a\n")
+    assert refused.exit_code == 1
+    assert "bob is not a member of queue 'harm'" in refused.stderr
+    assert "critic queue assign harm bob" in refused.stderr
+    assert store.decisions("harm") == []
+
+
 # -- critic review next (stdin not a terminal: one key per line) ------------------------------
 
 

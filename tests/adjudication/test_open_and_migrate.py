@@ -96,3 +96,43 @@ def test_an_unreachable_postgres_server_is_a_store_error() -> None:
 def test_a_naive_clock_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="naive"):
         open_store(f"sqlite:///{tmp_path / 'q.db'}", clock=datetime.now)
+
+
+def test_migration_2_keeps_everyone_working_where_they_worked(store_url: str) -> None:
+    """Before version 2 every user worked in every queue: upgrading must not lock anyone out."""
+    from adjudication.migrations import MIGRATIONS
+    from adjudication.schema import queues, users
+
+    now = FakeClock()()
+    engine = create_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            schema_version.create(conn)
+            MIGRATIONS[0](conn, now)
+            conn.execute(insert(schema_version).values(version=1, applied_at=now))
+            conn.execute(
+                insert(queues),
+                [
+                    {"name": name, "overlap": 1, "blind": False, "lease_seconds": 600,
+                     "labels": None, "ordinal": False, "created_at": now}
+                    for name in ("harm", "help")
+                ],
+            )  # fmt: skip
+            conn.execute(
+                insert(users),
+                [
+                    {"name": name, "role": role, "password_hash": None, "active": True,
+                     "created_at": now}
+                    for name, role in (("ann", "reviewer"), ("ada", "adjudicator"),
+                                       ("root", "admin"))
+                ],
+            )  # fmt: skip
+    finally:
+        engine.dispose()
+    with open_store(store_url) as store:
+        assert [u.name for u in store.members("harm")] == ["ada", "ann"]
+        assert [u.name for u in store.members("help")] == ["ada", "ann"]
+        assert [q.name for q in store.queues_for("ann")] == ["harm", "help"]
+        store.create_queue("new")  # queues made after the upgrade start with no members
+        assert store.members("new") == []
+        assert [q.name for q in store.queues_for("root")] == ["harm", "help", "new"]

@@ -577,3 +577,239 @@ def test_ordinal_queues_report_ordinal_alpha_in_their_label_order(store: Store) 
     assert store.queue("scale").ordinal is True
     assert store.agreement("nominal").overall.alpha_ordinal is None
     assert store.agreement("scale").overall.alpha_ordinal is not None
+
+
+# -- queue membership --------------------------------------------------------------------------
+
+
+def test_only_members_and_admins_claim_in_a_queue(pair: Store) -> None:
+    pair.create_queue("secret", labels=LABELS)
+    pair.enqueue("secret", items(2))
+    for user in ("ann", "ada"):
+        with pytest.raises(
+            PermissionDenied, match=f"{user} is not a member of queue 'secret'"
+        ) as e:
+            pair.claim("secret", user)
+        assert e.value.hint == f"an admin can add them: critic queue assign secret {user}"
+        with pytest.raises(PermissionDenied):
+            pair.queue_for(user, "secret")
+    root = pair.claim("secret", "root")  # admins work in every queue without being members
+    assert root is not None and root.kind == "review"
+    assert [q.name for q in pair.queues_for("ann")] == ["harm"]
+    assert [q.name for q in pair.queues_for("root")] == ["harm", "secret"]
+    assert pair.add_members("secret", ["ann", "ann", "ada"], by="root") == ["ann", "ada"]
+    assert pair.add_members("secret", ["ann"]) == []  # already in: nothing changes
+    assert [u.name for u in pair.members("secret")] == ["ada", "ann"]
+    assert [q.name for q in pair.queues_for("ann")] == ["harm", "secret"]
+    claim = pair.claim("secret", "ann")
+    assert claim is not None and claim.task.item_id != root.task.item_id
+    assert pair.queue_for("ann", "secret").name == "secret"
+
+
+def test_removing_a_member_ends_their_claims_in_that_queue_only(pair: Store) -> None:
+    pair.create_queue("other", labels=LABELS, members=["ann"])
+    pair.enqueue("other", items(1))
+    here = pair.claim("harm", "ann")
+    there = pair.claim("other", "ann")
+    assert here is not None and there is not None
+    assert pair.remove_members("harm", ["ann", "bob", "ann"], by="root") == ["ann", "bob"]
+    assert pair.remove_members("harm", ["ann"]) == []
+    with pytest.raises(LeaseError, match="already ended"):
+        pair.decide(here.token, "accept")
+    with pytest.raises(PermissionDenied, match="ann is not a member of queue 'harm'"):
+        pair.claim("harm", "ann")
+    pair.decide(there.token, "accept")  # the claim in the other queue stands
+    # The item ann held is free again at once, not only when her lease would have expired.
+    cat = pair.claim("harm", "cat")
+    assert cat is not None and cat.task.item_id == here.task.item_id
+    kinds = [e.kind for e in pair.history("harm", here.task.item_id)]
+    assert kinds == ["enqueued", "claimed", "claimed"]
+    assert [u.name for u in pair.members("harm")] == ["ada", "cat"]
+
+
+def test_membership_names_unknown_users_and_queues(store: Store) -> None:
+    store.create_queue("harm-review")
+    store.add_user("ann")
+    with pytest.raises(NotFoundError, match="no user named 'anne'") as err:
+        store.add_members("harm-review", ["anne"])
+    assert err.value.hint == "did you mean 'ann'?"
+    with pytest.raises(NotFoundError, match="no queue named 'harm-reveiw'"):
+        store.add_user("bob", queues=["harm-reveiw"])
+    assert [u.name for u in store.users()] == ["ann"]  # the failed add left nothing behind
+    with pytest.raises(NotFoundError, match="no user named 'zed'"):
+        store.create_queue("new", members=["zed"])
+    assert [q.name for q in store.queues()] == ["harm-review"]
+
+
+def test_an_adjudicator_reopens_only_in_their_queues(pair: Store) -> None:
+    pair.create_queue("secret", labels=LABELS, members=["ann"])
+    pair.enqueue("secret", items(1))
+    claim = pair.claim("secret", "ann")
+    assert claim is not None
+    pair.decide(claim.token, "accept")
+    with pytest.raises(PermissionDenied, match="ada is not a member of queue 'secret'"):
+        pair.reopen("secret", "item-0", by="ada")
+    assert pair.reopen("secret", "item-0", by="root").state == "pending"
+
+
+def test_membership_changes_are_events(pair: Store) -> None:
+    pair.create_queue("q2", members=["ann"], by="root")
+    pair.remove_members("q2", ["ann"], by="root")
+    assert pair.members("q2") == []
+    assert pair.queues_for("ann") == [pair.queue("harm")]
+    pair.update_user("bob", active=False)
+    assert pair.queues_for("bob") == []  # a deactivated user works nowhere
+
+
+# -- undo --------------------------------------------------------------------------------------
+
+
+def test_undo_takes_the_decision_back_and_hands_the_item_back(store: Store) -> None:
+    store.create_queue("solo", labels=LABELS)
+    team(store)
+    store.enqueue("solo", items(3))
+    first = store.claim("solo", "ann")
+    assert first is not None
+    decided = store.decide(first.token, "edit", label="unsafe", note="oops")
+    assert store.task("solo", "item-0").state == "done"
+    held = store.claim("solo", "ann")  # already on to the next item
+    assert held is not None and held.task.item_id == "item-1"
+    assert store.last_decision("solo", "ann") == decided
+
+    undone = store.undo("solo", "ann", decision=decided.id)
+    assert undone.withdrawn == decided
+    assert (undone.claim.task.item_id, undone.claim.kind) == ("item-0", "review")
+    task = store.task("solo", "item-0")
+    assert (task.state, task.reviews, task.final_label, task.final_source) == (
+        "pending", 0, None, None
+    )  # fmt: skip
+    assert store.decisions("solo") == []
+    assert store.last_decision("solo", "ann") is None
+    # The item ann held meanwhile went back to the pool, and a new claim returns the undone one.
+    bob = store.claim("solo", "bob")
+    assert bob is not None and bob.task.item_id == "item-1"
+    again = store.claim("solo", "ann")
+    assert again is not None and again.token == undone.claim.token
+    redone = store.decide(again.token, "accept")
+    assert (redone.action, store.task("solo", "item-0").final_label) == ("accept", "safe")
+    withdrawn = [e for e in store.history("solo", "item-0") if e.kind == "withdrawn"]
+    assert len(withdrawn) == 1 and withdrawn[0].actor == "ann"
+    assert withdrawn[0].before is not None and withdrawn[0].after is not None
+    assert (withdrawn[0].before["action"], withdrawn[0].before["label"]) == ("edit", "unsafe")
+    assert (withdrawn[0].before["state"], withdrawn[0].after["state"]) == ("done", "pending")
+    assert [e.kind for e in store.history("solo", "item-1")][-2:] == ["released", "claimed"]
+    stats = store.stats("solo")
+    assert (stats.reviews, stats.actions["edit"], stats.actions["accept"]) == (1, 0, 1)
+
+
+def test_a_repeated_undo_does_not_take_back_the_decision_before(store: Store) -> None:
+    store.create_queue("solo", labels=LABELS)
+    team(store)
+    store.enqueue("solo", items(2))
+    ids = []
+    for _ in range(2):
+        claim = store.claim("solo", "ann")
+        assert claim is not None
+        ids.append(store.decide(claim.token, "accept").id)
+    store.undo("solo", "ann", decision=ids[1])
+    with pytest.raises(QueueError, match=f"decision {ids[1]} is not ann's newest") as err:
+        store.undo("solo", "ann", decision=ids[1])
+    assert err.value.hint and "reload" in err.value.hint
+    assert [d.id for d in store.decisions("solo")] == [ids[0]]
+    # Asked for by its id, the older decision can be undone as well.
+    store.undo("solo", "ann", decision=ids[0])
+    assert store.decisions("solo") == []
+
+
+def test_undo_of_one_review_in_an_overlap_round(pair: Store) -> None:
+    ann = pair.claim("harm", "ann")
+    bob = pair.claim("harm", "bob")
+    assert ann is not None and bob is not None
+    pair.decide(ann.token, "accept")
+    with pytest.raises(QueueError, match="cat has no decision in queue 'harm' to undo"):
+        pair.undo("harm", "cat")
+    pair.decide(bob.token, "edit", label="unsafe")
+    assert pair.task("harm", "item-0").state == "adjudication"
+    # Bob decided after ann: ann's decision is part of a settled round now.
+    with pytest.raises(QueueError, match="bob decided item 'item-0' in queue 'harm' after you"):
+        pair.undo("harm", "ann")
+    undone = pair.undo("harm", "bob")
+    task = pair.task("harm", "item-0")
+    assert (task.state, task.reviews) == ("pending", 1)
+    assert undone.claim.task.item_id == "item-0"
+    assert pair.claim("harm", "cat") is None  # ann's review and bob's new lease fill both slots
+    pair.decide(undone.claim.token, "accept")
+    assert (pair.task("harm", "item-0").state, pair.task("harm", "item-0").final_source) == (
+        "done", "human"
+    )  # fmt: skip
+
+
+def test_undo_is_refused_late_after_a_reopen_or_during_an_adjudication(
+    pair: Store, clock: FakeClock
+) -> None:
+    ann = pair.claim("harm", "ann")
+    assert ann is not None
+    pair.decide(ann.token, "accept")
+    clock.advance(601)
+    with pytest.raises(QueueError, match="made 601 s ago; a decision can be undone for 600 s"):
+        pair.undo("harm", "ann")
+    assert pair.undo("harm", "ann", within=3600).claim.task.item_id == "item-0"
+    again = pair.claim("harm", "ann")
+    bob = pair.claim("harm", "bob")
+    assert again is not None and bob is not None
+    pair.decide(again.token, "accept")
+    pair.decide(bob.token, "escalate")
+    adjudication = pair.claim("harm", "ada", kind="adjudication")
+    assert adjudication is not None
+    with pytest.raises(QueueError, match="ada is adjudicating item 'item-0'"):
+        pair.undo("harm", "bob")
+    pair.release(adjudication.token)
+    pair.reopen("harm", "item-0", by="ada")
+    with pytest.raises(QueueError, match="was reopened after your decision"):
+        pair.undo("harm", "bob")
+
+
+def test_an_adjudicator_can_undo_an_adjudication(pair: Store) -> None:
+    for user, label in (("ann", "safe"), ("bob", "unsafe")):
+        claim = pair.claim("harm", user)
+        assert claim is not None
+        pair.decide(claim.token, "edit" if label != "safe" else "accept", label=label)
+    adjudication = pair.claim("harm", "ada", kind="adjudication")
+    assert adjudication is not None
+    pair.decide(adjudication.token, "reject")
+    assert pair.task("harm", "item-0").rejected
+    undone = pair.undo("harm", "ada")
+    assert undone.claim.kind == "adjudication" and len(undone.claim.answers) == 2
+    task = pair.task("harm", "item-0")
+    assert (task.state, task.rejected, task.final_source, task.reviews) == (
+        "adjudication", False, None, 2
+    )  # fmt: skip
+    pair.decide(undone.claim.token, "edit", label="unsafe")
+    assert pair.task("harm", "item-0").final_label == "unsafe"
+
+
+def test_nothing_to_undo_is_a_clear_error(pair: Store) -> None:
+    with pytest.raises(QueueError, match="ann has no decision in queue 'harm' to undo"):
+        pair.undo("harm", "ann")
+    pair.create_queue("secret")
+    with pytest.raises(PermissionDenied, match="not a member"):
+        pair.undo("secret", "ann")
+
+
+# -- dashboard reads ---------------------------------------------------------------------------
+
+
+def test_position_pending_count_and_lines(pair: Store) -> None:
+    pair.enqueue("harm", items(4)[1:])  # confidences 0.51, 0.52, 0.53 come after item-0's 0.5
+    assert [pair.position("harm", f"item-{i}") for i in range(4)] == [0, 1, 2, 3]
+    assert pair.pending_count("harm") == 4
+    claim = pair.claim("harm", "ann")
+    assert claim is not None
+    pair.decide(claim.token, "edit", label="unsafe", edit={"revision": "new"}, note="n")
+    lines = {line.item_id: line for line in pair.task_lines("harm")}
+    assert set(lines) == {f"item-{i}" for i in range(4)}
+    assert lines["item-1"].principle_ids == ("H2",) and lines["item-1"].draft_label == "safe"
+    (line,) = pair.decision_lines("harm")
+    assert (line.item_id, line.reviewer, line.action, line.label, line.edited, line.note) == (
+        "item-0", "ann", "edit", "unsafe", True, "n"
+    )  # fmt: skip

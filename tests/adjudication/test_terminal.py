@@ -245,6 +245,28 @@ def test_keys_accept_edit_reject_escalate_skip_and_quit(store: Store) -> None:
     assert "✓ edited item item-3 as unsafe" in shown(console)
 
 
+def test_u_undoes_the_last_decision_and_shows_that_item_again(store: Store) -> None:
+    make_queue(store, "harm", labels=LABELS)
+    store.enqueue("harm", [task(n) for n in range(1, 4)])
+    # u with nothing decided yet is refused on the screen; the item stays.
+    keys = Script("u", "2", "u", "1", "a", "q")
+    console = plain()
+    session = review(store, "harm", "ann", keys, console)
+
+    decided = {d.item_id: (d.action, d.label) for d in store.decisions("harm")}
+    assert decided == {"item-1": ("accept", "safe"), "item-2": ("accept", "safe")}
+    out = shown(console)
+    assert "you have no decision in queue 'harm' to undo" in out
+    assert "↶ undid your edit of item item-1: decide it again" in out
+    withdrawn = [e for e in store.history("harm", "item-1") if e.kind == "withdrawn"]
+    assert len(withdrawn) == 1 and withdrawn[0].before is not None
+    assert withdrawn[0].before["label"] == "unsafe"
+    # item-2 was on screen when u was pressed: it went back to the pool, and came to ann again
+    # once she had decided item-1 anew.
+    assert [e.kind for e in store.history("harm", "item-2")].count("released") == 1
+    assert session.undone == 1 and session.released == "item-3"
+
+
 def test_the_loop_runs_until_nothing_is_left_for_the_reviewer(store: Store) -> None:
     make_queue(store, "harm", labels=LABELS)
     store.enqueue("harm", [task(n) for n in range(1, 5)])

@@ -70,7 +70,7 @@ class Server:
 
 @pytest.fixture
 def server(tmp_path: Path, password_hash: str) -> Iterator[Server]:
-    """The app under uvicorn on a loopback port, with a one-second undo window."""
+    """The app under uvicorn on a loopback port; the queue "secret" has no members yet."""
     import uvicorn
 
     db_url = f"sqlite:///{tmp_path / 'queue.db'}"
@@ -78,7 +78,9 @@ def server(tmp_path: Path, password_hash: str) -> Iterator[Server]:
         seed(store, password_hash)
         store.create_queue("beat", labels=["safe", "unsafe"], lease_seconds=9, members=["rita"])
         store.enqueue("beat", [{"item_id": "t1", "draft_label": "safe", "item": {"text": "x"}}])
-    app = create_app(db_url, secret_key="browser-test", undo_seconds=1.0)
+        store.create_queue("secret", labels=["safe", "unsafe"])
+        store.enqueue("secret", [{"item_id": "s1", "draft_label": "safe", "item": {"text": "y"}}])
+    app = create_app(db_url, secret_key="browser-test")
     port = _free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     running = uvicorn.Server(config)
@@ -151,18 +153,23 @@ def test_keyboard_only_review_edit_undo_and_adjudication(
     assert _item(page) == "h0"
     assert page.locator(".why").inner_text().count("low_confidence") == 1
 
-    # Undo: A starts the one-second window, Z takes it back; nothing is stored.
-    page.keyboard.press("a")
-    page.locator("#pending").wait_for(state="visible")
-    page.keyboard.press("z")
-    assert page.locator("#pending").is_hidden()
-    page.wait_for_timeout(1300)
-    assert store.decisions("harm") == []
-    assert _item(page) == "h0"
+    assert page.locator("form.undo-bar").count() == 0  # nothing decided yet, nothing to undo
 
-    _press_and_wait(page, "a", "Enter")  # h0: accept, sent at once with Enter
+    # Undo: A sends the decision at once; Z takes it back and brings the item back.
+    _press_and_wait(page, "a")
     assert _item(page) == "h1"
-    _press_and_wait(page, "2")  # h1: label 2 (unsafe), sent when the window closes
+    assert "accept “safe” on item h0" in page.locator("form.undo-bar").inner_text()
+    assert [d.item_id for d in store.decisions("harm")] == ["h0"]
+    _press_and_wait(page, "z")
+    assert _item(page) == "h0"
+    assert "Undone" in page.locator(".notice").first.inner_text()
+    assert store.decisions("harm") == []
+    assert store.task("harm", "h0").state == "pending"
+    assert [e.kind for e in store.history("harm", "h0")][-2:] == ["withdrawn", "claimed"]
+
+    _press_and_wait(page, "a")  # h0: accept
+    assert _item(page) == "h1"
+    _press_and_wait(page, "2")  # h1: label 2 (unsafe)
     _press_and_wait(page, "r")  # h2: reject
     _press_and_wait(page, "1")  # h3: label 1 (safe) = the critic's label
     # h4: edit with the keyboard: E opens the panel on the label list, pick unsafe, note, save.
@@ -174,13 +181,12 @@ def test_keyboard_only_review_edit_undo_and_adjudication(
     page.keyboard.type("edited by keyboard")
     with page.expect_navigation():
         page.keyboard.press("Control+Enter")
-        page.keyboard.press("Enter")
     assert _item(page) == "confident"
 
     # The high-confidence item: overriding without a note is refused on the page.
     page.keyboard.press("r")
     assert "note" in page.locator("#js-error").inner_text()
-    assert page.locator("#pending").is_hidden()
+    assert _item(page) == "confident"  # nothing was sent
     page.keyboard.press("Escape")  # leave the note box the refusal focused
     _press_and_wait(page, "s")  # skip it
 
@@ -200,7 +206,7 @@ def test_keyboard_only_review_edit_undo_and_adjudication(
     assert claim is not None
     store.decide(claim.token, "edit", label="unsafe", note="looks bad")
     page.goto(server.url + "/q/pairs/review")
-    _press_and_wait(page, "1", "Enter")
+    _press_and_wait(page, "1")
     assert store.task("pairs", "p1").state == "adjudication"
 
     adam = _log_in(browser, server, "adam")
@@ -209,11 +215,34 @@ def test_keyboard_only_review_edit_undo_and_adjudication(
     assert answers.count() == 3  # the critic, rita and rick side by side
     with adam.page.expect_navigation():
         adam.page.get_by_role("button", name="Adopt rick's answer").click()
-        adam.page.keyboard.press("Enter")
     task = store.task("pairs", "p1")
     assert (task.state, task.final_label, task.final_source) == ("done", "unsafe", "adjudicated")
     assert rita.dialogs == adam.dialogs == []
     assert rita.errors == adam.errors == []
+
+
+def test_reviewers_see_only_their_queues_until_an_admin_adds_them(
+    browser: Any, server: Server, store: Store
+) -> None:
+    rita = _log_in(browser, server, "rita")
+    listed = rita.page.locator("table.grid tbody tr td:first-child").all_inner_texts()
+    assert "secret" not in " ".join(listed) and any(name.startswith("harm") for name in listed)
+    response = rita.page.goto(server.url + "/q/secret/review")
+    assert response is not None and response.status == 403
+    assert "rita is not a member of queue 'secret'" in rita.page.locator("main").inner_text()
+
+    ada = _log_in(browser, server, "ada")  # the admin sees every queue
+    assert "secret" in ada.page.locator("table.grid").inner_text()
+    ada.page.goto(server.url + "/q/secret/members")
+    ada.page.get_by_label("rita").check()
+    with ada.page.expect_navigation():
+        ada.page.get_by_role("button", name="Add").click()
+    assert "rita" in ada.page.locator("table.grid").inner_text()
+    assert [u.name for u in store.members("secret")] == ["rita"]
+
+    rita.page.goto(server.url + "/q/secret/review")
+    assert _item(rita.page) == "s1"
+    assert rita.dialogs == ada.dialogs == [] and rita.errors == ada.errors == []
 
 
 def test_the_lease_counts_down_and_the_heartbeat_renews_it(browser: Any, server: Server) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from adjudication.web.metrics import burn_down, overrides_by_principle, throughput
 from adjudication.models import DecisionLine, TaskLine
+from adjudication.web.metrics import burn_down, overrides_by_principle, throughput
 from adjudication.web.render import (
     DiffPart,
     Segment,
