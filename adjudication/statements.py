@@ -18,6 +18,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    tuple_,
     update,
 )
 
@@ -181,6 +182,52 @@ LAST_DECISION = (
     .order_by(None)
     .order_by(decisions.c.id.desc())
     .limit(1)
+)
+# The queue named :queue with, on the same row, what decides whether user :user may work in it
+# (one round trip for the membership check on every review page and submit).
+QUEUE_FOR = (
+    select(
+        queues,
+        users.c.id.label("user_id"),
+        users.c.role.label("user_role"),
+        queue_members.c.user_id.label("member"),
+    )
+    .select_from(
+        queues.outerjoin(users, users.c.name == bindparam("user")).outerjoin(
+            queue_members,
+            and_(queue_members.c.queue_id == queues.c.id, queue_members.c.user_id == users.c.id),
+        )
+    )
+    .where(queues.c.name == bindparam("queue"))
+)
+# LAST_DECISION by the queue's and the user's names, for the page that offers "undo".
+LAST_DECISION_BY_NAME = (
+    DECISIONS.where(users.c.name == bindparam("user"), queues.c.name == bindparam("queue"))
+    .order_by(None)
+    .order_by(decisions.c.id.desc())
+    .limit(1)
+)
+# How many pending tasks come before item :item_id of queue :queue in claim order. Scalar
+# subqueries, not a join: PostgreSQL runs each once and bounds the index scan with the result.
+_QUEUE_ID = select(queues.c.id).where(queues.c.name == bindparam("queue")).scalar_subquery()
+
+
+_TARGET = tasks.alias("target")
+
+
+def _of_target(column: str) -> ColumnElement[Any]:
+    return (
+        select(_TARGET.c[column])
+        .where(_TARGET.c.queue_id == _QUEUE_ID, _TARGET.c.item_id == bindparam("item_id"))
+        .correlate(None)
+        .scalar_subquery()
+    )
+
+
+POSITION = select(func.count()).where(
+    tasks.c.queue_id == _QUEUE_ID,
+    tasks.c.state == "pending",
+    tuple_(tasks.c.priority, tasks.c.id) < tuple_(_of_target("priority"), _of_target("id")),
 )
 # The first decision on :task_id made after decision :after (by anyone).
 LATER_DECISION = (

@@ -46,7 +46,6 @@ from sqlalchemy import (
     make_url,
     or_,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -601,9 +600,15 @@ class Store:
     def queue_for(self, user: str, queue: str) -> Queue:
         """The queue called `queue`, if `user` may work in it; PermissionDenied otherwise."""
         with self._read() as conn:
-            q = self._queue_row(conn, queue)
-            self._require_member(conn, q, self._user_row(conn, user))
-            return _queue(q)
+            row = conn.execute(st.QUEUE_FOR, {"queue": queue, "user": user}).mappings().first()
+            if row is None:
+                self._queue_row(conn, queue)  # raises, naming the queues there are
+            assert row is not None
+            if row["user_id"] is None:
+                self._user_row(conn, user)  # raises, naming the users there are
+            if row["user_role"] != "admin" and row["member"] is None:
+                self._require_member(conn, row, self._user_row(conn, user))
+            return _queue(row)
 
     def _require_member(self, conn: Connection, q: RowMapping, u: RowMapping) -> None:
         if u["role"] == "admin":
@@ -1130,13 +1135,16 @@ class Store:
     def last_decision(self, queue: str, user: str) -> Decision | None:
         """The newest decision `user` made in `queue` (what `undo` would take back), or None."""
         with self._read() as conn:
-            q = self._queue_row(conn, queue)
-            u = self._user_row(conn, user)
-            row = conn.execute(
-                st.LAST_DECISION, {"user_id": u["id"], "queue_id": q["id"]}
-            ).mappings()
-            first = row.first()
-            return None if first is None else _decision(first)
+            row = (
+                conn.execute(st.LAST_DECISION_BY_NAME, {"queue": queue, "user": user})
+                .mappings()
+                .first()
+            )
+            if row is None:
+                self._queue_row(conn, queue)  # an unknown queue or user is an error, not None
+                self._user_row(conn, user)
+                return None
+            return _decision(row)
 
     def undo(
         self,
@@ -1289,25 +1297,16 @@ class Store:
     def position(self, queue: str, item_id: str) -> int:
         """How many pending items come before this one in priority order (held or waiting).
 
-        Cheap while the item is near the front of the queue, as a claimed item is: a row-value
-        comparison walks the (queue, state, priority, id) index only up to the item.
+        0 for an item the queue does not have. Cheap while the item is near the front of the
+        queue, as a claimed item is: a row-value comparison walks the (queue, state, priority,
+        id) index only up to the item.
         """
         with self._read() as conn:
-            q = self._queue_row(conn, queue)
-            row = conn.execute(
-                select(tasks.c.priority, tasks.c.id).where(
-                    tasks.c.queue_id == q["id"], tasks.c.item_id == item_id
-                )
-            ).first()
-            if row is None:
-                return 0
             count: int = conn.execute(
-                select(func.count()).where(
-                    tasks.c.queue_id == q["id"],
-                    tasks.c.state == "pending",
-                    tuple_(tasks.c.priority, tasks.c.id) < tuple_(row.priority, row.id),
-                )
+                st.POSITION, {"queue": queue, "item_id": item_id}
             ).scalar_one()
+            if count == 0:
+                self._queue_row(conn, queue)  # an unknown queue is an error, not "first"
             return count
 
     def pending_count(self, queue: str) -> int:

@@ -604,6 +604,12 @@ def test_only_members_and_admins_claim_in_a_queue(pair: Store) -> None:
     claim = pair.claim("secret", "ann")
     assert claim is not None and claim.task.item_id != root.task.item_id
     assert pair.queue_for("ann", "secret").name == "secret"
+    assert pair.queue_for("root", "secret").labels == tuple(LABELS)
+    with pytest.raises(NotFoundError, match="no queue named 'secrte'") as unknown:
+        pair.queue_for("ann", "secrte")
+    assert "secret" in str(unknown.value.hint)
+    with pytest.raises(NotFoundError, match="no user named 'anne'"):
+        pair.queue_for("anne", "secret")
 
 
 def test_removing_a_member_ends_their_claims_in_that_queue_only(pair: Store) -> None:
@@ -675,6 +681,9 @@ def test_undo_takes_the_decision_back_and_hands_the_item_back(store: Store) -> N
     held = store.claim("solo", "ann")  # already on to the next item
     assert held is not None and held.task.item_id == "item-1"
     assert store.last_decision("solo", "ann") == decided
+    assert store.last_decision("solo", "bob") is None  # nothing decided yet
+    with pytest.raises(NotFoundError, match="no user named 'anne'"):
+        store.last_decision("solo", "anne")
 
     undone = store.undo("solo", "ann", decision=decided.id)
     assert undone.withdrawn == decided
@@ -802,6 +811,9 @@ def test_nothing_to_undo_is_a_clear_error(pair: Store) -> None:
 def test_position_pending_count_and_lines(pair: Store) -> None:
     pair.enqueue("harm", items(4)[1:])  # confidences 0.51, 0.52, 0.53 come after item-0's 0.5
     assert [pair.position("harm", f"item-{i}") for i in range(4)] == [0, 1, 2, 3]
+    assert pair.position("harm", "no-such-item") == 0
+    with pytest.raises(NotFoundError, match="no queue named 'harn'"):
+        pair.position("harn", "item-1")
     assert pair.pending_count("harm") == 4
     claim = pair.claim("harm", "ann")
     assert claim is not None
