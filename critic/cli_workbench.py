@@ -157,8 +157,12 @@ def constitution_diff(
     backend: str = BackendOpt,
     base_url: str = BaseUrlOpt,
     model: str | None = ModelOpt,
-    prompt_field: str = typer.Option("prompt", help="Input field holding the prompt."),
-    response_field: str = typer.Option("response", help="Input field holding the response."),
+    prompt_field: str | None = typer.Option(
+        None, help="Input field holding the prompt (default: what the old run read)."
+    ),
+    response_field: str | None = typer.Option(
+        None, help="Input field holding the response (default: what the old run read)."
+    ),
     text_field: str | None = typer.Option(None, help="The old run judged this field alone."),
     prompts: Path | None = typer.Option(None, help="Directory of prompt templates to use."),
     concurrency: int = ConcurrencyOpt,
@@ -188,7 +192,11 @@ def constitution_diff(
         return
     assert store is not None and db is not None
     engine = make_backend(backend, base_url, model, concurrency, max_model_len=max_model_len)
-    fields = Fields(prompt=prompt_field, response=response_field, text=text_field)
+    fields = None  # the columns stored with the old run, unless any is given here
+    if prompt_field or response_field or text_field:
+        fields = Fields(
+            prompt=prompt_field or "prompt", response=response_field or "response", text=text_field
+        )
     with _progress(enabled=not quiet and not json_out) as bar:
         task_id = bar.add_task("re-labeling", total=None)
 

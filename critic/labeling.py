@@ -108,6 +108,23 @@ def _identity(options: Any) -> dict[str, Any]:
     return dict(options)
 
 
+def label_identity(
+    options: LabelOptions, fields: Fields | None = None, critics: Sequence[Backend] = ()
+) -> dict[str, Any]:
+    """A label run's own part of its identity (see `run_key`), as stored in its `params`.
+
+    The sampling options; the input columns, when they are not the default prompt/response (so
+    labelling another column of the same file is another run, and `constitution diff --impact`
+    can read the columns back; default-column runs keep the keys they always had); the panel.
+    """
+    identity = asdict(options)
+    if fields is not None and fields != Fields():
+        identity["fields"] = asdict(fields)
+    if critics:
+        identity["critics"] = [f"{b.name}:{b.model}" for b in critics]
+    return identity
+
+
 def run_key(
     task: str,
     constitution_hash: str,
@@ -409,10 +426,9 @@ async def alabel(
     templates = Templates.load(prompts)
     primary = Labeler(backend, constitution, templates, options)
     drafter: Drafter = primary
-    identity: Any = options
+    identity = label_identity(options, fields, critics)
     if critics:
         drafter = Panel([primary, *(Labeler(b, constitution, templates, options) for b in critics)])
-        identity = {**asdict(options), "critics": [f"{b.name}:{b.model}" for b in critics]}
     try:
         return await execute_run(
             "label", identity, drafter, templates.hash(LABEL_TEMPLATES), source,

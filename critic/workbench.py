@@ -53,7 +53,15 @@ from critic.errors import (
     UsageError,
 )
 from critic.items import Fields, Item
-from critic.labeling import Drafter, Labeler, LabelOptions, Progress, run_items, run_key
+from critic.labeling import (
+    Drafter,
+    Labeler,
+    LabelOptions,
+    Progress,
+    label_identity,
+    run_items,
+    run_key,
+)
 from critic.render import LABEL_TEMPLATES, Templates
 from critic.store import Outcome, RunInfo, Store, now
 
@@ -836,12 +844,33 @@ def _select(
 
 
 def _label_options(run: RunInfo) -> LabelOptions:
+    if run.params.get("critics"):
+        raise UsageError(
+            f"run {run.id} was labelled by a panel of critics ({', '.join(run.params['critics'])})"
+            "; impact re-labels with one critic",
+            hint="pass --run with a single-critic label run of the old version",
+        )
+    params = {k: v for k, v in run.params.items() if k not in ("fields", "critics")}
     try:
-        return LabelOptions(**run.params)
+        return LabelOptions(**params)
     except (TypeError, CriticError) as exc:
         raise StoreError(
             f"run {run.id}: its stored sampling options cannot be reused ({exc})",
             hint="label the data again with the old version in this critic version",
+        ) from None
+
+
+def _run_fields(run: RunInfo) -> Fields:
+    """The input columns a label run read: stored with it when they were not the defaults."""
+    stored = run.params.get("fields")
+    if not stored:
+        return Fields()
+    try:
+        return Fields(**stored)
+    except TypeError as exc:
+        raise StoreError(
+            f"run {run.id}: its stored input fields cannot be read ({exc})",
+            hint="pass --prompt-field/--response-field/--text-field as the old run was given",
         ) from None
 
 
@@ -869,7 +898,8 @@ async def aimpact(
         sample: at most this many items are re-labeled (a seeded sample of the candidates).
         seed: the seed of that sample.
         run_id: the old version's run (default: its latest label run in the store).
-        fields: the input columns the old run read (as `critic label --prompt-field ...` took).
+        fields: the input columns the old run read (as `critic label --prompt-field ...` took);
+            by default the ones stored with the old run.
         prompts: the prompt templates (the shipped ones by default; the old run's should match).
     """
     started = time.perf_counter()
@@ -889,8 +919,9 @@ async def aimpact(
             f"impact re-labels stored label runs (categorical or rubric), not {new.task.kind}",
             hint="run `critic constitution test` with cases for this constitution instead",
         )
-    fields = fields or Fields()
     run = _old_run(store, old, run_id)
+    options = _label_options(run)
+    fields = fields or _run_fields(run)
     drafted = [r for r in store.rows(run.id) if r["status"] == "drafted"]
     if not drafted:
         raise StoreError(f"run {run.id} has no drafted items to compare with")
@@ -905,7 +936,6 @@ async def aimpact(
         )
     templates = Templates.load(prompts)
     template_hash = templates.hash(LABEL_TEMPLATES)
-    options = _label_options(run)
     warnings = []
     if template_hash != run.template_hash:
         warnings.append("the prompt templates differ from the old run's: flips may come from them")
@@ -917,13 +947,14 @@ async def aimpact(
         if check is not None:
             await check()
         new_hash = store.save_constitution(new)
-        key = run_key("label", new_hash, template_hash, backend.name, backend.model, options,
+        identity = label_identity(options, fields)
+        key = run_key("label", new_hash, template_hash, backend.name, backend.model, identity,
                       run.input)  # fmt: skip
         new_run, _ = store.ensure_run(
             RunInfo(
                 id=key[:12], key=key, task="label", constitution_hash=new_hash,
                 template_hash=template_hash, backend=backend.name, model=backend.model,
-                params=asdict(options), input=run.input, created_at=now(),
+                params=identity, input=run.input, created_at=now(),
             )
         )  # fmt: skip
         store.add_items(

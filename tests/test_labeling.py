@@ -55,6 +55,44 @@ def test_rerun_sends_no_requests_and_keeps_results(tmp_path: Path) -> None:
     assert list(export_rows(store)) == first
 
 
+def test_labelling_another_column_of_the_same_file_is_another_run(tmp_path: Path) -> None:
+    from critic.items import Fields
+
+    store = open_store(str(tmp_path / "c.db"))
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(
+        json.dumps({"id": f"i{k}", "prompt": f"q{k}", "response": f"first {k}",
+                    "other": f"second {k}"}) + "\n"
+        for k in range(4)
+    ))  # fmt: skip
+    default = label(path, HARM, FakeBackend(), store)
+    backend = FakeBackend()
+    other = label(path, HARM, backend, store, fields=Fields(response="other"))
+    assert other.run_id != default.run_id
+    assert other.processed == 4 and len(backend.requests) == 4  # not "already done"
+    assert "second 0" in backend.requests[0].messages[-1]["content"]
+    runs = {r.id: r for r in store.runs()}
+    assert "fields" not in runs[default.run_id].params  # default columns: the key they always had
+    assert runs[other.run_id].params["fields"]["response"] == "other"
+    again = FakeBackend()
+    assert label(path, HARM, again, store, fields=Fields(response="other")).run_id == other.run_id
+    assert again.requests == []
+
+
+def test_a_default_column_run_keeps_its_key() -> None:
+    from dataclasses import asdict
+
+    from critic.items import Fields
+    from critic.labeling import label_identity, run_key
+
+    options = LabelOptions()
+    assert label_identity(options) == label_identity(options, Fields()) == asdict(options)
+    # The key every default-column label run has had since the store began.
+    assert run_key("label", "c", "t", "b", "m", label_identity(options, Fields()), "in") == (
+        run_key("label", "c", "t", "b", "m", options, "in")
+    )
+
+
 def test_invalid_output_is_reasked_with_the_error(tmp_path: Path) -> None:
     def script(request: Request) -> str:
         if len(request.messages) == 2:

@@ -547,6 +547,36 @@ def test_impact_errors(tmp_path: Path) -> None:
         impact(SCAMS, HARM, store, FakeBackend(), run_id=store.runs()[0].id)
 
 
+def test_impact_reads_the_old_runs_input_columns(tmp_path: Path) -> None:
+    from critic.items import Fields
+
+    store = open_store(str(tmp_path / "c.db"))
+    path = tmp_path / "renamed.jsonl"
+    rows = [json.loads(line) for line in items(tmp_path).read_text().splitlines()]
+    path.write_text("".join(json.dumps({"id": r["id"], "question": r["prompt"],
+                                        "answer": r["response"]}) + "\n" for r in rows))  # fmt: skip
+    columns = Fields(prompt="question", response="answer")
+    old = label(path, HARM, policy_backend(), store, fields=columns)
+    backend = policy_backend()
+    report = impact(HARM, SCAMS, store, backend)  # no fields given: the stored ones are used
+    assert report.old["run_id"] == old.run_id and len(report.flips) == 10
+    assert "a scam" in backend.requests[0].messages[-1]["content"]
+    assert report.flips[0].snippet.startswith("Human: help | a scam")
+    # The new version's drafts form the run a full `critic label` with these columns resumes.
+    again = policy_backend()
+    full = label(path, SCAMS, again, store, fields=columns)
+    assert full.run_id == report.new["run_id"] and full.already_done == 10
+    assert len(again.requests) == 20
+
+
+def test_impact_refuses_a_panel_run_with_a_hint(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "c.db"))
+    label(items(tmp_path, 6), HARM, policy_backend(), store, critics=[policy_backend()])
+    with pytest.raises(UsageError, match="panel of critics") as info:
+        impact(HARM, SCAMS, store, policy_backend())
+    assert "--run" in (info.value.hint or "")
+
+
 def test_flipped_items_go_to_a_review_queue(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'c.db'}"
     store = open_store(db)
