@@ -553,8 +553,8 @@ def test_impact_reads_the_old_runs_input_columns(tmp_path: Path) -> None:
     store = open_store(str(tmp_path / "c.db"))
     path = tmp_path / "renamed.jsonl"
     rows = [json.loads(line) for line in items(tmp_path).read_text().splitlines()]
-    path.write_text("".join(json.dumps({"id": r["id"], "question": r["prompt"],
-                                        "answer": r["response"]}) + "\n" for r in rows))  # fmt: skip
+    renamed = [{"id": r["id"], "question": r["prompt"], "answer": r["response"]} for r in rows]
+    path.write_text("".join(json.dumps(r) + "\n" for r in renamed))
     columns = Fields(prompt="question", response="answer")
     old = label(path, HARM, policy_backend(), store, fields=columns)
     backend = policy_backend()
