@@ -175,8 +175,8 @@ def _corpus(n_sentences: int = 6000) -> list[str]:
     return lines
 
 
-def _train_tokenizer() -> Any:
-    """Train the byte-level BPE and wrap it in a ``PreTrainedTokenizerFast``."""
+def train_tokenizer() -> Any:
+    """Train the byte-level BPE as a ``PreTrainedTokenizerFast`` (both test models use it)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -210,7 +210,7 @@ def _build_into(out: Path, seed: int) -> None:
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = _train_tokenizer()
+    tokenizer = train_tokenizer()
     eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     pad_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     config = LlamaConfig(

@@ -67,8 +67,8 @@ from typing import TYPE_CHECKING, Any
 from critic.testing.tiny_model import (
     DTYPE,
     MAX_POSITIONS,
-    _train_tokenizer,
     build_atomically,
+    train_tokenizer,
 )
 
 if TYPE_CHECKING:
@@ -506,7 +506,7 @@ def _build_into(out: Path, seed: int) -> None:
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     started = time.perf_counter()
-    tokenizer = _train_tokenizer()
+    tokenizer = train_tokenizer()
     eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     pad_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     config = LlamaConfig(

@@ -45,9 +45,9 @@ def tokenizer() -> Any:
     """The tiny-model tokenizer the trained model ships (trained in about a second)."""
     err = import_error("tokenizers", "transformers:PreTrainedTokenizerFast")
     require(err is None, f"the tokenizer needs tokenizers and transformers ({err})")
-    from critic.testing.tiny_model import _train_tokenizer
+    from critic.testing.tiny_model import train_tokenizer
 
-    return _train_tokenizer()
+    return train_tokenizer()
 
 
 @pytest.fixture(scope="session")
