@@ -1,4 +1,4 @@
-"""Fixtures for tests against real components: the tiny model and a real vLLM server.
+"""Fixtures for tests against real components: the tiny model, a real vLLM server, PostgreSQL.
 
 Loaded by ``tests/conftest.py`` (``pytest_plugins = ["tests.fixtures_real"]``). A missing
 component skips the test locally, but fails it when ``CI=true`` (CI must run real components):
@@ -11,17 +11,21 @@ import importlib
 import importlib.util
 import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
+from adjudication.testing import PostgresServer, PostgresUnavailable, temporary_postgres
 from critic.testing.tiny_model import build_tiny_model, default_model_dir
 from critic.testing.vllm_server import VLLMServer, serve
 
 __all__ = [
     "import_error",
     "in_ci",
+    "postgres_server",
     "require",
+    "store_url",
     "tiny_model_dir",
     "vllm_server",
 ]
@@ -92,3 +96,25 @@ def vllm_server(
     log_path = tmp_path_factory.mktemp("vllm") / "server.log"
     with serve(tiny_model_dir, served_model_name=SERVED_MODEL_NAME, log_path=log_path) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server (initdb + pg_ctl) for the session; each test that needs
+    one makes its own database on it."""
+    with ExitStack() as stack:
+        try:
+            server = stack.enter_context(temporary_postgres())
+        except PostgresUnavailable as exc:
+            require(False, f"the PostgreSQL tests need a PostgreSQL server: {exc}")
+            raise  # require() skipped or failed the test already
+        yield server
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A URL for a new, empty database of each kind: a SQLite file and a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('db') / 'store.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database()

@@ -28,8 +28,8 @@ def items_file(tmp_path: Path, n: int = 10, bad: bool = True) -> Path:
     return path
 
 
-def test_every_item_gets_a_draft_or_a_recorded_failure(tmp_path: Path) -> None:
-    store = open_store(str(tmp_path / "c.db"))
+def test_every_item_gets_a_draft_or_a_recorded_failure(tmp_path: Path, store_url: str) -> None:
+    store = open_store(store_url)
     summary = label(items_file(tmp_path), HARM, FakeBackend(), store)
     assert (summary.items, summary.drafted, summary.failed) == (11, 10, 1)
     assert summary.failures == {"invalid_input": 1}
@@ -43,8 +43,8 @@ def test_every_item_gets_a_draft_or_a_recorded_failure(tmp_path: Path) -> None:
     assert all(r["template"] and r["run_id"] == summary.run_id for r in good)
 
 
-def test_rerun_sends_no_requests_and_keeps_results(tmp_path: Path) -> None:
-    store = open_store(str(tmp_path / "c.db"))
+def test_rerun_sends_no_requests_and_keeps_results(tmp_path: Path, store_url: str) -> None:
+    store = open_store(store_url)
     source = items_file(tmp_path)
     label(source, HARM, FakeBackend(), store)
     first = list(export_rows(store))
@@ -55,10 +55,12 @@ def test_rerun_sends_no_requests_and_keeps_results(tmp_path: Path) -> None:
     assert list(export_rows(store)) == first
 
 
-def test_labelling_another_column_of_the_same_file_is_another_run(tmp_path: Path) -> None:
+def test_labelling_another_column_of_the_same_file_is_another_run(
+    tmp_path: Path, store_url: str
+) -> None:
     from critic.items import Fields
 
-    store = open_store(str(tmp_path / "c.db"))
+    store = open_store(store_url)
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(
         json.dumps({"id": f"i{k}", "prompt": f"q{k}", "response": f"first {k}",
@@ -137,8 +139,8 @@ def test_truncation_and_prompt_too_long_are_failures_not_crashes(tmp_path: Path)
     assert summary.failures == {"prompt_too_long": 1, "truncated": 1}
 
 
-def test_retry_failed_reruns_failures_but_not_bad_input(tmp_path: Path) -> None:
-    store = open_store(str(tmp_path / "c.db"))
+def test_retry_failed_reruns_failures_but_not_bad_input(tmp_path: Path, store_url: str) -> None:
+    store = open_store(store_url)
     source = items_file(tmp_path, 4)
     label(
         source,
@@ -158,7 +160,9 @@ def test_retry_failed_reruns_failures_but_not_bad_input(tmp_path: Path) -> None:
     assert (summary.drafted, summary.failures) == (4, {"invalid_input": 1})
 
 
-def test_interrupted_run_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
+def test_interrupted_run_loses_nothing_and_duplicates_nothing(
+    tmp_path: Path, store_url: str
+) -> None:
     calls = {"n": 0}
 
     def dying(request: Request) -> str:
@@ -167,7 +171,7 @@ def test_interrupted_run_loses_nothing_and_duplicates_nothing(tmp_path: Path) ->
             raise BackendError("lost the server")
         return GOOD
 
-    store = open_store(str(tmp_path / "c.db"))
+    store = open_store(store_url)
     source = items_file(tmp_path, 40, bad=False)
     with pytest.raises(BackendError):
         label(source, HARM, FakeBackend(script=dying), store, concurrency=4)
@@ -245,9 +249,11 @@ def test_export_formats_open_with_datasets(tmp_path: Path, fmt: str) -> None:
     assert sorted(ds["status"]) == ["drafted"] * 5 + ["failed"]
 
 
-def test_concurrent_run_with_slow_backend_stores_every_outcome(tmp_path: Path) -> None:
+def test_concurrent_run_with_slow_backend_stores_every_outcome(
+    tmp_path: Path, store_url: str
+) -> None:
     # Outcomes arrive while earlier ones are being flushed: none may be lost.
-    store = open_store(str(tmp_path / "c.db"))
+    store = open_store(store_url)
     backend = FakeBackend(latency_s=0.02)
     source = items_file(tmp_path, 120, bad=False)
     import asyncio

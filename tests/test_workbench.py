@@ -501,8 +501,8 @@ def test_impact_on_a_global_change_samples_with_a_seed(tmp_path: Path) -> None:
     assert other.relabeled > 0  # another sample: some items were not labeled yet
 
 
-def test_impact_matches_a_full_rerun_of_the_sample(tmp_path: Path) -> None:
-    store = open_store(str(tmp_path / "c.db"))
+def test_impact_matches_a_full_rerun_of_the_sample(tmp_path: Path, store_url: str) -> None:
+    store = open_store(store_url)
     source = items(tmp_path)
     label(source, HARM, policy_backend(), store)
     report = impact(HARM, SCAMS, store, policy_backend(), sample=6, seed=3)
@@ -547,10 +547,10 @@ def test_impact_errors(tmp_path: Path) -> None:
         impact(SCAMS, HARM, store, FakeBackend(), run_id=store.runs()[0].id)
 
 
-def test_impact_reads_the_old_runs_input_columns(tmp_path: Path) -> None:
+def test_impact_reads_the_old_runs_input_columns(tmp_path: Path, store_url: str) -> None:
     from critic.items import Fields
 
-    store = open_store(str(tmp_path / "c.db"))
+    store = open_store(store_url)
     path = tmp_path / "renamed.jsonl"
     rows = [json.loads(line) for line in items(tmp_path).read_text().splitlines()]
     renamed = [{"id": r["id"], "question": r["prompt"], "answer": r["response"]} for r in rows]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +15,6 @@ from adjudication import Store, open_store
 from adjudication.testing import (
     FakeClock,
     PostgresServer,
-    PostgresUnavailable,
-    temporary_postgres,
 )
 from adjudication.web import create_app, hash_password
 
@@ -135,19 +131,6 @@ def seed(store: Store, password_hash: str) -> None:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A throwaway PostgreSQL server for the session (skips if not installed; CI fails)."""
-    with ExitStack() as stack:
-        try:
-            server = stack.enter_context(temporary_postgres())
-        except PostgresUnavailable as exc:
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"CI must run the PostgreSQL tests: {exc}")
-            pytest.skip(str(exc))
-        yield server
 
 
 @pytest.fixture
