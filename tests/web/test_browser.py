@@ -122,11 +122,18 @@ def _log_in(browser: Any, server: Server, name: str) -> Watch:
     watch = Watch(page)
     page.goto(server.url + "/")
     assert page.url.startswith(server.url + "/login")
-    page.keyboard.type(name)  # the user name field has autofocus
+    # The user name field has autofocus, which Chromium may apply a moment after the load event:
+    # typing before it would go nowhere.
+    page.wait_for_function("document.activeElement && document.activeElement.name === 'username'")
+    page.keyboard.type(name)
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORD)
     page.keyboard.press("Enter")
-    page.wait_for_url(server.url + "/")
+    try:
+        page.wait_for_url(server.url + "/")
+    except Exception as exc:
+        body = page.locator("body").inner_text()[:500]
+        raise AssertionError(f"{name} was not logged in; {page.url} says: {body}") from exc
     return watch
 
 
