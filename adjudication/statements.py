@@ -26,6 +26,8 @@ from .models import ClaimKind
 from .schema import UTCDateTime, claims, decisions, events, queue_members, queues, tasks, users
 
 NOW = bindparam("now", type_=UTCDateTime())
+# A claim that is neither ended nor expired at :now.
+_LIVE = (claims.c.ended_at.is_(None), claims.c.expires_at > NOW)
 
 
 def _claimable(kind: ClaimKind) -> ColumnElement[bool]:
@@ -47,12 +49,7 @@ def _claimable(kind: ClaimKind) -> ColumnElement[bool]:
     live = (
         select(func.count())
         .select_from(claims)
-        .where(
-            claims.c.task_id == tasks.c.id,
-            claims.c.kind == kind,
-            claims.c.ended_at.is_(None),
-            claims.c.expires_at > NOW,
-        )
+        .where(claims.c.task_id == tasks.c.id, claims.c.kind == kind, *_LIVE)
         .scalar_subquery()
     )
     if kind == "review":
@@ -96,8 +93,7 @@ HELD = (
         claims.c.user_id == bindparam("user_id"),
         tasks.c.queue_id == bindparam("queue_id"),
         claims.c.kind.in_(bindparam("kinds", expanding=True)),
-        claims.c.ended_at.is_(None),
-        claims.c.expires_at > NOW,
+        *_LIVE,
     )
     .order_by(claims.c.id)
     .limit(1)
@@ -174,14 +170,15 @@ MEMBER = select(queue_members.c.user_id).where(
     queue_members.c.queue_id == bindparam("queue_id"),
     queue_members.c.user_id == bindparam("user_id"),
 )
+
+
 # The newest decision :user_id made in :queue_id (the one "undo last" takes back).
-LAST_DECISION = (
-    DECISIONS.where(
-        decisions.c.user_id == bindparam("user_id"), tasks.c.queue_id == bindparam("queue_id")
-    )
-    .order_by(None)
-    .order_by(decisions.c.id.desc())
-    .limit(1)
+def _newest_decision(*where: ColumnElement[bool]) -> Select[Any]:
+    return DECISIONS.where(*where).order_by(None).order_by(decisions.c.id.desc()).limit(1)
+
+
+LAST_DECISION = _newest_decision(
+    decisions.c.user_id == bindparam("user_id"), tasks.c.queue_id == bindparam("queue_id")
 )
 # The queue named :queue with, on the same row, what decides whether user :user may work in it
 # (one round trip for the membership check on every review page and submit).
@@ -201,11 +198,8 @@ QUEUE_FOR = (
     .where(queues.c.name == bindparam("queue"))
 )
 # LAST_DECISION by the queue's and the user's names, for the page that offers "undo".
-LAST_DECISION_BY_NAME = (
-    DECISIONS.where(users.c.name == bindparam("user"), queues.c.name == bindparam("queue"))
-    .order_by(None)
-    .order_by(decisions.c.id.desc())
-    .limit(1)
+LAST_DECISION_BY_NAME = _newest_decision(
+    users.c.name == bindparam("user"), queues.c.name == bindparam("queue")
 )
 # How many pending tasks come before item :item_id of queue :queue in claim order. Scalar
 # subqueries, not a join: PostgreSQL runs each once and bounds the index scan with the result.
@@ -241,21 +235,13 @@ LATER_DECISION = (
 LIVE_ON_TASK = (
     select(claims.c.id, users.c.name)
     .join(users, users.c.id == claims.c.user_id)
-    .where(
-        claims.c.task_id == bindparam("task_id"),
-        claims.c.kind == bindparam("kind"),
-        claims.c.ended_at.is_(None),
-        claims.c.expires_at > NOW,
-    )
+    .where(claims.c.task_id == bindparam("task_id"), claims.c.kind == bindparam("kind"), *_LIVE)
 )
 # Every live claim :user_id holds in :queue_id.
 LIVE_OF_USER = (
     select(claims.c.id, claims.c.task_id)
     .join(tasks, tasks.c.id == claims.c.task_id)
     .where(
-        claims.c.user_id == bindparam("user_id"),
-        tasks.c.queue_id == bindparam("queue_id"),
-        claims.c.ended_at.is_(None),
-        claims.c.expires_at > NOW,
+        claims.c.user_id == bindparam("user_id"), tasks.c.queue_id == bindparam("queue_id"), *_LIVE
     )
 )

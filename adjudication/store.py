@@ -100,6 +100,13 @@ UNDO_SECONDS = 600.0
 """How long after a decision its reviewer may still take it back with `Store.undo`."""
 
 
+def _not_a_member(user: str, queue: str) -> PermissionDenied:
+    return PermissionDenied(
+        f"{user} is not a member of queue {queue!r}",
+        hint=f"an admin can add them: critic queue assign {queue} {user}",
+    )
+
+
 def utc_now() -> datetime:
     """The default clock."""
     return datetime.now(UTC)
@@ -597,6 +604,26 @@ class Store:
                 )
             return [_queue(row) for row in conn.execute(query).mappings()]
 
+    def memberships(self) -> dict[str, list[str]]:
+        """Every user's name -> the names of the queues they may work in (as `queues_for`),
+        read in three queries however many users there are."""
+        with self._read() as conn:
+            everything = list(conn.execute(select(queues.c.name).order_by(queues.c.name)).scalars())
+            pairs = conn.execute(
+                select(users.c.name, queues.c.name)
+                .join(queue_members, queue_members.c.user_id == users.c.id)
+                .join(queues, queues.c.id == queue_members.c.queue_id)
+                .order_by(queues.c.name)
+            ).all()
+            people = conn.execute(select(users.c.name, users.c.role, users.c.active)).all()
+        listed: defaultdict[str, list[str]] = defaultdict(list)
+        for user, queue in pairs:
+            listed[user].append(queue)
+        return {
+            name: [] if not active else list(everything) if role == "admin" else listed[name]
+            for name, role, active in people
+        }
+
     def queue_for(self, user: str, queue: str) -> Queue:
         """The queue called `queue`, if `user` may work in it; PermissionDenied otherwise."""
         with self._read() as conn:
@@ -607,17 +634,14 @@ class Store:
             if row["user_id"] is None:
                 self._user_row(conn, user)  # raises, naming the users there are
             if row["user_role"] != "admin" and row["member"] is None:
-                self._require_member(conn, row, self._user_row(conn, user))
+                raise _not_a_member(user, queue)
             return _queue(row)
 
     def _require_member(self, conn: Connection, q: RowMapping, u: RowMapping) -> None:
         if u["role"] == "admin":
             return
         if conn.execute(st.MEMBER, {"queue_id": q["id"], "user_id": u["id"]}).first() is None:
-            raise PermissionDenied(
-                f"{u['name']} is not a member of queue {q['name']!r}",
-                hint=f"an admin can add them: critic queue assign {q['name']} {u['name']}",
-            )
+            raise _not_a_member(u["name"], q["name"])
 
     # -- enqueue ----------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from critic.cli import DbOpt, app, out, reports_errors, review_app
 from critic.errors import CriticError, MissingExtraError, UsageError
 
 if TYPE_CHECKING:
-    from adjudication import QueueStats, Role, Store, Task
+    from adjudication import QueueStats, Role, Store, Task, User
     from adjudication.agreement import Agreement, AgreementReport
     from adjudication.terminal import Session
 
@@ -132,6 +132,19 @@ def queue_create(
     out.print(Text(next_step, "dim"), soft_wrap=True)
 
 
+def _print_membership(
+    queue: str, verb: str, asked: list[str], changed: list[str], unchanged: str, now: list[User]
+) -> None:
+    """`queue 'q': added ann (bob already in)` and who the members are now."""
+    text = Text(f"queue '{queue}': {verb} {', '.join(changed) or 'nobody'}")
+    rest = [u for u in dict.fromkeys(asked) if u not in changed]
+    if rest:
+        text.append(f" ({', '.join(rest)} {unchanged})")
+    out.print(text, soft_wrap=True)
+    names = ", ".join(u.name for u in now) or "none"
+    out.print(Text(f"members now: {names}", "dim"), soft_wrap=True)
+
+
 @queue_app.command("assign")
 @reports_errors
 def queue_assign(
@@ -142,13 +155,7 @@ def queue_assign(
     """Let users work in a queue: reviewers and adjudicators see only the queues they are in."""
     with _store(db) as store:
         added = store.add_members(name, users, by=_actor())
-        everyone = [u.name for u in store.members(name)]
-    already = [u for u in dict.fromkeys(users) if u not in added]
-    text = Text(f"queue '{name}': added {', '.join(added) or 'nobody'}")
-    if already:
-        text.append(f" ({', '.join(already)} already in)")
-    out.print(text, soft_wrap=True)
-    out.print(Text(f"members now: {', '.join(everyone)}", "dim"), soft_wrap=True)
+        _print_membership(name, "added", users, added, "already in", store.members(name))
 
 
 @queue_app.command("unassign")
@@ -161,13 +168,7 @@ def queue_unassign(
     """Stop users working in a queue; items they hold in it go back to the pool at once."""
     with _store(db) as store:
         removed = store.remove_members(name, users, by=_actor())
-        everyone = [u.name for u in store.members(name)]
-    absent = [u for u in dict.fromkeys(users) if u not in removed]
-    text = Text(f"queue '{name}': removed {', '.join(removed) or 'nobody'}")
-    if absent:
-        text.append(f" ({', '.join(absent)} were not members)")
-    out.print(text, soft_wrap=True)
-    out.print(Text(f"members now: {', '.join(everyone) or 'none'}", "dim"), soft_wrap=True)
+        _print_membership(name, "removed", users, removed, "were not members", store.members(name))
 
 
 @queue_app.command("members")
@@ -413,7 +414,7 @@ def users_list(db: str = DbOpt, json_out: bool = JsonOpt) -> None:
     """Every user with role, status and whether a web password is set (never the hash)."""
     with _store(db) as store:
         users = store.users()
-        works_in = {u.name: [q.name for q in store.queues_for(u.name)] for u in users}
+        works_in = store.memberships()
     if json_out:
         _dump([{"name": u.name, "role": u.role, "active": u.active,
                 "password": u.password_hash is not None, "created_at": u.created_at,

@@ -271,12 +271,11 @@ def undo(
 ) -> Response:
     """Take back the user's newest decision in the queue and show that item again."""
     q = w.store.queue_for(me.name, queue)
-    page = "adjudicate" if kind == "adjudication" else "review"
     try:
         undone = w.store.undo(q.name, me.name, decision=decision, within=w.undo_seconds)
     except (QueueError, LeaseError) as exc:
         error = f"Nothing was undone: {exc}"
-        if page == "adjudicate":
+        if kind == "adjudication":  # back to the page the request came from
             return _adjudication_page(request, w, me, q, error=error, status=409)
         return _review_page(request, w, me, q, error=error, status=409)
     page = "adjudicate" if undone.claim.kind == "adjudication" else "review"
@@ -643,7 +642,7 @@ def _users_page(
     people = w.store.users()
     context = {
         "users": people,
-        "works_in": {u.name: [q.name for q in w.store.queues_for(u.name)] for u in people},
+        "works_in": w.store.memberships(),
         "queues": w.store.queues(),
         "roles": ROLES,
         "notice": notice,

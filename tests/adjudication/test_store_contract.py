@@ -610,6 +610,11 @@ def test_only_members_and_admins_claim_in_a_queue(pair: Store) -> None:
     assert "secret" in str(unknown.value.hint)
     with pytest.raises(NotFoundError, match="no user named 'anne'"):
         pair.queue_for("anne", "secret")
+    pair.update_user("ada", active=False)
+    everyone = pair.memberships()
+    assert everyone["ann"] == ["harm", "secret"] and everyone["ada"] == []  # inactive: none
+    assert everyone["root"] == ["harm", "secret"]  # admins: every queue
+    assert everyone == {u.name: [q.name for q in pair.queues_for(u.name)] for u in pair.users()}
 
 
 def test_removing_a_member_ends_their_claims_in_that_queue_only(pair: Store) -> None:
