@@ -1,0 +1,196 @@
+"""What every route shares: the app's state (`Web`), the signed-in user, role checks, the CSRF
+check, and small helpers for redirects. Routes import this module; it imports no route and
+not the app factory.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from fastapi import Depends, Form, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from ..errors import NotFoundError
+from ..models import Role, User
+from ..store import Clock, Store
+from .auth import LoginLimiter, Session, Signer, fingerprint
+
+PENDING_TTL = 5.0
+CSRF_FIELD = "csrf"
+CSRF_HEADER = "x-csrf-token"
+
+NOTICES = {
+    "saved": "Saved.",
+    "skipped": "Skipped: the item goes to someone else.",
+    "expired": "Your lease on the last item had expired, so it was not saved; here is the next.",
+    "reopened": "Reopened: the item is back in the queue for a new round of reviews.",
+    "created": "Created.",
+    "updated": "Updated.",
+    "undone": "Undone: your last decision is withdrawn. Here is that item again; decide anew.",
+    "members": "Members updated.",
+}
+
+
+class LoginRequired(Exception):
+    """No signed-in user: pages redirect to the log-in form, scripts get 401."""
+
+
+class Forbidden(Exception):
+    """The signed-in user's role does not allow this page or action."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass
+class Web:
+    """What every route needs: the store, the signer, the templates and the options."""
+
+    store: Store
+    signer: Signer
+    templates: Jinja2Templates
+    limiter: LoginLimiter
+    clock: Clock
+    undo_seconds: float
+    session_seconds: float
+    secure_cookies: bool
+    _pending: dict[str, tuple[float, int]] = field(default_factory=dict)
+    _counting: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def pending(self, queue: str) -> int:
+        """A queue's pending count, at most `PENDING_TTL` seconds old: the review header shows
+        it on every page, and counting 100,000 tasks each time would cost more than the page.
+        One request recounts when it is stale; the others meanwhile show the last count."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._pending.get(queue)
+            fresh = cached is not None and now - cached[0] < PENDING_TTL
+            if cached is not None and (fresh or queue in self._counting):
+                return cached[1]
+            self._counting.add(queue)
+        try:
+            count = self.store.pending_count(queue)
+        finally:
+            with self._lock:
+                self._counting.discard(queue)
+        with self._lock:
+            self._pending[queue] = (now, count)
+        return count
+
+    def render(
+        self,
+        request: Request,
+        name: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        status: int = 200,
+    ) -> Response:
+        session: Session = request.state.session
+        base = {
+            "me": getattr(request.state, "user", None),
+            "csrf": self.signer.csrf(session),
+            "undo_seconds": self.undo_seconds,
+            "notice": None,
+            "error": None,
+        }
+        return self.templates.TemplateResponse(
+            request, name, {**base, **(context or {})}, status_code=status
+        )
+
+
+def state_of(request: Request) -> Web:
+    """The app's `Web`, kept on `app.state.web` by the factory."""
+    state: Web = request.app.state.web
+    return state
+
+
+async def web(request: Request) -> Web:
+    """A dependency: the app's `Web` (async, so that FastAPI does not hop to a thread for it)."""
+    return state_of(request)
+
+
+def current_user(request: Request) -> User:
+    """The signed-in, active user whose password has not changed since they signed in."""
+    cached: User | None = getattr(request.state, "user", None)
+    if cached is not None:
+        return cached
+    session: Session = request.state.session
+    if session.user is None:
+        raise LoginRequired
+    try:
+        user = state_of(request).store.user(session.user)
+    except NotFoundError:
+        user = None
+    if user is None or not user.active or fingerprint(user.password_hash) != session.key:
+        request.state.session = Session.anonymous(state_of(request).now().timestamp())
+        raise LoginRequired
+    request.state.user = user
+    return user
+
+
+def requires(*roles: Role) -> Callable[[Request], User]:
+    """A dependency: the current user, who must have one of `roles`."""
+
+    def check(request: Request) -> User:
+        user = current_user(request)
+        if user.role not in roles:
+            raise Forbidden(
+                f"{user.name} is a {user.role}; this page is for {' and '.join(roles)}s"
+            )
+        return user
+
+    return check
+
+
+async def check_csrf(request: Request) -> None:
+    """Every POST carries the session's CSRF token, in the form or in the X-CSRF-Token header."""
+    if request.method != "POST":
+        return
+    token = request.headers.get(CSRF_HEADER)
+    if token is None:
+        form = await request.form()
+        value = form.get(CSRF_FIELD)
+        token = value if isinstance(value, str) else ""
+    if not state_of(request).signer.check_csrf(request.state.session, token):
+        raise Forbidden(
+            "this form has expired or did not come from this site (CSRF check failed); "
+            "reload the page and try again"
+        )
+
+
+Signed = Annotated[User, Depends(current_user)]
+Adjudicator = Annotated[User, Depends(requires("adjudicator", "admin"))]
+Admin = Annotated[User, Depends(requires("admin"))]
+WebState = Annotated[Web, Depends(web)]
+Text = Annotated[str, Form()]
+OptionalText = Annotated[str | None, Form()]
+
+
+def redirect(path: str, **params: str) -> RedirectResponse:
+    """A 303 to `path` (after a POST the browser GETs it)."""
+    query = f"?{urlencode(params)}" if params else ""
+    return RedirectResponse(path + query, status_code=303)
+
+
+def queue_path(queue: str) -> str:
+    """The URL of a queue's pages."""
+    return "/q/" + quote(queue, safe="")
+
+
+def local(target: str | None) -> str:
+    """A redirect target on this site only (no `//host` or `scheme:` tricks)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target

@@ -1,0 +1,206 @@
+"""Adjudication (settling disagreements), the queue dashboard and item histories."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import Response
+
+from ...errors import LeaseError, QueueError
+from ...models import Decision, Queue, User
+from .. import metrics
+from ..deps import (
+    NOTICES,
+    Adjudicator,
+    OptionalText,
+    Text,
+    Web,
+    WebState,
+    check_csrf,
+    queue_path,
+    redirect,
+)
+from ..render import GAP_PREFIX, draft_view, item_view, principles
+from ..screen import Screen, require_claim, screen, undoable
+
+router = APIRouter(dependencies=[Depends(check_csrf)])
+
+
+@dataclass(frozen=True)
+class Answer:
+    decision: Decision
+    adoptable: bool
+    draft: Any
+    """The answer's edited revision as a diff against the original, if it edited one."""
+
+
+def _answers(shown: Screen) -> list[Answer]:
+    answers = []
+    for d in shown.claim.answers:
+        edited = dict(shown.task.draft)
+        if d.edit:
+            edited.update(d.edit)
+        view = draft_view(shown.task.item, edited, d.label) if d.edit else None
+        answers.append(Answer(d, d.action != "escalate", view))
+    return answers
+
+
+def adjudication_page(
+    request: Request,
+    w: Web,
+    me: User,
+    q: Queue,
+    *,
+    notice: str | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    """The disagreement the adjudicator holds (claiming the next one), or the empty page."""
+    claim = w.store.claim(q.name, me.name, kind="adjudication")
+    last = undoable(w, me, q, "adjudication")
+    if claim is None:
+        stats = w.store.stats(q.name)
+        context = {
+            "q": q,
+            "stats": stats,
+            "notice": notice,
+            "error": error,
+            "adjudication": True,
+            "last": last,
+        }
+        return w.render(request, "empty.html", context, status=status)
+    shown = screen(w, me, q, claim, None)
+    context = {
+        "q": q,
+        "s": shown,
+        "answers": _answers(shown),
+        "notice": notice,
+        "error": error,
+        "last": last,
+    }
+    return w.render(request, "adjudicate.html", context, status=status)
+
+
+@router.get("/q/{queue}/adjudicate")
+def adjudication(
+    request: Request, w: WebState, me: Adjudicator, queue: str, notice: str = ""
+) -> Response:
+    return adjudication_page(
+        request, w, me, w.store.queue_for(me.name, queue), notice=NOTICES.get(notice)
+    )
+
+
+@router.post("/q/{queue}/adjudicate")
+def adjudicate(
+    request: Request,
+    w: WebState,
+    me: Adjudicator,
+    queue: str,
+    token: Text,
+    sig: Text,
+    item_id: Text,
+    adopt: Text,
+    label: OptionalText = None,
+    note: Annotated[str, Form()] = "",
+) -> Response:
+    """Settle a disagreement: adopt the critic's draft, one reviewer's answer, or a new label."""
+    require_claim(w, me, queue, token, sig, item_id)
+    q = w.store.queue_for(me.name, queue)
+    task = w.store.task(queue, item_id)
+    action: Any
+    edit: dict[str, Any] | None = None
+    if adopt == "critic":
+        action, label = "accept", None
+    elif adopt == "reject":
+        action, label = "reject", None
+    elif adopt == "label":
+        if not label:
+            raise QueueError("pick the label to give this item", hint="choose one in the list")
+        action = "accept" if label == task.draft_label else "edit"
+        label = None if action == "accept" else label
+    else:
+        chosen = next(
+            (
+                d
+                for d in w.store.decisions(queue, item_id)
+                if str(d.id) == adopt and d.round == task.round and d.kind == "review"
+            ),
+            None,
+        )
+        if chosen is None or chosen.action == "escalate":
+            raise QueueError(
+                f"there is no answer {adopt!r} to adopt for this item in this round",
+                hint="reload the page; the item may have been reopened",
+            )
+        edit = chosen.edit
+        if chosen.action == "reject":
+            action, label = "reject", None
+        elif chosen.label == task.draft_label and not edit:
+            action, label = "accept", None
+        else:
+            action, label = "edit", chosen.label
+    try:
+        w.store.decide(token, action, label=label, edit=edit, note=note.strip() or None)
+    except LeaseError:
+        return redirect(f"{queue_path(queue)}/adjudicate", notice="expired")
+    except QueueError as exc:
+        return adjudication_page(request, w, me, q, error=str(exc), status=400)
+    return redirect(f"{queue_path(queue)}/adjudicate", notice="saved")
+
+
+# -- dashboard and history -------------------------------------------------------------------
+
+
+@router.get("/q/{queue}/dashboard")
+def dashboard(request: Request, w: WebState, me: Adjudicator, queue: str) -> Response:
+    q = w.store.queue_for(me.name, queue)
+    now = w.now()
+    lines = w.store.task_lines(queue)
+    decided = w.store.decision_lines(queue)
+    gaps = [d for d in decided if d.action == "escalate" and (d.note or "").startswith(GAP_PREFIX)]
+    context = {
+        "q": q,
+        "stats": w.store.stats(queue),
+        "agreement": w.store.agreement(queue),
+        "burn": metrics.burn_down(lines, now),
+        "overrides": metrics.overrides_by_principle(lines, decided),
+        "throughput": {t.reviewer: t for t in metrics.throughput(decided, now)},
+        "recent": decided[-30:][::-1],
+        "gaps": gaps[-20:][::-1],
+    }
+    return w.render(request, "dashboard.html", context)
+
+
+@router.get("/q/{queue}/items")
+def find_item(w: WebState, me: Adjudicator, queue: str, item_id: str = "") -> Response:
+    return redirect(f"{queue_path(queue)}/items/{quote(item_id.strip(), safe='')}")
+
+
+@router.get("/q/{queue}/items/{item_id:path}")
+def item_history(
+    request: Request, w: WebState, me: Adjudicator, queue: str, item_id: str, notice: str = ""
+) -> Response:
+    q = w.store.queue_for(me.name, queue)
+    task = w.store.task(queue, item_id)
+    context = {
+        "q": q,
+        "task": task,
+        "item": item_view(task.item, task.draft),
+        "draft": draft_view(task.item, task.draft, task.draft_label),
+        "principles": principles(task.principle_ids, task.draft),
+        "decisions": w.store.decisions(queue, item_id),
+        "events": w.store.history(queue, item_id),
+        "notice": NOTICES.get(notice),
+    }
+    return w.render(request, "item.html", context)
+
+
+@router.post("/q/{queue}/items/{item_id:path}/reopen")
+def reopen(
+    w: WebState, me: Adjudicator, queue: str, item_id: str, note: Annotated[str, Form()] = ""
+) -> Response:
+    w.store.reopen(queue, item_id, by=me.name, reason=note.strip() or None)
+    return redirect(f"{queue_path(queue)}/items/{quote(item_id, safe='')}", notice="reopened")

@@ -1,0 +1,222 @@
+"""The queue list and the review screen: claim, decide, skip, release, heartbeat, undo."""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import JSONResponse, Response
+
+from ...errors import LeaseError, QueueError
+from ...models import Queue, Task, User
+from ..deps import (
+    NOTICES,
+    OptionalText,
+    Signed,
+    Text,
+    Web,
+    WebState,
+    check_csrf,
+    queue_path,
+    redirect,
+)
+from ..render import GAP_PREFIX, needs_note
+from ..screen import require_claim, screen, undoable
+from .adjudicate import adjudication_page
+
+router = APIRouter(dependencies=[Depends(check_csrf)])
+
+
+@router.get("/")
+def home(request: Request, w: WebState, me: Signed, notice: str = "") -> Response:
+    return home_page(request, w, me, notice=NOTICES.get(notice))
+
+
+def home_page(
+    request: Request,
+    w: Web,
+    me: User,
+    *,
+    notice: str | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    """The queues the user works in, with their counts."""
+    rows = [(q, w.store.stats(q.name)) for q in w.store.queues_for(me.name)]
+    context = {"rows": rows, "notice": notice, "error": error}
+    return w.render(request, "home.html", context, status=status)
+
+
+def _label_ok(q: Queue, label: str | None) -> bool:
+    if label is None or not label.strip() or len(label) > 200:
+        return False
+    return q.labels is None or label in q.labels
+
+
+def _review_page(
+    request: Request,
+    w: Web,
+    me: User,
+    q: Queue,
+    *,
+    pick: str | None = None,
+    notice: str | None = None,
+    error: str | None = None,
+    note: str = "",
+    status: int = 200,
+) -> Response:
+    claim = w.store.claim(q.name, me.name, kind="review")
+    last = undoable(w, me, q, "review")
+    if claim is None:
+        stats = w.store.stats(q.name)
+        context = {"q": q, "stats": stats, "notice": notice, "error": error, "last": last}
+        return w.render(request, "empty.html", context, status=status)
+    # A pick only matters in a blind queue, where it reveals the draft.
+    shown = screen(w, me, q, claim, pick if q.blind and _label_ok(q, pick) else None)
+    context = {
+        "q": q,
+        "s": shown,
+        "notice": notice,
+        "error": error,
+        "note": note,
+        "last": last,
+    }
+    return w.render(request, "review.html", context, status=status)
+
+
+@router.post("/q/{queue}/undo")
+def undo(
+    request: Request,
+    w: WebState,
+    me: Signed,
+    queue: str,
+    decision: Annotated[int, Form()],
+    kind: Annotated[str, Form()] = "review",
+) -> Response:
+    """Take back the user's newest decision in the queue and show that item again."""
+    q = w.store.queue_for(me.name, queue)
+    try:
+        undone = w.store.undo(q.name, me.name, decision=decision, within=w.undo_seconds)
+    except (QueueError, LeaseError) as exc:
+        error = f"Nothing was undone: {exc}"
+        if kind == "adjudication":  # back to the page the request came from
+            return adjudication_page(request, w, me, q, error=error, status=409)
+        return _review_page(request, w, me, q, error=error, status=409)
+    page = "adjudicate" if undone.claim.kind == "adjudication" else "review"
+    return redirect(f"{queue_path(queue)}/{page}", notice="undone")
+
+
+@router.get("/q/{queue}/review")
+def review(
+    request: Request,
+    w: WebState,
+    me: Signed,
+    queue: str,
+    pick: str | None = None,
+    notice: str = "",
+) -> Response:
+    return _review_page(
+        request, w, me, w.store.queue_for(me.name, queue), pick=pick, notice=NOTICES.get(notice)
+    )
+
+
+@router.post("/q/{queue}/decide")
+def decide(
+    request: Request,
+    w: WebState,
+    me: Signed,
+    queue: str,
+    token: Text,
+    sig: Text,
+    item_id: Text,
+    action: Annotated[str, Form()] = "",
+    label: OptionalText = None,
+    edit_label: OptionalText = None,
+    pick: OptionalText = None,
+    note: Annotated[str, Form()] = "",
+    revision: OptionalText = None,
+) -> Response:
+    """Record a review decision; a repeated post of the same form returns the same decision."""
+    require_claim(w, me, queue, token, sig, item_id)
+    q = w.store.queue_for(me.name, queue)
+    task = w.store.task(queue, item_id)
+    label = (edit_label if action == "edit" else label) or None
+    text = note.strip()
+    edit = None
+    original_revision = task.draft.get("revision")
+    if action == "edit" and revision is not None and isinstance(original_revision, str):
+        revision = revision.replace("\r\n", "\n")
+        if revision != original_revision.replace("\r\n", "\n"):
+            edit = {"revision": revision}
+    kind, chosen = _review_action(q, task, action or "label", label or pick, edit is not None)
+    if needs_note(task.confidence, kind, chosen, task.draft_label, edit is not None) and not text:
+        error = (
+            f"The critic was {task.confidence:.0%} confident here: say in the note why you "
+            "override it."
+        )
+        return _review_page(request, w, me, q, pick=pick, error=error, note=note, status=422)
+    if action == "gap":
+        text = (GAP_PREFIX + text).strip()
+    if kind in ("reject", "escalate"):
+        edit = None
+    try:
+        w.store.decide(token, kind, label=chosen, edit=edit, note=text or None)
+    except LeaseError:
+        return redirect(f"{queue_path(queue)}/review", notice="expired")
+    except QueueError as exc:
+        return _review_page(request, w, me, q, pick=pick, error=str(exc), note=note, status=400)
+    return redirect(f"{queue_path(queue)}/review", notice="saved")
+
+
+def _review_action(
+    q: Queue, task: Task, action: str, label: str | None, edited: bool
+) -> tuple[Any, str | None]:
+    """The store action and label for what the reviewer pressed."""
+    if action == "reject":
+        return "reject", None
+    if action in ("escalate", "gap"):
+        return "escalate", None
+    if action not in ("accept", "label", "edit"):
+        raise QueueError(f"unknown decision {action!r}", hint="use the buttons on the page")
+    if q.blind:
+        if label is None:
+            raise QueueError(
+                "this queue is blind: pick your own label first (number keys)",
+                hint="press the number of a label, then confirm it",
+            )
+        return ("accept" if label == task.draft_label and not edited else "edit"), label
+    if action == "accept":
+        return "accept", None
+    changed = label if label is not None and label != task.draft_label else None
+    if changed is None and not edited:
+        return "accept", None
+    return "edit", changed
+
+
+@router.post("/q/{queue}/skip")
+def skip(w: WebState, me: Signed, queue: str, token: Text, sig: Text, item_id: Text) -> Response:
+    require_claim(w, me, queue, token, sig, item_id)
+    # Already skipped (a repeated post) or expired: either way, on to the next item.
+    with suppress(LeaseError):
+        w.store.skip(token)
+    return redirect(f"{queue_path(queue)}/review", notice="skipped")
+
+
+@router.post("/q/{queue}/release")
+def release(w: WebState, me: Signed, queue: str, token: Text, sig: Text, item_id: Text) -> Response:
+    require_claim(w, me, queue, token, sig, item_id)
+    w.store.release(token)
+    return redirect("/")
+
+
+@router.post("/q/{queue}/heartbeat")
+def heartbeat(
+    w: WebState, me: Signed, queue: str, token: Text, sig: Text, item_id: Text
+) -> Response:
+    require_claim(w, me, queue, token, sig, item_id)
+    try:
+        expires = w.store.heartbeat(token)
+    except LeaseError as exc:
+        return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=409)
+    return JSONResponse({"expires_in": (expires - w.now()).total_seconds()})

@@ -1,0 +1,71 @@
+"""The claimed-item screen shared by the review and adjudication pages: what it shows about one
+claim, the claim signature check, and the decision the user may still undo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..models import Claim, ClaimKind, Decision, Queue, Task, User
+from .deps import Forbidden, Web
+from .render import draft_view, item_view, principles
+
+
+@dataclass(frozen=True)
+class Screen:
+    """Everything the review and adjudication pages show about one claimed task."""
+
+    claim: Claim
+    task: Task
+    """The full task (the claim's view hides the draft in blind queues)."""
+    revealed: bool
+    sig: str
+    ahead: int
+    """Pending items before this one."""
+    pending: int
+    """Pending items in the queue (a few seconds old at most)."""
+    expires_in: float
+    item: Any
+    draft: Any
+    principles: Any
+    pick: str | None
+
+
+def screen(w: Web, me: User, q: Queue, claim: Claim, pick: str | None) -> Screen:
+    """The screen for `claim`; in a blind review queue the draft shows only once `pick` is set."""
+    blind = claim.kind == "review" and q.blind
+    revealed = not blind or pick is not None
+    task = w.store.task(q.name, claim.task.item_id) if blind and revealed else claim.task
+    draft = task.draft if revealed else {}
+    return Screen(
+        claim=claim,
+        task=task,
+        revealed=revealed,
+        sig=w.signer.claim(me.name, q.name, claim.token, claim.task.item_id),
+        ahead=w.store.position(q.name, claim.task.item_id),
+        pending=w.pending(q.name),
+        expires_in=max(0.0, (claim.expires_at - w.now()).total_seconds()),
+        item=item_view(task.item, draft),
+        draft=draft_view(task.item, draft, task.draft_label if revealed else None),
+        principles=principles(task.principle_ids, draft),
+        pick=pick,
+    )
+
+
+def require_claim(w: Web, me: User, queue: str, token: str, sig: str, item_id: str) -> None:
+    """The posted claim token was handed to this user, for this item of this queue."""
+    if not w.signer.check_claim(sig, me.name, queue, token, item_id):
+        raise Forbidden("this claim was not handed to you; reload the page to get your own")
+
+
+def undoable(w: Web, me: User, q: Queue, kind: ClaimKind) -> Decision | None:
+    """The user's newest decision of this kind in the queue, if still young enough to undo
+    (whether someone decided the item since is checked when the undo is asked for)."""
+    if w.undo_seconds <= 0:
+        return None
+    last = w.store.last_decision(q.name, me.name)
+    if last is None or last.kind != kind:
+        return None
+    if (w.now() - last.decided_at).total_seconds() > w.undo_seconds:
+        return None
+    return last
