@@ -74,7 +74,7 @@ def export_rows(store: Store, run_id: str | None = None) -> Iterator[dict[str, A
             if r["label"] is not None
             else (None if r["score"] is None else str(int(r["score"])))
         )
-        human = humans.get(r["item_id"])
+        human = humans.get((r["run_id"], r["item_id"]))
         route = routes.get((r["run_id"], r["item_id"]))
         row.update(
             {

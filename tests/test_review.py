@@ -1,0 +1,190 @@
+"""critic meets the review queues: human decisions stay with the (run, item) they were made on.
+
+Two runs over two files that reuse the id `tpl` share one queue; a decision on one run's `tpl`
+must neither reach the other run's export or calibration, nor stop the other run's `tpl` from
+being queued.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from adjudication.store import open_store as open_queues
+from critic.cli import app
+from critic.review import audit_quality, human_judgments, human_outcomes
+from critic.routing import Policy, save_policy
+from critic.store import open_store
+
+runner = CliRunner()
+
+
+def _label(tmp_path: Path, db: str, name: str, response: str) -> str:
+    items = tmp_path / f"{name}.jsonl"
+    rows = [{"id": "tpl", "prompt": "Human: q", "response": response}]
+    rows += [{"id": f"{name}{k}", "prompt": "Human: q", "response": f"{name} {k}"}
+             for k in range(4)]  # fmt: skip
+    items.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = runner.invoke(app, ["label", str(items), "-c", "harmlessness", "--backend", "fake",
+                                 "--db", db, "-q", "--logprobs", "2", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return str(json.loads(result.stdout)["run_id"])
+
+
+def _route(tmp_path: Path, db: str, run: str, queue: str, audit: float = 0.0) -> int:
+    policy = tmp_path / "policy.yaml"
+    threshold = 0.0 if audit else None  # audit: accept all and audit a share; else review all
+    save_policy(Policy(threshold=threshold, target_agreement=0.9, delta=0.1, audit_rate=audit),
+                policy)  # fmt: skip
+    result = runner.invoke(app, ["route", "--db", db, "--policy", str(policy), "--run", run,
+                                 "--queue", queue, "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return int(json.loads(result.stdout)["enqueued"])
+
+
+def _export(tmp_path: Path, db: str, run: str | None = None) -> dict[tuple[str, str], dict]:
+    out = tmp_path / "out.jsonl"
+    args = ["export", str(out), "--db", db] + (["--run", run] if run else [])
+    assert runner.invoke(app, args).exit_code == 0
+    return {(r["run_id"], r["id"]): r for r in map(json.loads, out.read_text().splitlines())}
+
+
+@pytest.fixture
+def two_runs(tmp_path: Path) -> tuple[str, str, str]:
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    first = _label(tmp_path, db, "a", "Sure, here is how.")
+    second = _label(tmp_path, db, "b", "I would rather not.")
+    assert first != second
+    with open_queues(db) as queues:
+        queues.create_queue("q", overlap=1)
+        queues.add_user("alice", role="reviewer", queues=["q"])
+    return db, first, second
+
+
+def _decide_tpl(db: str, run: str, label: str) -> None:
+    with open_queues(db) as queues:
+        while (claim := queues.claim("q", "alice")) is not None:
+            draft = claim.task.draft
+            if (draft["run_id"], draft.get("item_id", claim.task.item_id)) == (run, "tpl"):
+                queues.decide(claim.token, "edit", label=label)
+                return
+            queues.skip(claim.token)
+    raise AssertionError(f"run {run}'s tpl is not in the queue")
+
+
+def test_a_decision_stays_with_its_run_in_export_and_calibration(
+    tmp_path: Path, two_runs: tuple[str, str, str]
+) -> None:
+    db, first, second = two_runs
+    assert _route(tmp_path, db, first, "q") == 5
+    critic_says = _export(tmp_path, db)[(first, "tpl")]["label"]
+    human = "harmless" if critic_says == "harmful" else "harmful"
+    _decide_tpl(db, first, human)
+
+    rows = _export(tmp_path, db)
+    assert rows[(first, "tpl")]["final_label"] == human
+    assert rows[(first, "tpl")]["label_source"] == "human"
+    other = rows[(second, "tpl")]  # never reviewed: the critic's label ships
+    assert other["label_source"] == "critic" and other["final_label"] == other["label"]
+    assert other["reviewers"] == 0 and not other["rejected"]
+    only_second = _export(tmp_path, db, second)
+    assert only_second[(second, "tpl")]["label_source"] == "critic"
+
+    assert set(human_outcomes(db)) == {(first, "tpl")}
+    assert human_judgments(db, second) == ([], [])  # calibrate --db on the other run: nothing
+    scores, correct = human_judgments(db, first)
+    assert len(scores) == 1 and correct == [False]
+
+
+def test_the_same_item_id_from_two_runs_is_queued_twice_and_decided_apart(
+    tmp_path: Path, two_runs: tuple[str, str, str]
+) -> None:
+    db, first, second = two_runs
+    assert _route(tmp_path, db, first, "q") == 5
+    assert _route(tmp_path, db, second, "q") == 5  # its tpl is not silently dropped
+    assert _route(tmp_path, db, second, "q") == 0  # and routing again stays idempotent
+    assert _route(tmp_path, db, first, "q") == 0
+    with open_queues(db) as queues:
+        tasks = queues.tasks("q")
+    assert len(tasks) == 10
+    tpl = sorted((t.draft["run_id"], t.draft["item_id"]) for t in tasks if "tpl" in t.item_id)
+    assert tpl == sorted([(first, "tpl"), (second, "tpl")])
+
+    _decide_tpl(db, second, "harmful")
+    rows = _export(tmp_path, db)
+    assert rows[(second, "tpl")]["label_source"] == "human"
+    assert rows[(second, "tpl")]["final_label"] == "harmful"
+    assert rows[(first, "tpl")]["label_source"] == "critic"
+
+
+def test_audit_quality_reads_only_the_audited_runs_decisions(
+    tmp_path: Path, two_runs: tuple[str, str, str]
+) -> None:
+    db, first, second = two_runs
+    # Only the first run is audited (every item), and a human overrules its tpl.
+    _route(tmp_path, db, first, "q", audit=1.0)
+    critic_says = _export(tmp_path, db)[(first, "tpl")]["label"]
+    _decide_tpl(db, first, "harmless" if critic_says == "harmful" else "harmful")
+    assert audit_quality(db, first).n_audited == 1
+    assert audit_quality(db, second).n_audited == 0
+
+
+def test_a_resumed_run_keeps_its_decisions(tmp_path: Path, two_runs: tuple[str, str, str]) -> None:
+    db, first, _ = two_runs
+    _route(tmp_path, db, first, "q")
+    _decide_tpl(db, first, "harmless")
+    again = _label(tmp_path, db, "a", "Sure, here is how.")  # the same command: the same run
+    assert again == first
+    assert _export(tmp_path, db, first)[(first, "tpl")]["label_source"] == "human"
+    assert open_store(db).run(first).id == first
+
+
+def test_the_review_page_shows_cited_principles_from_the_stored_version(tmp_path: Path) -> None:
+    import asyncio
+
+    import httpx
+    import yaml
+
+    from adjudication.web import create_app, hash_password
+    from critic.constitution import load_constitution
+    from tests.web.conftest import PASSWORD, Client
+
+    shipped = load_constitution("harmlessness").model_dump(mode="json", exclude_none=True)
+    mine = {**shipped, "id": "mine", "principles": [
+        {"id": "M1", "text": "Version one: never <b>help</b> with harm."}]}  # fmt: skip
+    constitution = tmp_path / "mine.yaml"
+    constitution.write_text(yaml.safe_dump(mine))
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"id": "x1", "prompt": "Human: q", "response": "r"}) + "\n")
+    labelled = runner.invoke(app, ["label", str(items), "-c", str(constitution), "--backend",
+                                   "fake", "--db", db, "-q", "--json"])  # fmt: skip
+    assert labelled.exit_code == 0, labelled.output
+    run = json.loads(labelled.stdout)["run_id"]
+    # The file changes after the run: the page shows the version that made the draft.
+    mine["principles"][0]["text"] = "Version two."
+    constitution.write_text(yaml.safe_dump(mine))
+    with open_queues(db) as queues:
+        queues.create_queue("q", overlap=1)
+        queues.add_user("adam", role="adjudicator", queues=["q"],
+                        password_hash=hash_password(PASSWORD))  # fmt: skip
+    assert _route(tmp_path, db, run, "q") == 1
+    with open_queues(db) as queues:
+        (task,) = queues.tasks("q")
+    assert task.draft["principle_texts"] == {"M1": "Version one: never <b>help</b> with harm."}
+
+    async def page() -> str:
+        transport = httpx.ASGITransport(app=create_app(db, secret_key="s" * 64))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            client = Client(http)
+            assert (await client.login("adam")).status_code == 303
+            response = await client.get("/q/q/items/x1")
+            assert response.status_code == 200
+            return response.text
+
+    text = asyncio.run(page())
+    assert "Version one: never &lt;b&gt;help&lt;/b&gt; with harm." in text  # inert text
+    assert "Version two." not in text and "was not included" not in text
