@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import shutil
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -116,15 +120,61 @@ def _arrow_safe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+@contextmanager
+def replacing(out: Path, *, directory: bool = False) -> Iterator[Path]:
+    """A fresh temporary path beside `out` to write to; it replaces `out` only once complete.
+
+    An export that fails or is killed half-way leaves the previous `out` as it was (and at most a
+    hidden `.NAME.*.tmp` beside it). A file is swapped in with one `os.replace`; a directory by
+    moving the old one aside, renaming the new one into place, then deleting the old one.
+    """
+    if directory and out.is_file():
+        raise UsageError(f"{out} is a file; this format writes a directory", hint="give a new path")
+    if directory and out.is_dir() and any(out.iterdir()) and not (out / "state.json").is_file():
+        # The whole directory is replaced: never one that holds anything but an earlier export.
+        raise UsageError(
+            f"{out} is a directory that holds something other than a datasets export",
+            hint="give a new path (the export replaces the whole directory)",
+        )
+    if not directory and out.is_dir():
+        raise UsageError(
+            f"{out} is a directory; this format writes a file", hint="give a file path"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Not mkstemp/mkdtemp: they create mode 0600/0700, and the export should get the umask's mode.
+    temp = out.parent / f".{out.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        yield temp
+        if directory and out.exists():
+            old = out.parent / f".{out.name}.{secrets.token_hex(6)}.old"
+            os.replace(out, old)
+            try:
+                os.replace(temp, out)
+            except BaseException:
+                os.replace(old, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(temp, out)
+    except BaseException:
+        if temp.is_dir():
+            shutil.rmtree(temp, ignore_errors=True)
+        else:
+            temp.unlink(missing_ok=True)
+        raise
+
+
 def write(rows: Iterable[dict[str, Any]], out: str | Path, fmt: str) -> int:
-    """Write rows as JSONL, Parquet or a `datasets` directory; return the row count."""
+    """Write rows as JSONL, Parquet or a `datasets` directory; return the row count.
+
+    The output appears complete or not at all: it is written beside `out`, then swapped in.
+    """
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format '{fmt}'", hint=f"use one of: {', '.join(FORMATS)}")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
         count = 0
-        with out.open("w", encoding="utf-8") as handle:
+        with replacing(out) as temp, temp.open("w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
                 count += 1
@@ -133,10 +183,11 @@ def write(rows: Iterable[dict[str, Any]], out: str | Path, fmt: str) -> int:
 
     table = _arrow_safe(list(rows))
     dataset = datasets.Dataset.from_list(table)
-    if fmt == "parquet":
-        dataset.to_parquet(str(out))
-    else:
-        dataset.save_to_disk(str(out))
+    with replacing(out, directory=fmt == "hf") as temp:
+        if fmt == "parquet":
+            dataset.to_parquet(str(temp))
+        else:
+            dataset.save_to_disk(str(temp))
     return len(table)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from critic.backends.base import Message
 from critic.errors import UsageError
-from critic.export import export_rows
+from critic.export import export_rows, replacing
 from critic.store import Store
 
 TRL_FORMATS = ("trl-sft", "trl-dpo")
@@ -154,7 +154,9 @@ def _features(fmt: str) -> Any:
 
 
 def export_trl(store: Store, out: str | Path, fmt: str, run_id: str | None = None) -> int:
-    """Write a `datasets` directory at `out` and `out/<fmt>.jsonl`; return the row count."""
+    """Write a `datasets` directory at `out` and `out/<fmt>.jsonl`; return the row count.
+
+    The directory is written beside `out` and swapped in complete (see `export.replacing`)."""
     if fmt not in TRL_FORMATS:
         raise UsageError(
             f"unknown TRL format '{fmt}'", hint=f"use one of: {', '.join(TRL_FORMATS)}"
@@ -165,15 +167,14 @@ def export_trl(store: Store, out: str | Path, fmt: str, run_id: str | None = Non
         run_id = store.run(run_id).id
     rows = list(sft_rows(store, run_id) if fmt == "trl-sft" else dpo_rows(store, run_id))
     out = Path(out)
-    if out.is_file():
-        raise UsageError(f"{out} is a file; {fmt} writes a directory", hint="give a new path")
     features = _features(fmt)
     # Column-wise, so that an export with no rows still has TRL's columns and types.
     columns = {name: [row[name] for row in rows] for name in features}
     dataset = datasets.Dataset.from_dict(columns, features=features)
-    # One shard at least: `datasets` 5.2 writes no shard for zero rows and cannot load that back.
-    dataset.save_to_disk(str(out), num_shards=None if rows else 1)
-    with (out / f"{fmt}.jsonl").open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    with replacing(out, directory=True) as temp:
+        # One shard at least: `datasets` 5.2 writes no shard for zero rows and cannot load that.
+        dataset.save_to_disk(str(temp), num_shards=None if rows else 1)
+        with (temp / f"{fmt}.jsonl").open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     return len(rows)

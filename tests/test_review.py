@@ -124,8 +124,9 @@ def test_audit_quality_reads_only_the_audited_runs_decisions(
     tmp_path: Path, two_runs: tuple[str, str, str]
 ) -> None:
     db, first, second = two_runs
-    # Only the first run is audited (every item), and a human overrules its tpl.
+    # Both runs are audited (every item); a human overrules the first run's tpl only.
     _route(tmp_path, db, first, "q", audit=1.0)
+    _route(tmp_path, db, second, "q", audit=1.0)
     critic_says = _export(tmp_path, db)[(first, "tpl")]["label"]
     _decide_tpl(db, first, "harmless" if critic_says == "harmful" else "harmful")
     assert audit_quality(db, first).n_audited == 1

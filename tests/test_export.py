@@ -1,0 +1,103 @@
+"""Export replaces its output only once the new one is complete: an interrupted export keeps the
+previous file or directory as it was and leaves nothing half-written behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pytest
+
+from critic.errors import UsageError
+from critic.export import export, write
+from critic.trl import export_trl
+from tests.test_trl import filled_store
+
+FORMATS = ["jsonl", "parquet", "hf", "trl-sft", "trl-dpo"]
+
+
+def _export(store: Any, out: Path, fmt: str, run_id: str | None = None) -> int:
+    if fmt.startswith("trl-"):
+        return export_trl(store, out, fmt, run_id)
+    return export(store, out, fmt, run_id)
+
+
+def _snapshot(path: Path) -> dict[str, bytes]:
+    if path.is_file():
+        return {"": path.read_bytes()}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
+
+
+def _break_writers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the datasets writers write part of their output, then fail (a full disk, a kill)."""
+
+    def to_parquet(self: Any, target: str, *args: Any, **kwargs: Any) -> None:
+        Path(target).write_bytes(b"PAR1 half a file")
+        raise OSError(28, "No space left on device")
+
+    def save_to_disk(self: Any, target: str, *args: Any, **kwargs: Any) -> None:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        (Path(target) / "data-00000-of-00001.arrow").write_bytes(b"half a shard")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(datasets.Dataset, "to_parquet", to_parquet)
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", save_to_disk)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_interrupted_export_keeps_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    store, _, _ = filled_store(tmp_path)
+    out = tmp_path / "exports" / ("out.jsonl" if fmt == "jsonl" else "out")
+    assert _export(store, out, fmt) > 0
+    before = _snapshot(out)
+    with monkeypatch.context() as patched:
+        if fmt == "jsonl":
+            import critic.export as module
+
+            def rows_then_crash(*args: Any, **kwargs: Any) -> Any:
+                yield {"id": "first"}
+                raise KeyboardInterrupt  # the user pressed Ctrl-C half-way
+
+            patched.setattr(module, "export_rows", rows_then_crash)
+            with pytest.raises(KeyboardInterrupt):
+                _export(store, out, fmt)
+        else:
+            _break_writers(patched)
+            with pytest.raises(OSError, match="No space left"):
+                _export(store, out, fmt)
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # no temporary left
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_finished_export_replaces_the_previous_one_whole(tmp_path: Path, fmt: str) -> None:
+    store, _, compare_run = filled_store(tmp_path)
+    out = tmp_path / "exports" / ("out.jsonl" if fmt == "jsonl" else "out")
+    everything = _export(store, out, fmt)
+    fewer = _export(store, out, fmt, compare_run)  # only the compare run: fewer rows (sft: none)
+    assert fewer < everything
+    if fmt in ("hf", "trl-sft", "trl-dpo"):
+        assert datasets.load_from_disk(str(out)).num_rows == fewer
+    elif fmt == "parquet":
+        assert datasets.Dataset.from_parquet(str(out)).num_rows == fewer
+    else:
+        assert len(out.read_text().splitlines()) == fewer
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
+
+
+def test_a_directory_export_never_replaces_a_folder_of_other_files(tmp_path: Path) -> None:
+    store, _, _ = filled_store(tmp_path)
+    precious = tmp_path / "home"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    for fmt in ("hf", "trl-sft"):
+        with pytest.raises(UsageError, match="something other than a datasets export"):
+            _export(store, precious, fmt)
+    assert (precious / "thesis.tex").read_text() == "years of work"
+    with pytest.raises(UsageError, match="is a directory"):
+        write([{"id": "x"}], precious, "jsonl")
