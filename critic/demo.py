@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from critic.backends import get_backend
     from critic.calibrate import calibrate
-    from critic.cli import _summary_table
+    from critic.cli.run import summary_table
     from critic.constitution import load_constitution
     from critic.export import export_rows
     from critic.labeling import LabelOptions, label
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             options=LabelOptions(max_tokens=256, top_logprobs=5),
             concurrency=32,
         )
-    Console().print(_summary_table(summary))
+    Console().print(summary_table(summary))
 
     console.print(f"[bold]3/4[/] calibrating on the {len(reviewed)} items already reviewed")
     rows = [r for r in export_rows(store, summary.run_id) if r["status"] == "drafted"]

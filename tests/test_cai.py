@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import critic.cli_cai  # noqa: F401  (registers revise, compare, constitution import)
 from critic.backends.base import Request, Sample, TokenLogprob
 from critic.backends.fake import FakeBackend
 from critic.cai import (

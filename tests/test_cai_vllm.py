@@ -21,9 +21,7 @@ from critic.trl import export_trl
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
-# `python -m critic.cli` once critic/cli.py imports critic.cli_cai; until then this registers it.
-CRITIC = [sys.executable, "-c",
-          "import sys, critic.cli_cai; from critic.cli import app; app(sys.argv[1:])"]  # fmt: skip
+CRITIC = [sys.executable, "-m", "critic.cli"]
 DONE = "vllm:request_success_total"
 
 

@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-import critic.cli_queue  # noqa: F401  (registers the commands on the app)
 from adjudication import Store, open_store
 from critic.cli import app
 

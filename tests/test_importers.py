@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import critic.cli_cai  # noqa: F401  (registers `constitution import`)
 from critic.cli import app
 from critic.constitution import check, load_constitution
 from critic.errors import ConstitutionError, UsageError

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import critic.cli_workbench  # registers the commands on constitution_app
+import critic.cli.constitution
 from adjudication import open_store as open_queue_store
 from critic.backends.base import Request
 from critic.backends.fake import FakeBackend
@@ -623,7 +623,7 @@ def test_diff_impact_cli_fails_above_max_flip_rate(
 ) -> None:
     db = f"sqlite:///{tmp_path / 'c.db'}"
     label(items(tmp_path), HARM, policy_backend(), open_store(db))
-    monkeypatch.setattr(critic.cli_workbench, "make_backend", lambda *a, **k: policy_backend())
+    monkeypatch.setattr(critic.cli.constitution, "make_backend", lambda *a, **k: policy_backend())
     new = tmp_path / "new.yaml"
     new.write_text(yaml.safe_dump(SCAMS.model_dump(mode="json")))
     args = ["constitution", "diff", "harmlessness", str(new), "--db", db, "-q", "--impact"]

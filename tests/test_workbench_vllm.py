@@ -13,7 +13,6 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import critic.cli_workbench  # noqa: F401  (registers the commands on constitution_app)
 from adjudication import open_store as open_queue_store
 from critic.backends import get_backend
 from critic.cli import app

@@ -1,32 +1,42 @@
-"""`critic constitution test | diff | stats`: the workbench commands, on `constitution_app`.
+"""`critic constitution lint | show | import | test | diff | stats`.
 
-Importing this module registers them; `critic.cli` imports it. Everything a model or an item
-wrote is printed as plain text (rich `Text`), never as console markup.
+Everything a model or an item wrote is printed as plain text (rich `Text`), never as console markup.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Column, Table
 from rich.text import Text
 
-from critic.cli import (
+from critic.cli.common import clip, err, make_backend, out, reports_errors, run_with_progress
+from critic.cli.options import (
+    DEFAULT_BACKEND,
+    DEFAULT_BASE_URL,
+    DEFAULT_DB,
     BackendOpt,
     BaseUrlOpt,
     ConcurrencyOpt,
     DbOpt,
+    IntervalOpt,
+    JsonOpt,
+    MaxModelLenOpt,
+    MaxReasksOpt,
+    MaxTokensOpt,
     ModelOpt,
-    _progress,
-    constitution_app,
-    err,
-    make_backend,
-    out,
-    reports_errors,
+    PromptsOpt,
+    QuietOpt,
+    SamplesOpt,
+    SeedOpt,
+    TemperatureOpt,
+    temperature_or_default,
 )
+from critic.errors import CriticError
 from critic.workbench import (
     CaseReport,
     ConstitutionDiff,
@@ -36,6 +46,95 @@ from critic.workbench import (
     StatsReport,
 )
 
+app = typer.Typer(help="Lint, show and inspect constitutions.", no_args_is_help=True)
+
+
+@app.command("lint")
+@reports_errors
+def constitution_lint(
+    paths: Annotated[list[str], typer.Argument(help="Constitution files or shipped names.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Report every problem with file, line, field and a hint. Exit 1 on errors."""
+    from critic.constitution import Problem, check, resolve
+
+    problems: list[Problem] = []
+    for path in paths:
+        try:
+            resolved = resolve(path)
+        except CriticError as exc:
+            problems.append(Problem(path, "", exc.message, exc.hint))
+            continue
+        constitution, found = check(resolved)
+        problems.extend(found)
+        if constitution is not None and not [x for x in found if x.severity == "error"]:
+            err.print(f"{resolved}: ok ({constitution.id} v{constitution.version}, "
+                      f"hash {constitution.hash[:12]})", highlight=False)  # fmt: skip
+    errors = [p for p in problems if p.severity == "error"]
+    if json_out:
+        print(json.dumps([p.__dict__ for p in problems], indent=2))
+    else:
+        for p in problems:
+            style = "red" if p.severity == "error" else "yellow"
+            err.print(f"[{style}]{p.severity}[/]: {escape(str(p))}", markup=True, highlight=False)
+    raise typer.Exit(1 if errors else 0)
+
+
+@app.command("show")
+@reports_errors
+def constitution_show(
+    target: Annotated[str, typer.Argument(help="A file, a shipped name, or a hash with --db.")],
+    db: Annotated[str | None, typer.Option(help="Read a stored version by hash.")] = None,
+) -> None:
+    """Print a constitution (a stored version by its hash with --db)."""
+    import yaml
+
+    from critic.constitution import load_constitution, parse_constitution
+    from critic.errors import ConstitutionError
+
+    if db:
+        from critic.store import open_store
+
+        content = open_store(db).constitution_content(target)
+        if content is None:
+            raise ConstitutionError(f"no constitution with hash '{target}' in {db}")
+        c = parse_constitution(content, source=target)
+    else:
+        c = load_constitution(target)
+    print(f"# hash: {c.hash}")
+    print(yaml.safe_dump(c.model_dump(mode="json", exclude_none=True), sort_keys=False,
+                         allow_unicode=True, width=100))  # fmt: skip
+
+
+@app.command("import")
+@reports_errors
+def constitution_import(
+    source: Annotated[Path, typer.Argument(help="The file to convert.")],
+    fmt: Annotated[str, typer.Option("--from", help="hf-cai or prometheus.")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o",
+            "--output",
+            help="hf-cai: a YAML file (or directory); prometheus: a directory.",
+        ),
+    ],
+    constitution_id: Annotated[
+        str | None,
+        typer.Option(
+            "--id",
+            help="Id of the new constitution.",
+        ),
+    ] = None,
+) -> None:
+    """Convert a constitution or rubric file from another tool into critic YAML (linted)."""
+    from critic.importers import import_constitutions
+
+    for path, c in import_constitutions(fmt, source, output, constitution_id):
+        err.print(f"wrote {path} ({c.id} v{c.version}, {len(c.principles)} principle(s), "
+                  f"hash {c.hash[:12]})", highlight=False)  # fmt: skip
+
+
 STATUS = {"pass": ("PASS", "green"), "fail": ("FAIL", "red"), "error": ("ERROR", "red")}
 
 
@@ -43,36 +142,43 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value:.1%}"
 
 
-def _clip(text: str | None, width: int = 80) -> str:
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
-@constitution_app.command("test")
+@app.command("test")
 @reports_errors
 def constitution_test(
-    constitution: str = typer.Argument(..., help="Constitution YAML file or shipped name."),
-    cases: Path | None = typer.Option(
-        None, "--cases", help="Cases file (default: NAME.cases.yaml next to the constitution)."
-    ),
-    principle: list[str] = typer.Option(
-        [], "--principle", "-p", help="Only the cases of this principle (repeatable)."
-    ),
-    backend: str = BackendOpt,
-    base_url: str = BaseUrlOpt,
-    model: str | None = ModelOpt,
-    prompts: Path | None = typer.Option(None, help="Directory of prompt templates to use."),
-    samples: int = typer.Option(1, min=1, help="Samples per case (majority verdict)."),
-    temperature: float | None = typer.Option(
-        None, min=0.0, help="Sampling temperature (default 0, or 1.0 with --samples > 1)."
-    ),
-    max_tokens: int = typer.Option(512, min=16, help="Token limit per answer."),
-    max_reasks: int = typer.Option(2, min=0, help="Re-asks after an invalid answer."),
-    seed: int = typer.Option(0, help="Sampling seed."),
-    concurrency: int = ConcurrencyOpt,
-    max_model_len: int = typer.Option(4096, help="Context length (in-process vllm backend)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON (for CI)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    constitution: Annotated[
+        str,
+        typer.Argument(
+            help="Constitution YAML file or shipped name.",
+        ),
+    ],
+    cases: Annotated[
+        Path | None,
+        typer.Option(
+            "--cases",
+            help="Cases file (default: NAME.cases.yaml next to the constitution).",
+        ),
+    ] = None,
+    principle: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--principle",
+            "-p",
+            help="Only the cases of this principle (repeatable).",
+        ),
+    ] = None,
+    backend: BackendOpt = DEFAULT_BACKEND,
+    base_url: BaseUrlOpt = DEFAULT_BASE_URL,
+    model: ModelOpt = None,
+    prompts: PromptsOpt = None,
+    samples: SamplesOpt = 1,
+    temperature: TemperatureOpt = None,
+    max_tokens: MaxTokensOpt = 512,
+    max_reasks: MaxReasksOpt = 2,
+    seed: SeedOpt = 0,
+    concurrency: ConcurrencyOpt = 64,
+    max_model_len: MaxModelLenOpt = 4096,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run a constitution's regression cases through a backend. Exit 1 if any case fails."""
     from critic.constitution import load_constitution
@@ -81,23 +187,18 @@ def constitution_test(
 
     c = load_constitution(constitution)
     suite = load_cases(cases or cases_path(constitution), c)
-    if temperature is None:
-        temperature = 1.0 if samples > 1 else 0.0
     options = LabelOptions(
-        max_tokens=max_tokens, temperature=temperature, samples=samples,
-        max_reasks=max_reasks, seed=seed,
+        max_tokens=max_tokens, temperature=temperature_or_default(temperature, samples),
+        samples=samples, max_reasks=max_reasks, seed=seed,
     )  # fmt: skip
     engine = make_backend(backend, base_url, model, concurrency, max_model_len=max_model_len)
-    with _progress(enabled=not quiet and not json_out) as bar:
-        task_id = bar.add_task("cases", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task_id, completed=done, total=total)
-
-        report = run_cases(
-            c, suite, engine, options=options, prompts=prompts, principles=principle,
+    report = run_with_progress(
+        quiet or json_out, "cases",
+        lambda progress, on_bad_row: run_cases(
+            c, suite, engine, options=options, prompts=prompts, principles=principle or [],
             concurrency=concurrency, progress=progress,
-        )  # fmt: skip
+        ),
+    )  # fmt: skip
     if json_out:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -125,7 +226,7 @@ def _print_cases(report: CaseReport) -> None:
     out.print(per)
     for r in report.results:
         if not r.passed:
-            why = r.detail if r.status == "error" else f"rationale: {_clip(r.rationale, 300)}"
+            why = r.detail if r.status == "error" else f"rationale: {clip(r.rationale, 300)}"
             err.print(Text(f"{r.source}: case {r.id} ({r.principle}): expected {r.expected}, "
                            f"got {r.got or 'no verdict'}; {why}"))  # fmt: skip
     if report.untested:
@@ -135,40 +236,97 @@ def _print_cases(report: CaseReport) -> None:
                    style="green" if report.ok else "red"))  # fmt: skip
 
 
-@constitution_app.command("diff")
+@app.command("diff")
 @reports_errors
 def constitution_diff(
-    old: str = typer.Argument(..., help="Old version: file, shipped name, or stored hash (--db)."),
-    new: str = typer.Argument(..., help="New version: file, shipped name, or stored hash (--db)."),
-    db: str | None = typer.Option(
-        None, "--db", envvar="CRITIC_DB", help="Database with stored runs (for --impact, hashes)."
-    ),
-    impact: bool = typer.Option(
-        False, "--impact", help="Re-label what the change can affect; report what flips."
-    ),
-    sample: int = typer.Option(500, min=1, help="At most this many items are re-labeled."),
-    seed: int = typer.Option(0, help="Seed of the sample."),
-    run: str | None = typer.Option(None, help="The old version's run (default: its latest)."),
-    queue: str | None = typer.Option(None, help="Send flipped items to this review queue."),
-    max_flip_rate: float | None = typer.Option(
-        None, min=0.0, max=1.0, help="Exit 1 when the flip rate is above this (for CI)."
-    ),
-    examples: int = typer.Option(3, min=0, help="Example items shown per principle."),
-    backend: str = BackendOpt,
-    base_url: str = BaseUrlOpt,
-    model: str | None = ModelOpt,
-    prompt_field: str | None = typer.Option(
-        None, help="Input field holding the prompt (default: what the old run read)."
-    ),
-    response_field: str | None = typer.Option(
-        None, help="Input field holding the response (default: what the old run read)."
-    ),
-    text_field: str | None = typer.Option(None, help="The old run judged this field alone."),
-    prompts: Path | None = typer.Option(None, help="Directory of prompt templates to use."),
-    concurrency: int = ConcurrencyOpt,
-    max_model_len: int = typer.Option(4096, help="Context length (in-process vllm backend)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the diff (and impact) as JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    old: Annotated[
+        str,
+        typer.Argument(
+            help="Old version: file, shipped name, or stored hash (--db).",
+        ),
+    ],
+    new: Annotated[
+        str,
+        typer.Argument(
+            help="New version: file, shipped name, or stored hash (--db).",
+        ),
+    ],
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="CRITIC_DB",
+            help="Database with stored runs (for --impact, hashes).",
+        ),
+    ] = None,
+    impact: Annotated[
+        bool,
+        typer.Option(
+            "--impact",
+            help="Re-label what the change can affect; report what flips.",
+        ),
+    ] = False,
+    sample: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="At most this many items are re-labeled.",
+        ),
+    ] = 500,
+    seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
+    run: Annotated[
+        str | None,
+        typer.Option(
+            help="The old version's run (default: its latest).",
+        ),
+    ] = None,
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            help="Send flipped items to this review queue.",
+        ),
+    ] = None,
+    max_flip_rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Exit 1 when the flip rate is above this (for CI).",
+        ),
+    ] = None,
+    examples: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Example items shown per principle.",
+        ),
+    ] = 3,
+    backend: BackendOpt = DEFAULT_BACKEND,
+    base_url: BaseUrlOpt = DEFAULT_BASE_URL,
+    model: ModelOpt = None,
+    prompt_field: Annotated[
+        str | None,
+        typer.Option(
+            help="Input field holding the prompt (default: what the old run read).",
+        ),
+    ] = None,
+    response_field: Annotated[
+        str | None,
+        typer.Option(
+            help="Input field holding the response (default: what the old run read).",
+        ),
+    ] = None,
+    text_field: Annotated[
+        str | None,
+        typer.Option(
+            help="The old run judged this field alone.",
+        ),
+    ] = None,
+    prompts: PromptsOpt = None,
+    concurrency: ConcurrencyOpt = 64,
+    max_model_len: MaxModelLenOpt = 4096,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """What changed between two versions, by principle; with --impact, what the change flips."""
     from critic.errors import UsageError
@@ -197,16 +355,13 @@ def constitution_diff(
         fields = Fields(
             prompt=prompt_field or "prompt", response=response_field or "response", text=text_field
         )
-    with _progress(enabled=not quiet and not json_out) as bar:
-        task_id = bar.add_task("re-labeling", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task_id, completed=done, total=total)
-
-        report = measure(
+    report = run_with_progress(
+        quiet or json_out, "re-labeling",
+        lambda progress, on_bad_row: measure(
             a, b, store, engine, sample=sample, seed=seed, run_id=run, fields=fields,
             prompts=prompts, concurrency=concurrency, progress=progress,
-        )  # fmt: skip
+        ),
+    )  # fmt: skip
     if queue:
         report.enqueued = enqueue_flips(db, queue, report)
     if json_out:
@@ -303,7 +458,7 @@ def _print_impact(report: ImpactReport, examples: int) -> None:
             shown.add(flip.item_id)
             ex.add_row(
                 Text(flip.item_id), Text(f"{flip.old} → {flip.new}"),
-                Text(", ".join(flip.new_principles)), Text(_clip(flip.snippet, 100)),
+                Text(", ".join(flip.new_principles)), Text(clip(flip.snippet, 100)),
             )  # fmt: skip
     if shown:
         out.print(ex)
@@ -311,27 +466,48 @@ def _print_impact(report: ImpactReport, examples: int) -> None:
         err.print(Text(f"warning: {warning}", style="yellow"))
 
 
-@constitution_app.command("stats")
+@app.command("stats")
 @reports_errors
 def constitution_stats(
-    db: str = DbOpt,
-    queue: list[str] = typer.Option([], "--queue", help="Only this queue (repeatable)."),
-    constitution: str | None = typer.Option(
-        None, "--constitution", "-c", help="Only items drafted under this constitution id."
-    ),
-    html: Path | None = typer.Option(
-        None, "--html", help="Write a static HTML report with PNG plots into this directory."
-    ),
-    examples: int = typer.Option(3, min=0, help="Overturned example items per principle."),
-    confidence: float = typer.Option(0.95, min=0.5, max=0.999, help="Interval confidence."),
-    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    db: DbOpt = DEFAULT_DB,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--queue",
+            help="Only this queue (repeatable).",
+        ),
+    ] = None,
+    constitution: Annotated[
+        str | None,
+        typer.Option(
+            "--constitution",
+            "-c",
+            help="Only items drafted under this constitution id.",
+        ),
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Write a static HTML report with PNG plots into this directory.",
+        ),
+    ] = None,
+    examples: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Overturned example items per principle.",
+        ),
+    ] = 3,
+    confidence: IntervalOpt = 0.95,
+    json_out: JsonOpt = False,
 ) -> None:
     """What humans overturn, by principle: override rate with an exact interval, agreement,
     constitution-gap flags (notes with #gap) and examples."""
     from critic.workbench import decision_stats, write_stats_html
 
     report = decision_stats(
-        db, queues=queue, constitution=constitution, examples=examples, confidence=confidence
+        db, queues=queue or [], constitution=constitution, examples=examples, confidence=confidence
     )
     if html is not None:
         page = write_stats_html(report, html)
@@ -361,7 +537,7 @@ def _print_stats(report: StatsReport) -> None:
             Text(name, style="bold" if p is o else ""), str(p.decisions),
             f"{rate} ({p.interval[0]:.0%}–{p.interval[1]:.0%})",
             f"{p.agreement:.0%} of {p.agreement_items}" if p.agreement is not None else "–",
-            str(p.escalations), str(p.gap_flags), Text(_clip(note, 60)),
+            str(p.escalations), str(p.gap_flags), Text(clip(note, 60)),
         )  # fmt: skip
     out.print(table)
     ex = Table(Column("principle", no_wrap=True), Column("item", no_wrap=True), "critic",
@@ -369,7 +545,7 @@ def _print_stats(report: StatsReport) -> None:
     for p in report.principles:
         for e in p.examples:
             ex.add_row(Text(p.principle), Text(e.item_id), Text(e.critic_label or "–"),
-                       Text(f"{e.action} {e.label or ''}"), Text(_clip(e.note, 40)),
-                       Text(_clip(e.snippet, 80)))  # fmt: skip
+                       Text(f"{e.action} {e.label or ''}"), Text(clip(e.note, 40)),
+                       Text(clip(e.snippet, 80)))  # fmt: skip
     if ex.row_count:
         out.print(ex)

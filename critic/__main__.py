@@ -1,0 +1,5 @@
+"""`python -m critic`: the command line."""
+
+from critic.cli import main
+
+main()

@@ -1,0 +1,47 @@
+"""The `critic` command line: parse options, call one library function, print the result.
+
+Where a command lives:
+
+| module | commands |
+|---|---|
+| `run.py` | `label`, `revise`, `compare` |
+| `data.py` | `export`, `runs`, `calibrate`, `route`, `quality` |
+| `constitution.py` | `constitution lint / show / import / test / diff / stats` |
+| `queue.py` | `queue create / assign / unassign / members / list / stats / history` |
+| `users.py` | `users add / list` |
+| `review.py` | `review next / serve` |
+
+Shared flags are declared once in `options.py`; error reporting, progress bars and backends are
+in `common.py`. Command modules never import this package: it imports them and registers them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import typer
+
+from critic.cli import constitution, data, queue, review, run, users
+
+app = typer.Typer(
+    name="critic",
+    help="Model-assisted labeling and constitutional-AI feedback with calibrated human review.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+COMMANDS: tuple[Callable[..., None], ...] = (
+    *(run.label, run.revise, run.compare),
+    *(data.export, data.runs, data.calibrate, data.route, data.quality),
+)
+for _command in COMMANDS:
+    app.command()(_command)
+app.add_typer(constitution.app, name="constitution")
+app.add_typer(review.app, name="review")
+app.add_typer(queue.app, name="queue")
+app.add_typer(users.app, name="users")
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

