@@ -28,6 +28,15 @@ RESERVED = {
 }  # fmt: skip
 
 
+# Legal inside JSON strings, but line breaks to str.splitlines() and many JSONL readers.
+_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
+def json_line(row: dict[str, Any]) -> str:
+    """One JSONL line (with its newline): UTF-8 text, with the Unicode line breaks escaped."""
+    return json.dumps(row, ensure_ascii=False, default=str).translate(_LINE_BREAKS) + "\n"
+
+
 def export_rows(store: Store, run_id: str | None = None) -> Iterator[dict[str, Any]]:
     """The export rows, in input order, with routes and human decisions merged in.
 
@@ -176,7 +185,7 @@ def write(rows: Iterable[dict[str, Any]], out: str | Path, fmt: str) -> int:
         count = 0
         with replacing(out) as temp, temp.open("w", encoding="utf-8") as handle:
             for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                handle.write(json_line(row))
                 count += 1
         return count
     import datasets

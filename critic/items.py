@@ -1,7 +1,9 @@
 """Items: input rows with stable ids, from JSONL, CSV, Parquet, a `datasets` directory or the Hub.
 
 A bad row never stops a run: it comes back as a `BadRow` naming `FILE:LINE` and the reason, and
-the run records it as a failed item.
+the run records it as a failed item. Hostile rows are bad rows too: invalid UTF-8, nesting deeper
+than `MAX_DEPTH`, CSV fields over `CSV_FIELD_LIMIT` characters. Reasons quote data only through
+`critic.text.printable`, so a field name cannot send escape sequences to the terminal.
 """
 
 from __future__ import annotations
@@ -15,6 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from critic.errors import InputError
+from critic.text import printable
+
+MAX_DEPTH = 100
+"""Rows nested deeper than this (objects and arrays) are bad rows: deeper rows are not real data,
+and they would overflow the recursion of every JSON encoder, validator and template after us."""
+
+CSV_FIELD_LIMIT = 16 * 1024 * 1024
+"""The longest CSV field read, in characters (Python's default is 128 KiB). Longer is a bad row."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +88,7 @@ class BadRow:
     row: Mapping[str, Any] | None = None
 
     def __str__(self) -> str:
-        return f"{self.source}: {self.reason}"
+        return printable(f"{self.source}: {self.reason}")
 
 
 def content_id(row: Mapping[str, Any]) -> str:
@@ -95,6 +105,8 @@ def _to_item(row: Any, source: str, fields: Fields, raw: str) -> Item | BadRow:
     if not isinstance(row, dict):
         kind = type(row).__name__ if row is not None else "null"
         return BadRow(_bad_id(raw), source, f"expected a JSON object, got {kind}")
+    if _deeper_than(row, MAX_DEPTH):
+        return BadRow(_bad_id(raw), source, f"nested deeper than {MAX_DEPTH} levels")
     if fields.id is not None:
         if fields.id not in row or row[fields.id] in (None, ""):
             return BadRow(
@@ -107,7 +119,7 @@ def _to_item(row: Any, source: str, fields: Fields, raw: str) -> Item | BadRow:
         item_id = content_id(row)
     missing = [name for name in fields.required if name not in row or row[name] is None]
     if missing:
-        present = ", ".join(sorted(row)[:8]) or "none"
+        present = ", ".join(printable(name) for name in sorted(row)[:8]) or "none"
         return BadRow(
             item_id,
             source,
@@ -117,16 +129,17 @@ def _to_item(row: Any, source: str, fields: Fields, raw: str) -> Item | BadRow:
     return Item(item_id, row, source, fields)
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:
-    # utf-8-sig drops a BOM; splitlines() copes with CRLF.
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield number, line, json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield number, line, _Malformed(f"not valid JSON: {exc.msg} at column {exc.colno}")
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, dict):
+            current = list(current.values())
+        if isinstance(current, list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in current)
+    return False
 
 
 @dataclass(frozen=True)
@@ -134,26 +147,105 @@ class _Malformed:
     reason: str
 
 
+def _decode(line: bytes) -> str | _Malformed:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _Malformed(
+            f"not valid UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1}); "
+            "re-encode the file as UTF-8"
+        )
+
+
+def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Numbered lines with their endings, split on "\\n" only (U+2028, U+2029 and U+0085 are
+    legal inside JSON strings and CSV fields), without a BOM; read as a stream."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            yield number, line[3:] if number == 1 and line.startswith(b"\xef\xbb\xbf") else line
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:
+    for number, raw in _raw_lines(path):
+        raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+        line = _decode(raw)
+        if isinstance(line, _Malformed):
+            yield number, raw.decode("utf-8", errors="backslashreplace"), line
+            continue
+        if not line.strip():
+            continue
+        try:
+            yield number, line, json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, line, _Malformed(f"not valid JSON: {exc.msg} at column {exc.colno}")
+        except RecursionError:
+            yield number, line, _Malformed(f"nested deeper than {MAX_DEPTH} levels")
+
+
 def _read_csv(path: Path) -> Iterator[tuple[int, str, Any]]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        for row in reader:
-            if None in row:
-                yield (
-                    reader.line_num,
-                    json.dumps(row, default=str),
-                    _Malformed(
-                        f"{len(row[None])} more value(s) than the header has columns"  # type: ignore[index]
-                    ),
-                )
-                continue
-            yield reader.line_num, json.dumps(row), dict(row)
+    """Rows of a CSV file with a header. A bad record (a CSV error such as a field over the limit,
+    invalid UTF-8, too many values) is reported at the line it starts on; reading goes on."""
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+    invalid: dict[int, _Malformed] = {}
+
+    def decoded() -> Iterator[str]:
+        for number, raw in _raw_lines(path):  # endings kept: quoted fields may span lines
+            line = _decode(raw)
+            if isinstance(line, _Malformed):
+                invalid[number] = line
+                line = raw.decode("utf-8", errors="replace")
+            yield line
+
+    reader = csv.reader(decoded())
+    header: list[str] | None = None
+    while True:
+        start = reader.line_num + 1
+        failure: _Malformed | None = None
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            problem = str(exc)
+            if "field larger than field limit" in problem:
+                problem = f"a field is longer than {CSV_FIELD_LIMIT:,} characters"
+            failure, values = _Malformed(f"not readable as CSV: {problem}"), []
+        spanned = [invalid.pop(n) for n in range(start, reader.line_num + 1) if n in invalid]
+        failure = failure or (spanned[0] if spanned else None)
+        if header is None:
+            if failure is not None:
+                raise InputError(f"{path}:{start}: cannot read the CSV header: {failure.reason}")
+            header = values
+            continue
+        if failure is not None:
+            yield start, f"{path}:{start}:{json.dumps(values)}", failure
+            continue
+        if not values:
+            continue  # a blank line
+        # The same rows (and so the same ids for bad rows) as csv.DictReader gave before.
+        row: dict[Any, Any] = dict.fromkeys(header)
+        row.update(zip(header, values, strict=False))
+        if len(values) > len(header):
+            extra = values[len(header) :]
+            row[None] = extra
+            yield (
+                start,
+                json.dumps(row, default=str),
+                _Malformed(f"{len(extra)} more value(s) than the header has columns"),
+            )
+            continue
+        yield start, json.dumps(row), row
 
 
 def _read_table(rows: Iterable[Mapping[str, Any]]) -> Iterator[tuple[int, str, Any]]:
     for number, row in enumerate(rows, start=1):
         plain = dict(row)
-        yield number, json.dumps(plain, default=str, sort_keys=True), plain
+        try:
+            raw = json.dumps(plain, default=str, sort_keys=True)
+        except (RecursionError, ValueError) as exc:
+            yield number, f"row {number}", _Malformed(f"cannot be read as JSON: {exc}")
+            continue
+        yield number, raw, plain
 
 
 def _open_parquet(path: Path) -> Iterator[Mapping[str, Any]]:
@@ -241,7 +333,7 @@ def load_items(
                 yield BadRow(
                     _bad_id(f"{where}:{raw}"),
                     where,
-                    f"duplicate id '{result.id}' (first at {seen[result.id]})",
+                    f"duplicate id '{printable(result.id)}' (first at {seen[result.id]})",
                     result.row,
                 )
                 continue

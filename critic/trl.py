@@ -21,7 +21,7 @@ from typing import Any
 
 from critic.backends.base import Message
 from critic.errors import UsageError
-from critic.export import export_rows, replacing
+from critic.export import export_rows, json_line, replacing
 from critic.store import Store
 
 TRL_FORMATS = ("trl-sft", "trl-dpo")
@@ -176,5 +176,5 @@ def export_trl(store: Store, out: str | Path, fmt: str, run_id: str | None = Non
         dataset.save_to_disk(str(temp), num_shards=None if rows else 1)
         with (temp / f"{fmt}.jsonl").open("w", encoding="utf-8") as handle:
             for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                handle.write(json_line(row))
     return len(rows)
