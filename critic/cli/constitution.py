@@ -14,7 +14,15 @@ from rich.markup import escape
 from rich.table import Column, Table
 from rich.text import Text
 
-from critic.cli.common import clip, err, make_backend, out, reports_errors, run_with_progress
+from critic.cli.common import (
+    clip,
+    err,
+    make_backend,
+    out,
+    reports_errors,
+    run_with_progress,
+    shown,
+)
 from critic.cli.options import (
     DEFAULT_BACKEND,
     DEFAULT_BASE_URL,
@@ -37,6 +45,7 @@ from critic.cli.options import (
     temperature_or_default,
 )
 from critic.errors import CriticError
+from critic.text import printable
 from critic.workbench import (
     CaseReport,
     ConstitutionDiff,
@@ -68,15 +77,16 @@ def constitution_lint(
         constitution, found = check(resolved)
         problems.extend(found)
         if constitution is not None and not [x for x in found if x.severity == "error"]:
-            err.print(f"{resolved}: ok ({constitution.id} v{constitution.version}, "
-                      f"hash {constitution.hash[:12]})", highlight=False)  # fmt: skip
+            err.print(shown(f"{resolved}: ok ({constitution.id} v{constitution.version}, "
+                            f"hash {constitution.hash[:12]})"))  # fmt: skip
     errors = [p for p in problems if p.severity == "error"]
     if json_out:
         print(json.dumps([p.__dict__ for p in problems], indent=2))
     else:
         for p in problems:
             style = "red" if p.severity == "error" else "yellow"
-            err.print(f"[{style}]{p.severity}[/]: {escape(str(p))}", markup=True, highlight=False)
+            shown_p = escape(printable(p, lines=True))
+            err.print(f"[{style}]{p.severity}[/]: {shown_p}", markup=True, highlight=False)
     raise typer.Exit(1 if errors else 0)
 
 
@@ -131,8 +141,8 @@ def constitution_import(
     from critic.importers import import_constitutions
 
     for path, c in import_constitutions(fmt, source, output, constitution_id):
-        err.print(f"wrote {path} ({c.id} v{c.version}, {len(c.principles)} principle(s), "
-                  f"hash {c.hash[:12]})", highlight=False)  # fmt: skip
+        err.print(shown(f"wrote {path} ({c.id} v{c.version}, {len(c.principles)} principle(s), "
+                        f"hash {c.hash[:12]})"))  # fmt: skip
 
 
 STATUS = {"pass": ("PASS", "green"), "fail": ("FAIL", "red"), "error": ("ERROR", "red")}
@@ -209,28 +219,28 @@ def constitution_test(
 def _print_cases(report: CaseReport) -> None:
     table = Table(
         "", "case", "principle", "expected", "got", "cited",
-        title=f"critic constitution test · {report.constitution} v{report.version} "
-        f"({report.constitution_hash[:12]}) · {report.model} via {report.backend}",
+        title=shown(f"critic constitution test · {report.constitution} v{report.version} "
+                    f"({report.constitution_hash[:12]}) · {report.model} via {report.backend}"),
     )  # fmt: skip
     for r in report.results:
         word, style = STATUS[r.status]
         table.add_row(
-            Text(word, style=style), Text(r.id), Text(r.principle), Text(r.expected),
-            Text(r.got or "–"), Text(", ".join(r.cited)),
+            Text(word, style=style), shown(r.id), shown(r.principle), shown(r.expected),
+            shown(r.got or "–"), shown(", ".join(r.cited)),
         )  # fmt: skip
     out.print(table)
     per = Table("principle", "cases", "passed", "failed", title="per principle")
     for p, counts in report.by_principle.items():
         style = "red" if counts["failed"] else ("yellow" if not counts["cases"] else "green")
-        per.add_row(Text(p, style=style), *(str(counts[k]) for k in ("cases", "passed", "failed")))
+        per.add_row(shown(p, style), *(str(counts[k]) for k in ("cases", "passed", "failed")))
     out.print(per)
     for r in report.results:
         if not r.passed:
             why = r.detail if r.status == "error" else f"rationale: {clip(r.rationale, 300)}"
-            err.print(Text(f"{r.source}: case {r.id} ({r.principle}): expected {r.expected}, "
-                           f"got {r.got or 'no verdict'}; {why}"))  # fmt: skip
+            err.print(shown(f"{r.source}: case {r.id} ({r.principle}): expected {r.expected}, "
+                            f"got {r.got or 'no verdict'}; {why}"))  # fmt: skip
     if report.untested:
-        err.print(Text(f"no case exercises: {', '.join(report.untested)}", style="yellow"))
+        err.print(shown(f"no case exercises: {', '.join(report.untested)}", "yellow"))
     passed = len(report.results) - report.failed
     err.print(Text(f"{passed} of {len(report.results)} case(s) passed in {report.elapsed_s:.1f} s",
                    style="green" if report.ok else "red"))  # fmt: skip
@@ -370,8 +380,7 @@ def constitution_diff(
         _print_diff(diff, a, b)
         _print_impact(report, examples)
         if report.enqueued is not None:
-            err.print(f"{report.enqueued} flipped item(s) added to queue '{queue}'",
-                      highlight=False, markup=False)  # fmt: skip
+            err.print(shown(f"{report.enqueued} flipped item(s) added to queue '{queue}'"))
     too_many = max_flip_rate is not None and (report.flip_rate or 0.0) > max_flip_rate
     raise typer.Exit(1 if too_many else 0)
 
@@ -383,19 +392,19 @@ def _words(segments: tuple[Segment, ...]) -> Text:
     for i, (op, words) in enumerate(segments):
         if i:
             text.append(" ")
-        text.append(f"{marks[op][0]}{words}{marks[op][1]}", style=styles[op])
+        text.append(f"{marks[op][0]}{printable(words, lines=True)}{marks[op][1]}", style=styles[op])
     return text
 
 
 def _change(change: FieldChange, indent: str = "  ") -> None:
-    line = Text(f"{indent}{change.field}: ", style="bold")
+    line = shown(f"{indent}{change.field}: ", "bold")
     line.append_text(_words(change.words))
     out.print(line)
 
 
 def _print_diff(diff: ConstitutionDiff, old: Any, new: Any) -> None:
-    out.print(Text(f"{old.id} v{old.version} ({diff.old_hash[:12]}) → {new.id} v{new.version} "
-                   f"({diff.new_hash[:12]})", style="bold"))  # fmt: skip
+    out.print(shown(f"{old.id} v{old.version} ({diff.old_hash[:12]}) → {new.id} v{new.version} "
+                    f"({diff.new_hash[:12]})", "bold"))  # fmt: skip
     if diff.identical:
         out.print("no changes (same content hash)")
         return
@@ -406,23 +415,23 @@ def _print_diff(diff: ConstitutionDiff, old: Any, new: Any) -> None:
         ("levels", diff.levels_added, diff.levels_removed),
     ):
         if added:
-            out.print(Text(f"  {name} added: {', '.join(map(str, added))}", style="green"))
+            out.print(shown(f"  {name} added: {', '.join(map(str, added))}", "green"))
         if removed:
-            out.print(Text(f"  {name} removed: {', '.join(map(str, removed))}", style="red"))
+            out.print(shown(f"  {name} removed: {', '.join(map(str, removed))}", "red"))
     for pid in diff.principles_added:
-        out.print(Text(f"+ principle {pid}: {new.principle(pid).text}", style="green"))
+        out.print(shown(f"+ principle {pid}: {new.principle(pid).text}", "green", lines=True))
     for pid in diff.principles_removed:
-        out.print(Text(f"- principle {pid}: {old.principle(pid).text}", style="red"))
+        out.print(shown(f"- principle {pid}: {old.principle(pid).text}", "red", lines=True))
     for changed in diff.principles_changed:
-        out.print(Text(f"~ principle {changed.id}", style="yellow"))
+        out.print(shown(f"~ principle {changed.id}", "yellow"))
         for change in changed.changes:
             _change(change, "    ")
     if diff.principles_reordered:
-        out.print(Text("  principles reordered: " + ", ".join(new.principle_ids)))
+        out.print(shown("  principles reordered: " + ", ".join(new.principle_ids)))
     if diff.global_changes:
-        out.print(Text("reaches every item: " + "; ".join(diff.global_changes), style="dim"))
+        out.print(shown("reaches every item: " + "; ".join(diff.global_changes), "dim"))
     elif diff.affected_principles:
-        out.print(Text("reaches items citing: " + ", ".join(diff.affected_principles), style="dim"))
+        out.print(shown("reaches items citing: " + ", ".join(diff.affected_principles), "dim"))
 
 
 def _print_impact(report: ImpactReport, examples: int) -> None:
@@ -441,29 +450,29 @@ def _print_impact(report: ImpactReport, examples: int) -> None:
     table.add_row("flipped", f"{len(report.flips)} ({_pct(report.flip_rate)}, 95% {_pct(lo)}–"
                              f"{_pct(hi)})")  # fmt: skip
     for transition, count in report.transitions.items():
-        table.add_row(f"  {transition}", str(count))
+        table.add_row(shown(f"  {transition}"), str(count))
     table.add_row("elapsed", f"{report.elapsed_s:.1f} s")
     out.print(table)
     per = Table("principle", "changed", "items", "flipped", "flip rate", title="per principle")
     for p, v in report.by_principle.items():
-        per.add_row(Text(p), "yes" if v["changed"] else "", str(v["items"]), str(v["flipped"]),
+        per.add_row(shown(p), "yes" if v["changed"] else "", str(v["items"]), str(v["flipped"]),
                     _pct(v["flip_rate"]))  # fmt: skip
     out.print(per)
-    shown: set[str] = set()
+    listed: set[str] = set()
     ex = Table("item", "old → new", "cites (new)", "text", title="examples of flipped items")
     for v in report.by_principle.values():
         for flip in v["examples"][:examples]:
-            if flip.item_id in shown:
+            if flip.item_id in listed:
                 continue
-            shown.add(flip.item_id)
+            listed.add(flip.item_id)
             ex.add_row(
-                Text(flip.item_id), Text(f"{flip.old} → {flip.new}"),
-                Text(", ".join(flip.new_principles)), Text(clip(flip.snippet, 100)),
+                shown(flip.item_id), shown(f"{flip.old} → {flip.new}"),
+                shown(", ".join(flip.new_principles)), shown(clip(flip.snippet, 100)),
             )  # fmt: skip
-    if shown:
+    if listed:
         out.print(ex)
     for warning in report.warnings:
-        err.print(Text(f"warning: {warning}", style="yellow"))
+        err.print(shown(f"warning: {warning}", "yellow"))
 
 
 @app.command("stats")
@@ -526,26 +535,27 @@ def _print_stats(report: StatsReport) -> None:
         Column("principle", no_wrap=True), Column("n", no_wrap=True),
         Column(f"overturned ({report.confidence:.0%} CI)", no_wrap=True),
         Column("agreement", no_wrap=True), "esc.", "gaps", "most frequent note",
-        title=f"critic constitution stats · {', '.join(constitutions)} · {o.decisions} review "
-        f"decision(s) on {o.items} item(s) · queues: {', '.join(report.queues) or 'none'}",
+        title=shown(f"critic constitution stats · {', '.join(constitutions)} · {o.decisions} "
+                    f"review decision(s) on {o.items} item(s) · queues: "
+                    f"{', '.join(report.queues) or 'none'}"),
     )  # fmt: skip
     for p in [*report.principles, o]:
         name = f"{p.constitution}:{p.principle}" if multi and p.constitution else p.principle
         note = f"{p.top_notes[0][0]} ×{p.top_notes[0][1]}" if p.top_notes else ""
         rate = "–" if p.override_rate is None else f"{p.override_rate:.0%}"
         table.add_row(
-            Text(name, style="bold" if p is o else ""), str(p.decisions),
+            shown(name, "bold" if p is o else ""), str(p.decisions),
             f"{rate} ({p.interval[0]:.0%}–{p.interval[1]:.0%})",
             f"{p.agreement:.0%} of {p.agreement_items}" if p.agreement is not None else "–",
-            str(p.escalations), str(p.gap_flags), Text(clip(note, 60)),
+            str(p.escalations), str(p.gap_flags), shown(clip(note, 60)),
         )  # fmt: skip
     out.print(table)
     ex = Table(Column("principle", no_wrap=True), Column("item", no_wrap=True), "critic",
                "human", "note", "text", title="overturned drafts")  # fmt: skip
     for p in report.principles:
         for e in p.examples:
-            ex.add_row(Text(p.principle), Text(e.item_id), Text(e.critic_label or "–"),
-                       Text(f"{e.action} {e.label or ''}"), Text(clip(e.note, 40)),
-                       Text(clip(e.snippet, 80)))  # fmt: skip
+            ex.add_row(shown(p.principle), shown(e.item_id), shown(e.critic_label or "–"),
+                       shown(f"{e.action} {e.label or ''}"), shown(clip(e.note, 40)),
+                       shown(clip(e.snippet, 80)))  # fmt: skip
     if ex.row_count:
         out.print(ex)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from critic.cli.common import err, out, reports_errors
+from critic.cli.common import err, out, reports_errors, shown
 from critic.cli.options import DEFAULT_DB, DbOpt, IntervalOpt, JsonOpt, RunOpt
 
 
@@ -56,9 +56,9 @@ def runs(db: DbOpt = DEFAULT_DB, json_out: JsonOpt = False) -> None:
     table = Table("run", "task", "constitution", "model", "backend", "drafted", "failed", "input")
     for entry in listed:
         table.add_row(
-            entry["id"], entry["task"], entry["constitution_hash"][:12], entry["model"],
-            entry["backend"], str(entry.get("drafted", 0)), str(entry.get("failed", 0)),
-            entry["input"],
+            entry["id"], entry["task"], entry["constitution_hash"][:12], shown(entry["model"]),
+            shown(entry["backend"]), str(entry.get("drafted", 0)), str(entry.get("failed", 0)),
+            shown(entry["input"]),
         )  # fmt: skip
     out.print(table)
 

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from critic.cli.common import actor, dump, out, queue_store, reports_errors
+from critic.cli.common import actor, dump, out, queue_store, reports_errors, shown
 from critic.cli.options import DEFAULT_DB, DbOpt, JsonOpt
 from critic.errors import UsageError
 
@@ -104,25 +104,25 @@ def queue_create(
         shape.append(("scale " if queue.ordinal else "labels ") + ", ".join(queue.labels))
     if members:
         shape.append("members " + ", ".join(members))
-    out.print(Text(f"created queue '{queue.name}' ({'; '.join(shape)})"), soft_wrap=True)
+    out.print(shown(f"created queue '{queue.name}' ({'; '.join(shape)})"), soft_wrap=True)
     if not members:
         hint = f"only admins can work in it until you add members: critic queue assign {name} USER"
-        out.print(Text(hint, "dim"), soft_wrap=True)
+        out.print(shown(hint, "dim"), soft_wrap=True)
     next_step = f"next: critic route --db {db} --policy policy.yaml --queue {queue.name}"
-    out.print(Text(next_step, "dim"), soft_wrap=True)
+    out.print(shown(next_step, "dim"), soft_wrap=True)
 
 
 def _print_membership(
     queue: str, verb: str, asked: list[str], changed: list[str], unchanged: str, now: list[User]
 ) -> None:
     """`queue 'q': added ann (bob already in)` and who the members are now."""
-    text = Text(f"queue '{queue}': {verb} {', '.join(changed) or 'nobody'}")
+    text = shown(f"queue '{queue}': {verb} {', '.join(changed) or 'nobody'}")
     rest = [u for u in dict.fromkeys(asked) if u not in changed]
     if rest:
-        text.append(f" ({', '.join(rest)} {unchanged})")
+        text.append_text(shown(f" ({', '.join(rest)} {unchanged})"))
     out.print(text, soft_wrap=True)
     names = ", ".join(u.name for u in now) or "none"
-    out.print(Text(f"members now: {names}", "dim"), soft_wrap=True)
+    out.print(shown(f"members now: {names}", "dim"), soft_wrap=True)
 
 
 @app.command("assign")
@@ -166,13 +166,13 @@ def queue_members(
         return
     if not members:
         out.print(
-            Text(f"queue '{name}' has no members: add some with critic queue assign {name} USER"),
+            shown(f"queue '{name}' has no members: add some with critic queue assign {name} USER"),
             soft_wrap=True,
         )
         return
-    table = Table("user", "role", "active", title=f"members of {name}")
+    table = Table("user", "role", "active", title=shown(f"members of {name}"))
     for u in members:
-        table.add_row(Text(u.name), u.role, "yes" if u.active else "no")
+        table.add_row(shown(u.name), u.role, "yes" if u.active else "no")
     out.print(table)
 
 
@@ -195,11 +195,11 @@ def queue_list(db: DbOpt = DEFAULT_DB, json_out: JsonOpt = False) -> None:
                   title="critic queues")  # fmt: skip
     for q, s in rows:
         table.add_row(
-            Text(q.name),
+            shown(q.name),
             str(q.overlap),
             "yes" if q.blind else "no",
             f"{q.lease_seconds} s",
-            Text(", ".join(q.labels) if q.labels else "any"),
+            shown(", ".join(q.labels) if q.labels else "any"),
             str(s.tasks),
             str(s.pending + s.adjudication),
             str(s.done),
@@ -223,7 +223,7 @@ def _agreement_cells(a: Agreement) -> list[str]:
 
 
 def _stats_tables(name: str, stats: QueueStats, report: AgreementReport) -> list[Table]:
-    counts = Table(title=f"critic queue stats · {name}", show_header=False, box=None)
+    counts = Table(title=shown(f"critic queue stats · {name}"), show_header=False, box=None)
     counts.add_column(style="bold")
     counts.add_column()
     for label, value in [
@@ -234,7 +234,7 @@ def _stats_tables(name: str, stats: QueueStats, report: AgreementReport) -> list
     ]:  # fmt: skip
         counts.add_row(label, str(value))
     for action, count in stats.actions.items():
-        counts.add_row(f"  {action}", str(count))
+        counts.add_row(shown(f"  {action}"), str(count))
     counts.add_row("override rate (edit or reject)", _num(stats.override_rate, True))
     counts.add_row("escalation rate", _num(stats.escalation_rate, True))
     seconds = "–" if stats.mean_seconds is None else f"{stats.mean_seconds:.1f} s"
@@ -246,19 +246,19 @@ def _stats_tables(name: str, stats: QueueStats, report: AgreementReport) -> list
     )  # fmt: skip
     agreement.add_row("all reviewers", *_agreement_cells(report.overall))
     for principle, summary in sorted(report.by_principle.items()):
-        agreement.add_row(Text(f"principle {principle}"), *_agreement_cells(summary))
+        agreement.add_row(shown(f"principle {principle}"), *_agreement_cells(summary))
     tables = [counts, agreement]
 
     pairs = Table("a", "b", "items", "agree", "Cohen's κ", title="pairs")
     for pair in [report.critic_vs_human, *report.pairs.values()]:
-        pairs.add_row(Text(pair.a), Text(pair.b), str(pair.items), _num(pair.percent, True),
+        pairs.add_row(shown(pair.a), shown(pair.b), str(pair.items), _num(pair.percent, True),
                       _num(pair.kappa))  # fmt: skip
     tables.append(pairs)
     if report.by_reviewer:
         reviewers = Table("reviewer", "items", "agrees with others", "with final label",
                           "with critic", title="per reviewer")  # fmt: skip
         for r in report.by_reviewer.values():
-            reviewers.add_row(Text(r.reviewer), str(r.items), _num(r.with_others, True),
+            reviewers.add_row(shown(r.reviewer), str(r.items), _num(r.with_others, True),
                               _num(r.with_final, True), _num(r.with_critic, True))  # fmt: skip
         tables.append(reviewers)
     return tables

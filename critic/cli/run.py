@@ -8,7 +8,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from critic.cli.common import err, make_backend, out, reports_errors, run_with_progress
+from critic.cli.common import (
+    err,
+    make_backend,
+    out,
+    reports_errors,
+    run_with_progress,
+    shown,
+)
 from critic.cli.options import (
     DEFAULT_BACKEND,
     DEFAULT_BASE_URL,
@@ -66,18 +73,20 @@ def summary_table(summary: Any, command: str = "label") -> Table:
         table.add_row("still pending (rerun to resume)", str(summary.pending))
     table.add_row("this run / already done", f"{summary.processed} / {summary.already_done}")
     for name, count in sorted(summary.labels.items(), key=lambda kv: -kv[1]):
-        table.add_row(f"  label {name}", str(count))
+        table.add_row(shown(f"  label {name}"), str(count))
     for reason, count in sorted(summary.failures.items(), key=lambda kv: -kv[1]):
-        table.add_row(f"  failed: {reason}", str(count))
+        table.add_row(shown(f"  failed: {reason}"), str(count))
     table.add_row(
         "tokens (prompt / completion)", f"{summary.prompt_tokens} / {summary.completion_tokens}"
     )
     table.add_row("requests", str(summary.requests))
     table.add_row("elapsed", f"{summary.elapsed_s:.1f} s")
     table.add_row("items/s", f"{summary.items_per_s:.2f}")
-    table.add_row("constitution", f"{summary.constitution} ({summary.constitution_hash[:12]})")
-    table.add_row("model", f"{summary.model} via {summary.backend}")
-    table.add_row("database", summary.db)
+    table.add_row(
+        "constitution", shown(f"{summary.constitution} ({summary.constitution_hash[:12]})")
+    )
+    table.add_row("model", shown(f"{summary.model} via {summary.backend}"))
+    table.add_row("database", shown(summary.db))
     return table
 
 

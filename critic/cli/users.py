@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from critic.cli.common import actor, dump, out, queue_store, reports_errors
+from critic.cli.common import actor, dump, out, queue_store, reports_errors, shown
 from critic.cli.options import DEFAULT_DB, DbOpt, JsonOpt
 from critic.errors import MissingExtraError, UsageError
 
@@ -73,7 +73,7 @@ def users_add(
         return
     password_note = " with a web password" if password_hash else ""
     where = f", working in {', '.join(queues)}" if queues else ""
-    out.print(Text(f"added {user.role} '{user.name}'{password_note}{where}"), soft_wrap=True)
+    out.print(shown(f"added {user.role} '{user.name}'{password_note}{where}"), soft_wrap=True)
     if not queues and user.role != "admin":
         hint = f"they see no queue until added to one: critic queue assign QUEUE {user.name}"
         out.print(Text(hint, "dim"), soft_wrap=True)
@@ -95,7 +95,7 @@ def users_list(db: DbOpt = DEFAULT_DB, json_out: JsonOpt = False) -> None:
     table = Table("user", "role", "queues", "active", "password", "added", title="critic users")
     for u in users:
         where = "all" if u.role == "admin" else ", ".join(works_in[u.name]) or "–"
-        table.add_row(Text(u.name), u.role, Text(where), "yes" if u.active else "no",
+        table.add_row(shown(u.name), u.role, shown(where), "yes" if u.active else "no",
                       "set" if u.password_hash else "–",
                       u.created_at.strftime("%Y-%m-%d %H:%M"))  # fmt: skip
     out.print(table)
