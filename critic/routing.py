@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from critic.calibrate import CalibrationResult
+from critic.cascade import CascadeResult, Stage
 from critic.errors import CriticError, did_you_mean
 
 Decision = Literal["accept", "review"]
@@ -63,19 +64,47 @@ class Policy(BaseModel):
     route_critics_disagree: bool = Field(
         default=True, description="review items on which the critic models disagree"
     )
+    stages: list[Stage] | None = Field(
+        default=None,
+        description="a cascade: ask the critics in order, accept at the first stage whose "
+        "critic clears its threshold (then `threshold` is unused and must be null)",
+    )
 
     @model_validator(mode="after")
     def _matches_calibration(self) -> Policy:
-        cal = self.calibration
-        if cal is not None and (cal.target_agreement, cal.delta) != (
-            self.target_agreement,
-            self.delta,
-        ):
-            raise ValueError(
-                "target_agreement and delta must be those the calibration was run with "
-                f"({cal.target_agreement} and {cal.delta}); recalibrate to change them"
-            )
+        cals = [self.calibration] + [s.calibration for s in self.stages or []]
+        for cal in cals:
+            if cal is None:
+                continue
+            same = cal.target_agreement == self.target_agreement
+            if not same or (cal.delta != self.delta and not self.stages):
+                raise ValueError(
+                    "target_agreement and delta must be those the calibration was run with "
+                    f"({cal.target_agreement} and {cal.delta}); recalibrate to change them"
+                )
+        if self.stages is not None:
+            if not self.stages:
+                raise ValueError("stages: a cascade needs at least one stage")
+            if self.threshold is not None:
+                raise ValueError("threshold: a cascade policy keeps its thresholds in stages")
         return self
+
+    @property
+    def critics(self) -> list[str]:
+        """The critics a cascade asks, in order (empty for a one-critic policy)."""
+        return [s.critic for s in self.stages or []]
+
+    @property
+    def guarantee(self) -> str | None:
+        if self.stages:
+            return CascadeResult(
+                stages=self.stages, target_agreement=self.target_agreement, delta=self.delta,
+                n_calibration=self.stages[0].reached,
+                n_accepted=sum(s.calibration.n_accepted for s in self.stages),
+                n_agree=sum(s.calibration.n_agree for s in self.stages),
+                requests_per_item={},
+            ).guarantee  # fmt: skip
+        return self.calibration.guarantee if self.calibration else None
 
     @classmethod
     def from_calibration(
@@ -101,6 +130,17 @@ class Policy(BaseModel):
             route_critics_disagree=route_critics_disagree,
         )
 
+    @classmethod
+    def from_cascade(
+        cls, result: CascadeResult, *, audit_rate: float = 0.0, budget: int | None = None,
+        seed: int = 0,
+    ) -> Policy:  # fmt: skip
+        """The policy that runs the calibrated cascade."""
+        return cls(
+            threshold=None, target_agreement=result.target_agreement, delta=result.delta,
+            stages=result.stages, audit_rate=audit_rate, budget=budget, seed=seed,
+        )  # fmt: skip
+
 
 def policy_hash(policy: Policy) -> str:
     """sha256 of the policy's canonical JSON (sorted keys, no whitespace): stored with routes."""
@@ -113,8 +153,8 @@ def policy_hash(policy: Policy) -> str:
 def save_policy(policy: Policy, path: str | Path) -> None:
     """Write the policy as YAML, headed by its guarantee in words as a comment."""
     lines = ["# critic routing policy, written by `critic calibrate`."]
-    if policy.calibration is not None:
-        lines += [f"# {line}" for line in _wrap(policy.calibration.guarantee, 96)]
+    if policy.guarantee is not None:
+        lines += [f"# {line}" for line in _wrap(policy.guarantee, 96)]
     body = yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
     try:
         Path(path).write_text("\n".join(lines) + "\n" + body, encoding="utf-8")
@@ -178,8 +218,18 @@ def load_policy(path: str | Path) -> Policy:
 
 
 @dataclass(frozen=True)
+class StageVerdict:
+    """One cascade critic's label and confidence for a draft."""
+
+    critic: str
+    label: str | None
+    confidence: float | None
+
+
+@dataclass(frozen=True)
 class RouteInput:
-    """What routing needs to know about one draft."""
+    """What routing needs to know about one draft. A cascade policy reads `verdicts` (the
+    critics asked so far, by name); a one-critic policy reads `label` and `confidence`."""
 
     id: str
     label: str | None
@@ -187,15 +237,28 @@ class RouteInput:
     parse_failed: bool = False
     swap_inconsistent: bool = False
     critics_disagree: bool = False
+    critic: str | None = None
+    verdicts: tuple[StageVerdict, ...] = ()
 
 
 @dataclass(frozen=True)
 class Route:
-    """Where one draft goes and why."""
+    """Where one draft goes and why; with the critic whose label ships (None: nobody's) and
+    the critics consulted, in order."""
 
     id: str
     decision: Decision
     reason: Reason
+    critic: str | None = None
+    label: str | None = None
+    critics_asked: tuple[str, ...] = ()
+
+    def to_row(self) -> dict[str, object]:
+        """The route as a JSON row: `route` (accept/review) as export names it."""
+        return {
+            "id": self.id, "route": self.decision, "reason": self.reason,
+            "critic": self.critic, "label": self.label, "critics_asked": list(self.critics_asked),
+        }  # fmt: skip
 
 
 def audit_draw(seed: int, item_id: str) -> float:
@@ -204,16 +267,69 @@ def audit_draw(seed: int, item_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def _trust_reason(draft: RouteInput, policy: Policy) -> Reason | None:
-    """Why the policy does not trust this label, or None if it would accept it."""
+@dataclass(frozen=True)
+class _Trust:
+    reason: Reason | None  # None: the policy would accept the label
+    critic: str | None
+    label: str | None
+    asked: tuple[str, ...]
+
+
+def _trust(draft: RouteInput, policy: Policy) -> _Trust:
+    """Why the policy does not trust this draft (or None), and whose label it would ship."""
+    if policy.stages:
+        return _cascade_trust(draft, policy.stages)
+    asked = (draft.critic,) if draft.critic else ()
+    reason: Reason | None = None
     if draft.parse_failed or draft.label is None:
-        return "parse_failure"
-    if draft.swap_inconsistent and policy.route_swap_inconsistent:
-        return "swap_inconsistent"
-    if draft.critics_disagree and policy.route_critics_disagree:
-        return "critics_disagree"
-    if policy.threshold is None or draft.confidence is None or draft.confidence < policy.threshold:
-        return "low_confidence"
+        reason = "parse_failure"
+    elif draft.swap_inconsistent and policy.route_swap_inconsistent:
+        reason = "swap_inconsistent"
+    elif draft.critics_disagree and policy.route_critics_disagree:
+        reason = "critics_disagree"
+    elif (
+        policy.threshold is None or draft.confidence is None or draft.confidence < policy.threshold
+    ):
+        reason = "low_confidence"
+    if reason is None:
+        return _Trust(None, draft.critic, draft.label, asked)
+    return _Trust(reason, None, None, asked)
+
+
+def _cascade_trust(draft: RouteInput, stages: Sequence[Stage]) -> _Trust:
+    """Accept at the first stage whose critic clears its threshold; a critic not asked yet
+    (no verdict) ends the walk there, as does a parse failure."""
+    by_critic = {v.critic: v for v in draft.verdicts}
+    asked: list[str] = []
+    reason: Reason = "low_confidence"
+    for stage in stages:
+        verdict = by_critic.get(stage.critic)
+        if verdict is None:
+            break
+        asked.append(stage.critic)
+        if verdict.label is None:
+            reason = "parse_failure"
+            continue
+        if (
+            stage.threshold is not None
+            and verdict.confidence is not None
+            and verdict.confidence >= stage.threshold
+        ):
+            return _Trust(None, stage.critic, verdict.label, tuple(asked))
+    if draft.parse_failed and not asked:
+        reason = "parse_failure"
+    return _Trust(reason, None, None, tuple(asked))
+
+
+def next_critic(draft: RouteInput, policy: Policy) -> str | None:
+    """For a live cascade: the critic to ask next for this draft, or None when the stages it
+    has reached settle it (accepted) or none is left to ask."""
+    trust = _cascade_trust(draft, policy.stages or [])
+    if trust.reason is None:
+        return None
+    for stage in policy.stages or []:
+        if stage.critic not in trust.asked:
+            return stage.critic
     return None
 
 
@@ -242,8 +358,10 @@ def route(drafts: Sequence[RouteInput], policy: Policy) -> list[Route]:
         seen.add(draft.id)
 
     reasons: dict[str, Reason] = {}
+    trusts: dict[str, _Trust] = {}
     for draft in drafts:
-        reason = _trust_reason(draft, policy)
+        trust = trusts[draft.id] = _trust(draft, policy)
+        reason = trust.reason
         if reason is None:
             audited = audit_draw(policy.seed, draft.id) < policy.audit_rate
             reason = "audit_sample" if audited else "confident"
@@ -253,11 +371,21 @@ def route(drafts: Sequence[RouteInput], policy: Policy) -> list[Route]:
         for draft in _over_budget(drafts, reasons, policy):
             reasons[draft.id] = "budget"
 
-    accepted = ("confident", "budget")
-    return [
-        Route(d.id, "accept" if reasons[d.id] in accepted else "review", reasons[d.id])
-        for d in drafts
-    ]
+    routes = []
+    for d in drafts:
+        trust, reason = trusts[d.id], reasons[d.id]
+        accept = reason in ("confident", "budget")
+        ships = accept and trust.reason is None  # a budget accept of an untrusted draft:
+        critic = trust.critic if ships else None  # its own (first) label ships, unguaranteed
+        label = trust.label if ships else (d.label if accept else None)
+        if accept and not ships and policy.stages and d.verdicts:
+            first = d.verdicts[0]
+            critic, label = first.critic, first.label
+        elif accept and not ships:
+            critic = d.critic
+        routes.append(Route(d.id, "accept" if accept else "review", reason, critic, label,
+                            trust.asked))  # fmt: skip
+    return routes
 
 
 def _over_budget(

@@ -24,6 +24,7 @@ from critic.calibrate import (
     estimate_accepted_quality,
     load_judgments,
     min_labels_to_pass,
+    threshold_grid,
     threshold_table,
 )
 from critic.errors import CriticError, InputError, UsageError
@@ -120,30 +121,39 @@ def test_all_agreeing_accepts_everything() -> None:
 def test_sequence_stops_at_the_first_failure() -> None:
     # 30 agreeing at the top, 20 disagreeing, then 1000 agreeing: the whole set would pass on
     # its own (1030 of 1050), but fixed-sequence testing must stop where the test first fails.
+    # The lowest grid threshold above the disagreeing items is 0.805: it accepts the same 30.
     scores = [0.9] * 30 + [0.8] * 20 + [0.5] * 1000
     correct = [True] * 30 + [False] * 20 + [True] * 1000
     result = calibrate(scores, correct, 0.9, 0.1)
-    assert result.threshold == 0.9
+    assert result.threshold == 0.805
     assert (result.n_accepted, result.n_agree) == (30, 30)
     assert result.coverage == pytest.approx(30 / 1050)
 
 
-def test_thresholds_too_close_together_are_not_tested() -> None:
-    # 525 items, so each candidate threshold must accept at least 5 more items than the one
-    # before. 0.9 adds only 3 (all disagreeing) to 0.95: it is not a test of its own, so it
-    # cannot end the sequence, which goes on to 0.5 and passes there.
-    scores = [0.95] * 22 + [0.9] * 3 + [0.5] * 500
-    correct = [True] * 22 + [False] * 3 + [True] * 500
-    assert calibrate(scores, correct, 0.9, 0.1).threshold == 0.5
+def test_thresholds_come_from_a_fixed_grid() -> None:
+    assert threshold_grid()[:3] == [1.0, 0.995, 0.99]
+    assert threshold_grid()[-1] == 0.0 and len(threshold_grid()) == 201
+    result = calibrate([0.7234] * 40 + [0.3] * 40, [True] * 40 + [False] * 40, 0.9, 0.1)
+    assert result.threshold == 0.305
+
+
+def test_a_threshold_is_tested_only_once_enough_items_are_above_it() -> None:
+    # The 29 most confident items include 6 errors; alone they would fail and end the sequence.
+    # With at least 30 above, the first test is at 0.9 (230 items, 224 agreeing), which passes.
+    scores = [0.99] * 29 + [0.9] * 201 + [0.2] * 100
+    correct = [True] * 23 + [False] * 6 + [True] * 201 + [False] * 100
+    result = calibrate(scores, correct, 0.9, 0.1)
+    assert result.threshold == 0.205
+    assert result.n_accepted == 230
 
 
 def test_too_few_labels_says_how_many_more() -> None:
     result = calibrate([0.9] * 10, [True] * 10, 0.9, 0.1)
     assert result.threshold is None
     assert result.n_accepted == 0 and result.coverage == 0.0
-    assert result.min_labels == 22
-    assert result.needed_more == 12
-    assert "12 more" in result.guarantee
+    assert result.min_labels == 22 and result.min_accepted == 30
+    assert result.needed_more == 20
+    assert "20 more" in result.guarantee
 
 
 def test_needed_more_is_enough_when_new_labels_look_alike() -> None:
@@ -154,7 +164,7 @@ def test_needed_more_is_enough_when_new_labels_look_alike() -> None:
     total = 100 + result.needed_more
     agree = math.floor(0.93 * total)
     bigger = calibrate([0.5] * total, [True] * agree + [False] * (total - agree), 0.9, 0.1)
-    assert bigger.threshold == 0.5
+    assert bigger.threshold is not None and bigger.n_accepted == total
 
 
 def test_needed_more_uses_the_best_confidence_bucket() -> None:

@@ -61,7 +61,8 @@ def draft(id: str, confidence: float | None = 0.9, **flags: bool) -> RouteInput:
     ],
 )
 def test_route_reasons(item: RouteInput, decision: str, reason: str) -> None:
-    assert route([item], policy()) == [Route("a", decision, reason)]  # type: ignore[arg-type]
+    label = item.label if decision == "accept" else None  # the label that ships, if any
+    assert route([item], policy()) == [Route("a", decision, reason, label=label)]  # type: ignore[arg-type]
 
 
 def test_disagreement_rules_can_be_switched_off() -> None:
@@ -134,9 +135,9 @@ def test_budget_keeps_the_least_confident_and_accepts_the_rest() -> None:
     ]
     routes = {r.id: r for r in route(items, policy(budget=3))}
     assert {i for i, r in routes.items() if r.decision == "review"} == {"b", "c", "e"}
-    assert routes["a"] == Route("a", "accept", "budget")
-    assert routes["d"] == Route("d", "accept", "budget")
-    assert routes["f"] == Route("f", "accept", "confident")
+    assert routes["a"] == Route("a", "accept", "budget", label="x")
+    assert routes["d"] == Route("d", "accept", "budget", label="x")
+    assert routes["f"] == Route("f", "accept", "confident", label="x")
 
 
 def test_parse_failures_always_go_to_review_and_use_the_budget_first() -> None:

@@ -1,0 +1,242 @@
+"""Calibration on real LLM judges: coverage and violations of critic's procedure, the textbook
+reference and the in-sample oracle, plus panels and cascades of judges.
+
+    python bench/calibration.py [--data ../shared/data/llmbar-judges] [--splits 50] [--delta 0.1]
+
+For every judge file and target agreement, each split calibrates on a random half of the items
+and routes the other half. Printed per procedure:
+- cov: mean share of the routed half auto-accepted;
+- viol: share of splits whose chosen threshold's agreement on the whole file (the population
+  both halves are drawn from) is below the target; this is what the guarantee bounds by delta;
+- half<t: share of splits whose routed half's accepted items agree below the target (a noisy
+  reading of the same thing on a few hundred items; not bounded by delta).
+Procedures:
+- critic: `critic.calibrate.calibrate`;
+- reference: textbook fixed-sequence testing, implemented here on its own: thresholds 1.0,
+  0.995, ..., 0.0, tested from the top once >= 30 calibration items are above, exact
+  Clopper–Pearson bound, stop at the first failure;
+- old: critic's scheme before issue 11 (first candidate accepting just enough items to pass if
+  all agree, each next one 1% more), for comparison;
+- oracle: the largest threshold set on the calibration half whose agreement meets the target
+  (no guarantee).
+Panels (items present in several files) combine judges by `mean` and `vote`; cascades ask the
+judges in order. Both print coverage, violations and requests to the judges per item.
+The figures are deterministic (seeded splits); nothing is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from critic.calibrate import calibrate, min_labels_to_pass
+from critic.cascade import calibrate_cascade
+from critic.judgments import Verdict, combine
+from critic.stats import binomial_sf
+
+TARGETS = (0.70, 0.75, 0.80)
+Scores = Sequence[float]
+Flags = Sequence[bool]
+Pick = Callable[[Scores, Flags, float, float], float | None]
+
+
+def reference(scores: Scores, correct: Flags, target: float, delta: float) -> float | None:
+    """Textbook fixed-sequence testing on the grid 1.0, 0.995, ..., 0.0 (see module doc)."""
+    chosen = None
+    for i in range(201):
+        t = round(1.0 - 0.005 * i, 3)
+        above = [ok for s, ok in zip(scores, correct, strict=True) if s >= t]
+        if len(above) < 30:
+            continue
+        if binomial_sf(sum(above), len(above), target) > delta:
+            break
+        chosen = t
+    return chosen
+
+
+def old_scheme(scores: Scores, correct: Flags, target: float, delta: float) -> float | None:
+    """critic before issue 11: candidates from the distinct score accepting min_labels items,
+    each next one accepting 1% of the set more; fixed sequence, stop at the first failure."""
+    pairs = sorted(zip(scores, correct, strict=True), key=lambda p: -p[0])
+    least, step = min_labels_to_pass(target, delta), max(1, len(pairs) // 100)
+    last_n, chosen, k = 0, None, 0
+    for n, (s, ok) in enumerate(pairs, start=1):
+        k += ok
+        if n < len(pairs) and pairs[n][0] == s:
+            continue
+        if n < least or (last_n and n - last_n < step and n != len(pairs)):
+            continue
+        last_n = n
+        if binomial_sf(k, n, target) > delta:
+            break
+        chosen = s
+    return chosen
+
+
+def oracle(scores: Scores, correct: Flags, target: float, delta: float) -> float | None:
+    """The lowest distinct score whose set's in-sample agreement meets the target."""
+    pairs = sorted(zip(scores, correct, strict=True), key=lambda p: -p[0])
+    chosen, k = None, 0
+    for n, (s, ok) in enumerate(pairs, start=1):
+        k += ok
+        if (n == len(pairs) or pairs[n][0] != s) and k / n >= target:
+            chosen = s
+    return chosen
+
+
+def critic_pick(scores: Scores, correct: Flags, target: float, delta: float) -> float | None:
+    return calibrate(scores, correct, target, delta).threshold
+
+
+PROCEDURES: dict[str, Pick] = {
+    "critic": critic_pick, "reference": reference, "old": old_scheme, "oracle": oracle,
+}  # fmt: skip
+
+
+def load(path: Path) -> dict[str, tuple[Verdict, str]]:
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        verdict = Verdict.model_validate({"model": row["judge"], "label": row["label"],
+                                          "probs": row["probs"]})  # fmt: skip
+        out[row["id"]] = (verdict, str(row["human_label"]))
+    return out
+
+
+def splits(n: int, count: int) -> list[tuple[list[int], list[int]]]:
+    out = []
+    for seed in range(count):
+        idx = list(range(n))
+        random.Random(seed).shuffle(idx)
+        out.append((idx[: n // 2], idx[n // 2 :]))
+    return out
+
+
+def measure(
+    scores: Sequence[float], correct: Sequence[bool], pick: Pick, target: float, delta: float,
+    count: int,
+) -> tuple[float, float, float]:  # fmt: skip
+    cov = viol = half = 0.0
+    for cal, test in splits(len(scores), count):
+        t = pick([scores[i] for i in cal], [correct[i] for i in cal], target, delta)
+        if t is None:
+            continue
+        routed = [correct[i] for i in test if scores[i] >= t]
+        cov += len(routed) / len(test)
+        population = [ok for s, ok in zip(scores, correct, strict=True) if s >= t]
+        viol += sum(population) / len(population) < target
+        half += bool(routed) and sum(routed) / len(routed) < target
+    return cov / count, viol / count, half / count
+
+
+def cascade_measure(
+    verdicts: Sequence[Sequence[Verdict]], humans: Sequence[str], names: Sequence[str],
+    target: float, delta: float, count: int,
+) -> tuple[float, float, float]:  # fmt: skip
+    """Coverage, violations (whole-file agreement of what the cascade accepts) and requests
+    per routed item."""
+    scores = [[v.confidence for v in vs] for vs in verdicts]
+    correct = [[v.label == h for v in vs] for vs, h in zip(verdicts, humans, strict=True)]
+
+    def accepted(thresholds: Sequence[float | None], i: int) -> tuple[bool | None, int]:
+        for s, t in enumerate(thresholds):
+            if t is not None and scores[i][s] >= t:
+                return correct[i][s], s + 1
+        return None, len(thresholds)
+
+    cov = viol = requests = 0.0
+    for cal, test in splits(len(scores), count):
+        result = calibrate_cascade(names, [scores[i] for i in cal], [correct[i] for i in cal],
+                                   target, delta)  # fmt: skip
+        ts = [s.threshold for s in result.stages]
+        outcome = [accepted(ts, i) for i in test]
+        cov += sum(o is not None for o, _ in outcome) / len(test)
+        requests += sum(asked for _, asked in outcome) / len(test)
+        population = [o for o, _ in (accepted(ts, i) for i in range(len(scores))) if o is not None]
+        viol += bool(population) and sum(population) / len(population) < target
+    return cov / count, viol / count, requests / count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "llmbar-judges"
+    parser.add_argument("--data", type=Path, default=default)
+    parser.add_argument("--splits", type=int, default=50)
+    parser.add_argument("--delta", type=float, default=0.1)
+    args = parser.parse_args()
+    files = sorted(args.data.glob("*.jsonl"))
+    if not files:
+        sys.exit(f"no judge files in {args.data}")
+    judges = {f.stem: load(f) for f in files}
+    delta, count = args.delta, args.splits
+    print(f"# Calibration on {args.data.name}: {count} random half splits, delta {delta}\n")
+    print("cov = mean coverage of the routed half; viol = share of splits below target on the "
+          "whole file (bounded by delta); half<t = routed half below target (noisy)\n")  # fmt: skip
+    head = "| judge | n | target | " + " | ".join(f"{p} cov / viol" for p in PROCEDURES)
+    print(head + " | critic half<t | critic ≥ reference |")
+    print("|" + "---|" * (len(PROCEDURES) + 5))
+    for name, rows in judges.items():
+        ids = sorted(rows)
+        scores = [rows[i][0].confidence for i in ids]
+        correct = [rows[i][0].label == rows[i][1] for i in ids]
+        for target in TARGETS:
+            got = {
+                p: measure(scores, correct, f, target, delta, count) for p, f in PROCEDURES.items()
+            }
+            cells = " | ".join(f"{c:.3f} / {v:.2f}" for c, v, _ in got.values())
+            ok = got["critic"][0] >= got["reference"][0] and got["critic"][1] <= delta
+            print(f"| {name} | {len(ids)} | {target:.2f} | {cells} | {got['critic'][2]:.2f} | "
+                  f"{'yes' if ok else 'NO'} |")  # fmt: skip
+
+    panels = [sorted(judges), sorted(set(judges) - {"falcon"})]
+    print("\n## Panels (items judged by every judge of the panel)\n")
+    print("| panel | n | target | best single cov | mean cov / viol | vote cov / viol | "
+          "requests/item |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for members in panels:
+        ids = sorted(set.intersection(*(set(judges[m]) for m in members)))
+        humans = [judges[members[0]][i][1] for i in ids]
+        for target in TARGETS:
+            best = 0.0
+            for m in members:
+                sc = [judges[m][i][0].confidence for i in ids]
+                ok = [judges[m][i][0].label == h for i, h in zip(ids, humans, strict=True)]
+                best = max(best, measure(sc, ok, critic_pick, target, delta, count)[0])
+            cells = []
+            for how in ("mean", "vote"):
+                comb = [combine([judges[m][i][0] for m in members], how) for i in ids]  # type: ignore[arg-type]
+                sc = [v.confidence for v in comb]
+                ok = [v.label == h for v, h in zip(comb, humans, strict=True)]
+                c, v, _ = measure(sc, ok, critic_pick, target, delta, count)
+                cells.append(f"{c:.3f} / {v:.2f}")
+            print(f"| {'+'.join(members)} | {len(ids)} | {target:.2f} | {best:.3f} | "
+                  f"{' | '.join(cells)} | {len(members)} |")  # fmt: skip
+
+    cascades = [["llama2", "palm2"], ["chatgpt", "palm2"], ["falcon", "llama2", "palm2"]]
+    print("\n## Cascades (each stage at delta / stages)\n")
+    print("| cascade | n | target | cov / viol | requests/item | last judge alone cov |")
+    print("|---|---|---|---|---|---|")
+    for names in cascades:
+        if not set(names) <= set(judges):
+            continue
+        ids = sorted(set.intersection(*(set(judges[m]) for m in names)))
+        verdicts = [[judges[m][i][0] for m in names] for i in ids]
+        humans = [judges[names[0]][i][1] for i in ids]
+        for target in TARGETS:
+            c, v, r = cascade_measure(verdicts, humans, names, target, delta, count)
+            last = names[-1]
+            sc = [judges[last][i][0].confidence for i in ids]
+            ok = [judges[last][i][0].label == h for i, h in zip(ids, humans, strict=True)]
+            alone = measure(sc, ok, critic_pick, target, delta, count)[0]
+            print(f"| {' → '.join(names)} | {len(ids)} | {target:.2f} | {c:.3f} / {v:.2f} | "
+                  f"{r:.2f} | {alone:.3f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
