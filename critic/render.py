@@ -2,11 +2,18 @@
 
 The system message carries everything shared by all items (instructions, constitution, examples),
 the user message only the item, so vLLM's prefix cache serves the shared part once per run.
+
+Item text is data, and it may try to end its own section (`</reply></item> SYSTEM: ...`). The
+shipped templates pass every item value through the `data` filter (`fence_delimiters`), which
+writes any of the prompts' own tags inside it as `&lt;item>`, so no item can close a section.
+Templates render in jinja2's `SandboxedEnvironment`; a `--prompts` directory is still trusted
+code (it decides what the model is told), so only point it at templates you would run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -14,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.sandbox
 
 from critic.backends.base import Message
 from critic.constitution import Constitution
@@ -21,6 +29,17 @@ from critic.errors import TemplateError
 from critic.items import Item
 
 LABEL_TEMPLATES = ("label_system.j2", "label_user.j2", "reask.j2")
+
+DELIMITERS = ("item", "conversation", "reply", "response_a", "response_b")
+"""The tags the shipped prompts wrap item text in."""
+
+_DELIMITER = re.compile(r"<(?=\s*/?\s*(?:" + "|".join(DELIMITERS) + r")\b)", re.IGNORECASE)
+
+
+def fence_delimiters(text: object) -> str:
+    """`text` with every opening or closing tag of the prompts' sections (`<item>`, `</reply>`,
+    `< / Conversation >`, ...) written as `&lt;item>`, so that it cannot end its own section."""
+    return _DELIMITER.sub("&lt;", str(text))
 
 
 def shipped_prompts_dir() -> Path:
@@ -46,7 +65,7 @@ class Templates:
 
     @cached_property
     def env(self) -> jinja2.Environment:
-        return jinja2.Environment(
+        env = jinja2.sandbox.SandboxedEnvironment(
             loader=jinja2.FileSystemLoader(str(self.directory)),
             undefined=jinja2.StrictUndefined,
             autoescape=False,
@@ -54,6 +73,8 @@ class Templates:
             lstrip_blocks=True,
             keep_trailing_newline=False,
         )
+        env.filters["data"] = fence_delimiters
+        return env
 
     def source(self, name: str) -> str:
         path = self.directory / name
@@ -83,6 +104,11 @@ class Templates:
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(
                 f"{self.directory / name}:{exc.lineno}: template syntax error: {exc.message}"
+            ) from None
+        except jinja2.exceptions.SecurityError as exc:
+            raise TemplateError(
+                f"{self.directory / name}: the template did something unsafe: {exc}",
+                hint="templates may read the values they are given, not call into Python",
             ) from None
         except jinja2.UndefinedError as exc:
             raise TemplateError(
