@@ -1,0 +1,107 @@
+"""The exports are what trainers consume: TRL's DPOTrainer and SFTTrainer train a step on the tiny
+test model from critic's `trl-dpo` and `trl-sft` exports, read back with `load_from_disk`, on CPU.
+
+A change to the export format that breaks training fails here (and in CI, where TRL is installed
+by `make install`: the `trl` extra).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures_real import import_error, require
+from tests.test_trl import filled_store
+
+pytestmark = [pytest.mark.trl, pytest.mark.slow]
+
+
+@pytest.fixture
+def trl_ready() -> None:
+    problem = import_error("trl:DPOTrainer", "trl:SFTTrainer", "accelerate",
+                           "transformers:LlamaForCausalLM")  # fmt: skip
+    require(problem is None, f"training needs TRL 1.16 and accelerate ({problem}): "
+                             "pip install 'critic[trl]'")  # fmt: skip
+
+
+def _model(tiny_model_dir: Path) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _common(tmp_path: Path, name: str) -> dict[str, Any]:
+    return {
+        "output_dir": str(tmp_path / name), "max_steps": 1, "per_device_train_batch_size": 2,
+        "learning_rate": 1e-3, "use_cpu": True, "report_to": [], "save_strategy": "no",
+        "logging_steps": 1, "disable_tqdm": True, "dataloader_num_workers": 0, "seed": 0,
+    }  # fmt: skip
+
+
+def _snapshot(model: Any) -> dict[str, Any]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _changed(before: dict[str, Any], model: Any) -> bool:
+    return any(not before[k].equal(v) for k, v in model.state_dict().items())
+
+
+def test_dpo_trainer_trains_a_step_on_the_trl_dpo_export(
+    trl_ready: None, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import datasets
+    from trl import DPOConfig, DPOTrainer
+
+    from critic.trl import export_trl
+
+    store, _, _ = filled_store(tmp_path)
+    out = tmp_path / "dpo"
+    assert export_trl(store, out, "trl-dpo") == 6  # type: ignore[arg-type]
+    dataset = datasets.load_from_disk(str(out))
+    model, tokenizer = _model(tiny_model_dir)
+    before = _snapshot(model)
+    trainer = DPOTrainer(
+        model=model,
+        args=DPOConfig(**_common(tmp_path, "dpo-run"), max_length=256),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    result = trainer.train()
+    assert trainer.state.global_step == 1
+    assert math.isfinite(result.training_loss)
+    assert _changed(before, model)
+
+
+def test_sft_trainer_trains_a_step_on_the_trl_sft_export(
+    trl_ready: None, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import datasets
+    from trl import SFTConfig, SFTTrainer
+
+    from critic.trl import export_trl
+
+    store, _, _ = filled_store(tmp_path)
+    out = tmp_path / "sft"
+    assert export_trl(store, out, "trl-sft") == 3  # type: ignore[arg-type]
+    dataset = datasets.load_from_disk(str(out))
+    model, tokenizer = _model(tiny_model_dir)
+    before = _snapshot(model)
+    trainer = SFTTrainer(
+        model=model,
+        args=SFTConfig(**_common(tmp_path, "sft-run"), max_length=256),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    result = trainer.train()
+    assert trainer.state.global_step == 1
+    assert math.isfinite(result.training_loss)
+    assert _changed(before, model)
