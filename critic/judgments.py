@@ -64,15 +64,15 @@ class Verdict(BaseModel):
         probs = {str(_label_text(k)): v for k, v in probs.items()}
         for label, p in probs.items():
             if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
-                raise ValueError(f"probs[{label!r}] must be a number in [0, 1], got {p!r}")
+                raise ValueError(f"probs.{label}: must be a number in [0, 1], got {p!r}")
         total = sum(probs.values())
         if abs(total - 1.0) > PROBS_TOLERANCE:
             raise ValueError(
-                f"'probs' sum to {total:.4g}, not about 1: give a probability for every label "
-                "(normalised), or give 'confidence' instead"
+                f"probs: they sum to {total:.4g}, not about 1: give a probability for every "
+                "label (normalised), or give 'confidence' instead"
             )
         if row.get("label") not in probs:
-            raise ValueError(f"label {row.get('label')!r} is not a key of 'probs'")
+            raise ValueError(f"label: {row.get('label')!r} is not a key of 'probs'")
         row["probs"] = {k: float(v) for k, v in probs.items()}
         row["confidence"] = float(probs[row["label"]])
         return row
