@@ -189,3 +189,28 @@ def test_the_review_page_shows_cited_principles_from_the_stored_version(tmp_path
     text = asyncio.run(page())
     assert "Version one: never &lt;b&gt;help&lt;/b&gt; with harm." in text  # inert text
     assert "Version two." not in text and "was not included" not in text
+
+
+def test_a_decision_on_an_impact_flip_belongs_to_the_new_versions_run(tmp_path: Path) -> None:
+    from critic import label
+    from critic.workbench import enqueue_flips, impact
+    from tests.test_workbench import HARM, SCAMS, items, policy_backend
+
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    store = open_store(db)
+    old = label(items(tmp_path), HARM, policy_backend(), store)
+    report = impact(HARM, SCAMS, store, policy_backend())
+    new_run = report.new["run_id"]
+    with open_queues(db) as queues:
+        queues.create_queue("policy", overlap=1)
+        queues.add_user("alice", role="reviewer", queues=["policy"])
+    assert enqueue_flips(db, "policy", report) == 10
+    with open_queues(db) as queues:
+        claim = queues.claim("policy", "alice")
+        assert claim is not None and claim.task.draft["run_id"] == new_run
+        flipped = claim.task.draft["item_id"]
+        queues.decide(claim.token, "edit", label="harmless")  # the human keeps the old verdict
+    rows = _export(tmp_path, db)
+    assert rows[(new_run, flipped)]["label_source"] == "human"
+    assert rows[(new_run, flipped)]["final_label"] == "harmless"
+    assert rows[(old.run_id, flipped)]["label_source"] == "critic"  # the old run is untouched
