@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from critic.calibrate import CalibrationResult, binomial_lower_bound, threshold_table
+from critic.calibrate import CalibrationResult, binomial_lower_bound, grid_table, threshold_table
+from critic.cascade import CascadeResult
 from critic.errors import CriticError, MissingExtraError
 
 
@@ -94,6 +95,47 @@ def plot_calibration(
         title=f"Coverage vs agreement (n = {n})",
     )
     curve.legend(loc="lower left", fontsize=8)
+    try:
+        fig.savefig(Path(path), dpi=120)
+    except OSError as exc:
+        raise CriticError(f"{path}: cannot write the plot: {exc.strerror}") from None
+
+
+def plot_cascade(
+    scores: Sequence[Sequence[float]],
+    correct: Sequence[Sequence[bool]],
+    result: CascadeResult,
+    path: str | Path,
+) -> None:
+    """Write a PNG with one coverage-versus-agreement panel per cascade stage, on the
+    calibration items that reach it, each with its threshold marked."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise MissingExtraError("--plot", "matplotlib", "pip install 'critic[plot]'") from None
+    stages = result.stages
+    fig = Figure(figsize=(5 * len(stages), 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(stages), squeeze=False)[0]
+    reaching = list(range(len(scores)))
+    for s, (stage, ax) in enumerate(zip(stages, axes, strict=True)):
+        sc = [scores[i][s] for i in reaching]
+        ok = [correct[i][s] for i in reaching]
+        if sc:
+            rows = [r for r in grid_table(sc, ok) if r.n_accepted]
+            ax.plot([r.n_accepted / len(sc) for r in rows], [r.agreement for r in rows],
+                    label="agreement of accepted")  # fmt: skip
+        ax.axhline(result.target_agreement, color="grey", ls="--", lw=1, label="target")
+        cal = stage.calibration
+        if stage.threshold is not None and cal.agreement is not None:
+            ax.plot([cal.coverage], [cal.agreement], marker="*", markersize=12, color="C3",
+                    ls="none", label=f"threshold {stage.threshold:.3g}")  # fmt: skip
+            reaching = [i for i in reaching if scores[i][s] < stage.threshold]
+        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="coverage of the items reaching this stage",
+               ylabel="agreement with humans",
+               title=f"stage {s + 1}: {stage.critic} (n = {stage.reached})")  # fmt: skip
+        ax.legend(loc="lower left", fontsize=8)
     try:
         fig.savefig(Path(path), dpi=120)
     except OSError as exc:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from critic.calibrate import QualityEstimate, estimate_accepted_quality
+from critic.quality import PPIEstimate, ppi_mean
 from critic.store import Store, open_store
 
 
@@ -156,6 +157,26 @@ def audit_quality(db: str, run_id: str | None = None, confidence: float = 0.95) 
         and not humans[key]["rejected"]
     ]
     return estimate_accepted_quality(verdicts, confidence)
+
+
+def ppi_quality(db: str, run_id: str | None = None, confidence: float = 0.95) -> PPIEstimate:
+    """PPI++ estimate of the same agreement: the decided audit sample plus the critic's
+    confidence on every auto-accepted (confident) item of the run."""
+    store = open_store(db)
+    humans = human_outcomes(db)
+    latest = store.latest_routes(_run_id(store, run_id))
+    audit_ok, audit_conf, accepted_conf = [], [], []
+    for row in _drafted(store, run_id):
+        key = (row["run_id"], row["item_id"])
+        routed, conf = latest.get(key), row.get("confidence")
+        if routed is None or conf is None:
+            continue
+        if routed["reason"] == "confident":
+            accepted_conf.append(float(conf))
+        elif routed["reason"] == "audit_sample" and key in humans and not humans[key]["rejected"]:
+            audit_ok.append(_verdict(row) == humans[key]["label"])
+            audit_conf.append(float(conf))
+    return ppi_mean(audit_ok, audit_conf, accepted_conf, confidence)
 
 
 def _run_id(store: Store, run_id: str | None) -> str | None:

@@ -64,6 +64,11 @@ class Policy(BaseModel):
     route_critics_disagree: bool = Field(
         default=True, description="review items on which the critic models disagree"
     )
+    combine: Literal["mean", "vote"] | None = Field(
+        default=None,
+        description="how the panel's verdicts were combined into one (calibrate "
+        "--combine); rows to route are combined the same way",
+    )
     stages: list[Stage] | None = Field(
         default=None,
         description="a cascade: ask the critics in order, accept at the first stage whose "

@@ -10,6 +10,7 @@ import yaml
 
 from critic.calibrate import Judgment
 from critic.errors import UsageError
+from critic.policies import route_inputs
 from critic.routing import Policy, Route, RouteInput, policy_hash, route, route_counts
 from critic.store import Store
 
@@ -80,10 +81,8 @@ def route_run(store: Store, policy: Policy, run_id: str | None = None) -> RouteS
 
 
 def route_judgments(judgments: Sequence[Judgment], policy: Policy) -> list[Route]:
-    """Route predictions made elsewhere (`{"id", "label", "confidence"}` rows)."""
-    return route(
-        [RouteInput(id=j.id, label=j.label, confidence=j.confidence) for j in judgments], policy
-    )
+    """Route predictions made elsewhere (one critic's rows, a panel's, or a cascade's)."""
+    return route(route_inputs(judgments, policy), policy)
 
 
 def _summary(

@@ -153,6 +153,12 @@ def test_quality_estimates_what_shipped_from_the_decided_audit_sample(
     estimate = json.loads(result.stdout)
     assert (estimate["n_audited"], estimate["n_agree"]) == (audited, audited - 2)
     assert estimate["lower"] < estimate["agreement"] < estimate["upper"] <= 1.0
+    ppi = estimate["ppi"]  # the same audits plus every accepted item's confidence
+    assert ppi["n_audited"] == audited and ppi["n_unlabeled"] > 0
+    assert ppi["half_width"] <= ppi["classical_half_width"] + 1e-12
+    assert ppi["effective_labels"] >= audited
+    text = runner.invoke(app, ["quality", "--db", labelled_db]).stdout
+    assert "exact:" in text and "PPI++" in text and "classical" in text
 
 
 def test_calibrate_from_human_decisions_in_the_store(labelled_db: str, tmp_path: Path) -> None:
@@ -180,3 +186,72 @@ def test_calibrate_from_human_decisions_in_the_store(labelled_db: str, tmp_path:
     summary = json.loads(result.stdout)
     assert summary["n_calibration"] == decided == 30
     assert summary["n_agree"] == 29 and summary["threshold"] is not None
+
+
+def _panel_file(tmp_path: Path) -> Path:
+    """400 items judged by a small and a big critic: the small one is sure and right on the
+    first 200, the big one on the next 150; both are coin tosses on the rest."""
+    rng = random.Random(5)
+    rows = []
+    for i in range(400):
+        small_sure, big_sure = i < 200, i < 350
+
+        def verdict(model: str, sure: bool) -> dict[str, object]:
+            right = rng.random() < (0.97 if sure else 0.5)
+            label = "1" if right else "2"
+            p = 1.0 if sure else 0.6
+            return {
+                "model": model,
+                "label": label,
+                "probs": {label: p, ("2" if right else "1"): round(1 - p, 6)},
+            }
+
+        rows.append(
+            {
+                "id": f"i{i}",
+                "human_label": "1",
+                "critics": [verdict("small", small_sure), verdict("big", big_sure)],
+            }
+        )
+    path = tmp_path / "panel.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_calibrate_and_route_a_cascade_from_a_panel_file(tmp_path: Path) -> None:
+    panel = _panel_file(tmp_path)
+    policy = tmp_path / "cascade.yaml"
+    result = runner.invoke(app, ["calibrate", "--from-file", str(panel), "--cascade",
+                                 "small,big", "--target-agreement", "0.85", "-o", str(policy),
+                                 "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    stages = json.loads(result.stdout)["stages"]
+    assert [s["critic"] for s in stages] == ["small", "big"]
+    assert stages[0]["reached"] == 400 and stages[1]["reached"] == 200
+    assert all(s["threshold"] is not None for s in stages)
+    routed = tmp_path / "routed.jsonl"
+    result = runner.invoke(app, ["route", "--from-file", str(panel), "--policy", str(policy),
+                                 "-o", str(routed), "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["requests_per_item"] == {"small": 1.0, "big": 0.5}
+    rows = [json.loads(line) for line in routed.read_text().splitlines()]
+    assert {r["critic"] for r in rows[:200]} == {"small"}
+    assert all(r["critics_asked"] == ["small", "big"] for r in rows[200:])
+    assert {r["route"] for r in rows[350:]} == {"review"}
+    assert all(r["label"] is None for r in rows[350:])
+
+
+def test_calibrate_names_unknown_cascade_critics_and_combines_panels(tmp_path: Path) -> None:
+    panel = _panel_file(tmp_path)
+    policy = tmp_path / "p.yaml"
+    bad = runner.invoke(app, ["calibrate", "--from-file", str(panel), "--cascade", "smal,big",
+                              "-o", str(policy)])  # fmt: skip
+    assert bad.exit_code != 0 and "Traceback" not in bad.output
+    assert "no critic named 'smal'" in bad.stderr and "small" in bad.stderr
+    mean = runner.invoke(app, ["calibrate", "--from-file", str(panel), "--combine", "mean",
+                               "--target-agreement", "0.85", "-o", str(policy)])  # fmt: skip
+    assert mean.exit_code == 0, mean.output
+    assert "combine: mean" in policy.read_text()
+    routed = runner.invoke(app, ["route", "--from-file", str(panel), "--policy", str(policy),
+                                 "--json"])  # fmt: skip
+    assert routed.exit_code == 0, routed.output

@@ -114,31 +114,61 @@ def calibrate(
             help="Write a reliability / coverage PNG here.",
         ),
     ] = None,
+    combine: Annotated[
+        str | None,
+        typer.Option(help="Rows carry several critics: combine them by 'mean' or 'vote'."),
+    ] = None,
+    cascade: Annotated[
+        str | None,
+        typer.Option(help="Rows carry several critics: a cascade, cheapest first ('a,b')."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Pick the confidence threshold that meets a target agreement with a stated guarantee."""
     from critic.calibrate import calibrate as do_calibrate
     from critic.calibrate import load_judgments
+    from critic.cascade import CascadeResult
     from critic.errors import UsageError
+    from critic.judgments import COMBINE, Combine
+    from critic.policies import calibrate_judgments
     from critic.routing import Policy, save_policy
 
     if (from_file is None) == (db is None):
         raise UsageError("give exactly one of --from-file and --db")
+    if combine is not None and combine not in COMBINE:
+        raise UsageError(f"--combine must be one of {', '.join(COMBINE)}, got {combine!r}")
+    stages = [c.strip() for c in cascade.split(",") if c.strip()] if cascade else None
+    how: Combine | None = "mean" if combine == "mean" else "vote" if combine == "vote" else None
     if from_file is not None:
-        judgments = load_judgments(from_file)
-        scores = [j.confidence for j in judgments]
-        correct = [j.correct for j in judgments]
+        calibrated = calibrate_judgments(load_judgments(from_file), from_file, target_agreement,
+                                         delta, how=how, cascade=stages)  # fmt: skip
+        policy = calibrated.policy(audit_rate=audit_rate, budget=budget, seed=seed, how=how)
+        outcome = calibrated.result
+        scores = [s[0] for s in calibrated.scores]
+        correct = [c[0] for c in calibrated.correct]
     else:
         from critic.review import human_judgments
 
+        if how or stages:
+            raise UsageError(
+                "--combine and --cascade read several critics' verdicts from --from-file rows",
+                hint="with --db, a panel run's combined confidence is calibrated as stored",
+            )
         scores, correct = human_judgments(db or "", run)
-    result = do_calibrate(scores, correct, target_agreement, delta)
-    policy = Policy.from_calibration(result, audit_rate=audit_rate, budget=budget, seed=seed)
+        outcome = do_calibrate(scores, correct, target_agreement, delta)
+        policy = Policy.from_calibration(outcome, audit_rate=audit_rate, budget=budget, seed=seed)
     save_policy(policy, output)
     if plot is not None:
-        from critic.plots import plot_calibration
+        from critic.plots import plot_calibration, plot_cascade
 
-        plot_calibration(scores, correct, result, plot)
+        if isinstance(outcome, CascadeResult):
+            plot_cascade(calibrated.scores, calibrated.correct, outcome, plot)
+        else:
+            plot_calibration(scores, correct, outcome, plot)
+    if isinstance(outcome, CascadeResult):
+        _print_cascade(outcome, output, json_out)
+        raise typer.Exit(0 if outcome.n_accepted else 1)
+    result = outcome
     if json_out:
         print(json.dumps({**result.model_dump(mode="json"), "guarantee": result.guarantee,
                           "policy": str(output)}, indent=2))  # fmt: skip
@@ -158,6 +188,27 @@ def calibrate(
         out.print(table)
         out.print(result.guarantee, soft_wrap=True)
     raise typer.Exit(0 if result.threshold is not None else 1)
+
+
+def _print_cascade(result: Any, output: Path, json_out: bool) -> None:
+    if json_out:
+        print(json.dumps({**result.model_dump(mode="json"), "coverage": result.coverage,
+                          "agreement": result.agreement, "guarantee": result.guarantee,
+                          "policy": str(output)}, indent=2))  # fmt: skip
+        return
+    table = Table("stage", "critic", "reached", "threshold", "accepted", "agreement",
+                  "requests/item", title="critic calibrate --cascade")  # fmt: skip
+    for i, s in enumerate(result.stages, start=1):
+        cal = s.calibration
+        table.add_row(
+            str(i), shown(s.critic), str(s.reached),
+            "none" if s.threshold is None else f"{s.threshold:.4g}", str(cal.n_accepted),
+            "" if cal.agreement is None else f"{cal.agreement:.1%}",
+            f"{result.requests_per_item[s.critic]:.2f}",
+        )  # fmt: skip
+    out.print(table)
+    out.print(f"coverage {result.coverage:.1%}; policy {output}", highlight=False)
+    out.print(result.guarantee, soft_wrap=True)
 
 
 @reports_errors
@@ -229,8 +280,9 @@ def route(
             raise UsageError("--queue needs --db: queues live in the database")
         routed = route_judgments(load_judgments(from_file, require_human_label=False), policy)
         counts = route_counts(routed)
+        asked = {c: sum(c in r.critics_asked for r in routed) / len(routed) for c in policy.critics}
         if output is not None:
-            output.write_text("".join(json.dumps(r.__dict__) + "\n" for r in routed))
+            output.write_text("".join(json.dumps(r.to_row()) + "\n" for r in routed))
         review = sum(r.decision == "review" for r in routed)
         summary: dict[str, Any] = {
             "policy_hash": policy_hash(policy),
@@ -238,6 +290,8 @@ def route(
             "review": review,
             "accepted": len(routed) - review,
         }
+        if asked:
+            summary["requests_per_item"] = asked
     else:
         from critic.store import open_store
 
@@ -260,6 +314,8 @@ def route(
     table.add_row("[bold]accepted[/]", str(summary["accepted"]))
     table.add_row("[bold]to review[/]", str(summary["review"]))
     out.print(table)
+    for critic, per_item in summary.get("requests_per_item", {}).items():
+        out.print(f"requests to {shown(critic)}: {per_item:.2f} per item", highlight=False)
     if summary.get("enqueued") is not None:
         err.print(f"{summary['enqueued']} item(s) added to queue '{queue}'", highlight=False)
 
@@ -271,11 +327,24 @@ def quality(
     confidence: IntervalOpt = 0.95,
     json_out: JsonOpt = False,
 ) -> None:
-    """Estimate the agreement of auto-accepted labels from the decided audit sample."""
-    from critic.review import audit_quality
+    """Estimate the agreement of auto-accepted labels: the exact interval from the decided audit
+    sample, and PPI++ (the audits plus the critic's confidence on every accepted item)."""
+    from critic.errors import UsageError
+    from critic.quality import PPIEstimate
+    from critic.review import audit_quality, ppi_quality
 
     estimate = audit_quality(db, run, confidence)
+    ppi: PPIEstimate | None = None
+    why: str | None = None
+    try:
+        ppi = ppi_quality(db, run, confidence)
+    except UsageError as exc:  # too few audits or accepted items for PPI++: say so, keep exact
+        why = exc.message
     if json_out:
-        print(json.dumps({**estimate.__dict__, "summary": estimate.summary}, indent=2))
+        print(json.dumps({**estimate.__dict__, "summary": estimate.summary,
+                          "ppi": None if ppi is None else {**ppi.__dict__,
+                                                           "labels_gained": ppi.labels_gained},
+                          "ppi_unavailable": why}, indent=2))  # fmt: skip
     else:
-        out.print(estimate.summary, soft_wrap=True)
+        out.print(f"exact: {estimate.summary}", soft_wrap=True)
+        out.print(ppi.summary if ppi else f"PPI++: not available ({why})", soft_wrap=True)
