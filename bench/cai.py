@@ -45,11 +45,12 @@ from typing import Any
 
 from critic.backends import get_backend
 from critic.backends.base import Backend, Generation, Request
-from critic.cai import CompareOptions, ReviseOptions, acompare, arevise
 from critic.constitution import load_constitution
 from critic.items import Fields
-from critic.labeling import LabelOptions
 from critic.store import open_store
+from critic.tasks.compare import CompareOptions, acompare
+from critic.tasks.label import LabelOptions
+from critic.tasks.revise import ReviseOptions, arevise
 from critic.testing.vllm_server import metrics
 
 
@@ -67,6 +68,9 @@ class Recording:
     @property
     def model(self) -> str:
         return self.inner.model
+
+    async def check(self) -> None:
+        await self.inner.check()
 
     async def generate(self, requests: Sequence[Request]) -> list[Generation]:
         self.sent.extend(r.messages for r in requests)

@@ -7,7 +7,7 @@ The same N label requests are sent twice over:
     *before* the clock starts by critic's own ``Labeler(...).request(item)`` and
     ``vllm_server.request_body(model, request)``; the response JSON is parsed (to read ``usage``)
     and nothing else is done with it;
-(b) **critic** -- ``critic.labeling.alabel(...)`` with the ``vllm-server`` backend at the same
+(b) **critic** -- ``critic.tasks.label.alabel(...)`` with the ``vllm-server`` backend at the same
     concurrency, into a fresh temporary SQLite store per pass: reading the JSONL, rendering the
     prompts, the HTTP requests, parsing and validating every answer, confidence components and
     the batched store writes, i.e. what ``critic label`` does. Re-asks are off by default
@@ -77,9 +77,9 @@ from critic.backends import get_backend
 from critic.backends.vllm_server import request_body
 from critic.constitution import Constitution, load_constitution
 from critic.items import Fields, Item, load_items
-from critic.labeling import Labeler, LabelOptions, alabel
 from critic.render import Templates
 from critic.store import open_store
+from critic.tasks.label import Labeler, LabelOptions, alabel
 
 FIELDS = Fields(id="id", prompt="prompt", response="response")
 

@@ -41,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     from critic.cli.run import summary_table
     from critic.constitution import load_constitution
     from critic.export import export_rows
-    from critic.labeling import LabelOptions, label
     from critic.routing import Policy, save_policy
     from critic.store import open_store
+    from critic.tasks.label import LabelOptions, label
     from critic.testing.trained_model import (
         CONSTITUTION,
         build_trained_model,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 
 class CriticError(Exception):
@@ -26,6 +26,30 @@ class UsageError(CriticError):
     """The command line itself is wrong (exit status 2)."""
 
     exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A setting is out of range or contradicts another. The message names the setting's field;
+    `renamed` names it the way the caller's user wrote it (the CLI: its flag)."""
+
+    def __init__(self, field: str, problem: str, hint: str | None = None) -> None:
+        """`problem` and `hint` name settings as `{field}` placeholders, e.g. `{samples} > 1`."""
+        self.field, self.problem, self.hint_template = field, problem, hint
+        names = _Names()
+        super().__init__(problem.format_map(names), hint and hint.format_map(names))
+
+    def renamed(self, names: Mapping[str, str]) -> ConfigError:
+        """The same error with settings named by `names` (field -> name); others keep theirs."""
+        renamed = ConfigError(self.field, self.problem, self.hint_template)
+        known = _Names(names)
+        renamed.message = self.problem.format_map(known)
+        renamed.hint = self.hint_template and self.hint_template.format_map(known)
+        return renamed
+
+
+class _Names(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return key
 
 
 class ConstitutionError(CriticError):

@@ -53,17 +53,10 @@ from critic.errors import (
     UsageError,
 )
 from critic.items import Fields, Item
-from critic.labeling import (
-    Drafter,
-    Labeler,
-    LabelOptions,
-    Progress,
-    label_identity,
-    run_items,
-    run_key,
-)
 from critic.render import LABEL_TEMPLATES, Templates
-from critic.store import Outcome, RunInfo, Store, now
+from critic.runs import Drafter, Progress, open_run, run_items
+from critic.store import Outcome, RunInfo, Store
+from critic.tasks.label import Labeler, LabelOptions, label_identity
 
 LABEL_KINDS = ("categorical", "rubric")
 SNIPPET_CHARS = 240
@@ -458,9 +451,7 @@ async def arun_cases(
         return _case_result(case, outcome, kind, suite.source(case))
 
     try:
-        check = getattr(backend, "check", None)
-        if check is not None:
-            await check()
+        await backend.check()
         results = list(await asyncio.gather(*(one(c) for c in cases)))
     finally:
         await backend.aclose()
@@ -488,7 +479,7 @@ def _drafters(
     if constitution.task.kind != "pairwise":
         labeler = Labeler(backend, constitution, templates, options or LabelOptions())
         return lambda case: labeler
-    from critic.cai import CompareOptions, Comparer
+    from critic.tasks.compare import CompareOptions, Comparer
 
     compare_options = CompareOptions(sampling=options or LabelOptions(top_logprobs=5))
     comparers: dict[str, Comparer] = {}
@@ -853,7 +844,11 @@ def _label_options(run: RunInfo) -> LabelOptions:
     params = {k: v for k, v in run.params.items() if k not in ("fields", "critics")}
     try:
         return LabelOptions(**params)
-    except (TypeError, CriticError) as exc:
+    except (
+        TypeError,
+        ValueError,
+        CriticError,
+    ) as exc:  # pydantic's ValidationError is a ValueError
         raise StoreError(
             f"run {run.id}: its stored sampling options cannot be reused ({exc})",
             hint="label the data again with the old version in this critic version",
@@ -942,29 +937,19 @@ async def aimpact(
     if backend.model != run.model:
         warnings.append(f"the old run used model {run.model!r}, this one {backend.model!r}: "
                         "flips may come from the model")  # fmt: skip
+    wanted = {r["item_id"] for r in chosen}
     try:
-        check = getattr(backend, "check", None)
-        if check is not None:
-            await check()
-        new_hash = store.save_constitution(new)
-        identity = label_identity(options, fields)
-        key = run_key("label", new_hash, template_hash, backend.name, backend.model, identity,
-                      run.input)  # fmt: skip
-        new_run, _ = store.ensure_run(
-            RunInfo(
-                id=key[:12], key=key, task="label", constitution_hash=new_hash,
-                template_hash=template_hash, backend=backend.name, model=backend.model,
-                params=identity, input=run.input, created_at=now(),
-            )
+        # The new version's drafts are a label run over the old run's input: the same run as a
+        # `critic label` of that input with the same options, so either resumes the other.
+        opened = await open_run(
+            store, backend, new, task="label", identity=label_identity(options, fields),
+            template_hash=template_hash, input_name=run.input,
+            records=[{"item_id": r["item_id"], "source": r["source"], "row": r["row"]}
+                     for r in chosen],
+            items={r["item_id"]: Item(r["item_id"], r["row"], r["source"], fields)
+                   for r in chosen},
         )  # fmt: skip
-        store.add_items(
-            new_run.id,
-            [{"item_id": r["item_id"], "source": r["source"], "row": r["row"]} for r in chosen],
-        )
-        wanted = {r["item_id"] for r in chosen}
-        pending = set(store.item_ids(new_run.id, ["pending"])) & wanted
-        todo = [Item(r["item_id"], r["row"], r["source"], fields)
-                for r in chosen if r["item_id"] in pending]  # fmt: skip
+        new_run, todo = opened.run, opened.todo
         labeler = Labeler(backend, new, templates, options)
         if progress:
             progress(0, len(todo))

@@ -12,24 +12,22 @@ from typer.testing import CliRunner
 
 from critic.backends.base import Request, Sample, TokenLogprob
 from critic.backends.fake import FakeBackend
-from critic.cai import (
-    CompareOptions,
-    Judgment,
-    ReviseOptions,
-    aggregate,
-    compare,
-    decide,
-    quote_found,
-    revise,
-    sample_principles,
-    written_distribution,
-)
 from critic.cli import app
 from critic.constitution import load_constitution
 from critic.errors import UsageError
 from critic.items import Fields
-from critic.labeling import LabelOptions
 from critic.store import open_store
+from critic.tasks.base import sample_principles
+from critic.tasks.compare import (
+    CompareOptions,
+    Judgment,
+    aggregate,
+    compare,
+    decide,
+    written_distribution,
+)
+from critic.tasks.label import LabelOptions
+from critic.tasks.revise import ReviseOptions, quote_found, revise
 from critic.triage import route_input
 
 CAI = load_constitution("cai-principles")

@@ -10,8 +10,8 @@ from critic.backends.fake import FakeBackend
 from critic.constitution import load_constitution
 from critic.errors import BackendError
 from critic.export import export, export_rows
-from critic.labeling import LabelOptions, label
 from critic.store import open_store
+from critic.tasks.label import LabelOptions, label
 
 HARM = load_constitution("harmlessness")
 GOOD = '{"rationale":"fine","principles":["H1"],"label":"harmless"}'
@@ -85,7 +85,8 @@ def test_a_default_column_run_keeps_its_key() -> None:
     from dataclasses import asdict
 
     from critic.items import Fields
-    from critic.labeling import label_identity, run_key
+    from critic.runs import run_key
+    from critic.tasks.label import label_identity
 
     options = LabelOptions()
     assert label_identity(options) == label_identity(options, Fields()) == asdict(options)
@@ -258,7 +259,7 @@ def test_concurrent_run_with_slow_backend_stores_every_outcome(
     source = items_file(tmp_path, 120, bad=False)
     import asyncio
 
-    from critic.labeling import alabel
+    from critic.tasks.label import alabel
 
     summary = asyncio.run(alabel(source, HARM, backend, store, concurrency=16))
     assert summary.drafted == 120 and summary.processed == 120
@@ -268,7 +269,7 @@ def test_concurrent_run_with_slow_backend_stores_every_outcome(
 def test_a_panel_of_critics_lowers_confidence_where_they_disagree(tmp_path: Path) -> None:
     import asyncio
 
-    from critic.labeling import alabel
+    from critic.tasks.label import alabel
     from critic.triage import route_input
 
     harmful = GOOD.replace("harmless", "harmful")

@@ -9,11 +9,12 @@ import datasets
 import pytest
 
 from critic.backends.fake import FakeBackend
-from critic.cai import compare, revise
 from critic.constitution import load_constitution
 from critic.errors import UsageError
 from critic.items import Fields
 from critic.store import open_store
+from critic.tasks.compare import compare
+from critic.tasks.revise import revise
 from critic.trl import export_trl, to_messages
 from tests.test_cai import convs_file, pairs_file, prefers_good, quoting_script
 

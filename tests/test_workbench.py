@@ -20,8 +20,8 @@ from critic.calibrate import clopper_pearson
 from critic.cli import app
 from critic.constitution import Constitution, load_constitution
 from critic.errors import ConstitutionError, InputError, StoreError, UsageError
-from critic.labeling import label
 from critic.store import open_store
+from critic.tasks.label import label
 from critic.workbench import (
     cases_path,
     check_cases,

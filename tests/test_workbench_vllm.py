@@ -17,8 +17,8 @@ from adjudication import open_store as open_queue_store
 from critic.backends import get_backend
 from critic.cli import app
 from critic.constitution import Constitution, load_constitution
-from critic.labeling import LabelOptions, label
 from critic.store import open_store
+from critic.tasks.label import LabelOptions, label
 from critic.testing.vllm_server import VLLMServer, metrics
 from critic.workbench import cases_path
 from tests.test_label_vllm import DONE, settled_count

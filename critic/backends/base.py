@@ -75,6 +75,11 @@ class Backend(Protocol):
     name: str
     model: str
 
+    async def check(self) -> None:
+        """Fail early with a BackendError that says what to fix (an unreachable server, an
+        unknown model); do nothing when there is nothing to check."""
+        ...
+
     async def generate(self, requests: Sequence[Request]) -> list[Generation]: ...
 
     async def aclose(self) -> None: ...

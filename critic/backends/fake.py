@@ -130,5 +130,8 @@ class FakeBackend:
             await asyncio.sleep(self.latency_s)
         return [self._answer(r) for r in requests]
 
+    async def check(self) -> None:
+        """Scripted outputs: nothing to reach."""
+
     async def aclose(self) -> None:
         return None

@@ -103,5 +103,8 @@ class TransformersBackend:
     async def generate(self, requests: Sequence[Request]) -> list[Generation]:
         return [await asyncio.to_thread(self._run, r) for r in requests]
 
+    async def check(self) -> None:
+        """The model is loaded when the backend is built: nothing more to check."""
+
     async def aclose(self) -> None:
         return None

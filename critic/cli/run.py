@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -44,6 +46,10 @@ from critic.cli.options import (
     TemperatureOpt,
     temperature_or_default,
 )
+
+if TYPE_CHECKING:
+    from critic.backends.base import Backend
+    from critic.items import Fields
 
 
 def finish_run(summary: Any, command: str, db: str, json_out: bool) -> None:
@@ -88,6 +94,44 @@ def summary_table(summary: Any, command: str = "label") -> Table:
     table.add_row("model", shown(f"{summary.model} via {summary.backend}"))
     table.add_row("database", shown(summary.db))
     return table
+
+
+def _run_task(
+    task: str,
+    doing: str,
+    source: str,
+    constitution: str,
+    options: Any,
+    fields: Fields,
+    *,
+    backend: Backend,
+    db: str,
+    split: str | None,
+    prompts: Path | None,
+    limit: int | None,
+    retry_failed: bool,
+    concurrency: int,
+    json_out: bool,
+    quiet: bool,
+    critics: Sequence[Backend] = (),
+) -> None:
+    """Run `task` under a progress bar, print its summary and exit with its status."""
+    from critic.config import InputSpec, RunControl
+    from critic.constitution import load_constitution
+    from critic.store import open_store
+    from critic.tasks import run
+
+    c = load_constitution(constitution)
+    store = open_store(db)
+    summary = run_with_progress(
+        quiet or json_out, doing,
+        lambda **hooks: run(
+            task, source, c, backend, store, options=options, critics=critics,
+            input=InputSpec(fields=fields, split=split, prompts=prompts, limit=limit),
+            control=RunControl(concurrency=concurrency, retry_failed=retry_failed), **hooks,
+        ),
+    )  # fmt: skip
+    finish_run(summary, task, db, json_out)
 
 
 @reports_errors
@@ -136,35 +180,24 @@ def label(
     quiet: QuietOpt = False,
 ) -> None:
     """Label a dataset against a constitution. Rerun the same command to resume."""
-    from critic.constitution import load_constitution
+    from critic.config import Sampling
     from critic.items import Fields
-    from critic.labeling import LabelOptions
-    from critic.labeling import label as run_label
-    from critic.store import open_store
 
-    c = load_constitution(constitution)
-    options = LabelOptions(
+    sampling = Sampling(
         max_tokens=max_tokens, temperature=temperature_or_default(temperature, samples),
         samples=samples, top_logprobs=logprobs, max_reasks=max_reasks, seed=seed,
     )  # fmt: skip
     fields = Fields(id=id_field, prompt=prompt_field, response=response_field, text=text_field)
-    store = open_store(db)
-    engine = make_backend(backend, base_url, model, concurrency, max_model_len=max_model_len)
     panel = [
         make_backend(backend, base_url, name, concurrency, max_model_len=max_model_len)
         for name in critic or []
     ]
-
-    summary = run_with_progress(
-        quiet or json_out,
-        "labeling",
-        lambda **hooks: run_label(
-            input, c, engine, store, fields=fields, options=options, prompts=prompts,
-            split=split, retry_failed=retry_failed, concurrency=concurrency, limit=limit,
-            critics=panel, **hooks,
-        ),
+    _run_task(
+        "label", "labeling", input, constitution, sampling, fields, critics=panel,
+        backend=make_backend(backend, base_url, model, concurrency, max_model_len=max_model_len),
+        db=db, split=split, prompts=prompts, limit=limit, retry_failed=retry_failed,
+        concurrency=concurrency, json_out=json_out, quiet=quiet,
     )  # fmt: skip
-    finish_run(summary, "label", db, json_out)
 
 
 @reports_errors
@@ -203,30 +236,22 @@ def revise(
 
     The constitution needs a critique and a revision request on every principle.
     """
-    from critic.cai import ReviseOptions
-    from critic.cai import revise as run_revise
-    from critic.constitution import load_constitution
+    from critic.config import Sampling
     from critic.items import Fields
-    from critic.labeling import LabelOptions
-    from critic.store import open_store
+    from critic.tasks.revise import ReviseOptions
 
-    c = load_constitution(constitution)
     options = ReviseOptions(
         rounds=rounds, max_revision_chars=max_revision_chars,
-        sampling=LabelOptions(max_tokens=max_tokens,
-                              temperature=temperature_or_default(temperature),
-                              max_reasks=max_reasks, seed=seed),
+        sampling=Sampling(max_tokens=max_tokens, temperature=temperature_or_default(temperature),
+                          max_reasks=max_reasks, seed=seed),
     )  # fmt: skip
-    fields = Fields(id=id_field, prompt=prompt_field, response=response_field)
-    store = open_store(db)
-    engine = make_backend(backend, base_url, model, concurrency, max_model_len=max_model_len)
-    summary = run_with_progress(
-        quiet or json_out, "revising",
-        lambda **kw: run_revise(input, c, engine, store, fields=fields, options=options,
-                                prompts=prompts, split=split, retry_failed=retry_failed,
-                                concurrency=concurrency, limit=limit, **kw),
+    _run_task(
+        "revise", "revising", input, constitution, options,
+        Fields(id=id_field, prompt=prompt_field, response=response_field),
+        backend=make_backend(backend, base_url, model, concurrency, max_model_len=max_model_len),
+        db=db, split=split, prompts=prompts, limit=limit, retry_failed=retry_failed,
+        concurrency=concurrency, json_out=json_out, quiet=quiet,
     )  # fmt: skip
-    finish_run(summary, "revise", db, json_out)
 
 
 @reports_errors
@@ -285,27 +310,19 @@ def compare(
 
     The constitution is pairwise, with labels A and B (and optionally tie).
     """
-    from critic.cai import CompareOptions
-    from critic.cai import compare as run_compare
-    from critic.constitution import load_constitution
+    from critic.config import Sampling
     from critic.items import Fields
-    from critic.labeling import LabelOptions
-    from critic.store import open_store
+    from critic.tasks.compare import CompareOptions
 
-    c = load_constitution(constitution)
     options = CompareOptions(
         principles_per_item=principles_per_item, tie_margin=tie_margin,
-        sampling=LabelOptions(max_tokens=max_tokens,
-                              temperature=temperature_or_default(temperature),
-                              top_logprobs=logprobs or None, max_reasks=max_reasks, seed=seed),
+        sampling=Sampling(max_tokens=max_tokens, temperature=temperature_or_default(temperature),
+                          top_logprobs=logprobs or None, max_reasks=max_reasks, seed=seed),
     )  # fmt: skip
-    fields = Fields(id=id_field, prompt=prompt_field, a=a_field, b=b_field)
-    store = open_store(db)
-    engine = make_backend(backend, base_url, model, concurrency, max_model_len=max_model_len)
-    summary = run_with_progress(
-        quiet or json_out, "comparing",
-        lambda **kw: run_compare(input, c, engine, store, fields=fields, options=options,
-                                 prompts=prompts, split=split, retry_failed=retry_failed,
-                                 concurrency=concurrency, limit=limit, **kw),
+    _run_task(
+        "compare", "comparing", input, constitution, options,
+        Fields(id=id_field, prompt=prompt_field, a=a_field, b=b_field),
+        backend=make_backend(backend, base_url, model, concurrency, max_model_len=max_model_len),
+        db=db, split=split, prompts=prompts, limit=limit, retry_failed=retry_failed,
+        concurrency=concurrency, json_out=json_out, quiet=quiet,
     )  # fmt: skip
-    finish_run(summary, "compare", db, json_out)

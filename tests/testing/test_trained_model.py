@@ -79,8 +79,8 @@ def labelled(
     from critic.backends import get_backend
     from critic.constitution import load_constitution
     from critic.export import export_rows
-    from critic.labeling import LabelOptions, alabel
     from critic.store import open_store
+    from critic.tasks.label import LabelOptions, alabel
 
     tmp = tmp_path_factory.mktemp("trained-label")
     items = synthetic_items(N_ITEMS, seed=0, split="test")
@@ -167,10 +167,10 @@ def test_training_prompt_is_what_critic_sends(tokenizer: Any, tmp_path: Path) ->
     from critic.backends import get_backend
     from critic.constitution import load_constitution
     from critic.items import Fields, Item, load_items
-    from critic.labeling import Labeler, LabelOptions
     from critic.parsing import parse
     from critic.render import Templates
     from critic.schemas import label_model
+    from critic.tasks.label import Labeler, LabelOptions
     from critic.testing.trained_model import _example, _label_token_ids
 
     constitution = load_constitution(CONSTITUTION)
