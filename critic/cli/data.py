@@ -317,7 +317,7 @@ def route(
     for critic, per_item in summary.get("requests_per_item", {}).items():
         out.print(f"requests to {shown(critic)}: {per_item:.2f} per item", highlight=False)
     if summary.get("enqueued") is not None:
-        err.print(f"{summary['enqueued']} item(s) added to queue '{queue}'", highlight=False)
+        err.print(shown(f"{summary['enqueued']} item(s) added to queue '{queue}'"))
 
 
 @reports_errors
