@@ -173,6 +173,25 @@ def scored(judgments: Sequence[Judgment], how: Combine | None = None) -> list[Ve
     return [combine(j.verdicts, how) for j in judgments]
 
 
+def stored_verdicts(row: dict[str, Any]) -> tuple[Verdict, ...]:
+    """The verdicts of a draft stored by `critic label`: a panel's (`critics` in its output, as
+    `{model, verdict, confidence}`), else the one critic's. A critic that produced no verdict or
+    no confidence is left out."""
+    found = []
+    for c in (row.get("output") or {}).get("critics") or []:
+        if c.get("verdict") is not None and c.get("confidence") is not None:
+            found.append(Verdict(model=str(c["model"]), label=str(c["verdict"]),
+                                 confidence=float(c["confidence"])))  # fmt: skip
+    if found:
+        return tuple(found)
+    label = row.get("label")
+    if label is None and row.get("score") is not None:
+        label = str(int(row["score"]))
+    if label is None or row.get("confidence") is None:
+        return ()
+    return (Verdict(label=str(label), confidence=float(row["confidence"])),)
+
+
 def critic_names(judgments: Sequence[Judgment]) -> list[str]:
     """The critic models named in a panel file, in the order of their first appearance."""
     names: dict[str, None] = {}
@@ -279,7 +298,8 @@ def check_critics(judgments: Sequence[Judgment], names: Sequence[str], path: str
         have = {v.model for v in j.verdicts}
         for name in names:
             if name not in have:
-                raise InputError(f"{path}:{j.line}: critics: no verdict from {name!r}")
+                where = f"{path}:{j.line}" if j.line else f"{path}: item {j.id!r}"
+                raise InputError(f"{where}: critics: no verdict from {name!r}")
 
 
 def _describe(exc: ValidationError, panel: bool) -> str:

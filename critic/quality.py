@@ -9,7 +9,8 @@ items, decided by humans):
   its mean over all accepted items is corrected by the audit sample's rectifier
   (agreement - lambda * confidence). lambda is tuned to minimise the estimated variance, and
   lambda = 0 is the classical estimate, so the interval is never wider than the classical
-  (normal-approximation) interval on the audit sample; both use Student's t quantile. It is
+  (normal-approximation) interval on the audit sample; both use Student's t quantile and a
+  continuity correction of 1/(2n) for the n audited items. It is
   asymptotic (a CLT interval); tests/test_calibration_power.py checks its coverage by
   simulated audits on real judges' files.
 """
@@ -168,7 +169,11 @@ def ppi_mean(
     variance = max(variance, 0.0)
     classical_var = var_y / n
     z = t_quantile(0.5 + confidence / 2, n - 1)
-    half, classical_half = z * math.sqrt(variance), z * math.sqrt(classical_var)
+    # The audit term is a count over n: the continuity correction 1/(2n), on both intervals,
+    # keeps small audit samples from under-covering as the plain normal interval does.
+    correction = 0.5 / n
+    half = z * math.sqrt(variance) + correction
+    classical_half = z * math.sqrt(classical_var) + correction
     effective = n * classical_var / variance if variance > 0 else float(n)
     return PPIEstimate(
         n_audited=n,

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from critic.calibrate import QualityEstimate, estimate_accepted_quality
+from critic.judgments import Judgment, stored_verdicts
 from critic.quality import PPIEstimate, ppi_mean
 from critic.store import Store, open_store
 
@@ -139,6 +140,21 @@ def human_judgments(db: str, run_id: str | None = None) -> tuple[list[float], li
         scores.append(float(row["confidence"]))
         correct.append(_verdict(row) == human["label"])
     return scores, correct
+
+
+def human_panel_judgments(db: str, run_id: str | None = None) -> list[Judgment]:
+    """Every drafted item a human has decided, with each critic's stored verdict (a panel run's
+    critics, or the one critic), for `calibrate --db --combine/--cascade`."""
+    store = open_store(db)
+    humans = human_outcomes(db)
+    found = []
+    for row in _drafted(store, run_id):
+        human = humans.get((row["run_id"], row["item_id"]))
+        verdicts = stored_verdicts(row)
+        if human is None or human["rejected"] or not verdicts:
+            continue
+        found.append(Judgment(row["item_id"], verdicts, human["label"]))
+    return found
 
 
 def audit_quality(db: str, run_id: str | None = None, confidence: float = 0.95) -> QualityEstimate:

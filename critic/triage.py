@@ -10,8 +10,17 @@ import yaml
 
 from critic.calibrate import Judgment
 from critic.errors import UsageError
+from critic.judgments import combine, stored_verdicts
 from critic.policies import route_inputs
-from critic.routing import Policy, Route, RouteInput, policy_hash, route, route_counts
+from critic.routing import (
+    Policy,
+    Route,
+    RouteInput,
+    StageVerdict,
+    policy_hash,
+    route,
+    route_counts,
+)
 from critic.store import Store
 
 # Failures the model caused go to a human; unreadable input rows have nothing to review.
@@ -37,21 +46,30 @@ class RouteSummary:
         return {k: v for k, v in self.__dict__.items() if k != "review_rows"}
 
 
-def route_input(row: dict[str, Any]) -> RouteInput:
-    """What routing needs from one stored row (as `Store.rows` gives it)."""
+def route_input(row: dict[str, Any], policy: Policy | None = None) -> RouteInput:
+    """What routing needs from one stored row (as `Store.rows` gives it); for a cascade or a
+    combining policy, the stored critics' verdicts too."""
     components = row.get("components") or {}
     label = row.get("label")
     if label is None and row.get("score") is not None:
         label = str(int(row["score"]))
+    confidence = row.get("confidence")
     order = components.get("order_agreement")
     critics = components.get("critic_agreement")
+    verdicts = stored_verdicts(row) if policy is not None else ()
+    if policy is not None and policy.combine and verdicts and row["status"] != "failed":
+        combined = combine(verdicts, policy.combine)
+        label, confidence = combined.label, combined.confidence
     return RouteInput(
         id=row["item_id"],
         label=label,
-        confidence=row.get("confidence"),
+        confidence=confidence,
         parse_failed=row["status"] == "failed",
         swap_inconsistent=order is not None and order < 1.0,
         critics_disagree=critics is not None and critics < 1.0,
+        verdicts=tuple(StageVerdict(v.model or "", v.label, v.confidence) for v in verdicts)
+        if policy is not None and policy.stages
+        else (),
     )
 
 
@@ -63,7 +81,7 @@ def route_run(store: Store, policy: Policy, run_id: str | None = None) -> RouteS
     run = store.run(run_id) if run_id else runs[-1]
     rows = list(store.rows(run.id))
     routable = [r for r in rows if r["status"] != "pending" and r.get("reason") not in NOT_ROUTABLE]
-    routes = route([route_input(r) for r in routable], policy)
+    routes = route([route_input(r, policy) for r in routable], policy)
     digest = policy_hash(policy)
     store.save_routes(
         digest,

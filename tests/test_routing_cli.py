@@ -255,3 +255,43 @@ def test_calibrate_names_unknown_cascade_critics_and_combines_panels(tmp_path: P
     routed = runner.invoke(app, ["route", "--from-file", str(panel), "--policy", str(policy),
                                  "--json"])  # fmt: skip
     assert routed.exit_code == 0, routed.output
+
+
+def test_calibrate_db_cascade_and_combine_read_a_stored_panel(tmp_path: Path) -> None:
+    from adjudication.store import open_store as open_queues
+    from critic.routing import Policy, load_policy, save_policy
+
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"id": f"i{k}", "prompt": "Human: q", "response": f"r{k}"})
+                             + "\n" for k in range(40)))  # fmt: skip
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    labelled = runner.invoke(app, ["label", str(items), "-c", "harmlessness", "--backend", "fake",
+                                   "--model", "small", "--critic", "big", "--db", db, "-q",
+                                   "--logprobs", "2"])  # fmt: skip
+    assert labelled.exit_code == 0, labelled.output
+    review_all = tmp_path / "review-all.yaml"
+    save_policy(Policy(threshold=None, target_agreement=0.8, delta=0.1), review_all)
+    queues = open_queues(db)
+    queues.create_queue("gold", overlap=1)
+    queues.add_user("carol", role="reviewer", queues=["gold"])
+    runner.invoke(app, ["route", "--db", db, "--policy", str(review_all), "--queue", "gold"])
+    while (claim := queues.claim("gold", "carol")) is not None:
+        queues.decide(claim.token, "accept")
+    out = tmp_path / "cascade.yaml"
+    result = runner.invoke(app, ["calibrate", "--db", db, "--cascade", "small,big", "--json",
+                                 "--target-agreement", "0.8", "-o", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert [s["critic"] for s in summary["stages"]] == ["small", "big"]
+    assert summary["n_calibration"] == 40 and summary["stages"][0]["reached"] == 40
+    assert load_policy(out).critics == ["small", "big"]
+    routed = runner.invoke(app, ["route", "--db", db, "--policy", str(out), "--json"])
+    assert routed.exit_code == 0, routed.output
+    assert json.loads(routed.stdout)["accepted"] == summary["n_accepted"]
+    combined = runner.invoke(app, ["calibrate", "--db", db, "--combine", "vote",
+                                   "--target-agreement", "0.8", "-o", str(out)])  # fmt: skip
+    assert combined.exit_code == 0, combined.output
+    assert load_policy(out).combine == "vote"
+    unknown = runner.invoke(app, ["calibrate", "--db", db, "--cascade", "small,huge",
+                                  "-o", str(out)])  # fmt: skip
+    assert unknown.exit_code != 0 and "no critic named 'huge'" in unknown.stderr

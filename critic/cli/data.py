@@ -146,14 +146,22 @@ def calibrate(
         outcome = calibrated.result
         scores = [s[0] for s in calibrated.scores]
         correct = [c[0] for c in calibrated.correct]
+    elif how or stages:
+        from critic.review import human_panel_judgments
+
+        judged = human_panel_judgments(db or "", run)
+        if not judged:
+            raise UsageError(f"{db}: no drafted item has a human decision yet",
+                             hint="review some items first (critic review ...)")  # fmt: skip
+        calibrated = calibrate_judgments(judged, db or "", target_agreement, delta, how=how,
+                                         cascade=stages)  # fmt: skip
+        policy = calibrated.policy(audit_rate=audit_rate, budget=budget, seed=seed, how=how)
+        outcome = calibrated.result
+        scores = [s[0] for s in calibrated.scores]
+        correct = [c[0] for c in calibrated.correct]
     else:
         from critic.review import human_judgments
 
-        if how or stages:
-            raise UsageError(
-                "--combine and --cascade read several critics' verdicts from --from-file rows",
-                hint="with --db, a panel run's combined confidence is calibrated as stored",
-            )
         scores, correct = human_judgments(db or "", run)
         outcome = do_calibrate(scores, correct, target_agreement, delta)
         policy = Policy.from_calibration(outcome, audit_rate=audit_rate, budget=budget, seed=seed)
