@@ -41,5 +41,9 @@ class LeaseError(QueueError):
     """A claim token is unknown, already used up, or its lease has expired (the claim is fenced)."""
 
 
+class SettingsError(AdjudicationError):
+    """A setting of the web app (its secret, its trusted proxies...) cannot be used as given."""
+
+
 class AgreementError(AdjudicationError, ValueError):
     """The ratings cannot carry the asked statistic (no items, unequal rater counts...)."""

@@ -176,7 +176,23 @@ def _002_queue_members(conn: Connection, now: datetime) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (_001_initial, _002_queue_members)
+def _003_web_sessions(conn: Connection, now: datetime) -> None:
+    """What the review web app keeps: each user's session epoch (bumped at log-out, password
+    change and deactivation, which ends every session issued before), a blind reviewer's
+    recorded pick on their claim, and the secret that signs cookies when none is configured."""
+    conn.execute(text("ALTER TABLE users ADD COLUMN session_epoch INTEGER NOT NULL DEFAULT 0"))
+    conn.execute(text("ALTER TABLE claims ADD COLUMN pick TEXT"))
+    md = MetaData()
+    Table(
+        "app_secrets",
+        md,
+        Column("name", String(100), primary_key=True),
+        Column("value", Text, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+    ).create(conn)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_001_initial, _002_queue_members, _003_web_sessions)
 LATEST = len(MIGRATIONS)
 
 # Any constant works; it only has to be the same for every process migrating one database.

@@ -73,6 +73,9 @@ class User:
     active: bool
     password_hash: str | None
     created_at: datetime
+    session_epoch: int = 0
+    """Web sessions carry the epoch they began in; log-out, a new password or deactivation
+    bumps it, which ends every session issued before."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,8 @@ class Claim:
     expires_at: datetime
     answers: tuple[Decision, ...] = field(default=())
     """For an adjudication claim: every reviewer's decision in this round, side by side."""
+    pick: str | None = None
+    """In a blind queue: the label the reviewer picked before seeing the draft (`Store.pick`)."""
 
 
 @dataclass(frozen=True)

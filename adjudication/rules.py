@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,31 @@ def check_role(role: str) -> None:
         raise QueueError(
             f"unknown role {role!r}", hint=suggest(role, ROLES) or f"use one of: {', '.join(ROLES)}"
         )
+
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+"""Queue and user names: they appear in URL paths, commands and logs, so only ASCII letters,
+digits, `-`, `_` and `.`, starting with a letter or digit, at most 200 characters."""
+
+
+def check_name(kind: str, name: str) -> None:
+    """Refuse a queue or user name that `NAME` does not match, saying why."""
+    if NAME.fullmatch(name):
+        return
+    if not name or len(name) > 200:
+        problem = "must be 1 to 200 characters"
+    else:
+        bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "._-"))})
+        problem = (
+            f"may not contain {', '.join(repr(c) for c in bad)}"
+            if bad
+            else "must start with a letter or a digit"
+        )
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:200] or "team-a"
+    raise QueueError(
+        f"{kind} name {name!r} {problem}",
+        hint=f"use letters, digits, '-', '_' and '.', e.g. {cleaned!r}",
+    )
 
 
 def claim_kinds(user: str, role: str, active: bool, kind: str | None) -> list[ClaimKind]:

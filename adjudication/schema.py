@@ -74,6 +74,8 @@ users = Table(
     Column("password_hash", Text, nullable=True),
     Column("active", Boolean, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # Bumped at log-out, password change and deactivation: sessions carry the epoch they began in.
+    Column("session_epoch", Integer, nullable=False, server_default="0"),
     CheckConstraint("role IN ('reviewer', 'adjudicator', 'admin')", name="ck_users_role"),
 )
 
@@ -117,6 +119,8 @@ claims = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     Column("ended_at", UTCDateTime, nullable=True),
     Column("end_reason", String(20), nullable=True),
+    # A blind reviewer's own label, recorded before the draft is shown; it cannot change after.
+    Column("pick", Text, nullable=True),
     Index("ix_claims_task", "task_id", "ended_at"),
     Index("ix_claims_user", "user_id", "ended_at"),
 )
@@ -165,4 +169,13 @@ events = Table(
     Column("before", JSON, nullable=True),
     Column("after", JSON, nullable=True),
     Index("ix_events_task", "task_id", "id"),
+)
+
+# Secrets the app generates and keeps (the web app's cookie-signing key when none is given).
+app_secrets = Table(
+    "app_secrets",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
 )

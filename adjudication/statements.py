@@ -23,7 +23,17 @@ from sqlalchemy import (
 )
 
 from .models import ClaimKind
-from .schema import UTCDateTime, claims, decisions, events, queue_members, queues, tasks, users
+from .schema import (
+    UTCDateTime,
+    app_secrets,
+    claims,
+    decisions,
+    events,
+    queue_members,
+    queues,
+    tasks,
+    users,
+)
 
 NOW = bindparam("now", type_=UTCDateTime())
 # A claim that is neither ended nor expired at :now.
@@ -78,6 +88,7 @@ RECHECK = {
 
 QUEUE_BY_NAME = select(queues).where(queues.c.name == bindparam("name"))
 QUEUE_BY_ID = select(queues).where(queues.c.id == bindparam("queue_id"))
+APP_SECRET = select(app_secrets.c.value).where(app_secrets.c.name == bindparam("name"))
 USER_BY_NAME = select(users).where(users.c.name == bindparam("name"))
 USER_BY_NAME_LOCKED = USER_BY_NAME.with_for_update(key_share=True)
 # FOR NO KEY UPDATE, not FOR UPDATE: it does not block inserts whose foreign keys point here.
@@ -120,6 +131,19 @@ EXPIRED = (
         claims.c.ended_at.is_(None),
         claims.c.expires_at <= NOW,
     )
+)
+# A blind pick the user already made on this task in this round, on an earlier claim.
+EARLIER_PICK = (
+    select(claims.c.pick)
+    .where(
+        claims.c.task_id == bindparam("task_id"),
+        claims.c.user_id == bindparam("user_id"),
+        claims.c.round == bindparam("round"),
+        claims.c.kind == "review",
+        claims.c.pick.is_not(None),
+    )
+    .order_by(claims.c.id.desc())
+    .limit(1)
 )
 INSERT_CLAIM = insert(claims).returning(claims.c.id)
 RENEW_CLAIM = (

@@ -81,6 +81,7 @@ from .models import (
 from .rules import (
     Rules,
     answer,
+    check_name,
     check_role,
     claim_kinds,
     final,
@@ -89,7 +90,7 @@ from .rules import (
     settle,
     suggest,
 )
-from .schema import claims, decisions, events, queue_members, queues, tasks, users
+from .schema import app_secrets, claims, decisions, events, queue_members, queues, tasks, users
 
 Clock = Callable[[], datetime]
 
@@ -104,6 +105,13 @@ def _not_a_member(user: str, queue: str) -> PermissionDenied:
     return PermissionDenied(
         f"{user} is not a member of queue {queue!r}",
         hint=f"an admin can add them: critic queue assign {queue} {user}",
+    )
+
+
+def _pick_locked(pick: str) -> QueueError:
+    return QueueError(
+        f"you picked {pick!r} before the draft was shown, and a blind pick cannot change",
+        hint=f"confirm {pick!r}, or reject, escalate or skip the item",
     )
 
 
@@ -370,8 +378,7 @@ class Store:
             members: users who may work in it (see `add_members`); admins always may.
             by: who is creating it, for the history.
         """
-        if not name.strip() or len(name) > 200:
-            raise QueueError(f"queue name {name!r} must be 1 to 200 characters")
+        check_name("queue", name)
         if overlap < 1:
             raise QueueError(f"overlap must be at least 1, not {overlap}")
         if lease_seconds < 1:
@@ -437,8 +444,7 @@ class Store:
             by: who is adding them, for the history.
         """
         check_role(role)
-        if not name.strip() or len(name) > 200:
-            raise QueueError(f"user name {name!r} must be 1 to 200 characters")
+        check_name("user", name)
         with self._write() as conn:
             if conn.execute(select(users.c.id).where(users.c.name == name)).first():
                 raise QueueError(f"user {name!r} already exists", hint="pick another name")
@@ -475,8 +481,15 @@ class Store:
             if active is not None:
                 changes["active"] = active
             if changes:
+                # A new password or deactivation ends every web session of the user.
+                if (password_hash is not None and password_hash != row["password_hash"]) or (
+                    active is False and row["active"]
+                ):
+                    changes["session_epoch"] = row["session_epoch"] + 1
                 conn.execute(update(users).where(users.c.id == row["id"]).values(**changes))
-                shown = {k: v for k, v in changes.items() if k != "password_hash"}
+                shown = {
+                    k: v for k, v in changes.items() if k not in ("password_hash", "session_epoch")
+                }
                 if "password_hash" in changes:
                     shown["password"] = "changed"
                 self._event(
@@ -493,6 +506,33 @@ class Store:
         """The user called `name`."""
         with self._read() as conn:
             return _user(self._user_row(conn, name))
+
+    def end_sessions(self, name: str) -> User:
+        """End every web session of a user (log-out): bumps their session epoch."""
+        with self._write() as conn:
+            row = self._user_row(conn, name, lock=True)
+            conn.execute(
+                update(users)
+                .where(users.c.id == row["id"])
+                .values(session_epoch=users.c.session_epoch + 1)
+            )
+            return _user(self._user_row(conn, name))
+
+    def app_secret(self, name: str, make: Callable[[], str]) -> str:
+        """The secret stored under `name`, made with `make()` and stored on first use. Two
+        processes starting at once agree: the first insert wins and both read it back."""
+        with self._read() as conn:
+            found = conn.execute(st.APP_SECRET, {"name": name}).scalar()
+        if found is not None:
+            return str(found)
+        with self._write() as conn:
+            dialect_insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
+            conn.execute(
+                dialect_insert(app_secrets)
+                .values(name=name, value=make(), created_at=self._now())
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            return str(conn.execute(st.APP_SECRET, {"name": name}).scalar_one())
 
     def users(self) -> list[User]:
         """Every user, by name."""
@@ -788,6 +828,56 @@ class Store:
                     return self._lease(conn, q, user, u["id"], picked, wanted, now)
             return None
 
+    def held(self, queue: str, user: str, *, kind: ClaimKind) -> Claim | None:
+        """The live claim of this kind that `user` holds in `queue`, or None. Reads only: it
+        neither renews the lease nor claims anything (what a page shows on a GET)."""
+        with self._read() as conn:
+            q = self._queue_row(conn, queue)
+            u = self._user_row(conn, user)
+            kinds = claim_kinds(user, u["role"], u["active"], kind)
+            self._require_member(conn, q, u)
+            params = {"user_id": u["id"], "queue_id": q["id"], "kinds": kinds, "now": self._now()}
+            row = conn.execute(st.HELD, params).mappings().first()
+            if row is None:
+                return None
+            task = conn.execute(select(tasks).where(tasks.c.id == row["task_id"])).mappings()
+            return self._claim_view(conn, q, user, dict(row), task.one())
+
+    def pick(self, token: str, label: str) -> Claim:
+        """Record a blind reviewer's own label before the draft is shown to them.
+
+        The first pick holds for the item's round: a repeated pick of the same label returns
+        the claim, a different one is refused, and a decision must confirm the pick (or reject,
+        escalate or skip the item)."""
+        with self._write() as conn:
+            held, task, q = self._held(conn, token)
+            now = self._now()
+            self._require_live(held, task, q, now)
+            if not q["blind"] or held["kind"] != "review":
+                raise QueueError(
+                    f"queue {q['name']!r} is not blind: there is nothing to pick before deciding",
+                    hint="decide with accept or a label",
+                )
+            if not label.strip() or len(label) > 200 or (q["labels"] and label not in q["labels"]):
+                raise QueueError(
+                    f"{label!r} is not a label of queue {q['name']!r}",
+                    hint=f"use one of: {', '.join(q['labels'] or ['any text'])}",
+                )
+            if held["pick"] is None:
+                conn.execute(update(claims).where(claims.c.id == held["id"]).values(pick=label))
+                self._event(
+                    conn,
+                    "picked",
+                    at=now,
+                    actor=held["reviewer"],
+                    queue_id=q["id"],
+                    task_id=task["id"],
+                    after={"claim": held["id"], "pick": label},
+                )
+            elif held["pick"] != label:
+                raise _pick_locked(held["pick"])
+            return self._claim_view(conn, q, held["reviewer"], {**held, "pick": label}, task)
+
     def _pick(
         self, conn: Connection, q: RowMapping, user_id: int, kind: ClaimKind, now: datetime
     ) -> RowMapping | None:
@@ -828,6 +918,12 @@ class Store:
             "expires_at": now + timedelta(seconds=q["lease_seconds"]),
             "ended_at": None,
             "end_reason": None,
+            # A blind pick holds for the round, also across a release and a new claim.
+            "pick": conn.execute(
+                st.EARLIER_PICK, {"task_id": task["id"], "user_id": user_id, "round": task["round"]}
+            ).scalar()
+            if kind == "review"
+            else None,
         }
         claim_id = conn.execute(st.INSERT_CLAIM, values).scalar_one()
         self._event(
@@ -896,6 +992,7 @@ class Store:
             claimed_at=claim["claimed_at"],
             expires_at=claim["expires_at"],
             answers=answers,
+            pick=claim.get("pick"),
         )
 
     def _held(self, conn: Connection, token: str) -> tuple[RowMapping, RowMapping, RowMapping]:
@@ -1017,6 +1114,8 @@ class Store:
             now = self._now()
             self._require_live(held, task, q, now)
             kind = cast(ClaimKind, held["kind"])
+            if held["pick"] is not None and action in ("accept", "edit") and label != held["pick"]:
+                raise _pick_locked(held["pick"])
             rules = Rules(q["name"], q["labels"], q["blind"], task["item_id"], task["draft_label"])
             chosen = answer(rules, kind, action, label, edit)
             spent = (now - held["claimed_at"]).total_seconds() if seconds is None else seconds
@@ -1651,6 +1750,7 @@ def _user(row: RowMapping) -> User:
         active=row["active"],
         password_hash=row["password_hash"],
         created_at=row["created_at"],
+        session_epoch=row["session_epoch"],
     )
 
 

@@ -6,9 +6,10 @@
 Fills a queue with `--items` tasks (prompt, response, rationale, one finding and a revision
 each, like a critique-and-revise draft), starts the app under uvicorn in a subprocess on
 127.0.0.1, logs `--reviewers` reviewers in, and has each one loop, all at once: GET the review
-page (the "next item": claim, queue position, render) then POST an accept (the "submit": checks,
-decide, 303), `--decisions` times after a short warm-up. The clients run in this process
-(httpx, asyncio) on the same machine, so they share its cores with the server. By default
+page (the "next item": the held claim, queue position, render) then POST an accept (the
+"submit": checks, decide, claiming the next item, 303; a GET never claims), `--decisions`
+times after a short warm-up. The clients run in this process (httpx, asyncio) on the same
+machine, so they share its cores with the server. By default
 reviewers do not pause (the server is saturated: latency is mostly queueing behind the other
 reviewers); `--think S` adds a mean pause of S seconds per decision, as people take. PostgreSQL
 runs as a throwaway local server with fsync on. Prints figures; asserts nothing about them.
@@ -48,7 +49,7 @@ from adjudication.testing import PostgresUnavailable, temporary_postgres  # noqa
 from adjudication.web import hash_password  # noqa: E402
 
 PASSWORD = "bench-password"
-SECRET = "bench-secret"
+SECRET = "bench-only-signing-key-Hq7vT2mX9cL4pR8wZ1yB6nF3dK0sJ5"
 _FIELD = re.compile(r'name="(csrf|token|sig|item_id)" value="([^"]*)"')
 
 
@@ -163,6 +164,10 @@ async def _review(
     for n in range(warmup + decisions):
         t0 = time.perf_counter()
         page = await client.get("/q/bench/review")
+        if 'name="token"' not in page.text:  # nothing held yet: claim with the page's POST
+            claim = {"csrf": _fields(page.text)["csrf"], "kind": "review"}
+            await client.post("/q/bench/claim", data=claim)
+            page = await client.get("/q/bench/review")
         t1 = time.perf_counter()
         fields = _fields(page.text)
         if "token" not in fields:

@@ -6,7 +6,7 @@ mounts the routers. Nothing imports this module back; routes reach what they nee
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -20,9 +20,9 @@ from fastapi.templating import Jinja2Templates
 
 from ..errors import AdjudicationError, LeaseError, NotFoundError, PermissionDenied
 from ..store import UNDO_SECONDS, Clock, open_store, utc_now
-from .auth import LoginLimiter, Signer
-from .deps import Forbidden, LoginRequired, Web
-from .middleware import Sessions
+from .auth import ClientAddress, LoginLimiter, PasswordSlots, Signer, signing_secret
+from .deps import FORBIDDEN, NOT_FOUND, Forbidden, LoginRequired, Web, log
+from .middleware import BodyLimit, Sessions
 from .render import as_text
 from .routes import ROUTERS
 
@@ -68,7 +68,11 @@ def _seconds(value: float | None) -> str:
     return f"{value / 3600:.1f} h"
 
 
-_STATUS = {NotFoundError: 404, PermissionDenied: 403, LeaseError: 409}
+_STATUS = {LeaseError: 409}
+SECRET_NAME = "web_session_key"
+"""The name the generated cookie-signing secret is stored under (`Store.app_secret`)."""
+MAX_BODY_BYTES = 1024 * 1024
+"""The default cap on a request body (a decision with an edited revision fits many times)."""
 
 
 def create_app(
@@ -78,33 +82,57 @@ def create_app(
     clock: Clock | None = None,
     undo_seconds: float = UNDO_SECONDS,
     session_hours: float = 12.0,
+    idle_minutes: float = 60.0,
     secure_cookies: bool = False,
+    forwarded_allow_ips: Sequence[str] = (),
+    max_body_bytes: int = MAX_BODY_BYTES,
+    password_checks: int = 2,
 ) -> FastAPI:
     """The review web app over the queue database at `db_url`.
 
     Args:
         db_url: the queue database (`sqlite:///queue.db` or `postgresql+psycopg://...`).
-        secret_key: signs session cookies and CSRF tokens. Without one, a random key is made,
-            so sessions end when the server restarts.
+        secret_key: signs session cookies and CSRF tokens; at least 32 random bytes (43
+            characters as text, e.g. `secrets.token_urlsafe(32)`), else SettingsError. Without
+            one, the app generates a secret on first start and keeps it in the database, so
+            sessions outlive a restart.
         clock: the time source (tests pass `adjudication.testing.FakeClock`).
         undo_seconds: how long after a decision its reviewer may still take it back (Z), as
             long as nobody decided the item since. 0 turns undo off.
-        session_hours: a log-in lasts this long.
+        session_hours: a log-in lasts at most this long.
+        idle_minutes: a log-in ends after this long without a request.
         secure_cookies: mark the session cookie Secure (serve over HTTPS); it is also set
             whenever the request itself came over HTTPS.
+        forwarded_allow_ips: addresses or networks of the proxies whose `X-Forwarded-For`
+            names the client (for the log-in limit); `*` trusts any. Empty: the header is
+            ignored.
+        max_body_bytes: requests with a larger body get 413 (the log-in form's cap is 16 KiB).
+        password_checks: how many argon2 password checks (64 MiB each) may run at once.
     """
     clock = clock or utc_now
-    key = secret_key if secret_key is not None else secrets.token_bytes(32)
     store = open_store(db_url, clock=clock)
+    try:
+        key = (
+            signing_secret(secret_key)
+            if secret_key is not None
+            else store.app_secret(SECRET_NAME, lambda: secrets.token_urlsafe(32)).encode()
+        )
+        client_address = ClientAddress(forwarded_allow_ips)
+    except AdjudicationError:
+        store.close()
+        raise
     state = Web(
         store=store,
-        signer=Signer(key.encode() if isinstance(key, str) else key),
+        signer=Signer(key),
         templates=_templates(),
         limiter=LoginLimiter(clock),
         clock=clock,
         undo_seconds=max(0.0, undo_seconds),
         session_seconds=session_hours * 3600,
+        idle_seconds=idle_minutes * 60,
         secure_cookies=secure_cookies,
+        password_slots=PasswordSlots(password_checks),
+        client_address=client_address,
     )
 
     @asynccontextmanager
@@ -119,6 +147,13 @@ def create_app(
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     app.add_middleware(Sessions, state=state)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)  # outermost: before anything reads
+
+    def page(request: Request, status: int, message: str, hint: str | None = None) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"error": message, "hint": hint}, status_code=status)
+        context = {"message": message, "hint": hint}
+        return state.render(request, "error.html", context, status=status)
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, _exc: LoginRequired) -> Response:
@@ -127,22 +162,27 @@ def create_app(
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
 
+    # What a signed-in user may not see or that does not exist gets a page that says only
+    # that; the detail (which queue, which user, what is missing) goes to the server log.
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, exc: Forbidden) -> Response:
-        if _wants_json(request):
-            return JSONResponse({"error": exc.message}, status_code=403)
-        return state.render(
-            request, "error.html", {"message": exc.message, "hint": None}, status=403
-        )
+        log.warning("403 %s %s: %s", request.method, request.url.path, exc.message)
+        return page(request, 403, exc.shown)
+
+    @app.exception_handler(PermissionDenied)
+    async def denied(request: Request, exc: PermissionDenied) -> Response:
+        log.warning("403 %s %s: %s", request.method, request.url.path, exc.message)
+        return page(request, 403, FORBIDDEN)
+
+    @app.exception_handler(NotFoundError)
+    async def not_found(request: Request, exc: NotFoundError) -> Response:
+        log.info("404 %s %s: %s", request.method, request.url.path, exc.message)
+        return page(request, 404, NOT_FOUND)
 
     @app.exception_handler(AdjudicationError)
     async def failed(request: Request, exc: AdjudicationError) -> Response:
         status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 400)
-        if _wants_json(request):
-            return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=status)
-        return state.render(
-            request, "error.html", {"message": exc.message, "hint": exc.hint}, status=status
-        )
+        return page(request, status, exc.message, exc.hint)
 
     for router in ROUTERS:
         app.include_router(router)

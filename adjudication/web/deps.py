@@ -5,6 +5,7 @@ not the app factory.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -18,9 +19,11 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from ..errors import NotFoundError
-from ..models import Role, User
+from ..models import Queue, Role, User
 from ..store import Clock, Store
-from .auth import LoginLimiter, Session, Signer, fingerprint
+from .auth import ClientAddress, LoginLimiter, PasswordSlots, Session, Signer
+
+log = logging.getLogger("adjudication.web")
 
 PENDING_TTL = 5.0
 CSRF_FIELD = "csrf"
@@ -35,6 +38,7 @@ NOTICES = {
     "updated": "Updated.",
     "undone": "Undone: your last decision is withdrawn. Here is that item again; decide anew.",
     "members": "Members updated.",
+    "empty": "Nothing for you in this queue right now.",
 }
 
 
@@ -42,12 +46,18 @@ class LoginRequired(Exception):
     """No signed-in user: pages redirect to the log-in form, scripts get 401."""
 
 
-class Forbidden(Exception):
-    """The signed-in user's role does not allow this page or action."""
+FORBIDDEN = "You cannot open this page, or it does not exist."
+NOT_FOUND = "There is no such page here."
 
-    def __init__(self, message: str) -> None:
+
+class Forbidden(Exception):
+    """The signed-in user may not open this page or do this. `message` goes to the server log;
+    the user sees `shown`, which by default tells nothing about what exists or why."""
+
+    def __init__(self, message: str, *, shown: str = FORBIDDEN) -> None:
         super().__init__(message)
         self.message = message
+        self.shown = shown
 
 
 @dataclass
@@ -61,7 +71,10 @@ class Web:
     clock: Clock
     undo_seconds: float
     session_seconds: float
+    idle_seconds: float
     secure_cookies: bool
+    password_slots: PasswordSlots
+    client_address: ClientAddress
     _pending: dict[str, tuple[float, int]] = field(default_factory=dict)
     _counting: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -133,7 +146,13 @@ def current_user(request: Request) -> User:
         user = state_of(request).store.user(session.user)
     except NotFoundError:
         user = None
-    if user is None or not user.active or fingerprint(user.password_hash) != session.key:
+    # No session for a user without a password: nobody can log in as them, so none was issued.
+    if (
+        user is None
+        or not user.active
+        or user.password_hash is None
+        or user.session_epoch != session.epoch
+    ):
         request.state.session = Session.anonymous(state_of(request).now().timestamp())
         raise LoginRequired
     request.state.user = user
@@ -164,10 +183,22 @@ async def check_csrf(request: Request) -> None:
         value = form.get(CSRF_FIELD)
         token = value if isinstance(value, str) else ""
     if not state_of(request).signer.check_csrf(request.state.session, token):
-        raise Forbidden(
-            "this form has expired or did not come from this site (CSRF check failed); "
-            "reload the page and try again"
+        shown = (
+            "This form has expired or did not come from this site (CSRF check failed); "
+            "reload the page and try again."
         )
+        raise Forbidden(f"CSRF check failed on {request.url.path}", shown=shown)
+
+
+def queue_for(w: Web, me: User, name: str) -> Queue:
+    """The queue `name`, if `me` may work in it. To anyone but an admin, a queue that does not
+    exist looks like one they are not in: the answer must not tell which queue names exist."""
+    try:
+        return w.store.queue_for(me.name, name)
+    except NotFoundError as exc:
+        if me.role == "admin":
+            raise
+        raise Forbidden(f"{me.name} asked for {name!r}: {exc.message}") from exc
 
 
 Signed = Annotated[User, Depends(current_user)]

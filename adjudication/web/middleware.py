@@ -1,16 +1,23 @@
-"""ASGI middleware: the session cookie and the security headers of every response."""
+"""ASGI middleware: the body-size cap, the session cookie and the security headers."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fastapi import Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import Session
 from .deps import Web
 
 COOKIE = "critic_session"
+LOGIN_BODY_BYTES = 16 * 1024
+"""The log-in form (a name, a password, a token and a return path) never needs more."""
+SEEN_EVERY = 60.0
+"""How often (seconds) a signed-in session's last-request time is re-signed into its cookie."""
 
 # Scripts and styles only from this server: model output that slipped into markup could not run.
 _HEADERS = {
@@ -25,10 +32,46 @@ _HEADERS = {
 }
 
 
+class BodyLimit:
+    """Refuses request bodies over a cap with 413, before anything parses them: `LOGIN_BODY_BYTES`
+    for `/login` (anyone may post there), `limit` for every other path. A declared
+    Content-Length over the cap is refused at once; a body without one is counted as it comes."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = LOGIN_BODY_BYTES if scope["path"] == "/login" else self.limit
+        declared = Request(scope).headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            too_large = PlainTextResponse(
+                f"request body over {limit} bytes", status_code=413, headers={"Connection": "close"}
+            )
+            await too_large(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # An HTTPException passes through FastAPI's body parsing as it is.
+                    raise HTTPException(413, f"request body over {limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
 class Sessions:
     """Reads the session cookie into `request.state.session` (a new anonymous session when it
-    is missing, forged or expired), writes the cookie back when a route replaced the session,
-    and adds the security headers to every response."""
+    is missing, malformed, forged, expired or idle too long), writes the cookie back when a route
+    replaced the session or its last-request time moved on, and adds the security headers."""
 
     def __init__(self, app: ASGIApp, state: Web) -> None:
         self.app = app
@@ -41,8 +84,13 @@ class Sessions:
         web = self.state
         now = web.now().timestamp()
         cookie = Request(scope).cookies.get(COOKIE)
-        loaded = web.signer.loads(cookie, now, web.session_seconds) if cookie else None
+        loaded = (
+            web.signer.loads(cookie, now, web.session_seconds, web.idle_seconds) if cookie else None
+        )
         session = loaded or Session.anonymous(now)
+        stale = loaded is None
+        if loaded is not None and loaded.user is not None and now - loaded.seen >= SEEN_EVERY:
+            session, stale = replace(loaded, seen=now), True
         shared = scope.setdefault("state", {})
         shared["session"] = session
         static = scope["path"].startswith("/static/")
@@ -52,7 +100,7 @@ class Sessions:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 current: Session = shared["session"]
-                if loaded is None or current is not session:
+                if stale or current is not session:
                     carrier = Response()
                     carrier.set_cookie(
                         COOKIE,

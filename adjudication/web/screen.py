@@ -31,9 +31,11 @@ class Screen:
     pick: str | None
 
 
-def screen(w: Web, me: User, q: Queue, claim: Claim, pick: str | None) -> Screen:
-    """The screen for `claim`; in a blind review queue the draft shows only once `pick` is set."""
+def screen(w: Web, me: User, q: Queue, claim: Claim) -> Screen:
+    """The screen for `claim`; in a blind review queue the draft shows only once the reviewer's
+    own pick is recorded on the claim (`Store.pick`)."""
     blind = claim.kind == "review" and q.blind
+    pick = claim.pick if blind else None
     revealed = not blind or pick is not None
     task = w.store.task(q.name, claim.task.item_id) if blind and revealed else claim.task
     draft = task.draft if revealed else {}
@@ -55,7 +57,10 @@ def screen(w: Web, me: User, q: Queue, claim: Claim, pick: str | None) -> Screen
 def require_claim(w: Web, me: User, queue: str, token: str, sig: str, item_id: str) -> None:
     """The posted claim token was handed to this user, for this item of this queue."""
     if not w.signer.check_claim(sig, me.name, queue, token, item_id):
-        raise Forbidden("this claim was not handed to you; reload the page to get your own")
+        raise Forbidden(
+            f"{me.name} posted a claim signature of someone else in {queue!r}",
+            shown="This claim was not handed to you; reload the page to get your own.",
+        )
 
 
 def undoable(w: Web, me: User, q: Queue, kind: ClaimKind) -> Decision | None:

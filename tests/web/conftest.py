@@ -19,6 +19,8 @@ from adjudication.testing import (
 from adjudication.web import create_app, hash_password
 
 PASSWORD = "correct horse battery"
+SECRET = "tests-only-signing-key-7f3Kq9Zx2LmP4vW8sYt1uBc6dHf0gJ"
+"""A signing key long and varied enough for `create_app` (never use it outside tests)."""
 XSS = (
     '<script>window.__pwned = 1; alert("xss")</script>'
     '<img src=x onerror="window.__pwned = 2; alert(1)">'
@@ -165,7 +167,7 @@ def store(db_url: str, clock: FakeClock) -> Iterator[Store]:
 
 @pytest.fixture
 def app(db_url: str, clock: FakeClock) -> FastAPI:
-    return create_app(db_url, secret_key="test-secret", clock=clock)
+    return create_app(db_url, secret_key=SECRET, clock=clock)
 
 
 class Client:
@@ -192,6 +194,17 @@ class Client:
         return await self.post(
             "/login", {"username": name, "password": password, "csrf": self.csrf()}
         )
+
+    async def open(self, queue: str, page: str = "review") -> httpx.Response:
+        """Open a queue's review (or adjudicate) page as a browser would: it shows the item the
+        user holds, or a button that claims the next one with a POST, which is pressed here."""
+        shown = await self.get(f"/q/{queue}/{page}")
+        if shown.status_code != 200 or 'name="token"' in shown.text:
+            return shown
+        kind = "adjudication" if page == "adjudicate" else "review"
+        claimed = await self.post(f"/q/{queue}/claim", {"csrf": self.csrf(), "kind": kind})
+        assert claimed.status_code == 303, claimed.text
+        return await self.get(claimed.headers["location"])
 
     def claim_form(self, html: str | None = None) -> dict[str, str]:
         page = html or self.last

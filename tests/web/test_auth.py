@@ -11,16 +11,17 @@ from adjudication.web.auth import LoginLimiter, Session, Signer, hash_password, 
 
 def test_a_session_cookie_round_trips_and_refuses_tampering_and_age() -> None:
     signer = Signer(b"k")
-    session = Session(sid="abc", user="rita", issued=1000.0, key="f")
+    session = Session(sid="abc", user="rita", issued=1000.0, epoch=3, seen=1000.0)
     cookie = signer.dumps(session)
-    assert signer.loads(cookie, 1000.0 + 10, 3600) == session
-    assert signer.loads(cookie, 1000.0 + 3601, 3600) is None  # too old
+    assert signer.loads(cookie, 1000.0 + 10, 3600, 600) == session
+    assert signer.loads(cookie, 1000.0 + 3601, 3600, 7200) is None  # too old
+    assert signer.loads(cookie, 1000.0 + 601, 3600, 600) is None  # idle too long
     payload, mac = cookie.split(".")
     forged = Signer(b"k").dumps(Session(sid="abc", user="ada", issued=1000.0)).split(".")[0]
-    assert signer.loads(f"{forged}.{mac}", 1010.0, 3600) is None
-    assert Signer(b"other").loads(cookie, 1010.0, 3600) is None
-    assert signer.loads("garbage", 1010.0, 3600) is None
-    assert signer.loads(f"{payload}x.{mac}", 1010.0, 3600) is None
+    assert signer.loads(f"{forged}.{mac}", 1010.0, 3600, 600) is None
+    assert Signer(b"other").loads(cookie, 1010.0, 3600, 600) is None
+    assert signer.loads("garbage", 1010.0, 3600, 600) is None
+    assert signer.loads(f"{payload}x.{mac}", 1010.0, 3600, 600) is None
 
 
 def test_csrf_tokens_belong_to_one_session_and_claims_to_one_user() -> None:
@@ -45,20 +46,16 @@ def test_passwords_hash_with_argon2id_and_verify() -> None:
         hash_password("short")
 
 
-def test_the_limiter_counts_failures_per_name_and_per_address() -> None:
+def test_the_limiter_counts_attempts_per_name_and_address_pair() -> None:
     clock = FakeClock()
-    limiter = LoginLimiter(clock, window=60, per_user=3, per_address=5)
+    limiter = LoginLimiter(clock, window=60, limit=3)
     for _ in range(3):
-        assert limiter.wait("Rita", "1.1.1.1") is None
-        limiter.failed("Rita", "1.1.1.1")
-    assert limiter.wait("rita ", "2.2.2.2") == 60  # the name is blocked from anywhere
-    assert limiter.wait("rick", "1.1.1.1") is None
-    limiter.failed("rick", "1.1.1.1")
-    limiter.failed("ron", "1.1.1.1")
-    assert limiter.wait("new", "1.1.1.1") == 60  # the address is blocked for any name
-    assert limiter.wait("new", "3.3.3.3") is None
+        assert limiter.attempt("Rita", "1.1.1.1") is None
+    assert limiter.attempt("rita ", "1.1.1.1") == 60  # the pair is blocked
+    assert limiter.attempt("rita", "2.2.2.2") is None  # not the name from elsewhere
+    assert limiter.attempt("rick", "1.1.1.1") is None  # nor the address for other names
     clock.advance(61)
-    assert limiter.wait("rita", "1.1.1.1") is None
-    limiter.failed("ann", "9.9.9.9")
-    limiter.succeeded("ann")
-    assert limiter.wait("ann", "8.8.8.8") is None
+    assert limiter.attempt("rita", "1.1.1.1") is None
+    limiter.succeeded("rita", "1.1.1.1")  # a log-in clears its pair
+    for _ in range(3):
+        assert limiter.attempt("rita", "1.1.1.1") is None

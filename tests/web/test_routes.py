@@ -148,7 +148,7 @@ async def test_every_post_route_refuses_a_missing_or_foreign_csrf_token(
     await other.get("/")
     foreign = other.csrf()
     paths = _post_routes(app)
-    assert len(paths) == 13
+    assert len(paths) == 15  # 13, and since claiming and blind picks are POSTs, 15
     for path in paths:
         assert (await client.post(path, {})).status_code == 403, path
         assert (await client.post(path, {"csrf": foreign})).status_code == 403, path
@@ -234,7 +234,7 @@ async def test_a_claim_cannot_be_decided_by_someone_it_was_not_handed_to(
     client: Client, other: Client, store: Store
 ) -> None:
     await client.login("rita")
-    await client.get("/q/harm/review")
+    await client.open("harm")
     form = client.claim_form()
     await other.login("rick")
     await other.get("/")
@@ -248,7 +248,7 @@ async def test_a_claim_cannot_be_decided_by_someone_it_was_not_handed_to(
 
 async def test_the_review_page_says_why_the_item_is_here(client: Client) -> None:
     await client.login("rita")
-    page = await client.get("/q/harm/review")
+    page = await client.open("harm")
     assert page.status_code == 200
     text = page.text
     assert "low_confidence" in text and "0.20" in text  # route reason, confidence
@@ -262,7 +262,7 @@ async def test_the_review_page_says_why_the_item_is_here(client: Client) -> None
 
 async def test_a_repeated_submit_stores_one_decision(client: Client, store: Store) -> None:
     await client.login("rita")
-    await client.get("/q/harm/review")
+    await client.open("harm")
     form = {**client.claim_form(), "action": "accept"}
     first = await client.post("/q/harm/decide", form)
     second = await client.post("/q/harm/decide", form)
@@ -273,14 +273,14 @@ async def test_a_repeated_submit_stores_one_decision(client: Client, store: Stor
         ("h0", "rita", "accept", "safe")
     ]
     assert store.task("harm", "h0").state == "done"
-    assert "Question 1?" in (await client.get("/q/harm/review")).text
+    assert "Question 1?" in (await client.open("harm")).text
 
 
 async def test_a_number_key_gives_that_label(client: Client, store: Store) -> None:
     await client.login("rita")
-    await client.get("/q/harm/review")
+    await client.open("harm")
     await client.post("/q/harm/decide", {**client.claim_form(), "label": "unsafe"})
-    await client.get("/q/harm/review")
+    await client.open("harm")
     await client.post("/q/harm/decide", {**client.claim_form(), "label": "safe"})
     decided = store.decisions("harm")
     assert [(d.action, d.label) for d in decided] == [("edit", "unsafe"), ("accept", "safe")]
@@ -290,7 +290,7 @@ async def test_overriding_a_confident_draft_needs_a_note(client: Client, store: 
     store.enqueue("harm", [{"item_id": "first", "draft_label": "safe", "confidence": 0.97,
                             "priority": -1, "item": {"response": "x"}}])  # fmt: skip
     await client.login("rita")
-    page = await client.get("/q/harm/review")
+    page = await client.open("harm")
     assert "first" in page.text
     form = client.claim_form()
     refused = await client.post("/q/harm/decide", {**form, "action": "reject"})
@@ -299,8 +299,13 @@ async def test_overriding_a_confident_draft_needs_a_note(client: Client, store: 
     assert store.decisions("harm") == []
     accepted = await client.post("/q/harm/decide", {**form, "label": "safe"})  # no override
     assert accepted.status_code == 303
+    # The decision claimed rita's next item (h0); give it back so that the reopened item,
+    # the most urgent, comes to her next.
+    held = store.held("harm", "rita", kind="review")
+    assert held is not None and held.task.item_id == "h0"
+    store.release(held.token)
     store.reopen("harm", "first", by="ada")
-    await client.get("/q/harm/review")
+    await client.open("harm")
     form = client.claim_form()
     saved = await client.post("/q/harm/decide", {**form, "label": "unsafe", "note": "threat"})
     assert saved.status_code == 303
@@ -309,10 +314,10 @@ async def test_overriding_a_confident_draft_needs_a_note(client: Client, store: 
 
 async def test_an_edited_revision_is_stored_with_the_decision(client: Client, store: Store) -> None:
     await client.login("rita")
-    await client.get("/q/harm/review")
+    await client.open("harm")
     while hidden(client.last, "item_id") != "revised":  # it comes last (priority 0.95)
         await client.post("/q/harm/skip", client.claim_form())
-        await client.get("/q/harm/review")
+        await client.open("harm")
     page = client.last
     assert "<del> cat</del><ins> dog</ins>" in page  # word diff
     assert '<mark class="ev"' in page  # the finding's evidence in the item
@@ -326,12 +331,12 @@ async def test_an_edited_revision_is_stored_with_the_decision(client: Client, st
 
 async def test_skip_escalate_and_constitution_gap(client: Client, store: Store) -> None:
     await client.login("rita")
-    await client.get("/q/harm/review")
+    await client.open("harm")
     assert (await client.post("/q/harm/skip", client.claim_form())).status_code == 303
-    await client.get("/q/harm/review")
+    await client.open("harm")
     assert hidden(client.last, "item_id") == "h1"
     await client.post("/q/harm/decide", {**client.claim_form(), "action": "escalate"})
-    await client.get("/q/harm/review")
+    await client.open("harm")
     await client.post(
         "/q/harm/decide", {**client.claim_form(), "action": "gap", "note": "no rule on satire"}
     )
@@ -345,7 +350,7 @@ async def test_skip_escalate_and_constitution_gap(client: Client, store: Store) 
 
 async def test_the_heartbeat_renews_the_lease(client: Client, clock: FakeClock) -> None:
     await client.login("rita")
-    await client.get("/q/harm/review")
+    await client.open("harm")
     form = client.claim_form()
     clock.advance(200)
     headers = {"X-CSRF-Token": form.pop("csrf"), "Accept": "application/json"}
@@ -362,7 +367,7 @@ async def test_a_decision_after_the_lease_expired_is_not_stored(
     client: Client, store: Store, clock: FakeClock
 ) -> None:
     await client.login("rita")
-    await client.get("/q/harm/review")
+    await client.open("harm")
     form = client.claim_form()
     clock.advance(301)
     response = await client.post("/q/harm/decide", {**form, "action": "accept"})
@@ -374,16 +379,19 @@ async def test_a_blind_queue_hides_the_draft_until_the_first_pick(
     client: Client, store: Store
 ) -> None:
     await client.login("rita")
-    page = (await client.get("/q/blind/review")).text
+    page = (await client.open("blind")).text
     assert "SECRET RATIONALE" not in page
     assert "unsafe</strong>" not in page and "0.40" not in page
-    assert "/q/blind/review?pick=safe" in page
-    picked = (await client.get("/q/blind/review?pick=safe")).text
-    assert "SECRET RATIONALE" in picked and "0.40" in picked
-    assert hidden(picked, "pick") == "safe"
-    assert "Confirm “safe”" in picked
+    assert 'formaction="/q/blind/pick"' in page and 'name="pick" value="safe"' in page
+    picked = await client.post("/q/blind/pick", {**client.claim_form(page), "pick": "safe"})
+    assert picked.status_code == 303
+    picked_page = (await client.get(picked.headers["location"])).text
+    assert "SECRET RATIONALE" in picked_page and "0.40" in picked_page
+    assert hidden(picked_page, "pick") == "safe"
+    assert "Confirm “safe”" in picked_page
     await client.post(
-        "/q/blind/decide", {**client.claim_form(picked), "pick": "safe", "action": "accept"}
+        "/q/blind/decide",
+        {**client.claim_form(picked_page), "pick": "safe", "action": "accept"},
     )
     (decision,) = store.decisions("blind")
     assert (decision.action, decision.label) == ("edit", "safe")  # differs from the critic
@@ -396,15 +404,15 @@ async def test_an_adjudicator_adopts_one_reviewers_answer(
     client: Client, other: Client, store: Store
 ) -> None:
     await client.login("rita")
-    await client.get("/q/pairs/review")
+    await client.open("pairs")
     await client.post("/q/pairs/decide", {**client.claim_form(), "action": "accept"})
     await other.login("rick")
-    await other.get("/q/pairs/review")
+    await other.open("pairs")
     await other.post("/q/pairs/decide", {**other.claim_form(), "label": "unsafe", "note": "bad"})
     assert store.task("pairs", "p1").state == "adjudication"
     await client.post("/logout", {"csrf": client.csrf()})
     await client.login("adam")
-    page = (await client.get("/q/pairs/adjudicate")).text
+    page = (await client.open("pairs", "adjudicate")).text
     assert "rita" in page and "rick" in page and "Adopt critic" in page
     rick = next(d for d in store.decisions("pairs") if d.reviewer == "rick")
     response = await client.post(
@@ -423,7 +431,7 @@ async def test_an_adjudicator_adopts_one_reviewers_answer(
 async def test_dashboard_and_item_history(client: Client, store: Store) -> None:
     await client.login("ada")
     for _ in range(3):
-        await client.get("/q/harm/review")
+        await client.open("harm")
         await client.post("/q/harm/decide", {**client.claim_form(), "label": "unsafe"})
     page = await client.get("/q/harm/dashboard")
     assert page.status_code == 200
@@ -440,14 +448,11 @@ async def test_dashboard_and_item_history(client: Client, store: Store) -> None:
 
 async def test_untrusted_text_is_escaped_and_template_syntax_stays_text(client: Client) -> None:
     await client.login("rita")
-    page = (await client.get("/q/pairs/review")).text
+    page = (await client.open("pairs")).text
     assert "<script>window" not in page and "<img src=x" not in page
     assert "&lt;script&gt;window.__pwned" in page
     assert "onerror=&#34;" in page or "onerror=&quot;" in page
     assert "{{ 7*7 }}" in page and "{% if 1 %}T{% endif %}" in page
     assert ">49<" not in page
-    assert (
-        "script-src 'self'"
-        in (await client.get("/q/pairs/review")).headers["content-security-policy"]
-    )
+    assert "script-src 'self'" in (await client.open("pairs")).headers["content-security-policy"]
     assert XSS.count("alert") == 4

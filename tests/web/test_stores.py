@@ -11,14 +11,14 @@ from adjudication import open_store
 from adjudication.testing import FakeClock
 from adjudication.web import create_app
 
-from .conftest import Client, hidden
+from .conftest import SECRET, Client, hidden
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 async def browser(any_db_url: str, clock: FakeClock) -> AsyncIterator[Client]:
-    app = create_app(any_db_url, secret_key="k", clock=clock)
+    app = create_app(any_db_url, secret_key=SECRET, clock=clock)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield Client(http)
@@ -29,10 +29,10 @@ async def test_review_position_dashboard_and_history_on_each_store(
     browser: Client, any_db_url: str, clock: FakeClock
 ) -> None:
     await browser.login("ada")
-    page = (await browser.get("/q/harm/review")).text
+    page = (await browser.open("harm")).text
     assert "1 of 7 pending" in page
     await browser.post("/q/harm/decide", {**browser.claim_form(), "label": "unsafe"})
-    page = (await browser.get("/q/harm/review")).text
+    page = (await browser.open("harm")).text
     assert hidden(page, "item_id") == "h1"
     assert "1 of 7 pending" in page  # the count is cached for a few seconds
     await browser.post("/q/harm/decide", {**browser.claim_form(), "action": "gap", "note": "x"})

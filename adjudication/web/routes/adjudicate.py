@@ -20,6 +20,7 @@ from ..deps import (
     Web,
     WebState,
     check_csrf,
+    queue_for,
     queue_path,
     redirect,
 )
@@ -58,8 +59,9 @@ def adjudication_page(
     error: str | None = None,
     status: int = 200,
 ) -> Response:
-    """The disagreement the adjudicator holds (claiming the next one), or the empty page."""
-    claim = w.store.claim(q.name, me.name, kind="adjudication")
+    """The disagreement the adjudicator holds, or a page to claim the next one. Reads only: a
+    GET must not claim (a link from another site would claim for the user who follows it)."""
+    claim = w.store.held(q.name, me.name, kind="adjudication")
     last = undoable(w, me, q, "adjudication")
     if claim is None:
         stats = w.store.stats(q.name)
@@ -72,7 +74,7 @@ def adjudication_page(
             "last": last,
         }
         return w.render(request, "empty.html", context, status=status)
-    shown = screen(w, me, q, claim, None)
+    shown = screen(w, me, q, claim)
     context = {
         "q": q,
         "s": shown,
@@ -88,9 +90,7 @@ def adjudication_page(
 def adjudication(
     request: Request, w: WebState, me: Adjudicator, queue: str, notice: str = ""
 ) -> Response:
-    return adjudication_page(
-        request, w, me, w.store.queue_for(me.name, queue), notice=NOTICES.get(notice)
-    )
+    return adjudication_page(request, w, me, queue_for(w, me, queue), notice=NOTICES.get(notice))
 
 
 @router.post("/q/{queue}/adjudicate")
@@ -108,7 +108,7 @@ def adjudicate(
 ) -> Response:
     """Settle a disagreement: adopt the critic's draft, one reviewer's answer, or a new label."""
     require_claim(w, me, queue, token, sig, item_id)
-    q = w.store.queue_for(me.name, queue)
+    q = queue_for(w, me, queue)
     task = w.store.task(queue, item_id)
     action: Any
     edit: dict[str, Any] | None = None
@@ -145,9 +145,11 @@ def adjudicate(
     try:
         w.store.decide(token, action, label=label, edit=edit, note=note.strip() or None)
     except LeaseError:
+        w.store.claim(q.name, me.name, kind="adjudication")
         return redirect(f"{queue_path(queue)}/adjudicate", notice="expired")
     except QueueError as exc:
         return adjudication_page(request, w, me, q, error=str(exc), status=400)
+    w.store.claim(q.name, me.name, kind="adjudication")  # the next one, shown by the GET
     return redirect(f"{queue_path(queue)}/adjudicate", notice="saved")
 
 
@@ -156,7 +158,7 @@ def adjudicate(
 
 @router.get("/q/{queue}/dashboard")
 def dashboard(request: Request, w: WebState, me: Adjudicator, queue: str) -> Response:
-    q = w.store.queue_for(me.name, queue)
+    q = queue_for(w, me, queue)
     now = w.now()
     lines = w.store.task_lines(queue)
     decided = w.store.decision_lines(queue)
@@ -183,7 +185,7 @@ def find_item(w: WebState, me: Adjudicator, queue: str, item_id: str = "") -> Re
 def item_history(
     request: Request, w: WebState, me: Adjudicator, queue: str, item_id: str, notice: str = ""
 ) -> Response:
-    q = w.store.queue_for(me.name, queue)
+    q = queue_for(w, me, queue)
     task = w.store.task(queue, item_id)
     context = {
         "q": q,
@@ -202,5 +204,6 @@ def item_history(
 def reopen(
     w: WebState, me: Adjudicator, queue: str, item_id: str, note: Annotated[str, Form()] = ""
 ) -> Response:
+    queue_for(w, me, queue)
     w.store.reopen(queue, item_id, by=me.name, reason=note.strip() or None)
     return redirect(f"{queue_path(queue)}/items/{quote(item_id, safe='')}", notice="reopened")

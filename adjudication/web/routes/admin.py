@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from ...errors import QueueError
 from ...models import ROLES, Queue, Role
-from ..auth import hash_password
+from ..auth import Busy, hash_password
 from ..deps import (
     NOTICES,
     Admin,
@@ -143,7 +143,7 @@ def add_user(
         w.store.add_user(
             name.strip(),
             _role(role),
-            password_hash=hash_password(password),
+            password_hash=_hash(w, password),
             queues=queues or (),
             by=me.name,
         )
@@ -171,12 +171,23 @@ def update_user(
             name,
             role=_role(role),
             active=active,
-            password_hash=hash_password(password) if password else None,
+            password_hash=_hash(w, password) if password else None,
             by=me.name,
         )
     except QueueError as exc:
         return _users_page(request, w, error=str(exc), status=400)
     return redirect("/admin/users", notice="updated")
+
+
+def _hash(w: Web, password: str) -> str:
+    """Hash a new password in one of the bounded argon2 slots (64 MiB each)."""
+    try:
+        with w.password_slots.hold():
+            return hash_password(password)
+    except Busy as exc:
+        raise QueueError(
+            "the server is busy checking passwords", hint="try again in a few seconds"
+        ) from exc
 
 
 def _role(role: str) -> Role:

@@ -12,12 +12,14 @@ from ...errors import LeaseError, QueueError
 from ...models import Queue, Task, User
 from ..deps import (
     NOTICES,
+    Forbidden,
     OptionalText,
     Signed,
     Text,
     Web,
     WebState,
     check_csrf,
+    queue_for,
     queue_path,
     redirect,
 )
@@ -48,41 +50,73 @@ def home_page(
     return w.render(request, "home.html", context, status=status)
 
 
-def _label_ok(q: Queue, label: str | None) -> bool:
-    if label is None or not label.strip() or len(label) > 200:
-        return False
-    return q.labels is None or label in q.labels
-
-
 def _review_page(
     request: Request,
     w: Web,
     me: User,
     q: Queue,
     *,
-    pick: str | None = None,
     notice: str | None = None,
     error: str | None = None,
     note: str = "",
     status: int = 200,
 ) -> Response:
-    claim = w.store.claim(q.name, me.name, kind="review")
+    """The item the reviewer holds, or a page to claim the next one. Reads only: a GET must
+    not claim (a link from another site would claim for the user who follows it)."""
+    claim = w.store.held(q.name, me.name, kind="review")
     last = undoable(w, me, q, "review")
     if claim is None:
         stats = w.store.stats(q.name)
         context = {"q": q, "stats": stats, "notice": notice, "error": error, "last": last}
         return w.render(request, "empty.html", context, status=status)
-    # A pick only matters in a blind queue, where it reveals the draft.
-    shown = screen(w, me, q, claim, pick if q.blind and _label_ok(q, pick) else None)
     context = {
         "q": q,
-        "s": shown,
+        "s": screen(w, me, q, claim),
         "notice": notice,
         "error": error,
         "note": note,
         "last": last,
     }
     return w.render(request, "review.html", context, status=status)
+
+
+@router.post("/q/{queue}/claim")
+def claim(w: WebState, me: Signed, queue: str, kind: Annotated[str, Form()] = "review") -> Response:
+    """Take the next item (or keep the one held) and show it."""
+    q = queue_for(w, me, queue)
+    if kind not in ("review", "adjudication") or (
+        kind == "adjudication" and me.role not in ("adjudicator", "admin")
+    ):
+        raise Forbidden(f"{me.name} ({me.role}) asked to claim {kind!r} in {queue!r}")
+    page = "adjudicate" if kind == "adjudication" else "review"
+    found = w.store.claim(
+        q.name, me.name, kind="adjudication" if page == "adjudicate" else "review"
+    )
+    return redirect(f"{queue_path(queue)}/{page}", **({} if found else {"notice": "empty"}))
+
+
+@router.post("/q/{queue}/pick")
+def pick(
+    request: Request,
+    w: WebState,
+    me: Signed,
+    queue: str,
+    token: Text,
+    sig: Text,
+    item_id: Text,
+    pick: Text,
+) -> Response:
+    """Record a blind reviewer's own label; only then does the page show the critic's draft."""
+    require_claim(w, me, queue, token, sig, item_id)
+    q = queue_for(w, me, queue)
+    try:
+        w.store.pick(token, pick)
+    except LeaseError:
+        w.store.claim(q.name, me.name, kind="review")
+        return redirect(f"{queue_path(queue)}/review", notice="expired")
+    except QueueError as exc:
+        return _review_page(request, w, me, q, error=str(exc), status=409)
+    return redirect(f"{queue_path(queue)}/review")
 
 
 @router.post("/q/{queue}/undo")
@@ -95,7 +129,7 @@ def undo(
     kind: Annotated[str, Form()] = "review",
 ) -> Response:
     """Take back the user's newest decision in the queue and show that item again."""
-    q = w.store.queue_for(me.name, queue)
+    q = queue_for(w, me, queue)
     try:
         undone = w.store.undo(q.name, me.name, decision=decision, within=w.undo_seconds)
     except (QueueError, LeaseError) as exc:
@@ -108,17 +142,8 @@ def undo(
 
 
 @router.get("/q/{queue}/review")
-def review(
-    request: Request,
-    w: WebState,
-    me: Signed,
-    queue: str,
-    pick: str | None = None,
-    notice: str = "",
-) -> Response:
-    return _review_page(
-        request, w, me, w.store.queue_for(me.name, queue), pick=pick, notice=NOTICES.get(notice)
-    )
+def review(request: Request, w: WebState, me: Signed, queue: str, notice: str = "") -> Response:
+    return _review_page(request, w, me, queue_for(w, me, queue), notice=NOTICES.get(notice))
 
 
 @router.post("/q/{queue}/decide")
@@ -139,7 +164,7 @@ def decide(
 ) -> Response:
     """Record a review decision; a repeated post of the same form returns the same decision."""
     require_claim(w, me, queue, token, sig, item_id)
-    q = w.store.queue_for(me.name, queue)
+    q = queue_for(w, me, queue)
     task = w.store.task(queue, item_id)
     label = (edit_label if action == "edit" else label) or None
     text = note.strip()
@@ -155,7 +180,7 @@ def decide(
             f"The critic was {task.confidence:.0%} confident here: say in the note why you "
             "override it."
         )
-        return _review_page(request, w, me, q, pick=pick, error=error, note=note, status=422)
+        return _review_page(request, w, me, q, error=error, note=note, status=422)
     if action == "gap":
         text = (GAP_PREFIX + text).strip()
     if kind in ("reject", "escalate"):
@@ -163,9 +188,11 @@ def decide(
     try:
         w.store.decide(token, kind, label=chosen, edit=edit, note=text or None)
     except LeaseError:
+        w.store.claim(q.name, me.name, kind="review")
         return redirect(f"{queue_path(queue)}/review", notice="expired")
     except QueueError as exc:
-        return _review_page(request, w, me, q, pick=pick, error=str(exc), note=note, status=400)
+        return _review_page(request, w, me, q, error=str(exc), note=note, status=400)
+    w.store.claim(q.name, me.name, kind="review")  # the next item, shown by the GET
     return redirect(f"{queue_path(queue)}/review", notice="saved")
 
 
@@ -200,6 +227,7 @@ def skip(w: WebState, me: Signed, queue: str, token: Text, sig: Text, item_id: T
     # Already skipped (a repeated post) or expired: either way, on to the next item.
     with suppress(LeaseError):
         w.store.skip(token)
+    w.store.claim(queue, me.name, kind="review")
     return redirect(f"{queue_path(queue)}/review", notice="skipped")
 
 
