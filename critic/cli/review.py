@@ -112,7 +112,9 @@ def serve(
         typer.Option(
             "--secret-key",
             envvar="CRITIC_WEB_SECRET",
-            help="Signs session cookies; without it sessions end when the server restarts.",
+            help="Signs session cookies: at least 32 random bytes (python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'). Without it, one is generated on first start "
+            "and kept in the database.",
         ),
     ] = None,
     undo_seconds: Annotated[
@@ -133,6 +135,25 @@ def serve(
             help="Mark the session cookie Secure (when served over HTTPS behind a proxy).",
         ),
     ] = False,
+    idle_minutes: Annotated[
+        float,
+        typer.Option(
+            "--idle-minutes",
+            envvar="CRITIC_WEB_IDLE_MINUTES",
+            min=1.0,
+            help="A log-in ends after this many minutes without a request (and 12 h after it "
+            "began in any case).",
+        ),
+    ] = 60.0,
+    forwarded_allow_ips: Annotated[
+        str,
+        typer.Option(
+            "--forwarded-allow-ips",
+            envvar="CRITIC_WEB_FORWARDED_ALLOW_IPS",
+            help="Comma-separated addresses or networks of the proxies in front (e.g. "
+            "127.0.0.1): only from them is X-Forwarded-For believed, for the log-in limit.",
+        ),
+    ] = "",
 ) -> None:
     """Serve the review web app: log in, review with the keyboard, adjudicate, see dashboards."""
     try:
@@ -143,8 +164,14 @@ def serve(
         raise MissingExtraError(
             "critic review serve", exc.name or "fastapi", "pip install 'critic[web]'"
         ) from exc
+    proxies = [part.strip() for part in forwarded_allow_ips.split(",") if part.strip()]
     web = create_app(
-        db, secret_key=secret_key, undo_seconds=undo_seconds, secure_cookies=secure_cookies
+        db,
+        secret_key=secret_key,
+        undo_seconds=undo_seconds,
+        secure_cookies=secure_cookies,
+        idle_minutes=idle_minutes,
+        forwarded_allow_ips=proxies,
     )
     store = web.state.web.store
     if not any(u.role == "admin" and u.active and u.password_hash for u in store.users()):
@@ -160,10 +187,12 @@ def serve(
             "--secure-cookies",
             highlight=False,
         )
-    if secret_key is None:
+    if host not in _LOOPBACK and not proxies:
         err.print(
-            "note: no --secret-key (CRITIC_WEB_SECRET): sessions end when the server stops",
+            "note: no --forwarded-allow-ips: behind a proxy every client has the proxy's "
+            "address (the log-in limit counts per user name and address)",
             highlight=False,
         )
     out.print(f"critic review: http://{host}:{port}/ · database {store.url}", highlight=False)
+    # The app reads X-Forwarded-For itself, from the trusted proxies only; uvicorn must not.
     uvicorn.run(web, host=host, port=port, log_level="info", proxy_headers=False)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 import adjudication.web
@@ -43,3 +45,32 @@ def test_review_serve_is_a_cli_command() -> None:
     assert result.exit_code == 0
     for option in ("--db", "--host", "--port", "--secret-key", "--undo-seconds"):
         assert option in result.output
+
+
+def test_review_serve_takes_the_proxy_idle_and_secret_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    import critic.cli
+
+    served: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append((app, kw)))
+    db = f"sqlite:///{tmp_path / 'q.db'}"
+    runner = CliRunner()
+    help_text = runner.invoke(critic.cli.app, ["review", "serve", "--help"]).output
+    assert "--forwarded-allow-ips" in help_text and "--idle-minutes" in help_text
+
+    weak = runner.invoke(critic.cli.app, ["review", "serve", "--db", db, "--secret-key", "x"])
+    assert weak.exit_code == 1 and "too weak" in weak.output and "token_urlsafe" in weak.output
+    assert "Traceback" not in weak.output and served == []
+
+    args = ["review", "serve", "--db", db, "--forwarded-allow-ips", "10.0.0.0/8, 127.0.0.1",
+            "--idle-minutes", "15"]  # fmt: skip
+    assert runner.invoke(critic.cli.app, args).exit_code == 0
+    ((app, options),) = served
+    web = app.state.web
+    assert web.client_address("10.1.2.3", ["198.51.100.7"]) == "198.51.100.7"
+    assert web.client_address("192.0.2.1", ["198.51.100.7"]) == "192.0.2.1"
+    assert web.idle_seconds == 15 * 60 and options["proxy_headers"] is False
+    web.store.close()
