@@ -111,12 +111,15 @@ def human_outcomes(db: str) -> dict[tuple[str, str], dict[str, Any]]:
     try:
         found: dict[tuple[str, str], dict[str, Any]] = {}
         for q in queues.queues():
+            decided = [o for o in queues.outcomes(q.name) if o.source != "critic"]
+            if not decided:
+                continue  # spare reading the queue's drafts
             owner = {
                 t.item_id: (str(t.draft["run_id"]), str(t.draft.get("item_id") or t.item_id))
                 for t in queues.tasks(q.name) if t.draft.get("run_id")
             }  # fmt: skip
-            for o in queues.outcomes(q.name):
-                if o.source == "critic" or o.item_id not in owner:
+            for o in decided:
+                if o.item_id not in owner:
                     continue
                 found[owner[o.item_id]] = {
                     "label": None if o.rejected else o.label, "source": o.source,
