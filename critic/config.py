@@ -95,7 +95,7 @@ class BackendSpec:
     """Which backend to build and how to reach its model."""
 
     backend: str = "vllm-server"
-    base_url: str = "http://127.0.0.1:8000/v1"
+    base_url: str | tuple[str, ...] = "http://127.0.0.1:8000/v1"  # several: one run, many servers
     model: str | None = None
     concurrency: int = 64
     max_model_len: int = 4096

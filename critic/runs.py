@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypedDict, TypeVar
 
-from critic.backends.base import Backend
+from critic.backends.base import Backend, ServerBacked
 from critic.config import InputSpec, RunControl
 from critic.constitution import Constitution
 from critic.items import BadRow, Fields, Item, load_items
@@ -110,6 +110,12 @@ class RunSummary:
     requests: int
     elapsed_s: float
     bad_rows: list[str] = field(default_factory=list)
+    #: Model requests this invocation made (a resumed run that had nothing left makes 0);
+    #: `requests` is the stored total over every invocation of the run.
+    requests_this_run: int = 0
+    #: Per server of a server backend: HTTP requests sent (retries included), answered,
+    #: failures, whether it is up, times it went down, its last error.
+    servers: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def items_per_s(self) -> float:
@@ -311,14 +317,19 @@ async def execute_run(
         )  # fmt: skip
         run, todo = opened.run, opened.todo
         already = len(records) - len(todo) - len(bad_rows)
+        stored_before = store.counts(run.id)["requests"] if todo else None
+        window = control.concurrency
+        if isinstance(backend, ServerBacked):  # --concurrency is per server
+            window *= len(backend.base_urls)
         if progress:
             progress(0, len(todo))
         processed = await run_items(
-            drafter, store, run.id, todo, concurrency=control.concurrency, progress=progress
+            drafter, store, run.id, todo, concurrency=window, progress=progress
         )
     finally:
         await backend.aclose()
     counts = store.counts(run.id)
+    servers = backend.stats()["servers"] if isinstance(backend, ServerBacked) else []
     return RunSummary(
         run_id=run.id,
         db=store.url,
@@ -339,4 +350,6 @@ async def execute_run(
         requests=counts["requests"],
         elapsed_s=time.perf_counter() - started,
         bad_rows=bad_rows,
+        requests_this_run=0 if stored_before is None else counts["requests"] - stored_before,
+        servers=servers,
     )

@@ -91,3 +91,13 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
     def describe(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class ServerBacked(Protocol):
+    """A backend over one or several servers. A run's concurrency is per server, so the engine
+    keeps concurrency x len(base_urls) items in flight; `stats()` counts requests per server."""
+
+    base_urls: list[str]
+
+    def stats(self) -> dict[str, Any]: ...

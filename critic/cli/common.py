@@ -10,7 +10,7 @@ import functools
 import getpass
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -117,13 +117,18 @@ def run_with_progress(quiet: bool, label: str, run: Callable[..., T]) -> T:
 
 
 def make_backend(
-    backend: str, base_url: str, model: str | None, concurrency: int, max_model_len: int = 4096
+    backend: str,
+    base_url: str | Sequence[str],
+    model: str | None,
+    concurrency: int,
+    max_model_len: int = 4096,
 ) -> Backend:
     """The backend the flags name (`--backend`, `--base-url`, `--model`, `--concurrency`)."""
     from critic.config import BackendSpec
 
     return BackendSpec(
-        backend=backend, base_url=base_url, model=model, concurrency=concurrency,
+        backend=backend, model=model, concurrency=concurrency,
+        base_url=base_url if isinstance(base_url, str) else tuple(base_url),
         max_model_len=max_model_len, api_key=os.environ.get("CRITIC_API_KEY"),
     ).build()  # fmt: skip
 

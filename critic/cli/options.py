@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 DEFAULT_BACKEND = "vllm-server"
-DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+DEFAULT_BASE_URL = ["http://127.0.0.1:8000/v1"]  # typer wants a list for a repeatable flag
 DEFAULT_DB = "sqlite:///critic.db"
 
 # -- where the model is ------------------------------------------------------------------------
@@ -21,9 +21,10 @@ BackendOpt = Annotated[str, typer.Option(
     "--backend", "-b", envvar="CRITIC_BACKEND",
     help="vllm-server, vllm (in-process), transformers, or fake.",
 )]  # fmt: skip
-BaseUrlOpt = Annotated[str, typer.Option(
+BaseUrlOpt = Annotated[list[str], typer.Option(
     "--base-url", envvar="CRITIC_BASE_URL",
-    help="OpenAI-compatible base URL of the vLLM server (vllm-server backend).",
+    help="OpenAI-compatible base URL of a vLLM server (vllm-server backend). Repeat it (or give "
+    "CRITIC_BASE_URL a comma-separated list) to spread one run over several servers.",
 )]  # fmt: skip
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", "-m", envvar="CRITIC_MODEL",
@@ -31,7 +32,7 @@ ModelOpt = Annotated[str | None, typer.Option(
 )]  # fmt: skip
 ConcurrencyOpt = Annotated[int, typer.Option(
     "--concurrency", envvar="CRITIC_CONCURRENCY", min=1,
-    help="Requests in flight (keep vLLM's continuous batching full).",
+    help="Requests in flight per server (keep vLLM's continuous batching full).",
 )]  # fmt: skip
 MaxModelLenOpt = Annotated[int, typer.Option(help="Context length (in-process vllm backend).")]
 

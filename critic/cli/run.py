@@ -85,7 +85,12 @@ def summary_table(summary: Any, command: str = "label") -> Table:
     table.add_row(
         "tokens (prompt / completion)", f"{summary.prompt_tokens} / {summary.completion_tokens}"
     )
-    table.add_row("requests", str(summary.requests))
+    table.add_row(
+        "requests (this run / stored)", f"{summary.requests_this_run} / {summary.requests}"
+    )
+    for server in summary.servers:
+        down = "" if server["up"] else f", down: {server['last_error']}"
+        table.add_row(f"  {server['url']}", f"{server['requests']} sent{down}")
     table.add_row("elapsed", f"{summary.elapsed_s:.1f} s")
     table.add_row("items/s", f"{summary.items_per_s:.2f}")
     table.add_row(

@@ -238,7 +238,7 @@ class Comparer:
         return Request(
             messages=({"role": "system", "content": self.system}, user_turn(user)),
             json_schema=self.schema, max_tokens=s.max_tokens, temperature=s.temperature,
-            top_logprobs=s.top_logprobs, seed=s.seed,
+            top_logprobs=s.top_logprobs, seed=s.seed, affinity=item.id,  # both orders, one server
         )  # fmt: skip
 
     async def _judge(

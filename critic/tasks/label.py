@@ -131,6 +131,7 @@ class Labeler:
             n=self.options.samples,
             top_logprobs=self.options.top_logprobs,
             seed=self.options.seed,
+            affinity=item.id,  # re-asks go to the same server
         )
 
     async def draft(self, item: Item) -> Outcome:

@@ -169,11 +169,14 @@ class Reviser:
             max_chars=options.max_revision_chars,
         )
 
-    def _request(self, messages: tuple[Message, ...], model: type[BaseModel]) -> Request:
+    def _request(
+        self, item: Item, messages: tuple[Message, ...], model: type[BaseModel]
+    ) -> Request:
         s = self.options.sampling
         return Request(
             messages=messages, json_schema=json_schema(model), max_tokens=s.max_tokens,
             temperature=s.temperature, seed=s.seed,
+            affinity=item.id,  # every round extends one conversation: one server's prefix cache
         )  # fmt: skip
 
     async def draft(self, item: Item) -> Outcome:
@@ -195,7 +198,8 @@ class Reviser:
             )
             shown = current  # the reply this round critiques: the original, then each revision
             critique = await ask(
-                self.backend, self._request((*conversation, user_turn(user)), self.critique_model),
+                self.backend,
+                self._request(item, (*conversation, user_turn(user)), self.critique_model),
                 self.critique_model, self.templates, max_reasks=self.options.sampling.max_reasks,
                 stage=f"critique-{number}", check=partial(evidence_problem, text=shown),
             )  # fmt: skip
@@ -213,7 +217,9 @@ class Reviser:
             # request is a prefix of it, which vLLM's prefix cache serves.
             revision = await ask(
                 self.backend,
-                self._request((*critique.conversation, user_turn(request)), self.revision_model),
+                self._request(
+                    item, (*critique.conversation, user_turn(request)), self.revision_model
+                ),
                 self.revision_model, self.templates, max_reasks=self.options.sampling.max_reasks,
                 stage=f"revision-{number}",
             )  # fmt: skip

@@ -60,7 +60,7 @@ def test_one_run_spreads_its_requests_over_both_servers(
         summary = asyncio.run(
             alabel(
                 make_items(tmp_path / "items.jsonl", 48), load_constitution("harmlessness"),
-                backend, store, options=OPTIONS, concurrency=backend.capacity,
+                backend, store, options=OPTIONS, concurrency=8,  # per server
             )
         )  # fmt: skip
     finally:
@@ -100,7 +100,7 @@ def test_a_server_killed_mid_run_leaves_every_item_drafted_once(
         try:
             return await alabel(
                 make_items(tmp_path / "items.jsonl", n), load_constitution("harmlessness"),
-                backend, store, options=OPTIONS, concurrency=backend.capacity,
+                backend, store, options=OPTIONS, concurrency=8,  # per server
             )  # fmt: skip
         finally:
             killer.cancel()
