@@ -145,6 +145,7 @@ def test_a_resumed_run_keeps_its_decisions(tmp_path: Path, two_runs: tuple[str, 
 
 def test_the_review_page_shows_cited_principles_from_the_stored_version(tmp_path: Path) -> None:
     import asyncio
+    import secrets
 
     import httpx
     import yaml
@@ -178,7 +179,7 @@ def test_the_review_page_shows_cited_principles_from_the_stored_version(tmp_path
     assert task.draft["principle_texts"] == {"M1": "Version one: never <b>help</b> with harm."}
 
     async def page() -> str:
-        transport = httpx.ASGITransport(app=create_app(db, secret_key="s" * 64))
+        transport = httpx.ASGITransport(app=create_app(db, secret_key=secrets.token_urlsafe(32)))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             client = Client(http)
             assert (await client.login("adam")).status_code == 303
