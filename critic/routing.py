@@ -302,15 +302,19 @@ def _trust(draft: RouteInput, policy: Policy) -> _Trust:
 
 
 def _cascade_trust(draft: RouteInput, stages: Sequence[Stage]) -> _Trust:
-    """Accept at the first stage whose critic clears its threshold; a critic not asked yet
-    (no verdict) ends the walk there, as does a parse failure."""
+    """Accept at the first stage whose critic clears its threshold. A critic without a verdict
+    was not asked yet (the walk ends there) unless a later critic has one (it was asked and
+    failed, so the item went on)."""
     by_critic = {v.critic: v for v in draft.verdicts}
     asked: list[str] = []
     reason: Reason = "low_confidence"
-    for stage in stages:
+    for i, stage in enumerate(stages):
         verdict = by_critic.get(stage.critic)
         if verdict is None:
-            break
+            if not any(s.critic in by_critic for s in stages[i + 1 :]):
+                break  # not asked yet
+            asked.append(stage.critic)  # asked, but it gave no verdict: the next one was asked
+            continue
         asked.append(stage.critic)
         if verdict.label is None:
             reason = "parse_failure"

@@ -52,12 +52,19 @@ if TYPE_CHECKING:
     from critic.items import Fields
 
 
-def finish_run(summary: Any, command: str, db: str, json_out: bool) -> None:
-    """Print a run's summary (a table, or JSON) and exit 0, or 1 when items failed or wait."""
+def finish_run(
+    summary: Any, command: str, db: str, json_out: bool, settled: dict[str, int] | None = None
+) -> None:
+    """Print a run's summary (a table, or JSON) and exit 0, or 1 when items failed or wait.
+
+    `settled`: for a cascade run, how many items each stage settled."""
     if json_out:
-        print(json.dumps(summary.to_dict(), indent=2))
+        extra = {} if settled is None else {"settled": settled}
+        print(json.dumps({**summary.to_dict(), **extra}, indent=2))
     else:
         out.print(summary_table(summary, command))
+        for stage, count in (settled or {}).items():
+            out.print(f"settled by {shown(stage)}: {count}", highlight=False)
         if summary.failed:
             err.print(
                 f"{summary.failed} item(s) failed; they are recorded with their reasons "
@@ -139,6 +146,55 @@ def _run_task(
     finish_run(summary, task, db, json_out)
 
 
+def _label_cascade(
+    source: str,
+    constitution: str,
+    sampling: Any,
+    fields: Fields,
+    escalate_to: Sequence[str],
+    urls: Sequence[str],
+    policy_path: Path | None,
+    *,
+    backend: Backend,
+    make: Any,
+    db: str,
+    split: str | None,
+    prompts: Path | None,
+    limit: int | None,
+    retry_failed: bool,
+    concurrency: int,
+    json_out: bool,
+    quiet: bool,
+    critics: Sequence[str],
+) -> None:
+    """`label --escalate-to ... --policy P`: the live cascade (critic.tasks.cascade)."""
+    from critic.constitution import load_constitution
+    from critic.errors import UsageError
+    from critic.routing import load_policy
+    from critic.store import open_store
+    from critic.tasks.cascade import label_cascade, settled_counts
+
+    if policy_path is None or not escalate_to:
+        raise UsageError("a live cascade needs both --escalate-to MODEL and --policy cascade.yaml")
+    if critics:
+        raise UsageError("--critic (a panel) and --escalate-to (a cascade) do not mix")
+    if len(urls) > len(escalate_to):
+        raise UsageError("give at most one --escalate-base-url per --escalate-to")
+    policy = load_policy(policy_path)
+    later = [make(name, urls[i] if i < len(urls) else None) for i, name in enumerate(escalate_to)]
+    c = load_constitution(constitution)
+    store = open_store(db)
+    summary = run_with_progress(
+        quiet or json_out, "labeling (cascade)",
+        lambda **hooks: label_cascade(
+            source, c, backend, store, escalate_to=later, policy=policy, options=sampling,
+            fields=fields, split=split, prompts=prompts, limit=limit,
+            retry_failed=retry_failed, concurrency=concurrency, **hooks,
+        ),
+    )  # fmt: skip
+    finish_run(summary, "label", db, json_out, settled_counts(store, summary.run_id))
+
+
 @reports_errors
 def label(
     input: InputArg,
@@ -181,6 +237,25 @@ def label(
             "agreement becomes part of the confidence.",
         ),
     ] = None,
+    escalate_to: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--escalate-to",
+            help="A cascade: ask this critic model only for items the one before did not "
+            "settle under --policy; repeat for more stages.",
+        ),
+    ] = None,
+    escalate_base_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--escalate-base-url",
+            help="The server of each --escalate-to model, in order (default: --base-url).",
+        ),
+    ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="The cascade policy (critic calibrate --cascade) for --escalate-to."),
+    ] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -193,6 +268,17 @@ def label(
         samples=samples, top_logprobs=logprobs, max_reasks=max_reasks, seed=seed,
     )  # fmt: skip
     fields = Fields(id=id_field, prompt=prompt_field, response=response_field, text=text_field)
+    if escalate_to or policy is not None:
+        _label_cascade(
+            input, constitution, sampling, fields, escalate_to or [], escalate_base_url or [],
+            policy, backend=make_backend(backend, base_url, model, concurrency,
+                                         max_model_len=max_model_len),
+            make=lambda name, url: make_backend(backend, url or base_url, name, concurrency,
+                                                max_model_len=max_model_len),
+            db=db, split=split, prompts=prompts, limit=limit, retry_failed=retry_failed,
+            concurrency=concurrency, json_out=json_out, quiet=quiet, critics=critic or [],
+        )  # fmt: skip
+        return
     panel = [
         make_backend(backend, base_url, name, concurrency, max_model_len=max_model_len)
         for name in critic or []
