@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from adjudication import open_store
+from adjudication.errors import QueueError
 from adjudication.testing import FakeClock
 from adjudication.web import create_app
 
@@ -47,3 +48,38 @@ async def test_review_position_dashboard_and_history_on_each_store(
             ("h0", "edit"),
             ("h1", "escalate"),
         ]
+
+
+async def test_a_generated_secret_sessions_and_blind_picks_on_each_store(
+    any_db_url: str, clock: FakeClock
+) -> None:
+    """The web app's own writes (a stored secret, session epochs, blind picks) on both stores."""
+    first, second = create_app(any_db_url, clock=clock), create_app(any_db_url, clock=clock)
+    try:
+        one = httpx.AsyncClient(transport=httpx.ASGITransport(app=first), base_url="http://t")
+        two = httpx.AsyncClient(transport=httpx.ASGITransport(app=second), base_url="http://t")
+        async with one, two:
+            rita = Client(one)
+            assert (await rita.login("rita")).status_code == 303
+            two.cookies.update(one.cookies)  # the other process signs with the same secret
+            assert (await two.get("/")).status_code == 200
+            await rita.get("/")
+            await rita.post("/logout", {"csrf": rita.csrf()})
+            assert (await two.get("/")).status_code == 303  # its epoch moved on
+        store = first.state.web.store
+        assert store.user("rita").session_epoch == 1
+        claim = store.claim("blind", "rick")
+        assert claim is not None and claim.pick is None
+        assert store.pick(claim.token, "safe").pick == "safe"
+        with pytest.raises(QueueError, match="cannot change"):
+            store.pick(claim.token, "unsafe")
+        store.release(claim.token)
+        again = store.claim("blind", "rick")
+        assert again is not None and again.pick == "safe"
+        assert store.held("blind", "rick", kind="review") == again
+        with pytest.raises(QueueError, match="cannot change"):
+            store.decide(again.token, "edit", label="unsafe")
+        assert store.decide(again.token, "accept", label="safe").label == "safe"
+    finally:
+        first.state.web.store.close()
+        second.state.web.store.close()
