@@ -6,7 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, insert, inspect, select
+from sqlalchemy import create_engine, insert, inspect, select, text
 
 from adjudication import StoreError, open_store
 from adjudication.migrations import LATEST
@@ -136,3 +136,38 @@ def test_migration_2_keeps_everyone_working_where_they_worked(store_url: str) ->
         store.create_queue("new")  # queues made after the upgrade start with no members
         assert store.members("new") == []
         assert [q.name for q in store.queues_for("root")] == ["harm", "help", "new"]
+
+
+def test_migration_3_adds_session_epochs_picks_and_secrets_to_a_version_2_database(
+    store_url: str,
+) -> None:
+    """A database made before the web app kept sessions, picks and secrets opens, and its
+    users start at epoch 0."""
+    from adjudication.migrations import MIGRATIONS
+
+    now = FakeClock()()
+    engine = create_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            schema_version.create(conn)
+            for version in (1, 2):
+                MIGRATIONS[version - 1](conn, now)
+                conn.execute(insert(schema_version).values(version=version, applied_at=now))
+            conn.execute(
+                text(
+                    "INSERT INTO users (name, role, password_hash, active, created_at) "
+                    "VALUES ('ann', 'reviewer', NULL, :yes, :now)"
+                ),
+                {"yes": True, "now": now.replace(tzinfo=None)},
+            )
+    finally:
+        engine.dispose()
+    with open_store(store_url) as store:
+        assert store.user("ann").session_epoch == 0
+        assert store.end_sessions("ann").session_epoch == 1
+        assert store.app_secret("k", lambda: "made") == "made"
+        assert store.app_secret("k", lambda: "other") == "made"
+        store.create_queue("b", labels=["x", "y"], blind=True, members=["ann"])
+        store.enqueue("b", [{"item_id": "i"}])
+        claim = store.claim("b", "ann")
+        assert claim is not None and store.pick(claim.token, "x").pick == "x"
