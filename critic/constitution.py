@@ -170,7 +170,7 @@ def resolve(path_or_name: str | Path) -> Path:
     )
 
 
-def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
+def line_index(text: str) -> dict[tuple[str | int, ...], int]:
     """Map each YAML node path to its 1-based line, so errors can name the line."""
     index: dict[tuple[str | int, ...], int] = {}
     try:
@@ -193,7 +193,7 @@ def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
     return index
 
 
-def _field_path(loc: tuple[str | int, ...]) -> str:
+def field_path(loc: tuple[str | int, ...]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -227,7 +227,7 @@ def check(path: str | Path) -> tuple[Constitution | None, list[Problem]]:
         text, data = _read(path)
     except ConstitutionError as exc:
         return None, [Problem(str(path), "", exc.message, exc.hint)]
-    lines = _line_index(text)
+    lines = line_index(text)
     if not isinstance(data, dict):
         return None, [
             Problem(str(path), "", "the top level must be a mapping", "start with `id: my-policy`")
@@ -240,7 +240,7 @@ def check(path: str | Path) -> tuple[Constitution | None, list[Problem]]:
             loc = tuple(err["loc"])
             line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
             problems.append(
-                Problem(str(path), _field_path(loc), err["msg"], _HINTS.get(err["type"]), line)
+                Problem(str(path), field_path(loc), err["msg"], _HINTS.get(err["type"]), line)
             )
         return None, problems
     problems = list(_semantic_problems(constitution, str(path), lines))

@@ -7,13 +7,12 @@ print each segment through jinja2's autoescaping and wrap it in a tag they choos
 
 from __future__ import annotations
 
-import difflib
 import json
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import pairwise
-from typing import Any, Literal
+from typing import Any
+
+from adjudication.text import DiffPart, Segment, find_spans, highlight, word_diff
 
 # Item fields shown as the item itself, in this order; any other field is listed after them.
 TEXT_FIELDS = (
@@ -39,14 +38,6 @@ GAP_PREFIX = "[constitution gap] "
 
 
 @dataclass(frozen=True)
-class Segment:
-    """A run of text; `marks` are the 1-based numbers of the findings whose evidence it is."""
-
-    text: str
-    marks: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
 class Finding:
     number: int
     principle: str | None
@@ -67,12 +58,6 @@ class Field:
 class Turn:
     role: str
     segments: tuple[Segment, ...]
-
-
-@dataclass(frozen=True)
-class DiffPart:
-    op: Literal["same", "del", "ins"]
-    text: str
 
 
 @dataclass(frozen=True)
@@ -107,84 +92,6 @@ def as_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
-
-
-# -- evidence highlighting -------------------------------------------------------------------
-
-_WRAPPERS = "\"'“”‘’`«»"
-_ELLIPSES = ". …"
-
-
-def _quote_pattern(quote: str) -> re.Pattern[str] | None:
-    """A pattern matching the quote in any case and with any run of whitespace between words.
-
-    Models wrap quotes in quotation marks or ellipses; those are dropped first.
-    """
-    core = quote.strip().strip(_WRAPPERS).strip(_ELLIPSES).strip().strip(_WRAPPERS).strip()
-    words = core.split()
-    if not words:
-        return None
-    return re.compile(r"\s+".join(re.escape(word) for word in words), re.IGNORECASE)
-
-
-def find_spans(text: str, quote: str) -> list[tuple[int, int]]:
-    """Where a quote occurs in a text: (start, end) character offsets, in order."""
-    pattern = _quote_pattern(quote)
-    if pattern is None:
-        return []
-    return [m.span() for m in pattern.finditer(text)]
-
-
-def highlight(text: str, quotes: Sequence[tuple[int, str]]) -> tuple[Segment, ...]:
-    """Split `text` into segments, marking where each numbered quote occurs.
-
-    Args:
-        text: the untrusted text to show.
-        quotes: (number, quote) pairs; overlapping quotes give a segment several marks.
-    """
-    spans = [(s, e, number) for number, quote in quotes for s, e in find_spans(text, quote)]
-    if not spans:
-        return (Segment(text),) if text else ()
-    cuts = sorted({0, len(text), *(s for s, _, _ in spans), *(e for _, e, _ in spans)})
-    segments: list[Segment] = []
-    for start, end in pairwise(cuts):
-        marks = tuple(sorted({n for s, e, n in spans if s <= start and end <= e}))
-        if segments and segments[-1].marks == marks:
-            segments[-1] = Segment(segments[-1].text + text[start:end], marks)
-        else:
-            segments.append(Segment(text[start:end], marks))
-    return tuple(segments)
-
-
-# -- word-level diff -------------------------------------------------------------------------
-
-# A word or a punctuation mark with the whitespace before it: half as many tokens as splitting
-# whitespace apart, which keeps the quadratic matcher fast on long revisions.
-_TOKEN = re.compile(r"\s*(?:\w+|[^\w\s])|\s+")
-
-
-def word_diff(before: str, after: str) -> tuple[DiffPart, ...]:
-    """A word-level diff: runs of unchanged, deleted and inserted text, in reading order."""
-    a, b = _TOKEN.findall(before), _TOKEN.findall(after)
-    parts: list[DiffPart] = []
-
-    def add(op: Literal["same", "del", "ins"], tokens: Sequence[str]) -> None:
-        text = "".join(tokens)
-        if not text:
-            return
-        if parts and parts[-1].op == op:
-            parts[-1] = DiffPart(op, parts[-1].text + text)
-        else:
-            parts.append(DiffPart(op, text))
-
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
-            add("same", a[i1:i2])
-        else:
-            add("del", a[i1:i2])
-            add("ins", b[j1:j2])
-    return tuple(parts)
 
 
 # -- reading drafts and items ----------------------------------------------------------------

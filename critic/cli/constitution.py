@@ -53,6 +53,7 @@ from critic.workbench import (
     ImpactReport,
     Segment,
     StatsReport,
+    pct,
 )
 
 app = typer.Typer(help="Lint, show and inspect constitutions.", no_args_is_help=True)
@@ -146,10 +147,6 @@ def constitution_import(
 
 
 STATUS = {"pass": ("PASS", "green"), "fail": ("FAIL", "red"), "error": ("ERROR", "red")}
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1%}"
 
 
 @app.command("test")
@@ -447,8 +444,8 @@ def _print_impact(report: ImpactReport, examples: int) -> None:
     table.add_row("compared", str(report.compared))
     if report.failed:
         table.add_row("new version failed", str(report.failed))
-    table.add_row("flipped", f"{len(report.flips)} ({_pct(report.flip_rate)}, 95% {_pct(lo)}–"
-                             f"{_pct(hi)})")  # fmt: skip
+    table.add_row("flipped", f"{len(report.flips)} ({pct(report.flip_rate)}, 95% {pct(lo)}–"
+                             f"{pct(hi)})")  # fmt: skip
     for transition, count in report.transitions.items():
         table.add_row(shown(f"  {transition}"), str(count))
     table.add_row("elapsed", f"{report.elapsed_s:.1f} s")
@@ -456,7 +453,7 @@ def _print_impact(report: ImpactReport, examples: int) -> None:
     per = Table("principle", "changed", "items", "flipped", "flip rate", title="per principle")
     for p, v in report.by_principle.items():
         per.add_row(shown(p), "yes" if v["changed"] else "", str(v["items"]), str(v["flipped"]),
-                    _pct(v["flip_rate"]))  # fmt: skip
+                    pct(v["flip_rate"]))  # fmt: skip
     out.print(per)
     listed: set[str] = set()
     ex = Table("item", "old → new", "cites (new)", "text", title="examples of flipped items")
