@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from critic.errors import UsageError
-from critic.store import Store
+from critic.store import Store, verdict
 
 Format = Literal["jsonl", "parquet", "hf"]
 FORMATS: tuple[str, ...] = ("jsonl", "parquet", "hf")
@@ -82,11 +82,7 @@ def export_rows(store: Store, run_id: str | None = None) -> Iterator[dict[str, A
                 ),
             }
         )
-        critic_verdict = (
-            r["label"]
-            if r["label"] is not None
-            else (None if r["score"] is None else str(int(r["score"])))
-        )
+        critic_verdict = verdict(r["label"], r["score"])
         human = humans.get((r["run_id"], r["item_id"]))
         route = routes.get((r["run_id"], r["item_id"]))
         row.update(

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from critic.errors import CriticError, InputError, UsageError, did_you_mean
+from critic.store import verdict
 
 Combine = Literal["mean", "vote"]
 COMBINE: tuple[Combine, ...] = ("mean", "vote")
@@ -184,9 +185,7 @@ def stored_verdicts(row: dict[str, Any]) -> tuple[Verdict, ...]:
                                  confidence=float(c["confidence"])))  # fmt: skip
     if found:
         return tuple(found)
-    label = row.get("label")
-    if label is None and row.get("score") is not None:
-        label = str(int(row["score"]))
+    label = verdict(row.get("label"), row.get("score"))
     if label is None or row.get("confidence") is None:
         return ()
     return (Verdict(label=str(label), confidence=float(row["confidence"])),)

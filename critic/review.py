@@ -13,7 +13,7 @@ from typing import Any
 from critic.calibrate import QualityEstimate, estimate_accepted_quality
 from critic.judgments import Judgment, stored_verdicts
 from critic.quality import PPIEstimate, ppi_mean
-from critic.store import Store, open_store
+from critic.store import Store, open_store, verdict
 
 
 def _queues(db: str) -> Any:
@@ -33,9 +33,7 @@ def new_task(
             the cited principles' texts travel in the draft so the review screen can show them.
     """
     draft = dict(row.get("output") or {})
-    label = row.get("label")
-    if label is None and row.get("score") is not None:
-        label = str(int(row["score"]))
+    label = verdict(row.get("label"), row.get("score"))
     if row["status"] == "failed":
         draft = {"failure": row.get("reason"), "detail": row.get("detail")}
     cited = list(draft.get("principles") or [])
@@ -141,7 +139,7 @@ def human_judgments(db: str, run_id: str | None = None) -> tuple[list[float], li
         if human is None or human["rejected"] or row["confidence"] is None:
             continue
         scores.append(float(row["confidence"]))
-        correct.append(_verdict(row) == human["label"])
+        correct.append(verdict(row.get("label"), row.get("score")) == human["label"])
     return scores, correct
 
 
@@ -169,7 +167,7 @@ def audit_quality(db: str, run_id: str | None = None, confidence: float = 0.95) 
         if r["reason"] == "audit_sample"
     }  # fmt: skip
     verdicts = [
-        _verdict(row) == humans[key]["label"]
+        verdict(row.get("label"), row.get("score")) == humans[key]["label"]
         for row in _drafted(store, run_id)
         if (key := (row["run_id"], row["item_id"])) in audited
         and key in humans
@@ -193,7 +191,7 @@ def ppi_quality(db: str, run_id: str | None = None, confidence: float = 0.95) ->
         if routed["reason"] == "confident":
             accepted_conf.append(float(conf))
         elif routed["reason"] == "audit_sample" and key in humans and not humans[key]["rejected"]:
-            audit_ok.append(_verdict(row) == humans[key]["label"])
+            audit_ok.append(verdict(row.get("label"), row.get("score")) == humans[key]["label"])
             audit_conf.append(float(conf))
     return ppi_mean(audit_ok, audit_conf, accepted_conf, confidence)
 
@@ -207,9 +205,3 @@ def _run_id(store: Store, run_id: str | None) -> str | None:
 
 def _drafted(store: Store, run_id: str | None) -> Sequence[dict[str, Any]]:
     return [r for r in store.rows(_run_id(store, run_id)) if r["status"] == "drafted"]
-
-
-def _verdict(row: dict[str, Any]) -> str | None:
-    if row.get("label") is not None:
-        return str(row["label"])
-    return None if row.get("score") is None else str(int(row["score"]))

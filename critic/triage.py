@@ -21,7 +21,7 @@ from critic.routing import (
     route,
     route_counts,
 )
-from critic.store import Store
+from critic.store import Store, verdict
 
 # Failures the model caused go to a human; unreadable input rows have nothing to review.
 NOT_ROUTABLE = {"invalid_input"}
@@ -50,9 +50,7 @@ def route_input(row: dict[str, Any], policy: Policy | None = None) -> RouteInput
     """What routing needs from one stored row (as `Store.rows` gives it); for a cascade or a
     combining policy, the stored critics' verdicts too."""
     components = row.get("components") or {}
-    label = row.get("label")
-    if label is None and row.get("score") is not None:
-        label = str(int(row["score"]))
+    label = verdict(row.get("label"), row.get("score"))
     confidence = row.get("confidence")
     order = components.get("order_agreement")
     critics = components.get("critic_agreement")

@@ -13,7 +13,8 @@ def test_a_database_made_by_schema_1_opens_and_keeps_its_data(tmp_path: Path) ->
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = sa.create_engine(url)
     with engine.begin() as conn:  # what critic 0.1 with schema 1 created
-        st._migrate_0(conn)
+        st.schema_info.create(conn)
+        st.MIGRATIONS[0](conn)
         conn.execute(st.schema_info.insert().values(id=1, version=1))
         conn.execute(
             st.runs.insert().values(
@@ -28,6 +29,26 @@ def test_a_database_made_by_schema_1_opens_and_keeps_its_data(tmp_path: Path) ->
     assert [r.id for r in store.runs()] == ["r1"]
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(st.schema_info.c.version)).scalar() == st.SCHEMA_VERSION
+
+
+def test_migrations_build_exactly_the_schema_the_code_queries(tmp_path: Path) -> None:
+    store = st.open_store(f"sqlite:///{tmp_path / 'new.db'}")
+    inspector = sa.inspect(store.engine)
+    assert set(inspector.get_table_names()) == set(st.metadata.tables)
+    for table in st.metadata.sorted_tables:
+        on_disk = {
+            c["name"]: (c["nullable"], str(c["type"])) for c in inspector.get_columns(table.name)
+        }
+        in_code = {
+            c.name: (c.nullable, str(c.type.compile(store.engine.dialect))) for c in table.columns
+        }
+        assert on_disk == in_code, table.name
+        indexes = {i["name"] for i in inspector.get_indexes(table.name)}
+        assert {i.name for i in table.indexes} == indexes, table.name
+        assert inspector.get_pk_constraint(table.name)["constrained_columns"] == [
+            c.name for c in table.primary_key.columns
+        ], table.name
+    store.close()
 
 
 def test_a_newer_schema_is_refused_with_a_hint(tmp_path: Path) -> None:

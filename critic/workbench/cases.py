@@ -39,9 +39,9 @@ from critic.errors import (
 from critic.items import Fields, Item
 from critic.render import Templates
 from critic.runs import Drafter, Progress
-from critic.store import Outcome
+from critic.store import Outcome, verdict
 from critic.tasks.label import Labeler, LabelOptions
-from critic.workbench.common import LABEL_KINDS, verdict_of
+from critic.workbench.common import LABEL_KINDS
 
 
 class _Strict(BaseModel):
@@ -342,7 +342,7 @@ def _case_result(case: Case, outcome: Outcome, kind: str, source: str) -> CaseRe
     if outcome.status != "drafted":
         return CaseResult(case.id, case.principle, "error", expected, None, (), None,
                           f"{outcome.reason}: {outcome.detail}", source)  # fmt: skip
-    got = verdict_of(kind, outcome.label, outcome.score)
+    got = verdict(outcome.label, outcome.score)
     cited = tuple(str(p) for p in (outcome.draft or {}).get("principles") or ())
     status: Literal["pass", "fail"] = "pass" if case.expect.met_by(got) else "fail"
     return CaseResult(case.id, case.principle, status, expected, got, cited, outcome.rationale,

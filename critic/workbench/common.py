@@ -23,13 +23,6 @@ LABEL_KINDS = ("categorical", "rubric")
 SNIPPET_CHARS = 240
 
 
-def verdict_of(kind: str, label: Any, score: Any) -> str | None:
-    """One comparable text for a categorical label or a rubric score."""
-    if kind == "rubric":
-        return None if score is None else str(int(score))
-    return None if label is None else str(label)
-
-
 def snippet(row: Mapping[str, Any] | None, fields: Fields | None = None) -> str:
     """A short, plain-text view of an item for reports (still untrusted: escape on output)."""
     if not row:

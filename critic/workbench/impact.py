@@ -30,9 +30,9 @@ from critic.errors import (
 from critic.items import Fields, Item
 from critic.render import LABEL_TEMPLATES, Templates
 from critic.runs import Progress, open_run, run_items
-from critic.store import RunInfo, Store
+from critic.store import RunInfo, Store, verdict
 from critic.tasks.label import Labeler, LabelOptions, label_identity
-from critic.workbench.common import LABEL_KINDS, snippet, verdict_of
+from critic.workbench.common import LABEL_KINDS, snippet
 from critic.workbench.diff import ConstitutionDiff, diff_constitutions
 
 
@@ -307,7 +307,6 @@ def _compare_runs(
     new_rows: Mapping[str, dict[str, Any]],
     fields: Fields,
 ) -> dict[str, Any]:
-    kind = new.task.kind
     changed = set(diff.affected_principles) | set(diff.principles_added)
     flips: list[Flip] = []
     transitions: Counter[str] = Counter()
@@ -319,8 +318,8 @@ def _compare_runs(
             failed += 1
             continue
         compared += 1
-        before_v = verdict_of(kind, row["label"], row["score"])
-        after_v = verdict_of(kind, after["label"], after["score"])
+        before_v = verdict(row["label"], row["score"])
+        after_v = verdict(after["label"], after["score"])
         cited = sorted(set(_cited(row)) | set(_cited(after))) or ["(none)"]
         flip = None
         if before_v != after_v:

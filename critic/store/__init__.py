@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,173 +17,35 @@ from sqlalchemy.engine import Engine
 
 from critic.constitution import Constitution
 from critic.errors import StoreError
+from critic.store.migrations import MIGRATIONS, SCHEMA_VERSION, migrate
+from critic.store.rows import Outcome, RunInfo, dumps, now, run_info, verdict
+from critic.store.schema import (
+    constitutions,
+    drafts,
+    generations,
+    items,
+    metadata,
+    policies,
+    routes,
+    runs,
+    schema_info,
+)
 
-SCHEMA_VERSION = 2
 DEFAULT_DB = "sqlite:///critic.db"
 
-metadata = sa.MetaData()
-
-schema_info = sa.Table(
-    "critic_schema",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("version", sa.Integer, nullable=False),
-)
-
-constitutions = sa.Table(
-    "constitutions",
-    metadata,
-    sa.Column("hash", sa.String(64), primary_key=True),
-    sa.Column("constitution_id", sa.String(64), nullable=False),
-    sa.Column("version", sa.String(64), nullable=False),
-    sa.Column("title", sa.Text, nullable=False),
-    sa.Column("content", sa.Text, nullable=False),
-    sa.Column("first_used", sa.String(32), nullable=False),
-)
-
-runs = sa.Table(
-    "runs",
-    metadata,
-    sa.Column("id", sa.String(16), primary_key=True),
-    sa.Column("key", sa.String(64), nullable=False, unique=True),
-    sa.Column("task", sa.String(32), nullable=False),
-    sa.Column("constitution_hash", sa.String(64), sa.ForeignKey("constitutions.hash")),
-    sa.Column("template_hash", sa.String(64), nullable=False),
-    sa.Column("backend", sa.String(32), nullable=False),
-    sa.Column("model", sa.Text, nullable=False),
-    sa.Column("params", sa.Text, nullable=False),
-    sa.Column("input", sa.Text, nullable=False),
-    sa.Column("created_at", sa.String(32), nullable=False),
-    sa.Column("updated_at", sa.String(32), nullable=False),
-)
-
-items = sa.Table(
-    "items",
-    metadata,
-    sa.Column("run_id", sa.String(16), sa.ForeignKey("runs.id"), primary_key=True),
-    sa.Column("item_id", sa.String(255), primary_key=True),
-    sa.Column("seq", sa.Integer, nullable=False),
-    sa.Column("source", sa.Text, nullable=False),
-    sa.Column("row", sa.Text),
-    sa.Column("status", sa.String(16), nullable=False),  # pending | drafted | failed
-    sa.Column("reason", sa.String(32)),
-    sa.Column("detail", sa.Text),
-    sa.Column("updated_at", sa.String(32), nullable=False),
-    sa.Index("ix_items_status", "run_id", "status"),
-)
-
-generations = sa.Table(
-    "generations",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(16), nullable=False),
-    sa.Column("item_id", sa.String(255), nullable=False),
-    sa.Column("stage", sa.String(32), nullable=False),
-    sa.Column("attempt", sa.Integer, nullable=False),
-    sa.Column("texts", sa.Text, nullable=False),
-    sa.Column("finish_reasons", sa.Text, nullable=False),
-    sa.Column("logprobs", sa.Text),
-    sa.Column("prompt_tokens", sa.Integer, nullable=False),
-    sa.Column("completion_tokens", sa.Integer, nullable=False),
-    sa.Column("latency_s", sa.Float, nullable=False),
-    sa.Column("error", sa.Text),
-    sa.Column("created_at", sa.String(32), nullable=False),
-    sa.Index("ix_generations_item", "run_id", "item_id"),
-)
-
-drafts = sa.Table(
-    "drafts",
-    metadata,
-    sa.Column("run_id", sa.String(16), primary_key=True),
-    sa.Column("item_id", sa.String(255), primary_key=True),
-    sa.Column("label", sa.Text),
-    sa.Column("score", sa.Float),
-    sa.Column("rationale", sa.Text),
-    sa.Column("output", sa.Text, nullable=False),
-    sa.Column("confidence", sa.Float),
-    sa.Column("components", sa.Text),
-    sa.Column("parse_attempts", sa.Integer, nullable=False),
-    sa.Column("created_at", sa.String(32), nullable=False),
-)
-
-
-policies = sa.Table(
-    "policies",
-    metadata,
-    sa.Column("hash", sa.String(64), primary_key=True),
-    sa.Column("content", sa.Text, nullable=False),
-    sa.Column("created_at", sa.String(32), nullable=False),
-)
-
-routes = sa.Table(
-    "routes",
-    metadata,
-    sa.Column("run_id", sa.String(16), primary_key=True),
-    sa.Column("item_id", sa.String(255), primary_key=True),
-    sa.Column("policy_hash", sa.String(64), primary_key=True),
-    sa.Column("decision", sa.String(16), nullable=False),  # accept | review
-    sa.Column("reason", sa.String(32), nullable=False),
-    sa.Column("confidence", sa.Float),
-    sa.Column("created_at", sa.String(32), nullable=False),
-)
-
-V1_TABLES = (schema_info, constitutions, runs, items, generations, drafts)
-
-
-def now() -> str:
-    """UTC now as ISO 8601 text (sortable, portable across SQLite and PostgreSQL)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-# Migrations are code: MIGRATIONS[v] takes a database at version v to v + 1. A database made by an
-# older critic opens in a newer one; each step creates exactly what its version added.
-def _migrate_0(conn: sa.Connection) -> None:
-    metadata.create_all(conn, tables=list(V1_TABLES))
-
-
-def _migrate_1(conn: sa.Connection) -> None:
-    metadata.create_all(conn, tables=[policies, routes])
-
-
-MIGRATIONS = {0: _migrate_0, 1: _migrate_1}
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """One labeling run: everything that decides its outputs."""
-
-    id: str
-    key: str
-    task: str
-    constitution_hash: str
-    template_hash: str
-    backend: str
-    model: str
-    params: dict[str, Any]
-    input: str
-    created_at: str
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one item came to, written atomically with its generations."""
-
-    item_id: str
-    status: str  # drafted | failed
-    reason: str | None = None
-    detail: str | None = None
-    draft: dict[str, Any] | None = None
-    label: str | None = None
-    score: float | None = None
-    rationale: str | None = None
-    confidence: float | None = None
-    components: dict[str, Any] | None = None
-    parse_attempts: int = 0
-    generations: tuple[dict[str, Any], ...] = ()
+__all__ = [
+    "DEFAULT_DB",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Outcome",
+    "RunInfo",
+    "Store",
+    "metadata",
+    "now",
+    "open_store",
+    "schema_info",
+    "verdict",
+]
 
 
 class Store:
@@ -235,7 +95,7 @@ class Store:
         with self.engine.begin() as conn:
             row = conn.execute(sa.select(runs).where(runs.c.key == run.key)).mappings().first()
             if row is not None:
-                return _run_info(row), False
+                return run_info(row), False
             conn.execute(
                 runs.insert().values(
                     id=run.id,
@@ -245,7 +105,7 @@ class Store:
                     template_hash=run.template_hash,
                     backend=run.backend,
                     model=run.model,
-                    params=_dumps(run.params),
+                    params=dumps(run.params),
                     input=run.input,
                     created_at=run.created_at,
                     updated_at=run.created_at,
@@ -256,7 +116,7 @@ class Store:
     def runs(self) -> list[RunInfo]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(runs).order_by(runs.c.created_at)).mappings().all()
-        return [_run_info(r) for r in rows]
+        return [run_info(r) for r in rows]
 
     def run(self, run_id: str) -> RunInfo:
         with self.engine.connect() as conn:
@@ -266,7 +126,7 @@ class Store:
             raise StoreError(
                 f"{self.url}: no single run matches '{run_id}'", hint=f"runs stored: {known}"
             )
-        return _run_info(row[0])
+        return run_info(row[0])
 
     # -- items ---------------------------------------------------------------------------------
     def add_items(self, run_id: str, records: Iterable[dict[str, Any]]) -> int:
@@ -294,7 +154,7 @@ class Store:
                         "item_id": record["item_id"],
                         "seq": seq + len(fresh),
                         "source": record["source"],
-                        "row": None if record.get("row") is None else _dumps(record["row"]),
+                        "row": None if record.get("row") is None else dumps(record["row"]),
                         "status": record.get("status", "pending"),
                         "reason": record.get("reason"),
                         "detail": record.get("detail"),
@@ -353,9 +213,9 @@ class Store:
                     "label": o.label,
                     "score": o.score,
                     "rationale": o.rationale,
-                    "output": _dumps(o.draft),
+                    "output": dumps(o.draft),
                     "confidence": o.confidence,
-                    "components": None if o.components is None else _dumps(o.components),
+                    "components": None if o.components is None else dumps(o.components),
                     "parse_attempts": o.parse_attempts,
                     "created_at": stamp,
                 }
@@ -524,21 +384,6 @@ class Store:
             return [dict(r) for r in rows]
 
 
-def _run_info(row: Any) -> RunInfo:
-    return RunInfo(
-        id=row["id"],
-        key=row["key"],
-        task=row["task"],
-        constitution_hash=row["constitution_hash"],
-        template_hash=row["template_hash"],
-        backend=row["backend"],
-        model=row["model"],
-        params=json.loads(row["params"]),
-        input=row["input"],
-        created_at=row["created_at"],
-    )
-
-
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -587,17 +432,4 @@ def open_store(url: str = DEFAULT_DB) -> Store:
 
 def _migrate(engine: Engine) -> None:
     with engine.begin() as conn:
-        if not sa.inspect(conn).has_table("critic_schema"):
-            version = 0
-        else:
-            version = conn.execute(sa.select(schema_info.c.version)).scalar() or 0
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"the database was written by a newer critic (schema {version} > {SCHEMA_VERSION})",
-                hint="upgrade critic: pip install -U critic",
-            )
-        while version < SCHEMA_VERSION:
-            MIGRATIONS[version](conn)
-            version += 1
-        conn.execute(schema_info.delete())
-        conn.execute(schema_info.insert().values(id=1, version=version))
+        migrate(conn)
