@@ -24,7 +24,7 @@ from critic.items import Fields, Item
 from critic.render import LABEL_TEMPLATES, Templates
 from critic.routing import Policy
 from critic.runs import Drafter, RunArgs, RunSummary, configure, synchronous
-from critic.store import Outcome, Store
+from critic.store import Outcome, Store, verdict
 from critic.tasks.base import Task, arun_task
 from critic.tasks.label import Labeler, _prepare, label_identity
 
@@ -65,11 +65,7 @@ class Cascade:
 
 
 def _verdict(outcome: Outcome) -> str | None:
-    if outcome.draft is None:
-        return None
-    if outcome.label is not None:
-        return outcome.label
-    return None if outcome.score is None else str(int(outcome.score))
+    return None if outcome.draft is None else verdict(outcome.label, outcome.score)
 
 
 def _clears(outcome: Outcome, stage: Stage) -> bool:
