@@ -375,3 +375,54 @@ def test_ppi_covers_the_truth_in_simulated_audits(shared_data: Path, judge: str)
                      [accepted[i][0] for i in idx[50:]])  # fmt: skip
         covered += e.lower <= truth <= e.upper
     assert covered / sims >= 0.95
+
+
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(
+    target=st.sampled_from([0.7, 0.8, 0.9]),
+    top_share=st.floats(0.2, 0.6),
+    top_skill=st.floats(0.6, 0.98),
+    seed=st.integers(0, 2**31),
+)
+def test_guarantee_holds_when_confidences_saturate_at_one(
+    target: float, top_share: float, top_skill: float, seed: int
+) -> None:
+    """A judge that says 1.0 on a large share of items (right top_skill of the time) and
+    spreads the rest below: the chosen threshold's true agreement (known in closed form) falls
+    below target in at most a delta share of calibrations, up to three standard errors."""
+    rng = random.Random(seed)
+
+    def p_right(s: float) -> float:
+        return top_skill if s == 1.0 else 0.4 + 0.4 * s
+
+    def true_agreement(t: float) -> float:
+        # Scores: 1.0 with probability top_share, else uniform on [0, 0.99].
+        if t > 0.99:
+            return top_skill
+        lo = max(t, 0.0)
+        width = (0.99 - lo) / 0.99 * (1 - top_share)  # mass of [lo, 0.99]
+        mean_low = 0.4 + 0.4 * (lo + 0.99) / 2
+        return (top_share * top_skill + width * mean_low) / (top_share + width)
+
+    trials, violations = 80, 0
+    for _ in range(trials):
+        scores = [1.0 if rng.random() < top_share else rng.random() * 0.99 for _ in range(400)]
+        correct = [rng.random() < p_right(s) for s in scores]
+        t = calibrate(scores, correct, target, DELTA).threshold
+        violations += t is not None and true_agreement(t) < target
+    assert violations / trials <= DELTA + 3 * math.sqrt(DELTA * (1 - DELTA) / trials)
+
+
+def test_plot_cascade_marks_each_stage(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from critic.plots import plot_cascade
+
+    rng = random.Random(2)
+    scores = [[rng.choice([0.6, 1.0]), rng.random()] for _ in range(300)]
+    correct = [[rng.random() < (0.97 if s[0] == 1.0 else 0.5), rng.random() < 0.5 + s[1] / 2]
+               for s in scores]  # fmt: skip
+    result = calibrate_cascade(["a", "b"], scores, correct, 0.8, DELTA)
+    assert result.stages[0].threshold is not None
+    path = tmp_path / "cascade.png"
+    plot_cascade(scores, correct, result, path)
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

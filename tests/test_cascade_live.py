@@ -19,7 +19,7 @@ from critic.constitution import load_constitution
 from critic.errors import UsageError
 from critic.routing import Policy, route, save_policy
 from critic.store import open_store
-from critic.tasks.cascade import alabel_cascade, settled_counts
+from critic.tasks.cascade import alabel_cascade, asked_counts, settled_counts
 from critic.triage import route_input
 
 HARMLESS = '{"rationale":"fine","principles":["H1"],"label":"harmless"}'
@@ -74,6 +74,7 @@ def test_the_next_critic_is_asked_only_for_what_the_stage_before_did_not_settle(
     assert [s["model"] for s in stages] == ["small", "big"]
     assert stages[0]["draft"]["label"] == "harmless" and stages[1]["draft"]["label"] == "harmful"
     assert settled_counts(store, summary.run_id) == {"small": 3, "big": 3}
+    assert asked_counts(store, summary.run_id) == {"small": 6, "big": 3}
     # Routing the stored run under the same policy accepts each item where the run settled it.
     routes = {r.id: r for r in route([route_input(r, policy) for r in rows.values()], policy)}
     assert {routes[f"i{k}"].critic for k in (0, 2, 4)} == {"small"}
@@ -118,6 +119,7 @@ def test_label_escalate_to_on_the_cli_reports_what_each_stage_settled(tmp_path: 
                                  "--policy", str(policy), "--db", db, "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["settled"] == {"small": 6}
+    assert json.loads(result.stdout)["asked"] == {"small": 6}
     missing = runner.invoke(app, ["label", str(items(tmp_path)), "-c", "harmlessness",
                                   "--backend", "fake", "--model", "small", "--escalate-to",
                                   "big", "--db", db])  # fmt: skip

@@ -122,6 +122,7 @@ def test_live_cascade_sends_the_second_critic_only_the_escalated_items(
     assert 0 < escalated < N_ITEMS, summary["settled"]
     assert to_small == N_ITEMS  # one request per item (no re-asks)
     assert to_big == escalated  # the second server saw only the escalated items
+    assert summary["asked"] == {"small": N_ITEMS, "big": escalated}
     assert summary["requests"] == to_small + to_big
     for r in stored:
         cascade = (r.get("output") or {}).get("cascade")

@@ -53,18 +53,23 @@ if TYPE_CHECKING:
 
 
 def finish_run(
-    summary: Any, command: str, db: str, json_out: bool, settled: dict[str, int] | None = None
-) -> None:
+    summary: Any, command: str, db: str, json_out: bool,
+    cascade: dict[str, dict[str, int]] | None = None,
+) -> None:  # fmt: skip
     """Print a run's summary (a table, or JSON) and exit 0, or 1 when items failed or wait.
 
-    `settled`: for a cascade run, how many items each stage settled."""
+    `cascade`: for a cascade run, how many items each stage settled (`settled`) and how many
+    each critic was asked about (`asked`)."""
     if json_out:
-        extra = {} if settled is None else {"settled": settled}
-        print(json.dumps({**summary.to_dict(), **extra}, indent=2))
+        print(json.dumps({**summary.to_dict(), **(cascade or {})}, indent=2))
     else:
         out.print(summary_table(summary, command))
-        for stage, count in (settled or {}).items():
-            out.print(f"settled by {shown(stage)}: {count}", highlight=False)
+        if cascade is not None:
+            items = max(1, sum(cascade["settled"].values()))
+            for critic, count in cascade["asked"].items():
+                out.print(shown(f"asked {critic}: {count} items ({count / items:.2f} per item)"))
+            for stage, count in cascade["settled"].items():
+                out.print(shown(f"settled by {stage}: {count}"))
         if summary.failed:
             err.print(
                 f"{summary.failed} item(s) failed; they are recorded with their reasons "
@@ -172,7 +177,7 @@ def _label_cascade(
     from critic.errors import UsageError
     from critic.routing import load_policy
     from critic.store import open_store
-    from critic.tasks.cascade import label_cascade, settled_counts
+    from critic.tasks.cascade import asked_counts, label_cascade, settled_counts
 
     if policy_path is None or not escalate_to:
         raise UsageError("a live cascade needs both --escalate-to MODEL and --policy cascade.yaml")
@@ -192,7 +197,9 @@ def _label_cascade(
             retry_failed=retry_failed, concurrency=concurrency, **hooks,
         ),
     )  # fmt: skip
-    finish_run(summary, "label", db, json_out, settled_counts(store, summary.run_id))
+    counts = {"settled": settled_counts(store, summary.run_id),
+              "asked": asked_counts(store, summary.run_id)}  # fmt: skip
+    finish_run(summary, "label", db, json_out, counts)
 
 
 @reports_errors

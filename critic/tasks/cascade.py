@@ -142,9 +142,27 @@ label_cascade = synchronous(alabel_cascade, "label_cascade")
 def settled_counts(store: Store, run_id: str) -> dict[str, int]:
     """How many items each stage of a cascade run settled, and how many none did."""
     counts: Counter[str] = Counter()
-    for row in store.rows(run_id):
-        if row["status"] == "pending":
-            continue
+    for row in _asked_rows(store, run_id):
         cascade = (row.get("output") or {}).get("cascade") or {}
         counts[cascade.get("settled_by") or "none (to review)"] += 1
     return dict(counts)
+
+
+def asked_counts(store: Store, run_id: str) -> dict[str, int]:
+    """How many items each critic of a cascade run was asked about (its requests, re-asks
+    aside); an item neither stage drafted counts for every critic, since each was tried."""
+    counts: Counter[str] = Counter()
+    params = store.run(run_id).params or {}
+    everyone = [s["critic"] for s in params.get("cascade") or []]
+    for row in _asked_rows(store, run_id):
+        cascade = (row.get("output") or {}).get("cascade")
+        counts.update(cascade["asked"] if cascade else everyone)
+    return dict(counts)
+
+
+def _asked_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The run's rows a critic was asked about: not pending, not unreadable input."""
+    return [
+        r for r in store.rows(run_id)
+        if r["status"] != "pending" and r.get("reason") != "invalid_input"
+    ]  # fmt: skip
