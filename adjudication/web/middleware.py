@@ -17,7 +17,8 @@ COOKIE = "critic_session"
 LOGIN_BODY_BYTES = 16 * 1024
 """The log-in form (a name, a password, a token and a return path) never needs more."""
 SEEN_EVERY = 60.0
-"""How often (seconds) a signed-in session's last-request time is re-signed into its cookie."""
+"""How often (seconds, at most; a quarter of the idle timeout if shorter) a signed-in session's
+last-request time is re-signed into its cookie."""
 
 # Scripts and styles only from this server: model output that slipped into markup could not run.
 _HEADERS = {
@@ -89,7 +90,9 @@ class Sessions:
         )
         session = loaded or Session.anonymous(now)
         stale = loaded is None
-        if loaded is not None and loaded.user is not None and now - loaded.seen >= SEEN_EVERY:
+        # Often enough that a user active more often than the idle timeout is never logged out.
+        every = min(SEEN_EVERY, web.idle_seconds / 4)
+        if loaded is not None and loaded.user is not None and now - loaded.seen >= every:
             session, stale = replace(loaded, seen=now), True
         shared = scope.setdefault("state", {})
         shared["session"] = session

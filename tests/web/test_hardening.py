@@ -121,6 +121,13 @@ def test_a_session_ends_after_the_idle_timeout_but_not_while_in_use(db: str) -> 
             assert rita.get("/").status_code == 200
         clock.advance(31 * 60)
         assert rita.get("/").status_code == 303
+    short = create_app(db, secret_key=SECRET, clock=clock, idle_minutes=1)
+    with serve(short) as base:  # a request every 50 s keeps even a one-minute timeout at bay
+        rick = Browser(base)
+        rick.login("rick")
+        for _ in range(4):
+            clock.advance(50)
+            assert rick.get("/").status_code == 200
 
 
 # -- 8, 9: the log-in limiter ----------------------------------------------------------------
