@@ -11,7 +11,8 @@ and routes the other half. Printed per procedure:
 - half<t: share of splits whose routed half's accepted items agree below the target (a noisy
   reading of the same thing on a few hundred items; not bounded by delta).
 Procedures:
-- critic: `critic.calibrate.calibrate`;
+- critic: `critic.calibrate.calibrate`, chosen from the candidate designs of the second table
+  (several starts, Learn-then-Test, a fallback procedure, the randomized exact test);
 - reference: textbook fixed-sequence testing, implemented here on its own: thresholds 1.0,
   0.995, ..., 0.0, tested from the top once >= 30 calibration items are above, exact
   Clopper–Pearson bound, stop at the first failure;
@@ -35,10 +36,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from critic.calibrate import calibrate, min_labels_to_pass
+from critic.calibrate import ThresholdRow, calibrate, grid_table, min_labels_to_pass
 from critic.cascade import calibrate_cascade
 from critic.judgments import Verdict, combine
-from critic.stats import binomial_sf
+from critic.stats import binomial_sf, passes
 
 TARGETS = (0.70, 0.75, 0.80)
 Scores = Sequence[float]
@@ -93,6 +94,72 @@ def oracle(scores: Scores, correct: Flags, target: float, delta: float) -> float
 def critic_pick(scores: Scores, correct: Flags, target: float, delta: float) -> float | None:
     return calibrate(scores, correct, target, delta).threshold
 
+
+def _fst(rows: Sequence[ThresholdRow], target: float, delta: float, start: int) -> float | None:
+    chosen = None
+    for r in rows:
+        if r.n_accepted < start:
+            continue
+        if not passes(r.n_agree, r.n_accepted, target, delta):
+            break
+        chosen = r.threshold
+    return chosen
+
+
+def multi_start(scores: Scores, correct: Flags, target: float, delta: float) -> float | None:
+    """Fixed sequence from two starts (>= 30 items, >= a quarter of the items), each at
+    delta / 2; the lowest threshold either passes."""
+    rows = grid_table(scores, correct)
+    found = [_fst(rows, target, delta / 2, m) for m in (30, len(scores) // 4)]
+    passed = [t for t in found if t is not None]
+    return min(passed) if passed else None
+
+
+def learn_then_test(scores: Scores, correct: Flags, target: float, delta: float) -> float | None:
+    """Bonferroni over 8 grid thresholds spread evenly by accepted count (>= 30 items)."""
+    rows = [r for r in grid_table(scores, correct) if r.n_accepted >= 30]
+    if not rows:
+        return None
+    picks = {rows[i * (len(rows) - 1) // 7].threshold: rows[i * (len(rows) - 1) // 7]
+             for i in range(8)}  # fmt: skip
+    passed = [t for t, r in picks.items()
+              if passes(r.n_agree, r.n_accepted, target, delta / len(picks))]  # fmt: skip
+    return min(passed) if passed else None
+
+
+def fallback(scores: Scores, correct: Flags, target: float, delta: float) -> float | None:
+    """Fixed sequence at 0.8 delta; after its first failure it goes on at 0.2 delta until a
+    second failure (Wiens' fallback procedure with two weights)."""
+    chosen, level, failed = None, 0.8 * delta, False
+    for r in (r for r in grid_table(scores, correct) if r.n_accepted >= 30):
+        if passes(r.n_agree, r.n_accepted, target, level):
+            chosen = r.threshold
+        elif failed:
+            break
+        else:
+            failed, level = True, 0.2 * delta
+    return chosen
+
+
+def randomized(scores: Scores, correct: Flags, target: float, delta: float) -> float | None:
+    """critic's sequence with the randomized exact test (size exactly delta): a set one
+    agreeing item short passes with the probability that spends the rest of delta; one
+    uniform draw per calibration, seeded by the data's size."""
+    u = random.Random(len(scores)).random()
+    chosen = None
+    for r in (r for r in grid_table(scores, correct) if r.n_accepted >= 30):
+        tail = binomial_sf(r.n_agree, r.n_accepted, target)
+        above = binomial_sf(r.n_agree + 1, r.n_accepted, target)
+        if not (tail <= delta or (above <= delta and u < (delta - above) / (tail - above))):
+            break
+        chosen = r.threshold
+    return chosen
+
+
+CANDIDATES: dict[str, Pick] = {
+    "fixed sequence (critic)": critic_pick, "two starts": multi_start,
+    "learn-then-test": learn_then_test, "fallback": fallback, "randomized test": randomized,
+}  # fmt: skip
 
 PROCEDURES: dict[str, Pick] = {
     "critic": critic_pick, "reference": reference, "old": old_scheme, "oracle": oracle,
@@ -193,6 +260,20 @@ def main() -> None:
             ok = got["critic"][0] >= got["reference"][0] and got["critic"][1] <= delta
             print(f"| {name} | {len(ids)} | {target:.2f} | {cells} | {got['critic'][2]:.2f} | "
                   f"{'yes' if ok else 'NO'} |")  # fmt: skip
+
+    print("\n## Candidate designs (how critic's procedure was chosen): cov / viol\n")
+    print("| judge | target | " + " | ".join(CANDIDATES) + " |")
+    print("|" + "---|" * (len(CANDIDATES) + 2))
+    for name, rows in judges.items():
+        ids = sorted(rows)
+        scores = [rows[i][0].confidence for i in ids]
+        correct = [rows[i][0].label == rows[i][1] for i in ids]
+        for target in TARGETS:
+            cells = []
+            for pick in CANDIDATES.values():
+                c, v, _ = measure(scores, correct, pick, target, delta, count)
+                cells.append(f"{c:.3f} / {v:.2f}")
+            print(f"| {name} | {target:.2f} | {' | '.join(cells)} |")
 
     panels = [sorted(judges), sorted(set(judges) - {"falcon"})]
     print("\n## Panels (items judged by every judge of the panel)\n")

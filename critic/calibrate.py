@@ -21,9 +21,9 @@ first true null in the sequence is rejected, which has probability at most delta
 multiplicity correction is needed. The guarantee is about items exchangeable with the
 calibration items (drawn from the same distribution as the items that will be routed).
 
-This design was chosen by measurement (bench/calibration.py) against fixed sequence with several
-starts, Learn-then-Test over a coarse grid, a fallback procedure and sequences over tie-broken
-scores; see the README section "Calibration".
+This design was chosen by measurement (bench/calibration.py) against fixed sequence with two
+starts, Learn-then-Test over a coarse grid, a fallback procedure and the randomized exact test;
+see the README, `critic calibrate`.
 """
 
 from __future__ import annotations
