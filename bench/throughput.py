@@ -16,11 +16,14 @@ The same N label requests are sent over and over by two clients:
     (``--max-reasks 0``) so that critic sends exactly one request per item, like the raw client.
 
 Items are N synthetic (prompt, response) rows from a fixed seed, written to a temporary JSONL;
-the constitution is the shipped ``harmlessness``. Sampling is greedy (temperature 0, seed 0;
-with ``--samples N`` > 1 temperature 1.0 and seed 0), so both clients ask the server for the same
-tokens. A warm-up pass (raw, all N items) fills vLLM's prefix cache first; then ``--rounds``
-pairs of passes run in ABBA order (raw, critic, critic, raw, ...), so a drift in load hits both
-alike.
+the constitution is the shipped ``harmlessness``. Sampling is greedy (temperature 0, seed 0), so
+both clients ask the server for the same tokens. ``--samples N`` > 1 samples at temperature 1.0
+*without* a seed, so the two clients get statistically equal, not identical, tokens: vLLM 0.32's
+CPU build kills its engine on seeded sampling once prefills are chunked under load
+(``RuntimeError: CPU Generator does not use offset`` in ``_bookkeeping_sync``; 96 concurrent
+``temperature: 1, seed: 0`` requests reproduce it). A warm-up pass (raw, all N items) fills
+vLLM's prefix cache first; then ``--rounds`` pairs of passes run in ABBA order (raw, critic,
+critic, raw, ...), so a drift in load hits both alike.
 
 Run it (from the repository root, with the project's venv)::
 
@@ -144,7 +147,7 @@ def options_from(args: argparse.Namespace) -> LabelOptions:
         max_tokens=args.max_tokens,
         temperature=1.0 if args.samples > 1 else 0.0,  # vLLM refuses n > 1 when greedy
         samples=args.samples,
-        seed=0,
+        seed=None if args.samples > 1 else 0,  # seeded sampling crashes vLLM CPU (see above)
         top_logprobs=args.logprobs,
         max_reasks=args.max_reasks,
     )

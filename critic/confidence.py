@@ -12,7 +12,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Protocol
 
 
@@ -275,7 +275,8 @@ class ConfidenceComponents:
             raise ValueError(f"parse_retries must be at least 0, got {self.parse_retries}")
 
     def to_dict(self) -> dict[str, float | int | None]:
-        return asdict(self)
+        # Plain numbers only: no need for asdict's deep copy (it showed in the per-item profile).
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> ConfidenceComponents:

@@ -49,13 +49,16 @@ def parse_logprobs(choice: dict[str, Any]) -> tuple[TokenLogprob, ...] | None:
     content = (choice.get("logprobs") or {}).get("content")
     if not content:
         return None
+    # Per token of every answer: positional arguments, no float() of what JSON gave as floats.
     return tuple(
-        TokenLogprob(
-            token=entry["token"],
-            logprob=float(entry["logprob"]),
-            top={alt["token"]: float(alt["logprob"]) for alt in entry.get("top_logprobs") or []},
-        )
-        for entry in content
+        [
+            TokenLogprob(
+                entry["token"],
+                entry["logprob"],
+                {alt["token"]: alt["logprob"] for alt in entry.get("top_logprobs") or ()},
+            )
+            for entry in content
+        ]
     )
 
 

@@ -1,7 +1,8 @@
 """One label run over two real vLLM servers (CPU, tiny model): spread, failover, start check.
 
 The second server is the session's spare (`vllm_spare_slot`), which also answers to a second
-model name: the kill test SIGKILLs it, and the next test that asks for it gets a new one.
+model name: the kill test (last here, so the session need not start it again) SIGKILLs it, and
+the next test that asks for it gets a new one.
 """
 
 from __future__ import annotations
@@ -78,6 +79,29 @@ def test_one_run_spreads_its_requests_over_both_servers(
     assert stats["requests_sent"] == 48
 
 
+def test_a_server_that_does_not_serve_the_model_is_named_at_start(
+    vllm_servers: tuple[VLLMServer, VLLMServer], tmp_path: Path
+) -> None:
+    main, spare = vllm_servers
+    backend = get_backend(
+        "vllm-server", base_url=[spare.base_url, main.base_url], model=SPARE_ONLY_NAME
+    )
+    store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    try:
+        with pytest.raises(BackendError) as err:
+            asyncio.run(
+                alabel(
+                    make_items(tmp_path / "items.jsonl", 4), load_constitution("harmlessness"),
+                    backend, store, options=OPTIONS,
+                )
+            )  # fmt: skip
+    finally:
+        store.close()
+    message = str(err.value)
+    assert f"the server at {main.base_url} does not serve model '{SPARE_ONLY_NAME}'" in message
+    assert main.model in message and spare.base_url not in message
+
+
 def test_a_server_killed_mid_run_leaves_every_item_drafted_once(
     vllm_servers: tuple[VLLMServer, VLLMServer],
     vllm_spare_slot: ServerSlot,
@@ -115,26 +139,3 @@ def test_a_server_killed_mid_run_leaves_every_item_drafted_once(
     assert not spare["up"] and spare["times_down"] == 1 and spare["last_error"]
     assert killed_after[0] <= spare["answered"] < n
     assert first["answered"] + spare["answered"] == n
-
-
-def test_a_server_that_does_not_serve_the_model_is_named_at_start(
-    vllm_servers: tuple[VLLMServer, VLLMServer], tmp_path: Path
-) -> None:
-    main, spare = vllm_servers
-    backend = get_backend(
-        "vllm-server", base_url=[spare.base_url, main.base_url], model=SPARE_ONLY_NAME
-    )
-    store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
-    try:
-        with pytest.raises(BackendError) as err:
-            asyncio.run(
-                alabel(
-                    make_items(tmp_path / "items.jsonl", 4), load_constitution("harmlessness"),
-                    backend, store, options=OPTIONS,
-                )
-            )  # fmt: skip
-    finally:
-        store.close()
-    message = str(err.value)
-    assert f"the server at {main.base_url} does not serve model '{SPARE_ONLY_NAME}'" in message
-    assert main.model in message and spare.base_url not in message
