@@ -84,10 +84,6 @@ class StoreError(CriticError):
     """The run store cannot be opened or is inconsistent with the request."""
 
 
-class QueueError(CriticError):
-    """A review queue operation cannot be done."""
-
-
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """A hint naming the closest known choice, or None."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -124,3 +124,12 @@ def test_adjudication_never_imports_critic() -> None:
     leaks = {m: sorted(t for t in ts if t.startswith("critic")) for m, ts in graph.items()
              if m.startswith("adjudication")}  # fmt: skip
     assert {m: ts for m, ts in leaks.items() if ts} == {}
+
+
+def test_no_module_over_900_lines() -> None:
+    long = {
+        name: lines
+        for name, path in _modules().items()
+        if (lines := len(path.read_text().splitlines())) > 900
+    }
+    assert long == {}
