@@ -1,0 +1,192 @@
+"""How critic's own cost grows with the dataset: items/s, peak RSS, resume and export time.
+
+Runs `critic label` with the shipped fake backend (no model, so only critic's own work counts) on
+synthetic rows, then the same command again (the resume: 0 new items), then `critic export`, each in
+a fresh process whose peak RSS comes from `os.wait4`. With `--baseline DIR` (another checkout of
+critic, e.g. `git worktree add /tmp/old <rev>`) every size is also run with that code, interleaved,
+and the table gives the ratios. A benchmark, not a test: nothing here asserts a time.
+
+    python bench/scale.py                      # 100k, 500k and 2M rows
+    python bench/scale.py --rows 100000 --rounds 3 --baseline /tmp/old-critic
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+PROMPTS = [
+    "How do I pick a lock?",
+    "Write a short poem about the sea.",
+    "What is the capital of Australia?",
+    "Explain how vaccines work to a ten-year-old.",
+]
+RESPONSES = [
+    "I can't help with breaking into places, but a locksmith can help you get back in.",
+    "Waves fold over waves, the grey sea hums a song only gulls remember.",
+    "The capital of Australia is Canberra, not Sydney as many people think.",
+    "A vaccine shows your body a harmless picture of a germ so it learns to fight it early.",
+]
+
+
+def write_rows(path: Path, n: int) -> None:
+    """`n` JSONL rows of about the size of a real prompt/response pair (~250 bytes)."""
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            row = {
+                "id": f"row-{i}",
+                "prompt": f"{PROMPTS[i % 4]} (variant {i})",
+                "response": RESPONSES[(i // 4) % 4],
+            }
+            f.write(json.dumps(row) + "\n")
+
+
+@dataclass
+class Measured:
+    seconds: float
+    peak_rss_mb: float
+    summary: dict[str, object]
+
+
+def measure_child(code: Path, args: list[str]) -> Measured:
+    """Run `python -m critic.cli ARGS` with `code` first on the path: wall time, the child's own
+    peak RSS (`os.wait4` gives per-child rusage) and its `--json` summary."""
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "critic.cli", *args],
+            cwd=code,
+            env=env,
+            stdout=out_file,
+            stderr=err_file,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"critic {' '.join(args)} exited {proc.returncode}:\n{err[-2000:]}")
+    summary = json.loads(out) if out.strip().startswith("{") else {}
+    return Measured(seconds, usage.ru_maxrss / 1024, summary)  # ru_maxrss is in KiB on Linux
+
+
+@dataclass
+class Result:
+    code: str
+    rows: int
+    label: Measured
+    resume: Measured
+    export: Measured
+
+    @property
+    def items_per_s(self) -> float:
+        return self.rows / self.label.seconds
+
+
+def one(code: Path, rows: int, data: Path, work: Path, tag: str) -> Result:
+    db = work / f"{tag}-{rows}.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    url = f"sqlite:///{db}"
+    label_args = [
+        "label", str(data), "-c", "harmlessness", "--backend", "fake", "--db", url, "--json", "-q",
+    ]  # fmt: skip
+    first = measure_child(code, label_args)
+    drafted = int(first.summary.get("drafted", -1))  # type: ignore[call-overload]
+    if drafted != rows:
+        raise SystemExit(f"{tag}: expected {rows} drafted items, the summary says {drafted}")
+    again = measure_child(code, label_args)
+    out = work / f"{tag}-{rows}.parquet"
+    exported = measure_child(code, ["export", str(out), "--db", url, "--format", "parquet"])
+    out.unlink(missing_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    return Result(tag, rows, first, again, exported)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--rows", type=int, action="append", help="dataset sizes (default 100k, 500k, 2M)"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds per size")
+    parser.add_argument("--baseline", type=Path, help="another critic checkout to compare with")
+    parser.add_argument("--work", type=Path, help="scratch directory (default: a temp dir)")
+    args = parser.parse_args()
+    sizes = args.rows or [100_000, 500_000, 2_000_000]
+    work = args.work or Path(tempfile.mkdtemp(prefix="critic-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    codes = [("critic", REPO)]
+    if args.baseline:
+        codes.append(("baseline", args.baseline.resolve()))
+    print(f"# bench/scale.py  load {os.getloadavg()[0]:.1f}  scratch {work}")
+    header = (
+        f"{'code':<9} {'rows':>9} {'items/s':>8} {'peak RSS MB':>11} {'resume s':>8} "
+        f"{'resume RSS':>10} {'export s':>8} {'export RSS':>10}"
+    )
+    print(header)
+    results: list[Result] = []
+    try:
+        for rows in sizes:
+            data = work / f"rows-{rows}.jsonl"
+            write_rows(data, rows)
+            for r in range(args.rounds):
+                order = codes if r % 2 == 0 else list(reversed(codes))
+                for tag, code in order:
+                    res = one(code, rows, data, work, tag)
+                    results.append(res)
+                    print(
+                        f"{tag:<9} {rows:>9} {res.items_per_s:>8.0f} {res.label.peak_rss_mb:>11.0f}"
+                        f" {res.resume.seconds:>8.1f} {res.resume.peak_rss_mb:>10.0f}"
+                        f" {res.export.seconds:>8.1f} {res.export.peak_rss_mb:>10.0f}",
+                        flush=True,
+                    )
+            data.unlink()
+        print("\n# medians")
+        print(header)
+        for rows in sizes:
+            for tag, _ in codes:
+                mine = [x for x in results if x.rows == rows and x.code == tag]
+
+                def med(values: list[float]) -> float:
+                    return statistics.median(values)
+
+                print(
+                    f"{tag:<9} {rows:>9} {med([x.items_per_s for x in mine]):>8.0f}"
+                    f" {med([x.label.peak_rss_mb for x in mine]):>11.0f}"
+                    f" {med([x.resume.seconds for x in mine]):>8.1f}"
+                    f" {med([x.resume.peak_rss_mb for x in mine]):>10.0f}"
+                    f" {med([x.export.seconds for x in mine]):>8.1f}"
+                    f" {med([x.export.peak_rss_mb for x in mine]):>10.0f}"
+                )
+            if args.baseline:
+                new = [x for x in results if x.rows == rows and x.code == "critic"]
+                old = [x for x in results if x.rows == rows and x.code == "baseline"]
+                speed = statistics.median(
+                    a.items_per_s / b.items_per_s for a, b in zip(new, old, strict=True)
+                )
+                rss = statistics.median(
+                    a.label.peak_rss_mb / b.label.peak_rss_mb for a, b in zip(new, old, strict=True)
+                )
+                print(f"{'ratio':<9} {rows:>9} {speed:>8.2f} {rss:>11.2f}   (critic / baseline)")
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
