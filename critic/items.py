@@ -279,7 +279,11 @@ def _open_datasets(target: str, split: str | None, from_disk: bool) -> Iterator[
 
 
 def load_items(
-    source: str | Path, fields: Fields | None = None, *, split: str | None = None
+    source: str | Path,
+    fields: Fields | None = None,
+    *,
+    split: str | None = None,
+    check_duplicates: bool = True,
 ) -> Iterator[Item | BadRow]:
     """Yield an `Item` for every good row and a `BadRow` for every bad one.
 
@@ -288,6 +292,8 @@ def load_items(
             Hub dataset name such as `Anthropic/hh-rlhf`.
         fields: which columns hold the id, prompt, response or text.
         split: the split to read from a Hub dataset or a saved DatasetDict.
+        check_duplicates: report a repeated id as a bad row. This keeps every id seen, so the
+            run engine, which streams datasets of any size, turns it off and asks its store.
     """
     fields = fields or Fields()
     path = Path(source)
@@ -328,7 +334,7 @@ def load_items(
             yield BadRow(_bad_id(raw), where, row.reason)
             continue
         result = _to_item(row, where, fields, raw)
-        if isinstance(result, Item):
+        if isinstance(result, Item) and check_duplicates:
             if result.id in seen:
                 yield BadRow(
                     _bad_id(f"{where}:{raw}"),
@@ -339,3 +345,34 @@ def load_items(
                 continue
             seen[result.id] = where
         yield result
+
+
+def count_rows(source: str | Path, *, split: str | None = None) -> int | None:
+    """About how many rows `source` has, read cheaply (for a progress bar); None if unknown.
+
+    Lines of a JSONL file (blank ones included), lines after a CSV header (a quoted field may
+    span lines), a Parquet file's metadata, a saved dataset's length.
+    """
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if path.is_file() and suffix in (".jsonl", ".json", ".ndjson", ".csv"):
+        lines, last = 0, b"\n"
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                lines += block.count(b"\n")
+                last = block[-1:]
+        lines += last != b"\n"
+        return max(0, lines - 1) if suffix == ".csv" else lines
+    if path.is_file() and suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    if path.is_dir() and any((path / m).exists() for m in ("state.json", "dataset_dict.json")):
+        import datasets
+
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            chosen = split or ("train" if "train" in loaded else next(iter(loaded), None))
+            return len(loaded[chosen]) if chosen in loaded else None
+        return len(loaded)
+    return None

@@ -13,7 +13,16 @@ import functools
 import hashlib
 import json
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+    Sized,
+)
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypedDict, TypeVar
@@ -21,8 +30,9 @@ from typing import Any, ParamSpec, Protocol, TypedDict, TypeVar
 from critic.backends.base import Backend, ServerBacked
 from critic.config import InputSpec, RunControl
 from critic.constitution import Constitution
-from critic.items import BadRow, Fields, Item, load_items
+from critic.items import BadRow, Fields, Item, count_rows, load_items
 from critic.store import Outcome, RunInfo, Store, now
+from critic.text import printable
 
 Progress = Callable[[int, int], None]
 OnBadRow = Callable[[BadRow], None]
@@ -167,7 +177,7 @@ class OpenRun:
     todo: list[Item]
 
 
-async def open_run(
+async def start_run(
     store: Store,
     backend: Backend,
     constitution: Constitution,
@@ -176,15 +186,11 @@ async def open_run(
     identity: Mapping[str, Any],
     template_hash: str,
     input_name: str,
-    records: Sequence[dict[str, Any]],
-    items: Mapping[str, Item],
-    retry_failed: bool = False,
-) -> OpenRun:
-    """Check the backend, then find or create the run and add `records` (new ones only).
+) -> tuple[RunInfo, str]:
+    """Check the backend, then find or create the run; return it and the constitution's hash.
 
-    `records` are the store's item rows (`item_id`, `source`, `row`, and for bad rows their
-    failure); `items` the ones that can be drafted. The backend is checked first, so an
-    unreachable server or an unknown model fails before anything is stored.
+    The backend is checked first, so an unreachable server or an unknown model fails before
+    anything is stored.
     """
     await backend.check()
     constitution_hash = store.save_constitution(constitution)
@@ -198,6 +204,32 @@ async def open_run(
             params=identity_of(identity), input=input_name, created_at=now(),
         )
     )  # fmt: skip
+    return run, constitution_hash
+
+
+async def open_run(
+    store: Store,
+    backend: Backend,
+    constitution: Constitution,
+    *,
+    task: str,
+    identity: Mapping[str, Any],
+    template_hash: str,
+    input_name: str,
+    records: Sequence[dict[str, Any]],
+    items: Mapping[str, Item],
+    retry_failed: bool = False,
+) -> OpenRun:
+    """`start_run`, then add `records` (new ones only) and list the items still to draft.
+
+    For a known, small set of items (the workbench's); a dataset goes through `execute_run`,
+    which streams. `records` are the store's item rows (`item_id`, `source`, `row`, and for bad
+    rows their failure); `items` the ones that can be drafted.
+    """
+    run, constitution_hash = await start_run(
+        store, backend, constitution, task=task, identity=identity,
+        template_hash=template_hash, input_name=input_name,
+    )  # fmt: skip
     store.add_items(run.id, records)
     if retry_failed:
         store.reset_failed(run.id)
@@ -209,20 +241,26 @@ async def run_items(
     drafter: Drafter,
     store: Store,
     run_id: str,
-    todo: Sequence[Item],
+    todo: Iterable[Item] | AsyncIterable[Item],
     *,
     concurrency: int,
     progress: Progress | None = None,
+    total: int | None = None,
     flush_every: int = 64,
     flush_seconds: float = 0.5,
 ) -> int:
     """Draft `todo` with `concurrency` items in flight, writing outcomes in small batches.
 
-    Returns the number of items whose outcome was stored.
+    `todo` may be a stream: it is read only as fast as items finish (a window of twice the
+    concurrency), so memory does not grow with the dataset. `total` is the progress bar's total
+    (default: `len(todo)`). Returns the number of items whose outcome was stored.
     """
-    queue: asyncio.Queue[Item] = asyncio.Queue()
-    for item in todo:
-        queue.put_nowait(item)
+    workers_n = concurrency
+    if isinstance(todo, Sized):
+        total = len(todo) if total is None else total
+        workers_n = min(concurrency, len(todo))
+    workers_n = max(1, workers_n)
+    queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=2 * concurrency)
     pending: list[Outcome] = []
     done = 0
     last_flush = time.monotonic()
@@ -235,54 +273,139 @@ async def run_items(
             pending = []
         last_flush = time.monotonic()
         if progress:
-            progress(done, len(todo))
+            progress(done, max(total or 0, done))
+
+    async def feed() -> None:
+        if isinstance(todo, AsyncIterable):
+            async for item in todo:
+                await queue.put(item)
+        else:
+            for item in todo:
+                await queue.put(item)
+        for _ in range(workers_n):
+            await queue.put(None)
 
     async def worker() -> None:
-        while True:
-            try:
-                item = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
+        while (item := await queue.get()) is not None:
             outcome = await drafter.draft(item)  # not `pending.append(await ...)`: flush rebinds
             pending.append(outcome)
             if len(pending) >= flush_every or time.monotonic() - last_flush > flush_seconds:
                 flush()
 
-    workers = [asyncio.create_task(worker()) for _ in range(max(1, min(concurrency, len(todo))))]
+    tasks = [
+        asyncio.create_task(feed()),
+        *(asyncio.create_task(worker()) for _ in range(workers_n)),
+    ]
     try:
-        await asyncio.gather(*workers)
+        await asyncio.gather(*tasks)
     finally:
-        for w in workers:
-            w.cancel()
+        for t in tasks:
+            t.cancel()
         # Whatever finished is kept, even when the run is interrupted or the backend is lost.
         flush()
     return done
 
 
-def read_items(
-    source: str | Path, input: InputSpec, on_bad_row: OnBadRow | None = None
-) -> tuple[list[dict[str, Any]], dict[str, Item], list[str]]:
-    """The store's rows for the first `input.limit` rows of `source`, the good items, bad rows."""
-    good: dict[str, Item] = {}
-    records: list[dict[str, Any]] = []
-    bad_rows: list[str] = []
-    for entry in load_items(source, input.fields, split=input.split):
-        if input.limit is not None and len(records) >= input.limit:
-            break
-        if isinstance(entry, BadRow):
-            bad_rows.append(str(entry))
-            if on_bad_row:
-                on_bad_row(entry)
-            records.append(
-                {
-                    "item_id": entry.id, "source": entry.source, "row": entry.row,
-                    "status": "failed", "reason": "invalid_input", "detail": entry.reason,
-                }
-            )  # fmt: skip
-        else:
-            good[entry.id] = entry
-            records.append({"item_id": entry.id, "source": entry.source, "row": dict(entry.row)})
-    return records, good, bad_rows
+#: Rows read, registered and looked up together: the unit of the engine's memory.
+CHUNK_ROWS = 1000
+
+
+@dataclass
+class Intake:
+    """Streams a dataset into a run, a chunk of rows at a time, and yields what is left to draft.
+
+    Each chunk is registered in one insert (new items only) after one keyed lookup of the ids
+    already stored, so neither the rows nor the stored ids are ever held whole: memory stays
+    flat in the number of rows. A duplicate id is found through the store too (the stored row
+    came from another line), so no set of seen ids grows either. The counts fill the summary.
+    """
+
+    store: Store
+    run_id: str
+    source: str | Path
+    input: InputSpec
+    on_bad_row: OnBadRow | None = None
+    rows: int = 0
+    already_done: int = 0
+    bad_rows: list[str] = field(default_factory=list)
+
+    def _bad(self, entry: BadRow, seq: int) -> dict[str, Any]:
+        self.bad_rows.append(str(entry))
+        if self.on_bad_row:
+            self.on_bad_row(entry)
+        return {
+            "item_id": entry.id, "source": entry.source, "row": entry.row, "seq": seq,
+            "status": "failed", "reason": "invalid_input", "detail": entry.reason,
+        }  # fmt: skip
+
+    def _register(self, chunk: list[tuple[int, Item | BadRow]]) -> list[Item]:
+        first: dict[str, str] = {}
+        goods: list[tuple[int, Item]] = []
+        records: list[dict[str, Any]] = []
+        for seq, entry in chunk:
+            if isinstance(entry, BadRow):
+                records.append(self._bad(entry, seq))
+            elif entry.id in first:
+                records.append(self._bad(duplicate(entry, first[entry.id]), seq))
+            else:
+                first[entry.id] = entry.source
+                goods.append((seq, entry))
+        stored = self.store.item_states(self.run_id, [item.id for _, item in goods])
+        todo: list[Item] = []
+        for seq, item in goods:
+            known = stored.get(item.id)
+            if known is not None and known[0] != item.source:
+                records.append(self._bad(duplicate(item, known[0]), seq))
+            elif known is not None and known[1] != "pending":
+                self.already_done += 1
+            else:
+                todo.append(item)
+                if known is None:
+                    records.append(
+                        {"item_id": item.id, "source": item.source, "row": dict(item.row),
+                         "seq": seq}
+                    )  # fmt: skip
+        self.store.add_items(self.run_id, records)
+        return todo
+
+    async def pending(self) -> AsyncIterator[Item]:
+        """The items of the input still pending in the run, in input order."""
+        chunk: list[tuple[int, Item | BadRow]] = []
+        for entry in load_items(self.source, self.input.fields, split=self.input.split,
+                                check_duplicates=False):  # fmt: skip
+            if self.input.limit is not None and self.rows >= self.input.limit:
+                break
+            chunk.append((self.rows, entry))
+            self.rows += 1
+            if len(chunk) >= CHUNK_ROWS:
+                for item in self._register(chunk):
+                    yield item
+                chunk = []
+        if chunk:
+            for item in self._register(chunk):
+                yield item
+
+
+def estimate_todo(store: Store, run_id: str, source: str | Path, input: InputSpec) -> int | None:
+    """About how many items of `source` are still to draft (the progress bar's total)."""
+    rows = count_rows(source, split=input.split)
+    if rows is None:
+        return None
+    if input.limit is not None:
+        rows = min(rows, input.limit)
+    statuses = store.status_counts(run_id)
+    return max(0, rows - statuses.get("drafted", 0) - statuses.get("failed", 0))
+
+
+def duplicate(item: Item, first: str) -> BadRow:
+    """The bad row for an item whose id an earlier row (at `first`) already has."""
+    digest = hashlib.sha256(f"{item.source}\0{item.id}".encode()).hexdigest()[:16]
+    return BadRow(
+        f"invalid-{digest}",
+        item.source,
+        f"duplicate id '{printable(item.id)}' (first at {first})",
+        item.row,
+    )
 
 
 async def execute_run(
@@ -308,40 +431,42 @@ async def execute_run(
     input = input or InputSpec()
     control = control or RunControl()
     started = time.perf_counter()
-    records, good, bad_rows = read_items(source, input, on_bad_row)
     try:
-        opened = await open_run(
+        run, constitution_hash = await start_run(
             store, backend, constitution, task=task, identity=identity,
-            template_hash=template_hash, input_name=source_name(source), records=records,
-            items=good, retry_failed=control.retry_failed,
+            template_hash=template_hash, input_name=source_name(source),
         )  # fmt: skip
-        run, todo = opened.run, opened.todo
-        already = len(records) - len(todo) - len(bad_rows)
-        stored_before = store.counts(run.id)["requests"] if todo else None
+        if control.retry_failed:
+            store.reset_failed(run.id)
+        intake = Intake(store, run.id, source, input, on_bad_row)
+        total = estimate_todo(store, run.id, source, input)
+        stored_before = store.counts(run.id)["requests"]
         window = control.concurrency
         if isinstance(backend, ServerBacked):  # --concurrency is per server
             window *= len(backend.base_urls)
         if progress:
-            progress(0, len(todo))
+            progress(0, total or 0)
         processed = await run_items(
-            drafter, store, run.id, todo, concurrency=window, progress=progress
-        )
+            drafter, store, run.id, intake.pending(), concurrency=window,
+            progress=progress, total=total,
+        )  # fmt: skip
     finally:
         await backend.aclose()
+    bad_rows, already = intake.bad_rows, intake.already_done
     counts = store.counts(run.id)
     servers = backend.stats()["servers"] if isinstance(backend, ServerBacked) else []
     return RunSummary(
         run_id=run.id,
         db=store.url,
         constitution=constitution.id,
-        constitution_hash=opened.constitution_hash,
+        constitution_hash=constitution_hash,
         backend=backend.name,
         model=backend.model,
         items=sum(counts["statuses"].values()),
         drafted=counts["statuses"].get("drafted", 0),
         failed=counts["statuses"].get("failed", 0),
         pending=counts["statuses"].get("pending", 0),
-        already_done=max(0, already),
+        already_done=already,
         processed=processed,
         labels=counts["labels"],
         failures=counts["failures"],
@@ -350,6 +475,6 @@ async def execute_run(
         requests=counts["requests"],
         elapsed_s=time.perf_counter() - started,
         bad_rows=bad_rows,
-        requests_this_run=0 if stored_before is None else counts["requests"] - stored_before,
+        requests_this_run=counts["requests"] - stored_before,
         servers=servers,
     )

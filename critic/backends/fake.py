@@ -15,6 +15,9 @@ from typing import Any
 
 from critic.backends.base import Generation, Request, Sample, TokenLogprob
 
+#: How many recent requests a `FakeBackend` keeps in `requests`.
+KEEP_REQUESTS = 10_000
+
 Script = Callable[[Request], "str | list[str] | Generation"]
 
 
@@ -91,6 +94,8 @@ class FakeBackend:
         self.model = model or "fake-model"
         self.script = script
         self.latency_s = latency_s
+        #: The requests received, for tests to inspect: the most recent `KEEP_REQUESTS`, so a
+        #: long run on the fake backend (a benchmark) does not grow with the dataset.
         self.requests: list[Request] = []
 
     def describe(self) -> dict[str, Any]:
@@ -98,6 +103,8 @@ class FakeBackend:
 
     def _answer(self, request: Request) -> Generation:
         self.requests.append(request)
+        if len(self.requests) > 2 * KEEP_REQUESTS:
+            del self.requests[:-KEEP_REQUESTS]
         key = request.messages[-1]["content"]
         if self.script is not None:
             scripted = self.script(request)

@@ -48,6 +48,21 @@ __all__ = [
 ]
 
 
+#: Ids per `IN (...)` list: well under SQLite's bound-parameter limit.
+_IN_CHUNK = 500
+
+
+def _insert_ignore(conn: sa.Connection, table: sa.Table) -> Any:
+    """`INSERT ... ON CONFLICT DO NOTHING` on SQLite and PostgreSQL."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
 class Store:
     """A project's state in one database."""
 
@@ -132,16 +147,20 @@ class Store:
     def add_items(self, run_id: str, records: Iterable[dict[str, Any]]) -> int:
         """Insert items not stored yet (by id); return how many were new.
 
-        Each record has item_id, source, row (a dict or None) and optionally status/reason/detail
-        (bad input rows arrive already failed).
+        Each record has item_id, source, row (a dict or None) and optionally seq (its position in
+        the input) and status/reason/detail (bad input rows arrive already failed). Inserting is
+        idempotent (`ON CONFLICT DO NOTHING`), so processes sharing a run may add the same items.
         """
+        records = list(records)
+        if not records:
+            return 0
         with self.engine.begin() as conn:
-            existing = set(
-                conn.execute(sa.select(items.c.item_id).where(items.c.run_id == run_id)).scalars()
-            )
-            seq = conn.execute(
-                sa.select(sa.func.count()).select_from(items).where(items.c.run_id == run_id)
-            ).scalar_one()
+            existing = set(self._stored(conn, run_id, [r["item_id"] for r in records]))
+            seq = 0
+            if any("seq" not in r for r in records):
+                seq = conn.execute(
+                    sa.select(sa.func.count()).select_from(items).where(items.c.run_id == run_id)
+                ).scalar_one()
             stamp = now()
             fresh: list[dict[str, Any]] = []
             for record in records:
@@ -152,7 +171,7 @@ class Store:
                     {
                         "run_id": run_id,
                         "item_id": record["item_id"],
-                        "seq": seq + len(fresh),
+                        "seq": record.get("seq", seq + len(fresh)),
                         "source": record["source"],
                         "row": None if record.get("row") is None else dumps(record["row"]),
                         "status": record.get("status", "pending"),
@@ -162,8 +181,28 @@ class Store:
                     }
                 )
             for start in range(0, len(fresh), 2000):
-                conn.execute(items.insert(), fresh[start : start + 2000])
+                conn.execute(_insert_ignore(conn, items), fresh[start : start + 2000])
         return len(fresh)
+
+    def item_states(self, run_id: str, item_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """`{item_id: (source, status)}` for those of `item_ids` stored in the run (via the key)."""
+        with self.engine.connect() as conn:
+            return self._stored(conn, run_id, item_ids)
+
+    @staticmethod
+    def _stored(
+        conn: sa.Connection, run_id: str, item_ids: Sequence[str]
+    ) -> dict[str, tuple[str, str]]:
+        found: dict[str, tuple[str, str]] = {}
+        ids = list(dict.fromkeys(item_ids))
+        for start in range(0, len(ids), _IN_CHUNK):
+            rows = conn.execute(
+                sa.select(items.c.item_id, items.c.source, items.c.status).where(
+                    items.c.run_id == run_id, items.c.item_id.in_(ids[start : start + _IN_CHUNK])
+                )
+            )
+            found.update({r[0]: (r[1], r[2]) for r in rows})
+        return found
 
     def item_ids(self, run_id: str, statuses: Sequence[str]) -> list[str]:
         with self.engine.connect() as conn:
@@ -195,6 +234,14 @@ class Store:
             return
         stamp = now()
         with self.engine.begin() as conn:
+            # Only items still pending are written: an outcome that another process (a retried Ray
+            # task, a second worker on the run) already stored is dropped whole, generations
+            # included, so retried work never duplicates anything. On PostgreSQL the rows stay
+            # locked until commit, so two writers of one item cannot both see it pending.
+            open_ids = self._pending_for_update(conn, run_id, [o.item_id for o in outcomes])
+            outcomes = [o for o in outcomes if o.item_id in open_ids]
+            if not outcomes:
+                return
             gen_rows = [
                 {**g, "run_id": run_id, "item_id": o.item_id, "created_at": stamp}
                 for o in outcomes
@@ -235,6 +282,20 @@ class Store:
                   "b_reason": o.reason, "b_detail": o.detail} for o in outcomes],
             )  # fmt: skip
             conn.execute(runs.update().where(runs.c.id == run_id).values(updated_at=stamp))
+
+    @staticmethod
+    def _pending_for_update(conn: sa.Connection, run_id: str, item_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(item_ids), _IN_CHUNK):
+            query = sa.select(items.c.item_id).where(
+                items.c.run_id == run_id,
+                items.c.item_id.in_(list(item_ids[start : start + _IN_CHUNK])),
+                items.c.status == "pending",
+            )
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            found.update(conn.execute(query).scalars())
+        return found
 
     # -- reading -------------------------------------------------------------------------------
     def rows(self, run_id: str | None = None) -> Iterator[dict[str, Any]]:
@@ -286,16 +347,24 @@ class Store:
                     out[key] = json.loads(out[key]) if out[key] is not None else None
                 yield out
 
+    def status_counts(self, run_id: str) -> dict[str, int]:
+        """`{status: count}` of a run's items (through the status index)."""
+        with self.engine.connect() as conn:
+            return self._status_counts(conn, run_id)
+
+    @staticmethod
+    def _status_counts(conn: sa.Connection, run_id: str) -> dict[str, int]:
+        rows = conn.execute(
+            sa.select(items.c.status, sa.func.count())
+            .where(items.c.run_id == run_id)
+            .group_by(items.c.status)
+        ).all()
+        return {str(k): int(v) for k, v in rows}
+
     def counts(self, run_id: str) -> dict[str, Any]:
         """Totals for a run summary: statuses, failure reasons, labels, tokens."""
         with self.engine.connect() as conn:
-            statuses: dict[Any, Any] = dict(
-                conn.execute(
-                    sa.select(items.c.status, sa.func.count())
-                    .where(items.c.run_id == run_id)
-                    .group_by(items.c.status)
-                ).all()
-            )
+            statuses = self._status_counts(conn, run_id)
             reasons: dict[Any, Any] = dict(
                 conn.execute(
                     sa.select(items.c.reason, sa.func.count())
@@ -320,7 +389,7 @@ class Store:
                 ).where(generations.c.run_id == run_id)
             ).one()
         return {
-            "statuses": {str(k): int(v) for k, v in statuses.items()},
+            "statuses": statuses,
             "failures": {str(k): int(v) for k, v in reasons.items()},
             "labels": {str(k): int(v) for k, v in labels.items()},
             "prompt_tokens": int(tokens[0]),
