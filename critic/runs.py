@@ -19,6 +19,7 @@ from collections.abc import (
     Callable,
     Coroutine,
     Iterable,
+    Iterator,
     Mapping,
     Sequence,
     Sized,
@@ -322,10 +323,8 @@ class Intake:
 
     store: Store
     run_id: str
-    source: str | Path
-    input: InputSpec
+    entries: Iterable[tuple[int, Item | BadRow]]
     on_bad_row: OnBadRow | None = None
-    rows: int = 0
     already_done: int = 0
     bad_rows: list[str] = field(default_factory=list)
 
@@ -338,7 +337,9 @@ class Intake:
             "status": "failed", "reason": "invalid_input", "detail": entry.reason,
         }  # fmt: skip
 
-    def _register(self, chunk: list[tuple[int, Item | BadRow]]) -> list[Item]:
+    def register(self, chunk: Sequence[tuple[int, Item | BadRow]]) -> list[Item]:
+        """Store the new items and bad rows of `chunk` (`(seq, entry)` pairs); return the items
+        of it still pending."""
         first: dict[str, str] = {}
         goods: list[tuple[int, Item]] = []
         records: list[dict[str, Any]] = []
@@ -371,19 +372,24 @@ class Intake:
     async def pending(self) -> AsyncIterator[Item]:
         """The items of the input still pending in the run, in input order."""
         chunk: list[tuple[int, Item | BadRow]] = []
-        for entry in load_items(self.source, self.input.fields, split=self.input.split,
-                                check_duplicates=False):  # fmt: skip
-            if self.input.limit is not None and self.rows >= self.input.limit:
-                break
-            chunk.append((self.rows, entry))
-            self.rows += 1
+        for numbered in self.entries:
+            chunk.append(numbered)
             if len(chunk) >= CHUNK_ROWS:
-                for item in self._register(chunk):
+                for item in self.register(chunk):
                     yield item
                 chunk = []
         if chunk:
-            for item in self._register(chunk):
+            for item in self.register(chunk):
                 yield item
+
+
+def numbered_items(source: str | Path, input: InputSpec) -> Iterator[tuple[int, Item | BadRow]]:
+    """`(position, item or bad row)` for the first `input.limit` rows of `source`, streamed."""
+    entries = load_items(source, input.fields, split=input.split, check_duplicates=False)
+    for seq, entry in enumerate(entries):
+        if input.limit is not None and seq >= input.limit:
+            return
+        yield seq, entry
 
 
 def estimate_todo(store: Store, run_id: str, source: str | Path, input: InputSpec) -> int | None:
@@ -438,7 +444,7 @@ async def execute_run(
         )  # fmt: skip
         if control.retry_failed:
             store.reset_failed(run.id)
-        intake = Intake(store, run.id, source, input, on_bad_row)
+        intake = Intake(store, run.id, numbered_items(source, input), on_bad_row)
         total = estimate_todo(store, run.id, source, input)
         stored_before = store.counts(run.id)["requests"]
         window = control.concurrency
