@@ -195,7 +195,7 @@ def test_the_review_page_shows_cited_principles_from_the_stored_version(tmp_path
 def test_a_decision_on_an_impact_flip_belongs_to_the_new_versions_run(tmp_path: Path) -> None:
     from critic import label
     from critic.workbench import enqueue_flips, impact
-    from tests.test_workbench import HARM, SCAMS, items, policy_backend
+    from tests.workbench.test_workbench import HARM, SCAMS, items, policy_backend
 
     db = f"sqlite:///{tmp_path / 'c.db'}"
     store = open_store(db)

@@ -16,7 +16,7 @@ from critic.store import open_store
 from critic.tasks.compare import compare
 from critic.tasks.revise import revise
 from critic.trl import export_trl, to_messages
-from tests.test_cai import convs_file, pairs_file, prefers_good, quoting_script
+from tests.tasks.test_cai import convs_file, pairs_file, prefers_good, quoting_script
 
 CAI = load_constitution("cai-principles")
 PAIRWISE = load_constitution("harmlessness-pairwise")

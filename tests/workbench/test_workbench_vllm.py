@@ -21,7 +21,7 @@ from critic.store import open_store
 from critic.tasks.label import LabelOptions, label
 from critic.testing.vllm_server import VLLMServer, metrics
 from critic.workbench import cases_path
-from tests.test_label_vllm import DONE, settled_count
+from tests.tasks.test_label_vllm import DONE, settled_count
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

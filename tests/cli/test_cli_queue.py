@@ -27,7 +27,7 @@ from adjudication import Store, open_store
 from critic.cli import app
 
 runner = CliRunner()
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LABELS = "harmless,harmful"
 HOSTILE = "[red]x[/red] \x1b[31mred <script>alert(1)</script>"
 
