@@ -415,6 +415,14 @@ def _over_budget(
     return [*untrusted, *audits][room:]
 
 
+def requests_per_item(routes: Sequence[Route], critics: Sequence[str]) -> dict[str, float]:
+    """Per cascade critic, the share of routed items it was asked about (its requests per item,
+    re-asks aside); empty for a one-critic policy."""
+    if not routes:
+        return {}
+    return {c: sum(c in r.critics_asked for r in routes) / len(routes) for c in critics}
+
+
 def route_counts(routes: Sequence[Route]) -> dict[str, int]:
     """How many routes have each reason, every reason listed (accept reasons first)."""
     counts: dict[str, int] = dict.fromkeys(REASONS, 0)

@@ -18,6 +18,7 @@ from critic.routing import (
     RouteInput,
     StageVerdict,
     policy_hash,
+    requests_per_item,
     route,
     route_counts,
 )
@@ -40,6 +41,7 @@ class RouteSummary:
     pending: int
     guarantee: str | None
     enqueued: int | None = None
+    requests_per_item: dict[str, float] = field(default_factory=dict)
     review_rows: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +121,7 @@ def _summary(
         review=review,
         not_routable=sum(1 for r in rows if r.get("reason") in NOT_ROUTABLE),
         pending=sum(1 for r in rows if r["status"] == "pending"),
-        guarantee=policy.calibration.guarantee if policy.calibration else None,
+        guarantee=policy.guarantee,
         review_rows=review_rows,
+        requests_per_item=requests_per_item(routes, policy.critics),
     )

@@ -287,7 +287,10 @@ def test_calibrate_db_cascade_and_combine_read_a_stored_panel(tmp_path: Path) ->
     assert load_policy(out).critics == ["small", "big"]
     routed = runner.invoke(app, ["route", "--db", db, "--policy", str(out), "--json"])
     assert routed.exit_code == 0, routed.output
-    assert json.loads(routed.stdout)["accepted"] == summary["n_accepted"]
+    routing = json.loads(routed.stdout)
+    assert routing["accepted"] == summary["n_accepted"]
+    assert routing["requests_per_item"]["small"] == 1.0  # the stored panel asked both
+    assert "cascade auto-accepts" in routing["guarantee"]
     combined = runner.invoke(app, ["calibrate", "--db", db, "--combine", "vote",
                                    "--target-agreement", "0.8", "-o", str(out)])  # fmt: skip
     assert combined.exit_code == 0, combined.output

@@ -272,7 +272,7 @@ def route(
     """Assign every draft accept or review, with the reason; store routes with the policy hash."""
     from critic.calibrate import load_judgments
     from critic.errors import UsageError
-    from critic.routing import load_policy, policy_hash, route_counts
+    from critic.routing import load_policy, policy_hash, requests_per_item, route_counts
     from critic.triage import route_judgments, route_run
 
     policy = load_policy(policy_path)
@@ -288,7 +288,7 @@ def route(
             raise UsageError("--queue needs --db: queues live in the database")
         routed = route_judgments(load_judgments(from_file, require_human_label=False), policy)
         counts = route_counts(routed)
-        asked = {c: sum(c in r.critics_asked for r in routed) / len(routed) for c in policy.critics}
+        asked = requests_per_item(routed, policy.critics)
         if output is not None:
             output.write_text("".join(json.dumps(r.to_row()) + "\n" for r in routed))
         review = sum(r.decision == "review" for r in routed)
