@@ -126,6 +126,19 @@ def test_adjudication_never_imports_critic() -> None:
     assert {m: ts for m, ts in leaks.items() if ts} == {}
 
 
+def test_no_module_imports_private_names_of_another() -> None:
+    private = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                private += [
+                    f"{name}: {node.module}.{alias.name}"
+                    for alias in node.names
+                    if alias.name.startswith("_") and not alias.name.startswith("__")
+                ]
+    assert private == []
+
+
 def test_no_module_over_900_lines() -> None:
     long = {
         name: lines

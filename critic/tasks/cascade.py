@@ -26,7 +26,7 @@ from critic.routing import Policy
 from critic.runs import Drafter, RunArgs, RunSummary, configure, synchronous
 from critic.store import Outcome, Store, verdict
 from critic.tasks.base import Task, arun_task
-from critic.tasks.label import Labeler, _prepare, label_identity
+from critic.tasks.label import Labeler, label_fields, label_identity
 
 
 class Cascade:
@@ -110,7 +110,7 @@ def _task(stages: Sequence[Stage]) -> Task:
         labelers = [Labeler(b, constitution, templates, options) for b in (backend, *critics)]
         return Cascade(labelers, stages)
 
-    return Task(name="label", templates=LABEL_TEMPLATES, options=Sampling, prepare=_prepare,
+    return Task(name="label", templates=LABEL_TEMPLATES, options=Sampling, prepare=label_fields,
                 identity=identity, drafter=drafter)  # fmt: skip
 
 

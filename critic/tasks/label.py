@@ -190,7 +190,8 @@ class Panel:
         )
 
 
-def _prepare(constitution: Constitution, fields: Fields | None) -> Fields:
+def label_fields(constitution: Constitution, fields: Fields | None) -> Fields:
+    """The columns a label run reads; refuses a constitution the label task cannot run."""
     if constitution.task.kind not in ("categorical", "rubric"):
         raise UsageError(
             f"constitution '{constitution.id}' drives a {constitution.task.kind} task, "
@@ -217,7 +218,7 @@ LABEL = Task(
     name="label",
     templates=LABEL_TEMPLATES,
     options=Sampling,
-    prepare=_prepare,
+    prepare=label_fields,
     identity=label_identity,
     drafter=_drafter,
 )
