@@ -38,6 +38,8 @@ _TOO_LONG = ("maximum context length", "longer than the maximum", "max_model_len
 #: Seconds an idle connection is kept. Below uvicorn's (and so vLLM's) 5 s keep-alive, so the
 #: client usually drops a connection before the server does; the race left over is retried.
 KEEPALIVE_S = 4.0
+#: A probe of a down server gets this long to answer a one-token completion.
+PROBE_TIMEOUT_S = 30.0
 _START_HINT = (
     "start one with `python -m vllm.entrypoints.openai.api_server --model MODEL` "
     "or fix --base-url (it ends in /v1)"
@@ -370,20 +372,29 @@ class VLLMServerBackend:
             task.add_done_callback(self._probes.discard)
 
     async def _probe(self, server: Server) -> None:
+        """A one-token chat completion: a server whose API answers while its engine is dead
+        (vLLM then says 500 to every completion, 200 to /models) must stay down."""
+        body = {"model": self.model, "messages": [{"role": "user", "content": "ping"}]}
+        payload = encode_body({**body, "max_tokens": 1, "temperature": 0.0})
+        timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+        session = self._sessions[server.index]
+        error = ""
         try:
-            names = await self._served(server.index, timeout_s=5.0)
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            self.pool.probed(server, False, time.monotonic(), _describe(exc))
-            return
+            url = f"{server.url}/chat/completions"
+            async with session.post(url, data=payload, timeout=timeout) as response:
+                raw = await response.read()
+                if response.status != 200:
+                    error = f"probe: {_error_message(response.status, raw)[:300]}"
+        except (aiohttp.ClientError, OSError) as exc:
+            error = f"probe: {_describe(exc)}"
         except BaseException:
             self.pool.probed(server, False, time.monotonic())  # cancelled: release the claim
             raise
-        if self.model in names:
+        if error:
+            self.pool.probed(server, False, time.monotonic(), error)
+        else:
             log.warning("vLLM server %s is back", server.url)
             self.pool.probed(server, True, time.monotonic())
-        else:
-            error = f"no longer serves '{self.model}' (it serves: {', '.join(names)})"
-            self.pool.probed(server, False, time.monotonic(), error)
 
     async def _revive(self) -> None:
         """No server is up: probe each once more (one caller probes, the others wait for it);

@@ -7,6 +7,7 @@ real vLLM servers are tested in test_pool_vllm.py.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
@@ -226,8 +227,10 @@ def test_when_every_server_is_down_the_run_stops_naming_each_and_its_last_error(
             await two.stop()
         message = str(err.value)
         assert "every vLLM server is down" in message
-        assert f"{one.url}: ClientConnectorError" in message
-        assert f"{two.url}: HTTP 500" in message and "rerun the same command" in message
+        # The error that took each server down, or the failed probe after it.
+        assert re.search(rf"{re.escape(one.url)}: (probe: )?ClientConnectorError", message)
+        assert re.search(rf"{re.escape(two.url)}: (probe: )?HTTP 500", message)
+        assert "rerun the same command" in message
 
     run(go())
 
@@ -311,3 +314,21 @@ def test_the_backend_works_again_in_the_next_event_loop() -> None:
             [gen] = asyncio.run(once())
             assert gen.error is None
     assert len(server.bodies) == 2
+
+
+def test_a_server_whose_engine_died_stays_down_though_its_api_answers() -> None:
+    """vLLM with a dead engine still lists its models but answers 500 to every completion: the
+    probe asks for a completion, so the run stops instead of cycling down and up forever."""
+
+    async def go() -> None:
+        server = await FakeServer(default="500").start()
+        backend = VLLMServerBackend(base_url=server.url, max_retries=2)
+        try:
+            with pytest.raises(BackendError, match="the vLLM server is down"):
+                await asyncio.wait_for(backend.generate([req(f"x{i}") for i in range(3)]), 10)
+        finally:
+            await backend.aclose()
+            await server.stop()
+        assert backend.pool.servers[0].downs == 1
+
+    run(go())
