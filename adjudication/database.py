@@ -64,6 +64,17 @@ def engine_for(url: str, busy_timeout: float) -> Engine:
     raise StoreError(f"unsupported database in {url!r}", hint=f"use {example}")
 
 
+def sqlite_pragmas(dbapi_conn: Any) -> str:
+    """Set what every connection to a project's SQLite file needs (WAL, so readers run beside a
+    writer; foreign keys; NORMAL sync, safe under WAL); return the journal mode SQLite chose."""
+    cursor = dbapi_conn.cursor()
+    mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+    return str(mode).lower()
+
+
 def _sqlite_engine(url: URL, busy_timeout: float) -> Engine:
     path = url.database
     if not path or path == ":memory:" or url.query.get("mode") == "memory":
@@ -85,12 +96,8 @@ def _sqlite_engine(url: URL, busy_timeout: float) -> Engine:
     def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
         # Hand BEGIN to us (see _on_begin): pysqlite's own implicit BEGIN is always deferred.
         dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-        if str(mode).lower() != "wal":
+        mode = sqlite_pragmas(dbapi_conn)
+        if mode != "wal":
             raise StoreError(
                 f"{path}: SQLite could not switch the database to WAL mode (got {mode!r})",
                 hint="keep the queue database on a local disk, not a network share",

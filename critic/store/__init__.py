@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from adjudication.database import sqlite_pragmas
 from critic.constitution import Constitution
 from critic.errors import StoreError
 from critic.store.migrations import MIGRATIONS, SCHEMA_VERSION, migrate
@@ -454,11 +455,11 @@ class Store:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The same settings as the review queues on this file, plus a busy timeout: pysqlite's own
+    # transactions wait for another writer instead of failing at once.
+    sqlite_pragmas(dbapi_connection)
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
 
