@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
 from rich.table import Table
@@ -113,23 +116,80 @@ def summary_table(summary: Any, command: str = "label") -> Table:
     return table
 
 
+@dataclass(frozen=True)
+class RunFlags:
+    """The flags label, revise and compare all take, listed once (`takes_run_flags`)."""
+
+    input: InputArg
+    constitution: ConstitutionOpt
+    backend: BackendOpt = DEFAULT_BACKEND
+    base_url: BaseUrlOpt = field(default_factory=lambda: list(DEFAULT_BASE_URL))
+    model: ModelOpt = None
+    db: DbOpt = DEFAULT_DB
+    id_field: IdFieldOpt = None
+    prompt_field: PromptFieldOpt = "prompt"
+    split: SplitOpt = None
+    prompts: PromptsOpt = None
+    temperature: TemperatureOpt = None
+    max_reasks: MaxReasksOpt = 2
+    seed: SeedOpt = 0
+    concurrency: ConcurrencyOpt = 64
+    max_model_len: MaxModelLenOpt = 4096
+    retry_failed: RetryFailedOpt = False
+    limit: LimitOpt = None
+    json_out: JsonOpt = False
+    quiet: QuietOpt = False
+
+    def make_backend(self, model: str | None, base_url: str | None = None) -> Backend:
+        """The backend these flags name, serving `model` (at `base_url`, default `--base-url`)."""
+        return make_backend(
+            self.backend, base_url or self.base_url, model, self.concurrency,
+            max_model_len=self.max_model_len,
+        )  # fmt: skip
+
+
+def _default(f: Field[Any]) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    return inspect.Parameter.empty if f.default_factory is MISSING else f.default_factory()
+
+
+def takes_run_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """Let `command(flags: RunFlags, **its_own_options)` take the `RunFlags` on the command line.
+
+    typer reads a command's parameters from its signature: this one lists the two arguments,
+    the command's own options, then the shared flags, and hands the shared ones over as one
+    `RunFlags`.
+    """
+    hints = get_type_hints(RunFlags, include_extras=True)
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    shared = [
+        inspect.Parameter(
+            f.name,
+            keyword,
+            annotation=hints[f.name],
+            default=_default(f),
+        )
+        for f in fields(RunFlags)
+    ]
+    own = list(inspect.signature(command, eval_str=True).parameters.values())[1:]
+
+    @functools.wraps(command)
+    def with_flags(**options: Any) -> None:
+        flags = RunFlags(**{f.name: options.pop(f.name) for f in fields(RunFlags)})
+        command(flags, **options)
+
+    signature = [*shared[:2], *(p.replace(kind=keyword) for p in own), *shared[2:]]
+    with_flags.__signature__ = inspect.Signature(signature)  # type: ignore[attr-defined]
+    return with_flags
+
+
 def _run_task(
     task: str,
     doing: str,
-    source: str,
-    constitution: str,
+    flags: RunFlags,
     options: Any,
     fields: Fields,
-    *,
-    backend: Backend,
-    db: str,
-    split: str | None,
-    prompts: Path | None,
-    limit: int | None,
-    retry_failed: bool,
-    concurrency: int,
-    json_out: bool,
-    quiet: bool,
     critics: Sequence[Backend] = (),
 ) -> None:
     """Run `task` under a progress bar, print its summary and exit with its status."""
@@ -138,38 +198,29 @@ def _run_task(
     from critic.store import open_store
     from critic.tasks import run
 
-    c = load_constitution(constitution)
-    store = open_store(db)
+    backend = flags.make_backend(flags.model)
+    c = load_constitution(flags.constitution)
+    store = open_store(flags.db)
     summary = run_with_progress(
-        quiet or json_out, doing,
+        flags.quiet or flags.json_out, doing,
         lambda **hooks: run(
-            task, source, c, backend, store, options=options, critics=critics,
-            input=InputSpec(fields=fields, split=split, prompts=prompts, limit=limit),
-            control=RunControl(concurrency=concurrency, retry_failed=retry_failed), **hooks,
+            task, flags.input, c, backend, store, options=options, critics=critics,
+            input=InputSpec(fields=fields, split=flags.split, prompts=flags.prompts,
+                            limit=flags.limit),
+            control=RunControl(concurrency=flags.concurrency, retry_failed=flags.retry_failed),
+            **hooks,
         ),
     )  # fmt: skip
-    finish_run(summary, task, db, json_out)
+    finish_run(summary, task, flags.db, flags.json_out)
 
 
 def _label_cascade(
-    source: str,
-    constitution: str,
+    flags: RunFlags,
     sampling: Any,
     fields: Fields,
     escalate_to: Sequence[str],
     urls: Sequence[str],
     policy_path: Path | None,
-    *,
-    backend: Backend,
-    make: Any,
-    db: str,
-    split: str | None,
-    prompts: Path | None,
-    limit: int | None,
-    retry_failed: bool,
-    concurrency: int,
-    json_out: bool,
-    quiet: bool,
     critics: Sequence[str],
 ) -> None:
     """`label --escalate-to ... --policy P`: the live cascade (critic.tasks.cascade)."""
@@ -186,38 +237,32 @@ def _label_cascade(
     if len(urls) > len(escalate_to):
         raise UsageError("give at most one --escalate-base-url per --escalate-to")
     policy = load_policy(policy_path)
-    later = [make(name, urls[i] if i < len(urls) else None) for i, name in enumerate(escalate_to)]
-    c = load_constitution(constitution)
-    store = open_store(db)
+    backend = flags.make_backend(flags.model)
+    later = [flags.make_backend(name, urls[i] if i < len(urls) else None)
+             for i, name in enumerate(escalate_to)]  # fmt: skip
+    c = load_constitution(flags.constitution)
+    store = open_store(flags.db)
     summary = run_with_progress(
-        quiet or json_out, "labeling (cascade)",
+        flags.quiet or flags.json_out, "labeling (cascade)",
         lambda **hooks: label_cascade(
-            source, c, backend, store, escalate_to=later, policy=policy, options=sampling,
-            fields=fields, split=split, prompts=prompts, limit=limit,
-            retry_failed=retry_failed, concurrency=concurrency, **hooks,
+            flags.input, c, backend, store, escalate_to=later, policy=policy, options=sampling,
+            fields=fields, split=flags.split, prompts=flags.prompts, limit=flags.limit,
+            retry_failed=flags.retry_failed, concurrency=flags.concurrency, **hooks,
         ),
     )  # fmt: skip
     counts = {"settled": settled_counts(store, summary.run_id),
               "asked": asked_counts(store, summary.run_id)}  # fmt: skip
-    finish_run(summary, "label", db, json_out, counts)
+    finish_run(summary, "label", flags.db, flags.json_out, counts)
 
 
 @reports_errors
+@takes_run_flags
 def label(
-    input: InputArg,
-    constitution: ConstitutionOpt,
-    backend: BackendOpt = DEFAULT_BACKEND,
-    base_url: BaseUrlOpt = DEFAULT_BASE_URL,
-    model: ModelOpt = None,
-    db: DbOpt = DEFAULT_DB,
-    id_field: IdFieldOpt = None,
-    prompt_field: PromptFieldOpt = "prompt",
+    flags: RunFlags,
     response_field: ResponseFieldOpt = "response",
     text_field: Annotated[
         str | None, typer.Option(help="Judge this field alone (no prompt).")
     ] = None,
-    split: SplitOpt = None,
-    prompts: PromptsOpt = None,
     samples: SamplesOpt = 1,
     logprobs: Annotated[
         int | None,
@@ -228,14 +273,7 @@ def label(
             help="Ask for top-K logprobs (label probabilities).",
         ),
     ] = None,
-    temperature: TemperatureOpt = None,
     max_tokens: MaxTokensOpt = 512,
-    max_reasks: MaxReasksOpt = 2,
-    seed: SeedOpt = 0,
-    concurrency: ConcurrencyOpt = 64,
-    max_model_len: MaxModelLenOpt = 4096,
-    retry_failed: RetryFailedOpt = False,
-    limit: LimitOpt = None,
     critic: Annotated[
         list[str] | None,
         typer.Option(
@@ -263,54 +301,33 @@ def label(
         Path | None,
         typer.Option(help="The cascade policy (critic calibrate --cascade) for --escalate-to."),
     ] = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
 ) -> None:
     """Label a dataset against a constitution. Rerun the same command to resume."""
     from critic.config import Sampling
     from critic.items import Fields
 
     sampling = Sampling(
-        max_tokens=max_tokens, temperature=temperature_or_default(temperature, samples),
-        samples=samples, top_logprobs=logprobs, max_reasks=max_reasks, seed=seed,
+        max_tokens=max_tokens, temperature=temperature_or_default(flags.temperature, samples),
+        samples=samples, top_logprobs=logprobs, max_reasks=flags.max_reasks, seed=flags.seed,
     )  # fmt: skip
-    fields = Fields(id=id_field, prompt=prompt_field, response=response_field, text=text_field)
+    fields = Fields(
+        id=flags.id_field, prompt=flags.prompt_field, response=response_field, text=text_field
+    )
     if escalate_to or policy is not None:
         _label_cascade(
-            input, constitution, sampling, fields, escalate_to or [], escalate_base_url or [],
-            policy, backend=make_backend(backend, base_url, model, concurrency,
-                                         max_model_len=max_model_len),
-            make=lambda name, url: make_backend(backend, url or base_url, name, concurrency,
-                                                max_model_len=max_model_len),
-            db=db, split=split, prompts=prompts, limit=limit, retry_failed=retry_failed,
-            concurrency=concurrency, json_out=json_out, quiet=quiet, critics=critic or [],
+            flags, sampling, fields, escalate_to or [], escalate_base_url or [], policy,
+            critics=critic or [],
         )  # fmt: skip
         return
-    panel = [
-        make_backend(backend, base_url, name, concurrency, max_model_len=max_model_len)
-        for name in critic or []
-    ]
-    _run_task(
-        "label", "labeling", input, constitution, sampling, fields, critics=panel,
-        backend=make_backend(backend, base_url, model, concurrency, max_model_len=max_model_len),
-        db=db, split=split, prompts=prompts, limit=limit, retry_failed=retry_failed,
-        concurrency=concurrency, json_out=json_out, quiet=quiet,
-    )  # fmt: skip
+    panel = [flags.make_backend(name) for name in critic or []]
+    _run_task("label", "labeling", flags, sampling, fields, critics=panel)
 
 
 @reports_errors
+@takes_run_flags
 def revise(
-    input: InputArg,
-    constitution: ConstitutionOpt,
-    backend: BackendOpt = DEFAULT_BACKEND,
-    base_url: BaseUrlOpt = DEFAULT_BASE_URL,
-    model: ModelOpt = None,
-    db: DbOpt = DEFAULT_DB,
-    id_field: IdFieldOpt = None,
-    prompt_field: PromptFieldOpt = "prompt",
+    flags: RunFlags,
     response_field: ResponseFieldOpt = "response",
-    split: SplitOpt = None,
-    prompts: PromptsOpt = None,
     rounds: Annotated[int, typer.Option(min=1, help="Critique → revision rounds per item.")] = 2,
     max_revision_chars: Annotated[
         int,
@@ -319,16 +336,7 @@ def revise(
             help="Length bound of a revision.",
         ),
     ] = 2000,
-    temperature: TemperatureOpt = None,
     max_tokens: MaxTokensOpt = 1024,
-    max_reasks: MaxReasksOpt = 2,
-    seed: SeedOpt = 0,
-    concurrency: ConcurrencyOpt = 64,
-    max_model_len: MaxModelLenOpt = 4096,
-    retry_failed: RetryFailedOpt = False,
-    limit: LimitOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
 ) -> None:
     """Critique and revise each (prompt, response) for N rounds. Rerun to resume.
 
@@ -340,36 +348,24 @@ def revise(
 
     options = ReviseOptions(
         rounds=rounds, max_revision_chars=max_revision_chars,
-        sampling=Sampling(max_tokens=max_tokens, temperature=temperature_or_default(temperature),
-                          max_reasks=max_reasks, seed=seed),
+        sampling=Sampling(max_tokens=max_tokens,
+                          temperature=temperature_or_default(flags.temperature),
+                          max_reasks=flags.max_reasks, seed=flags.seed),
     )  # fmt: skip
-    _run_task(
-        "revise", "revising", input, constitution, options,
-        Fields(id=id_field, prompt=prompt_field, response=response_field),
-        backend=make_backend(backend, base_url, model, concurrency, max_model_len=max_model_len),
-        db=db, split=split, prompts=prompts, limit=limit, retry_failed=retry_failed,
-        concurrency=concurrency, json_out=json_out, quiet=quiet,
-    )  # fmt: skip
+    fields = Fields(id=flags.id_field, prompt=flags.prompt_field, response=response_field)
+    _run_task("revise", "revising", flags, options, fields)
 
 
 @reports_errors
+@takes_run_flags
 def compare(
-    input: InputArg,
-    constitution: ConstitutionOpt,
-    backend: BackendOpt = DEFAULT_BACKEND,
-    base_url: BaseUrlOpt = DEFAULT_BASE_URL,
-    model: ModelOpt = None,
-    db: DbOpt = DEFAULT_DB,
-    id_field: IdFieldOpt = None,
-    prompt_field: PromptFieldOpt = "prompt",
+    flags: RunFlags,
     a_field: Annotated[str, typer.Option(help="Input field holding the first response.")] = (
         "response_a"
     ),
     b_field: Annotated[str, typer.Option(help="Input field holding the second response.")] = (
         "response_b"
     ),
-    split: SplitOpt = None,
-    prompts: PromptsOpt = None,
     principles_per_item: Annotated[
         int,
         typer.Option(
@@ -393,16 +389,7 @@ def compare(
             help="Call a tie when P(a preferred) is within this of 0.5.",
         ),
     ] = 0.05,
-    temperature: TemperatureOpt = None,
     max_tokens: MaxTokensOpt = 512,
-    max_reasks: MaxReasksOpt = 2,
-    seed: SeedOpt = 0,
-    concurrency: ConcurrencyOpt = 64,
-    max_model_len: MaxModelLenOpt = 4096,
-    retry_failed: RetryFailedOpt = False,
-    limit: LimitOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
 ) -> None:
     """Judge which of two responses better follows sampled principles, in both orders.
 
@@ -414,13 +401,10 @@ def compare(
 
     options = CompareOptions(
         principles_per_item=principles_per_item, tie_margin=tie_margin,
-        sampling=Sampling(max_tokens=max_tokens, temperature=temperature_or_default(temperature),
-                          top_logprobs=logprobs or None, max_reasks=max_reasks, seed=seed),
+        sampling=Sampling(max_tokens=max_tokens,
+                          temperature=temperature_or_default(flags.temperature),
+                          top_logprobs=logprobs or None, max_reasks=flags.max_reasks,
+                          seed=flags.seed),
     )  # fmt: skip
-    _run_task(
-        "compare", "comparing", input, constitution, options,
-        Fields(id=id_field, prompt=prompt_field, a=a_field, b=b_field),
-        backend=make_backend(backend, base_url, model, concurrency, max_model_len=max_model_len),
-        db=db, split=split, prompts=prompts, limit=limit, retry_failed=retry_failed,
-        concurrency=concurrency, json_out=json_out, quiet=quiet,
-    )  # fmt: skip
+    fields = Fields(id=flags.id_field, prompt=flags.prompt_field, a=a_field, b=b_field)
+    _run_task("compare", "comparing", flags, options, fields)
