@@ -93,3 +93,15 @@ def test_constitution_show_from_db(tmp_path: Path) -> None:
     result = runner.invoke(app, ["constitution", "show", digest[:10], "--db", db])
     assert result.exit_code == 0 and f"# hash: {digest}" in result.stdout
     assert "Do not give instructions" in result.stdout
+
+
+def test_a_bad_setting_names_the_flag_on_the_command_line(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    result = runner.invoke(
+        app,
+        ["label", str(items(tmp_path)), "-c", "harmlessness", "--backend", "fake",
+         "--db", db, "--samples", "2", "--temperature", "0"],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "--samples > 1 needs a --temperature above 0" in result.output
+    assert "hint: set --temperature to 1.0" in result.output
