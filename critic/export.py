@@ -6,8 +6,10 @@ import json
 import os
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,92 +39,163 @@ def json_line(row: dict[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False, default=str).translate(_LINE_BREAKS) + "\n"
 
 
+#: Rows per batch: the store's fetch size, the route lookups, and one Parquet row group's part.
+BATCH = 2000
+
+
+def _batches(rows: Iterable[dict[str, Any]], size: int = BATCH) -> Iterator[list[dict[str, Any]]]:
+    it = iter(rows)
+    while batch := list(islice(it, size)):
+        yield batch
+
+
 def export_rows(store: Store, run_id: str | None = None) -> Iterator[dict[str, Any]]:
     """The export rows, in input order, with routes and human decisions merged in.
 
     `final_label` is what ships: the human (or adjudicated) label where a human decided, else the
-    critic's; `label_source` says which (critic / human / adjudicated).
+    critic's; `label_source` says which (critic / human / adjudicated). Rows stream from the store
+    in batches, and each batch looks up its own routes, so memory does not grow with the run.
     """
     from critic.review import human_outcomes
 
     humans = human_outcomes(store.engine.url.render_as_string(hide_password=False))
-    routes = store.latest_routes(run_id)
-    for r in store.rows(run_id):
-        row: dict[str, Any] = {"id": r["item_id"]}
-        for key, value in (r["row"] or {}).items():
-            if key == "id" and str(value) == r["item_id"]:
-                continue
-            row[f"input_{key}" if key in RESERVED else key] = value
-        draft = r["output"] or {}
-        row.update(
-            {
-                "label": r["label"],
-                "score": r["score"],
-                "rationale": r["rationale"],
-                "principles": draft.get("principles"),
-                "confidence": r["confidence"],
-                "status": r["status"],
-                "reason": r["reason"],
-                "detail": r["detail"],
-                "source": r["source"],
-                "task": r["task"],
-                "constitution": r["constitution_hash"],
-                "constitution_id": r["constitution_id"],
-                "constitution_version": r["constitution_version"],
-                "model": r["model"],
-                "backend": r["backend"],
-                "template": r["template_hash"],
-                "run_id": r["run_id"],
-                "created_at": r["run_created_at"],
-                "drafted_at": r["drafted_at"],
-                "updated_at": r["updated_at"],
-                "parse_attempts": r["parse_attempts"],
-                "confidence_components": (
-                    None if r["components"] is None else json.dumps(r["components"])
-                ),
-            }
-        )
-        critic_verdict = verdict(r["label"], r["score"])
-        human = humans.get((r["run_id"], r["item_id"]))
-        route = routes.get((r["run_id"], r["item_id"]))
-        row.update(
-            {
-                "route": route["decision"] if route else None,
-                "route_reason": route["reason"] if route else None,
-                "final_label": human["label"] if human else critic_verdict,
-                "label_source": human["source"]
-                if human
-                else ("critic" if critic_verdict else None),
-                "rejected": bool(human and human["rejected"]),
-                "reviewers": human["reviewers"] if human else 0,
-                "review_agreement": human["agreement"] if human else None,
-            }
-        )
-        if "expected_score" in draft:
-            row["expected_score"] = draft["expected_score"]
-            row["score_distribution"] = json.dumps(draft.get("score_distribution"))
-        yield row
+    for batch in _batches(store.rows(run_id)):
+        routes = store.routes_for([(r["run_id"], r["item_id"]) for r in batch])
+        for r in batch:
+            key = (r["run_id"], r["item_id"])
+            yield _export_row(r, routes.get(key), humans.get(key))
 
 
-def _arrow_safe(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    # Arrow needs one type per column; input fields can be ragged across rows, so nested or mixed
-    # values go out as JSON text and every row gets every column.
-    columns: dict[str, set[type]] = {}
-    for row in rows:
+def _export_row(
+    r: dict[str, Any], route: dict[str, Any] | None, human: dict[str, Any] | None
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"id": r["item_id"]}
+    for key, value in (r["row"] or {}).items():
+        if key == "id" and str(value) == r["item_id"]:
+            continue
+        row[f"input_{key}" if key in RESERVED else key] = value
+    draft = r["output"] or {}
+    row.update(
+        {
+            "label": r["label"],
+            "score": r["score"],
+            "rationale": r["rationale"],
+            "principles": draft.get("principles"),
+            "confidence": r["confidence"],
+            "status": r["status"],
+            "reason": r["reason"],
+            "detail": r["detail"],
+            "source": r["source"],
+            "task": r["task"],
+            "constitution": r["constitution_hash"],
+            "constitution_id": r["constitution_id"],
+            "constitution_version": r["constitution_version"],
+            "model": r["model"],
+            "backend": r["backend"],
+            "template": r["template_hash"],
+            "run_id": r["run_id"],
+            "created_at": r["run_created_at"],
+            "drafted_at": r["drafted_at"],
+            "updated_at": r["updated_at"],
+            "parse_attempts": r["parse_attempts"],
+            "confidence_components": (
+                None if r["components"] is None else json.dumps(r["components"])
+            ),
+        }
+    )
+    critic_verdict = verdict(r["label"], r["score"])
+    row.update(
+        {
+            "route": route["decision"] if route else None,
+            "route_reason": route["reason"] if route else None,
+            "final_label": human["label"] if human else critic_verdict,
+            "label_source": human["source"] if human else ("critic" if critic_verdict else None),
+            "rejected": bool(human and human["rejected"]),
+            "reviewers": human["reviewers"] if human else 0,
+            "review_agreement": human["agreement"] if human else None,
+        }
+    )
+    if "expected_score" in draft:
+        row["expected_score"] = draft["expected_score"]
+        row["score_distribution"] = json.dumps(draft.get("score_distribution"))
+    return row
+
+
+_ARROW_TYPES = {str: "string", int: "int64", float: "float64", bool: "bool"}
+
+
+class ColumnTypes:
+    """Arrow needs one type per column, and input fields can be ragged across rows: the columns in
+    order of their first value with the Python types seen in each (a column that is always None is
+    left out). A column with nested values or more than one type goes out as JSON text; every row
+    gets every column (None where absent)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, set[type]] = {}
+
+    def add(self, row: dict[str, Any]) -> None:
         for key, value in row.items():
             if value is not None:
-                columns.setdefault(key, set()).add(type(value))
-    text_columns = {
-        k for k, types in columns.items() if len(types) > 1 or types & {dict, list, tuple}
-    }
-    return [
-        {
-            k: (json.dumps(row.get(k), ensure_ascii=False, default=str)
-                if k in text_columns and row.get(k) is not None else row.get(k))
-            for k in columns
-        }
-        for row in rows
-    ]  # fmt: skip
+                self.seen.setdefault(key, set()).add(type(value))
+
+    def text_columns(self) -> set[str]:
+        return {k for k, t in self.seen.items() if len(t) > 1 or t & {dict, list, tuple}}
+
+    def schema(self) -> Any:
+        import pyarrow as pa
+
+        text = self.text_columns()
+        fields = [] if self.seen else [pa.field("id", pa.string())]  # no rows: still a column
+        for key, types in self.seen.items():
+            if key in text:
+                kind = pa.string()
+            else:
+                kind = pa.type_for_alias(_ARROW_TYPES.get(next(iter(types)), "string"))
+            fields.append(pa.field(key, kind))
+        return pa.schema(fields)
+
+    def table(self, rows: list[dict[str, Any]], schema: Any, text: set[str]) -> Any:
+        import pyarrow as pa
+
+        columns = {
+            k: [json.dumps(row[k], ensure_ascii=False, default=str)
+                if k in text and row.get(k) is not None else row.get(k) for row in rows]
+            for k in self.seen
+        }  # fmt: skip
+        return pa.Table.from_pydict(columns, schema=schema)
+
+
+def _write_parquet(rows: Iterable[dict[str, Any]], target: Path, scratch: Path) -> int:
+    """Parquet in row groups, at constant memory: the rows are first spilled to JSONL in `scratch`
+    (one pass over the store, learning every column's type), then read back in batches against
+    the one schema that fits them all."""
+    import pyarrow.parquet as pq
+
+    spill = scratch / "rows.jsonl"
+    types = ColumnTypes()
+    count = 0
+    with spill.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            types.add(row)
+            handle.write(json_line(row))
+            count += 1
+    schema, text = types.schema(), types.text_columns()
+    with spill.open(encoding="utf-8") as handle, pq.ParquetWriter(str(target), schema) as writer:
+        lines = (json.loads(line) for line in handle)
+        for batch in _batches(lines, 10 * BATCH):
+            writer.write_table(types.table(batch, schema, text))
+        if not count:
+            writer.write_table(schema.empty_table())
+    spill.unlink()
+    return count
+
+
+@contextmanager
+def scratch_dir(out: Path) -> Iterator[Path]:
+    """A hidden scratch directory beside `out` (same disk), removed afterwards whatever happens."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp") as d:
+        yield Path(d)
 
 
 @contextmanager
@@ -184,16 +257,21 @@ def write(rows: Iterable[dict[str, Any]], out: str | Path, fmt: str) -> int:
                 handle.write(json_line(row))
                 count += 1
         return count
-    import datasets
-
-    table = _arrow_safe(list(rows))
-    dataset = datasets.Dataset.from_list(table)
-    with replacing(out, directory=fmt == "hf") as temp:
+    with replacing(out, directory=fmt == "hf") as temp, scratch_dir(out) as scratch:
         if fmt == "parquet":
-            dataset.to_parquet(str(temp))
-        else:
+            return _write_parquet(rows, temp, scratch)
+        import datasets
+
+        parquet = scratch / "rows.parquet"
+        count = _write_parquet(rows, parquet, scratch)
+        if count:  # read back in batches into `datasets`' own Arrow files on disk
+            dataset = datasets.Dataset.from_parquet(str(parquet), cache_dir=str(scratch / "c"))
             dataset.save_to_disk(str(temp))
-    return len(table)
+        else:  # one shard: `datasets` 5.2 writes none for zero rows and cannot load that
+            features = datasets.Features({"id": datasets.Value("string")})
+            empty = datasets.Dataset.from_dict({"id": []}, features=features)
+            empty.save_to_disk(str(temp), num_shards=1)
+    return count
 
 
 def export(store: Store, out: str | Path, fmt: str = "jsonl", run_id: str | None = None) -> int:

@@ -14,6 +14,7 @@ Each export is a `datasets` directory (`datasets.load_from_disk(out)`) holding t
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 from critic.backends.base import Message
 from critic.errors import UsageError
-from critic.export import export_rows, json_line, replacing
+from critic.export import export_rows, json_line, replacing, scratch_dir
 from critic.store import Store
 
 TRL_FORMATS = ("trl-sft", "trl-dpo")
@@ -165,16 +166,34 @@ def export_trl(store: Store, out: str | Path, fmt: str, run_id: str | None = Non
 
     if run_id is not None:
         run_id = store.run(run_id).id
-    rows = list(sft_rows(store, run_id) if fmt == "trl-sft" else dpo_rows(store, run_id))
+    rows = sft_rows(store, run_id) if fmt == "trl-sft" else dpo_rows(store, run_id)
     out = Path(out)
-    features = _features(fmt)
-    # Column-wise, so that an export with no rows still has TRL's columns and types.
-    columns = {name: [row[name] for row in rows] for name in features}
-    dataset = datasets.Dataset.from_dict(columns, features=features)
-    with replacing(out, directory=True) as temp:
-        # One shard at least: `datasets` 5.2 writes no shard for zero rows and cannot load that.
-        dataset.save_to_disk(str(temp), num_shards=None if rows else 1)
-        with (temp / f"{fmt}.jsonl").open("w", encoding="utf-8") as handle:
+    with replacing(out, directory=True) as temp, scratch_dir(out) as scratch:
+        # Streamed: the rows go to the JSONL file as they come, and the dataset is built from it
+        # in batches (written to disk by `datasets`), so memory does not grow with the run.
+        jsonl = scratch / f"{fmt}.jsonl"
+        count = 0
+        with jsonl.open("w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json_line(row))
-    return len(rows)
+                count += 1
+        features = _features(fmt)
+        if count:
+            dataset = datasets.Dataset.from_generator(
+                _read_jsonl, gen_kwargs={"path": str(jsonl)}, features=features,
+                cache_dir=str(scratch / "cache"),
+            )  # fmt: skip
+            dataset.save_to_disk(str(temp))
+        else:
+            # Still TRL's columns and types; and one shard: `datasets` 5.2 writes none for zero
+            # rows (and cannot load that), and `from_generator` refuses an empty generator.
+            empty = datasets.Dataset.from_dict({name: [] for name in features}, features=features)
+            empty.save_to_disk(str(temp), num_shards=1)
+        os.replace(jsonl, temp / f"{fmt}.jsonl")
+    return count
+
+
+def _read_jsonl(path: str) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            yield json.loads(line)

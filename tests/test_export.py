@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow.parquet as pq
 import pytest
 
 from critic.errors import UsageError
@@ -32,7 +33,7 @@ def _snapshot(path: Path) -> dict[str, bytes]:
 
 
 def _break_writers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the datasets writers write part of their output, then fail (a full disk, a kill)."""
+    """Make the datasets and Parquet writers write part of their output, then fail (a full disk)."""
 
     def to_parquet(self: Any, target: str, *args: Any, **kwargs: Any) -> None:
         Path(target).write_bytes(b"PAR1 half a file")
@@ -43,8 +44,15 @@ def _break_writers(monkeypatch: pytest.MonkeyPatch) -> None:
         (Path(target) / "data-00000-of-00001.arrow").write_bytes(b"half a shard")
         raise OSError(28, "No space left on device")
 
+    real_write_table = pq.ParquetWriter.write_table
+
+    def write_table(self: Any, table: Any, *args: Any, **kwargs: Any) -> None:
+        real_write_table(self, table.slice(0, 1), *args, **kwargs)  # one row group is on disk
+        raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(datasets.Dataset, "to_parquet", to_parquet)
     monkeypatch.setattr(datasets.Dataset, "save_to_disk", save_to_disk)
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", write_table)  # the streamed Parquet export
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

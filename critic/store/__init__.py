@@ -52,6 +52,9 @@ __all__ = [
 #: Ids per `IN (...)` list: well under SQLite's bound-parameter limit.
 _IN_CHUNK = 500
 
+#: Rows fetched at a time when reading a whole run.
+_YIELD_PER = 2000
+
 
 def _insert_ignore(conn: sa.Connection, table: sa.Table) -> Any:
     """`INSERT ... ON CONFLICT DO NOTHING` on SQLite and PostgreSQL."""
@@ -341,8 +344,13 @@ class Store:
         )
         if run_id is not None:
             query = query.where(items.c.run_id == run_id)
+        # Streamed: a server-side cursor on PostgreSQL, SQLite's own lazy stepping, fetched
+        # `_YIELD_PER` rows at a time, so reading a run of any size holds one batch.
         with self.engine.connect() as conn:
-            for row in conn.execute(query).mappings():
+            result = conn.execution_options(stream_results=True, yield_per=_YIELD_PER).execute(
+                query
+            )
+            for row in result.mappings():
                 out = dict(row)
                 for key in ("row", "output", "components", "params"):
                     out[key] = json.loads(out[key]) if out[key] is not None else None
@@ -443,6 +451,25 @@ class Store:
             query = query.where(routes.c.run_id == run_id)
         with self.engine.connect() as conn:
             return {(r["run_id"], r["item_id"]): dict(r) for r in conn.execute(query).mappings()}
+
+    def routes_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The most recent route of each of these `(run_id, item_id)`s that is routed (via the key):
+        `latest_routes` for one batch of items."""
+        by_run: dict[str, list[str]] = {}
+        for run_id, item_id in keys:
+            by_run.setdefault(run_id, []).append(item_id)
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for run_id, ids in by_run.items():
+                for start in range(0, len(ids), _IN_CHUNK):
+                    rows = conn.execute(
+                        sa.select(routes)
+                        .where(routes.c.run_id == run_id,
+                               routes.c.item_id.in_(ids[start : start + _IN_CHUNK]))
+                        .order_by(routes.c.created_at)
+                    ).mappings()  # fmt: skip
+                    found.update({(r["run_id"], r["item_id"]): dict(r) for r in rows})
+        return found
 
     def generations_for(self, run_id: str, item_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
