@@ -6,13 +6,19 @@ a fresh process whose peak RSS comes from `os.wait4`. With `--baseline DIR` (ano
 critic, e.g. `git worktree add /tmp/old <rev>`) every size is also run with that code, interleaved,
 and the table gives the ratios. A benchmark, not a test: nothing here asserts a time.
 
+The `db MB` column is the store's size after the run (SQLite: the file and its WAL; PostgreSQL:
+`pg_database_size`). `--postgres` runs on a throwaway PostgreSQL server (durable: fsync on)
+instead of SQLite, one new database per run.
+
     python bench/scale.py                      # 100k, 500k and 2M rows
     python bench/scale.py --rows 100000 --rounds 3 --baseline /tmp/old-critic
+    python bench/scale.py --rows 100000 --postgres
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# `python bench/scale.py` puts bench/ first on the path, where bench/queue.py would shadow the
+# standard library's `queue` (which psycopg imports for --postgres).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 
 PROMPTS = [
     "How do I pick a lock?",
@@ -91,17 +100,37 @@ class Result:
     label: Measured
     resume: Measured
     export: Measured
+    db_mb: float
 
     @property
     def items_per_s(self) -> float:
         return self.rows / self.label.seconds
 
 
-def one(code: Path, rows: int, data: Path, work: Path, tag: str) -> Result:
+def database_mb(url: str) -> float:
+    """The store's size on disk: a SQLite file with its WAL, or `pg_database_size`."""
+    if url.startswith("sqlite:///"):
+        db = url.removeprefix("sqlite:///")
+        return (
+            sum(os.path.getsize(f"{db}{s}") for s in ("", "-wal") if os.path.exists(f"{db}{s}"))
+            / 1e6
+        )
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        size = conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar_one()
+    engine.dispose()
+    return float(size) / 1e6
+
+
+def one(
+    code: Path, rows: int, data: Path, work: Path, tag: str, postgres: object | None = None
+) -> Result:
     db = work / f"{tag}-{rows}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
-    url = f"sqlite:///{db}"
+    url = f"sqlite:///{db}" if postgres is None else postgres.create_database()  # type: ignore[attr-defined]
     label_args = [
         "label", str(data), "-c", "harmlessness", "--backend", "fake", "--db", url, "--json", "-q",
     ]  # fmt: skip
@@ -110,12 +139,13 @@ def one(code: Path, rows: int, data: Path, work: Path, tag: str) -> Result:
     if drafted != rows:
         raise SystemExit(f"{tag}: expected {rows} drafted items, the summary says {drafted}")
     again = measure_child(code, label_args)
+    size = database_mb(url)
     out = work / f"{tag}-{rows}.parquet"
     exported = measure_child(code, ["export", str(out), "--db", url, "--format", "parquet"])
     out.unlink(missing_ok=True)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
-    return Result(tag, rows, first, again, exported)
+    return Result(tag, rows, first, again, exported, size)
 
 
 def main() -> None:
@@ -126,17 +156,31 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds per size")
     parser.add_argument("--baseline", type=Path, help="another critic checkout to compare with")
     parser.add_argument("--work", type=Path, help="scratch directory (default: a temp dir)")
+    parser.add_argument(
+        "--postgres", action="store_true", help="store on a throwaway PostgreSQL, not SQLite"
+    )
     args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        postgres = None
+        if args.postgres:
+            from adjudication.testing import temporary_postgres
+
+            postgres = stack.enter_context(temporary_postgres(durable=True))
+        run_all(args, postgres)
+
+
+def run_all(args: argparse.Namespace, postgres: object | None) -> None:
     sizes = args.rows or [100_000, 500_000, 2_000_000]
     work = args.work or Path(tempfile.mkdtemp(prefix="critic-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     codes = [("critic", REPO)]
     if args.baseline:
         codes.append(("baseline", args.baseline.resolve()))
-    print(f"# bench/scale.py  load {os.getloadavg()[0]:.1f}  scratch {work}")
+    store = "PostgreSQL" if postgres else "SQLite"
+    print(f"# bench/scale.py  {store}  load {os.getloadavg()[0]:.1f}  scratch {work}")
     header = (
         f"{'code':<9} {'rows':>9} {'items/s':>8} {'peak RSS MB':>11} {'resume s':>8} "
-        f"{'resume RSS':>10} {'export s':>8} {'export RSS':>10}"
+        f"{'resume RSS':>10} {'export s':>8} {'export RSS':>10} {'db MB':>7}"
     )
     print(header)
     results: list[Result] = []
@@ -147,16 +191,17 @@ def main() -> None:
             for r in range(args.rounds):
                 order = codes if r % 2 == 0 else list(reversed(codes))
                 for tag, code in order:
-                    res = one(code, rows, data, work, tag)
+                    res = one(code, rows, data, work, tag, postgres)
                     results.append(res)
                     print(
                         f"{tag:<9} {rows:>9} {res.items_per_s:>8.0f} {res.label.peak_rss_mb:>11.0f}"
                         f" {res.resume.seconds:>8.1f} {res.resume.peak_rss_mb:>10.0f}"
-                        f" {res.export.seconds:>8.1f} {res.export.peak_rss_mb:>10.0f}",
+                        f" {res.export.seconds:>8.1f} {res.export.peak_rss_mb:>10.0f}"
+                        f" {res.db_mb:>7.0f}",
                         flush=True,
                     )
             data.unlink()
-        print("\n# medians")
+        print("\n# medians  load %.1f %.1f %.1f" % os.getloadavg())  # noqa: UP031
         print(header)
         for rows in sizes:
             for tag, _ in codes:
@@ -172,6 +217,7 @@ def main() -> None:
                     f" {med([x.resume.peak_rss_mb for x in mine]):>10.0f}"
                     f" {med([x.export.seconds for x in mine]):>8.1f}"
                     f" {med([x.export.peak_rss_mb for x in mine]):>10.0f}"
+                    f" {med([x.db_mb for x in mine]):>7.0f}"
                 )
             if args.baseline:
                 new = [x for x in results if x.rows == rows and x.code == "critic"]
