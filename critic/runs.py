@@ -127,6 +127,9 @@ class RunSummary:
     #: Per server of a server backend: HTTP requests sent (retries included), answered,
     #: failures, whether it is up, times it went down, its last error.
     servers: list[dict[str, Any]] = field(default_factory=list)
+    #: Where the drafting ran: `local` (this process) or `ray` (`workers` actors).
+    engine: str = "local"
+    workers: int = 1
 
     @property
     def items_per_s(self) -> float:

@@ -37,6 +37,7 @@ from critic.text import printable
 if TYPE_CHECKING:
     from adjudication import Store
     from critic.backends.base import Backend
+    from critic.config import BackendSpec
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -116,13 +117,13 @@ def run_with_progress(quiet: bool, label: str, run: Callable[..., T]) -> T:
         return run(progress=progress, on_bad_row=bad_row)
 
 
-def make_backend(
+def backend_spec(
     backend: str,
     base_url: str | Sequence[str],
     model: str | None,
     concurrency: int,
     max_model_len: int = 4096,
-) -> Backend:
+) -> BackendSpec:
     """The backend the flags name (`--backend`, `--base-url`, `--model`, `--concurrency`)."""
     from critic.config import BackendSpec
 
@@ -130,7 +131,18 @@ def make_backend(
         backend=backend, model=model, concurrency=concurrency,
         base_url=base_url if isinstance(base_url, str) else tuple(base_url),
         max_model_len=max_model_len, api_key=os.environ.get("CRITIC_API_KEY"),
-    ).build()  # fmt: skip
+    )  # fmt: skip
+
+
+def make_backend(
+    backend: str,
+    base_url: str | Sequence[str],
+    model: str | None,
+    concurrency: int,
+    max_model_len: int = 4096,
+) -> Backend:
+    """The backend the flags name, built."""
+    return backend_spec(backend, base_url, model, concurrency, max_model_len).build()
 
 
 def dump(value: Any) -> None:

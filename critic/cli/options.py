@@ -36,6 +36,19 @@ ConcurrencyOpt = Annotated[int, typer.Option(
 )]  # fmt: skip
 MaxModelLenOpt = Annotated[int, typer.Option(help="Context length (in-process vllm backend).")]
 
+# -- where the drafting runs --------------------------------------------------------------------
+RayOpt = Annotated[bool, typer.Option(
+    "--ray", help="Draft on a Ray cluster: the input is cut into parts that --ray-workers actors "
+    "draft, each writing straight to --db (pip install 'critic[ray]').",
+)]  # fmt: skip
+RayAddressOpt = Annotated[str | None, typer.Option(
+    "--ray-address", envvar="CRITIC_RAY_ADDRESS",
+    help="A running Ray cluster (`auto`, or ray://host:10001); default: start a local one.",
+)]  # fmt: skip
+RayWorkersOpt = Annotated[int, typer.Option(
+    "--ray-workers", min=1, help="Ray actors drafting at once (with --backend vllm, one GPU each).",
+)]  # fmt: skip
+
 # -- where results go --------------------------------------------------------------------------
 DbOpt = Annotated[str, typer.Option(
     "--db", envvar="CRITIC_DB", help="Database URL (sqlite:///file.db or postgresql+psycopg://...).",

@@ -14,8 +14,8 @@ import typer
 from rich.table import Table
 
 from critic.cli.common import (
+    backend_spec,
     err,
-    make_backend,
     out,
     reports_errors,
     run_with_progress,
@@ -41,6 +41,9 @@ from critic.cli.options import (
     PromptFieldOpt,
     PromptsOpt,
     QuietOpt,
+    RayAddressOpt,
+    RayOpt,
+    RayWorkersOpt,
     ResponseFieldOpt,
     RetryFailedOpt,
     SamplesOpt,
@@ -52,6 +55,7 @@ from critic.cli.options import (
 
 if TYPE_CHECKING:
     from critic.backends.base import Backend
+    from critic.config import BackendSpec
     from critic.items import Fields
 
 
@@ -137,15 +141,22 @@ class RunFlags:
     max_model_len: MaxModelLenOpt = 4096
     retry_failed: RetryFailedOpt = False
     limit: LimitOpt = None
+    ray: RayOpt = False
+    ray_address: RayAddressOpt = None
+    ray_workers: RayWorkersOpt = 2
     json_out: JsonOpt = False
     quiet: QuietOpt = False
 
-    def make_backend(self, model: str | None, base_url: str | None = None) -> Backend:
+    def backend_spec(self, model: str | None, base_url: str | None = None) -> BackendSpec:
         """The backend these flags name, serving `model` (at `base_url`, default `--base-url`)."""
-        return make_backend(
+        return backend_spec(
             self.backend, base_url or self.base_url, model, self.concurrency,
             max_model_len=self.max_model_len,
         )  # fmt: skip
+
+    def make_backend(self, model: str | None, base_url: str | None = None) -> Backend:
+        """`backend_spec(...)`, built."""
+        return self.backend_spec(model, base_url).build()
 
 
 def _default(f: Field[Any]) -> Any:
@@ -190,27 +201,43 @@ def _run_task(
     flags: RunFlags,
     options: Any,
     fields: Fields,
-    critics: Sequence[Backend] = (),
+    critics: Sequence[str] = (),
 ) -> None:
-    """Run `task` under a progress bar, print its summary and exit with its status."""
+    """Run `task` under a progress bar (here or on Ray), print its summary, exit with its status.
+
+    `critics`: the models of a label panel (`--critic`), on the same backend."""
     from critic.config import InputSpec, RunControl
     from critic.constitution import load_constitution
     from critic.store import open_store
-    from critic.tasks import run
 
-    backend = flags.make_backend(flags.model)
     c = load_constitution(flags.constitution)
-    store = open_store(flags.db)
-    summary = run_with_progress(
-        flags.quiet or flags.json_out, doing,
-        lambda **hooks: run(
-            task, flags.input, c, backend, store, options=options, critics=critics,
-            input=InputSpec(fields=fields, split=flags.split, prompts=flags.prompts,
-                            limit=flags.limit),
-            control=RunControl(concurrency=flags.concurrency, retry_failed=flags.retry_failed),
-            **hooks,
-        ),
-    )  # fmt: skip
+    input = InputSpec(fields=fields, split=flags.split, prompts=flags.prompts, limit=flags.limit)
+    control = RunControl(concurrency=flags.concurrency, retry_failed=flags.retry_failed)
+    if flags.ray:
+        from critic.distributed import RaySpec, run_on_ray
+
+        spec = RaySpec(address=flags.ray_address, workers=flags.ray_workers)
+        summary = run_with_progress(
+            flags.quiet or flags.json_out, f"{doing} (ray)",
+            lambda **hooks: run_on_ray(
+                task, flags.input, c, flags.backend_spec(flags.model), flags.db, ray_spec=spec,
+                options=options, critics=[flags.backend_spec(m) for m in critics],
+                input=input, control=control, **hooks,
+            ),
+        )  # fmt: skip
+    else:
+        from critic.tasks import run
+
+        backend = flags.make_backend(flags.model)
+        panel = [flags.make_backend(name) for name in critics]
+        store = open_store(flags.db)
+        summary = run_with_progress(
+            flags.quiet or flags.json_out, doing,
+            lambda **hooks: run(
+                task, flags.input, c, backend, store, options=options, critics=panel,
+                input=input, control=control, **hooks,
+            ),
+        )  # fmt: skip
     finish_run(summary, task, flags.db, flags.json_out)
 
 
@@ -314,13 +341,19 @@ def label(
         id=flags.id_field, prompt=flags.prompt_field, response=response_field, text=text_field
     )
     if escalate_to or policy is not None:
+        if flags.ray:
+            from critic.errors import UsageError
+
+            raise UsageError(
+                "a live cascade (--escalate-to) runs in one process, not with --ray",
+                hint="label with --ray per critic, then `critic route` the cascade policy",
+            )
         _label_cascade(
             flags, sampling, fields, escalate_to or [], escalate_base_url or [], policy,
             critics=critic or [],
         )  # fmt: skip
         return
-    panel = [flags.make_backend(name) for name in critic or []]
-    _run_task("label", "labeling", flags, sampling, fields, critics=panel)
+    _run_task("label", "labeling", flags, sampling, fields, critics=critic or [])
 
 
 @reports_errors

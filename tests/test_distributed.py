@@ -1,0 +1,183 @@
+"""`--ray`: parts of an input read on their own, and runs drafted by actors on a real local Ray.
+
+The parts are checked against `load_items` (same rows, same names, same order). The Ray tests
+start a real local cluster (`ray.init`) through the CLI: 20,000 rows on the fake backend with the
+driver killed by SIGKILL mid-run and a rerun that leaves every row exactly once, and 200 rows
+through a real vLLM server from Ray workers, counted on the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from critic.items import BadRow, Item, load_items, load_part, plan_parts
+from tests.fixtures_real import import_error, require
+
+CRITIC = [sys.executable, "-m", "critic.cli"]
+
+
+def write_jsonl(path: Path, n: int, bad_every: int = 0) -> Path:
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            if bad_every and i % bad_every == bad_every - 1:
+                f.write("{not json\n")
+                continue
+            f.write(json.dumps({"id": f"r{i}", "prompt": f"question {i}", "response": "ok"}) + "\n")
+    return path
+
+
+def names(entries: list[Item | BadRow]) -> list[tuple[str, str]]:
+    return [(e.id, e.source) for e in entries]
+
+
+def test_jsonl_parts_cover_every_line_once_with_its_own_line_number(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "rows.jsonl", 1003, bad_every=250)
+    parts = plan_parts(source, rows_per_part=100)
+    assert [p.rows for p in parts] == [100] * 10 + [3]
+    read = [entry for part in parts for _, entry in load_part(part)]
+    whole = list(load_items(source, check_duplicates=False))
+    assert names(read) == names(whole)
+    bad = [e for e in read if isinstance(e, BadRow)]
+    assert [e.source for e in bad] == [f"{source}:{n}" for n in (250, 500, 750, 1000)]
+    seqs = [seq for part in parts for seq, _ in load_part(part)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+def test_limit_cuts_the_last_part(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "rows.jsonl", 500)
+    parts = plan_parts(source, rows_per_part=100, limit=250)
+    assert len(parts) == 3 and parts[-1].max_rows == 50
+    assert sum(1 for part in parts for _ in load_part(part)) == 250
+
+
+def test_parquet_and_saved_dataset_parts_name_rows_like_load_items(tmp_path: Path) -> None:
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"id": f"r{i}", "prompt": f"q{i}", "response": "ok"} for i in range(250)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "rows.parquet", row_group_size=100)
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
+    for source in (tmp_path / "rows.parquet", tmp_path / "saved"):
+        parts = plan_parts(source, rows_per_part=100)
+        assert sum(p.rows for p in parts) == 250 and len(parts) == 3
+        read = [entry for part in parts for _, entry in load_part(part)]
+        assert names(read) == names(list(load_items(source)))
+
+
+def test_a_hub_name_is_refused_with_a_hint() -> None:
+    from critic.errors import InputError
+
+    with pytest.raises(InputError, match="save_to_disk"):
+        plan_parts("owner/dataset")
+
+
+# -- a real local Ray cluster ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def ray_ready() -> None:
+    problem = import_error("ray", "ray.data")
+    require(problem is None, f"--ray needs Ray Data ({problem}): pip install 'critic[ray]'")
+
+
+def table_counts(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as conn:
+        return {
+            "items": conn.execute("SELECT count(*) FROM items").fetchone()[0],
+            "distinct": conn.execute("SELECT count(DISTINCT item_id) FROM items").fetchone()[0],
+            "drafts": conn.execute("SELECT count(*) FROM drafts").fetchone()[0],
+            "generations": conn.execute("SELECT count(*) FROM generations").fetchone()[0],
+            "generated_items": conn.execute(
+                "SELECT count(DISTINCT item_id) FROM generations"
+            ).fetchone()[0],
+            "pending": conn.execute(
+                "SELECT count(*) FROM items WHERE status = 'pending'"
+            ).fetchone()[0],
+        }
+
+
+def drafted_so_far(db: Path) -> int:
+    try:
+        with sqlite3.connect(db, timeout=1) as conn:
+            return int(conn.execute("SELECT count(*) FROM drafts").fetchone()[0])
+    except sqlite3.Error:  # not created yet, or locked for a moment
+        return 0
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_run_survives_sigkill_of_the_driver_and_the_rerun_leaves_each_row_once(
+    ray_ready: None, tmp_path: Path
+) -> None:
+    n = 20_000
+    source = write_jsonl(tmp_path / "rows.jsonl", n)
+    db = tmp_path / "ray.db"
+    args = [
+        *CRITIC, "label", str(source), "-c", "harmlessness", "--backend", "fake",
+        "--db", f"sqlite:///{db}", "--ray", "--ray-workers", "2", "--json", "-q",
+    ]  # fmt: skip
+    # Its own session, so the kill takes the driver and the local Ray cluster it started.
+    driver = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    deadline = time.monotonic() + 600
+    while drafted_so_far(db) < 1000:
+        assert driver.poll() is None, driver.communicate()[1].decode()[-3000:]
+        assert time.monotonic() < deadline, "no drafts after 10 minutes"
+        time.sleep(0.5)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=60)
+    time.sleep(2)  # let the killed actors' last writes (if any) land or vanish
+    before = table_counts(db)
+    assert 1000 <= before["drafts"] < n, before
+
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=1200, check=False)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = json.loads(rerun.stdout)
+    assert summary["engine"] == "ray" and summary["workers"] == 2
+    assert summary["drafted"] == n and summary["pending"] == 0
+    assert summary["processed"] == n - before["drafts"]
+    after = table_counts(db)
+    assert after == {
+        "items": n, "distinct": n, "drafts": n, "generations": n, "generated_items": n,
+        "pending": 0,
+    }  # fmt: skip
+
+
+@pytest.mark.ray
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_ray_workers_draft_through_a_real_vllm_server(
+    ray_ready: None, vllm_server: object, tmp_path: Path
+) -> None:
+    from critic.testing.vllm_server import VLLMServer, metrics
+
+    assert isinstance(vllm_server, VLLMServer)
+    done = "vllm:request_success_total"
+    source = write_jsonl(tmp_path / "rows.jsonl", 200)
+    db = tmp_path / "ray-vllm.db"
+    before = metrics(vllm_server.root_url).get(done, 0.0)
+    command = [
+        *CRITIC, "label", str(source), "-c", "harmlessness", "--backend", "vllm-server",
+        "--base-url", vllm_server.base_url, "--model", vllm_server.model,
+        "--db", f"sqlite:///{db}", "--max-tokens", "768", "--concurrency", "16",
+        "--ray", "--ray-workers", "2", "--json", "-q",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1200, check=False)
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    counts = table_counts(db)
+    assert summary["engine"] == "ray" and counts["items"] == 200 and counts["pending"] == 0
+    assert counts["generated_items"] == 200  # every item was asked, from the actors
+    sent = metrics(vllm_server.root_url).get(done, 0.0) - before
+    assert sent == counts["generations"] == summary["requests_this_run"]
