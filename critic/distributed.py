@@ -23,11 +23,13 @@ local Ray on one machine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,7 @@ from critic.runs import (
     start_run,
     synchronous,
 )
-from critic.store import open_store
+from critic.store import RunInfo, Store, open_store
 from critic.tasks import task_named
 
 #: Rows per part: small enough that a retried part redoes little, big enough to keep a worker's
@@ -133,6 +135,14 @@ def _import_ray() -> Any:
     return ray
 
 
+def _gpus_per_actor(backend: BackendSpec) -> int:
+    """One GPU per actor for an in-process vLLM engine, none for the CPU build of vLLM (whose
+    engine runs on the actor's CPUs) or for a backend that talks to servers."""
+    from critic.backends import is_cpu_only
+
+    return 1 if backend.backend == "vllm" and not is_cpu_only() else 0
+
+
 def _quiet_ray() -> None:
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -211,13 +221,52 @@ async def arun_on_ray(
         task.name, run.id, db, constitution, opts, input, backend, tuple(critics),
         control.concurrency,
     )  # fmt: skip
-    processed = already = 0
-    bad_rows: list[str] = []
     if progress:
         progress(0, total)
     # Ray's own start-up and execution logs would bury the progress bar and the --json summary.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local cluster on loopback
     _quiet_ray()
+    with _stdout_to_stderr():
+        return await _draft_on_ray(
+            ray, parts, job, ray_spec, backend, in_process, store, run, constitution,
+            constitution_hash, stored_before, total, started, progress, on_bad_row,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send whatever Ray prints to stdout (its raylet's notices about a retried task, say) to
+    stderr while it runs, so that stdout carries only critic's own output, such as `--json`."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+async def _draft_on_ray(
+    ray: Any,
+    parts: list[Part],
+    job: Job,
+    ray_spec: RaySpec,
+    backend: BackendSpec,
+    in_process: bool,
+    store: Store,
+    run: RunInfo,
+    constitution: Constitution,
+    constitution_hash: str,
+    stored_before: int,
+    total: int,
+    started: float,
+    progress: Progress | None,
+    on_bad_row: OnBadRow | None,
+) -> RunSummary:
+    processed = already = 0
+    bad_rows: list[str] = []
     ray.init(
         address=ray_spec.address, include_dashboard=False, ignore_reinit_error=True,
         log_to_driver=False, logging_level="warning",
@@ -234,7 +283,7 @@ async def arun_on_ray(
         drafted = dataset.map_batches(
             DraftWorker, fn_constructor_kwargs={"job": job}, batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=ray_spec.workers),
-            num_gpus=1 if backend.backend == "vllm" else 0, num_cpus=1 if in_process else 0.25,
+            num_gpus=_gpus_per_actor(backend), num_cpus=1 if in_process else 0.25,
         )  # fmt: skip
         for report in drafted.iter_rows():
             processed += int(report["processed"])

@@ -181,3 +181,41 @@ def test_ray_workers_draft_through_a_real_vllm_server(
     assert counts["generated_items"] == 200  # every item was asked, from the actors
     sent = metrics(vllm_server.root_url).get(done, 0.0) - before
     assert sent == counts["generations"] == summary["requests_this_run"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost_or_duplicated(
+    ray_ready: None, tmp_path: Path
+) -> None:
+    n = 8_000
+    source = write_jsonl(tmp_path / "rows.jsonl", n)
+    db = tmp_path / "ray.db"
+    driver = subprocess.Popen(
+        [*CRITIC, "label", str(source), "-c", "harmlessness", "--backend", "fake",
+         "--db", f"sqlite:///{db}", "--ray", "--ray-workers", "2", "--json", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while drafted_so_far(db) < 500:
+            assert driver.poll() is None, driver.communicate()[1].decode()[-3000:]
+            assert time.monotonic() < deadline, "no drafts after 10 minutes"
+            time.sleep(0.2)
+        listing = subprocess.run(
+            ["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True
+        ).stdout
+        actors = [int(line.split()[0]) for line in listing.splitlines()
+                  if "MapWorker" in line and "DraftWorker" in line]  # fmt: skip
+        assert actors, listing
+        os.kill(actors[0], signal.SIGKILL)
+        stdout, stderr = driver.communicate(timeout=1200)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 0, stderr.decode()[-3000:]
+    assert json.loads(stdout)["drafted"] == n, (stdout, stderr)
+    assert table_counts(db) == {
+        "items": n, "distinct": n, "drafts": n, "generations": n, "generated_items": n,
+        "pending": 0,
+    }  # fmt: skip
