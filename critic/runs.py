@@ -32,6 +32,7 @@ from critic.backends.base import Backend, ServerBacked
 from critic.config import InputSpec, RunControl
 from critic.constitution import Constitution
 from critic.items import BadRow, Fields, Item, count_rows, load_items
+from critic.leases import Leases
 from critic.store import Outcome, RunInfo, Store, now
 from critic.text import printable
 
@@ -272,8 +273,7 @@ async def run_items(
     def flush() -> None:
         nonlocal done, last_flush, pending
         if pending:
-            store.record(run_id, pending)
-            done += len(pending)
+            done += store.record(run_id, pending)  # what another process recorded is not counted
             pending = []
         last_flush = time.monotonic()
         if progress:
@@ -296,14 +296,24 @@ async def run_items(
             if len(pending) >= flush_every or time.monotonic() - last_flush > flush_seconds:
                 flush()
 
+    async def tick() -> None:
+        # Outcomes are written within `flush_seconds` even when no item finishes: while the
+        # feed waits (for another process's leases to lapse), nothing else would write them,
+        # and that process may be waiting for these very items.
+        while True:
+            await asyncio.sleep(flush_seconds)
+            if time.monotonic() - last_flush >= flush_seconds:
+                flush()
+
     tasks = [
         asyncio.create_task(feed()),
         *(asyncio.create_task(worker()) for _ in range(workers_n)),
     ]
+    ticker = asyncio.create_task(tick())
     try:
         await asyncio.gather(*tasks)
     finally:
-        for t in tasks:
+        for t in [*tasks, ticker]:
             t.cancel()
         # Whatever finished is kept, even when the run is interrupted or the backend is lost.
         flush()
@@ -322,12 +332,21 @@ class Intake:
     already stored, so neither the rows nor the stored ids are ever held whole: memory stays
     flat in the number of rows. A duplicate id is found through the store too (the stored row
     came from another line), so no set of seen ids grows either. The counts fill the summary.
+
+    With `leases`, the run may be shared with other processes (`critic.leases`): the pending
+    items of a chunk are leased a batch at a time just before they are yielded (those another
+    live process holds are skipped), and once the input is exhausted the items of processes
+    that died are taken over, rebuilt from their stored rows with `fields`; `limit` keeps that
+    to the input's first rows. Without (a Ray worker, which gets its own shard), no leases.
     """
 
     store: Store
     run_id: str
     entries: Iterable[tuple[int, Item | BadRow]]
     on_bad_row: OnBadRow | None = None
+    leases: Leases | None = None
+    fields: Fields = field(default_factory=Fields)
+    limit: int | None = None
     already_done: int = 0
     bad_rows: list[str] = field(default_factory=list)
 
@@ -373,17 +392,28 @@ class Intake:
         return todo
 
     async def pending(self) -> AsyncIterator[Item]:
-        """The items of the input still pending in the run, in input order."""
+        """The items of the input still pending in the run, in input order; with leases, those
+        this process leased, then those it took over from processes that died."""
         chunk: list[tuple[int, Item | BadRow]] = []
         for numbered in self.entries:
             chunk.append(numbered)
             if len(chunk) >= CHUNK_ROWS:
-                for item in self.register(chunk):
+                for item in self._leased(self.register(chunk)):
                     yield item
                 chunk = []
         if chunk:
-            for item in self.register(chunk):
+            for item in self._leased(self.register(chunk)):
                 yield item
+        if self.leases is not None:
+            async for item in self.leases.lapsed(self.fields, self.limit):
+                yield item
+
+    def _leased(self, todo: list[Item]) -> Iterator[Item]:
+        if self.leases is None:
+            yield from todo
+            return
+        for start in range(0, len(todo), self.leases.batch):
+            yield from self.leases.claim(todo[start : start + self.leases.batch])
 
 
 def numbered_items(source: str | Path, input: InputSpec) -> Iterator[tuple[int, Item | BadRow]]:
@@ -447,18 +477,23 @@ async def execute_run(
         )  # fmt: skip
         if control.retry_failed:
             store.reset_failed(run.id)
-        intake = Intake(store, run.id, numbered_items(source, input), on_bad_row)
         total = estimate_todo(store, run.id, source, input)
         stored_before = store.counts(run.id)["requests"]
         window = control.concurrency
         if isinstance(backend, ServerBacked):  # --concurrency is per server
             window *= len(backend.base_urls)
+        leases = Leases(store, run.id, batch=window)
+        intake = Intake(
+            store, run.id, numbered_items(source, input), on_bad_row, leases=leases,
+            fields=input.fields or Fields(), limit=input.limit,
+        )  # fmt: skip
         if progress:
             progress(0, total or 0)
-        processed = await run_items(
-            drafter, store, run.id, intake.pending(), concurrency=window,
-            progress=progress, total=total,
-        )  # fmt: skip
+        async with leases.kept():
+            processed = await run_items(
+                drafter, store, run.id, intake.pending(), concurrency=window,
+                progress=progress, total=total,
+            )  # fmt: skip
     finally:
         await backend.aclose()
     bad_rows, already = intake.bad_rows, intake.already_done

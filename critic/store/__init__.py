@@ -88,9 +88,9 @@ class Store:
             found = conn.execute(
                 sa.select(constitutions.c.hash).where(constitutions.c.hash == digest)
             ).first()
-            if found is None:
+            if found is None:  # processes starting together may both get here
                 conn.execute(
-                    constitutions.insert().values(
+                    _insert_ignore(conn, constitutions).values(
                         hash=digest,
                         constitution_id=constitution.id,
                         version=constitution.version,
@@ -115,8 +115,9 @@ class Store:
             row = conn.execute(sa.select(runs).where(runs.c.key == run.key)).mappings().first()
             if row is not None:
                 return run_info(row), False
-            conn.execute(
-                runs.insert().values(
+            # Processes starting the same run together may both get here: one inserts it.
+            inserted = conn.execute(
+                _insert_ignore(conn, runs).values(
                     id=run.id,
                     key=run.key,
                     task=run.task,
@@ -130,6 +131,9 @@ class Store:
                     updated_at=run.created_at,
                 )
             )
+            if inserted.rowcount != 1:
+                row = conn.execute(sa.select(runs).where(runs.c.key == run.key)).mappings().one()
+                return run_info(row), False
         return run, True
 
     def runs(self) -> list[RunInfo]:
@@ -232,10 +236,13 @@ class Store:
             )
         return int(result.rowcount or 0)
 
-    def record(self, run_id: str, outcomes: Sequence[Outcome]) -> None:
-        """Write outcomes with their generations in one transaction."""
+    def record(self, run_id: str, outcomes: Sequence[Outcome]) -> int:
+        """Write outcomes with their generations in one transaction; return how many were new.
+
+        Recording an item ends its lease (see `claim`).
+        """
         if not outcomes:
-            return
+            return 0
         stamp = now()
         with self.engine.begin() as conn:
             # Only items still pending are written: an outcome that another process (a retried Ray
@@ -245,7 +252,7 @@ class Store:
             open_ids = self._pending_for_update(conn, run_id, [o.item_id for o in outcomes])
             outcomes = [o for o in outcomes if o.item_id in open_ids]
             if not outcomes:
-                return
+                return 0
             gen_rows = [
                 {**g, "run_id": run_id, "item_id": o.item_id, "created_at": stamp}
                 for o in outcomes
@@ -281,11 +288,13 @@ class Store:
                 .where(items.c.run_id == sa.bindparam("b_run"),
                        items.c.item_id == sa.bindparam("b_item"))
                 .values(status=sa.bindparam("b_status"), reason=sa.bindparam("b_reason"),
-                        detail=sa.bindparam("b_detail"), updated_at=stamp),
+                        detail=sa.bindparam("b_detail"), updated_at=stamp,
+                        lease_owner=None, lease_until=None),
                 [{"b_run": run_id, "b_item": o.item_id, "b_status": o.status,
                   "b_reason": o.reason, "b_detail": o.detail} for o in outcomes],
             )  # fmt: skip
             conn.execute(runs.update().where(runs.c.id == run_id).values(updated_at=stamp))
+        return len(outcomes)
 
     @staticmethod
     def _pending_for_update(conn: sa.Connection, run_id: str, item_ids: Sequence[str]) -> set[str]:
@@ -300,6 +309,126 @@ class Store:
                 query = query.with_for_update()
             found.update(conn.execute(query).scalars())
         return found
+
+    # -- leases --------------------------------------------------------------------------------
+    # Several processes share a run by leasing its pending items (`critic.leases` says when):
+    # a lease is an owner and a time, on the database's clock so that the machines' clocks do
+    # not matter. Claims skip rows another claim has locked (`FOR UPDATE SKIP LOCKED` on
+    # PostgreSQL; SQLite runs one writer at a time), so two processes never lease one item.
+
+    def claim(self, run_id: str, owner: str, item_ids: Sequence[str], ttl_s: float) -> set[str]:
+        """Lease those of `item_ids` that are pending and not leased (or whose lease expired)
+        to `owner` for `ttl_s` seconds; return the ids leased now."""
+        got: set[str] = set()
+        with self.engine.begin() as conn:
+            clock = _clock(conn)
+            for start in range(0, len(item_ids), _IN_CHUNK):
+                free = sa.or_(items.c.lease_until.is_(None), items.c.lease_until < clock)
+                chunk = list(item_ids[start : start + _IN_CHUNK])
+                got.update(self._lease(conn, run_id, owner, ttl_s,
+                                       items.c.item_id.in_(chunk), free))  # fmt: skip
+        return got
+
+    def claim_lapsed(
+        self,
+        run_id: str,
+        owner: str,
+        ttl_s: float,
+        *,
+        limit: int,
+        dead_owners: Sequence[str] = (),
+        below_seq: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Lease to `owner` up to `limit` pending items whose lease expired, was released or is
+        held by one of `dead_owners`; return their stored records (item_id, source, row), in
+        input order. Items never leased are not taken: they are some process's input still
+        ahead of it. `below_seq` keeps to the first rows of the input (a `--limit`)."""
+        with self.engine.begin() as conn:
+            clock = _clock(conn)
+            lapsed = items.c.lease_until < clock
+            if dead_owners:
+                lapsed = sa.or_(lapsed, items.c.lease_owner.in_(list(dead_owners)))
+            ids = self._lease(
+                conn, run_id, owner, ttl_s, lapsed, *_below(below_seq), limit=limit,
+                returning=(items.c.seq, items.c.source, items.c.row),
+            )  # fmt: skip
+        rows = sorted(ids, key=lambda r: r[1])
+        return [
+            {"item_id": r[0], "source": r[2], "row": None if r[3] is None else json.loads(r[3])}
+            for r in rows
+        ]
+
+    @staticmethod
+    def _lease(
+        conn: sa.Connection,
+        run_id: str,
+        owner: str,
+        ttl_s: float,
+        *where: sa.ColumnElement[bool],
+        limit: int | None = None,
+        returning: Sequence[sa.ColumnElement[Any]] = (),
+    ) -> list[Any]:
+        pick = sa.select(items.c.item_id).where(
+            items.c.run_id == run_id, items.c.status == "pending", *where
+        )
+        if limit is not None:
+            pick = pick.order_by(items.c.seq).limit(limit)
+        if conn.dialect.name == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)
+        # A materialized CTE: as a plain `IN (subquery)`, PostgreSQL may run the subquery once
+        # per row, and with SKIP LOCKED and LIMIT each run picks other rows (more than `limit`).
+        picked = pick.cte("picked").prefix_with("MATERIALIZED", dialect="postgresql")
+        update = (
+            items.update()
+            .where(items.c.run_id == run_id, items.c.item_id.in_(sa.select(picked.c.item_id)))
+            .values(lease_owner=owner, lease_until=_clock(conn) + ttl_s)
+            .returning(items.c.item_id, *returning)
+        )
+        rows = conn.execute(update).all()
+        return [r[0] for r in rows] if not returning else [tuple(r) for r in rows]
+
+    def renew(self, run_id: str, owner: str, item_ids: Sequence[str], ttl_s: float) -> set[str]:
+        """Extend `owner`'s leases on those of `item_ids` still pending by `ttl_s` seconds from
+        now; return the ids it still holds (not recorded yet, not taken over)."""
+        return self._held(run_id, owner, item_ids, {"until": ttl_s})
+
+    def release(self, run_id: str, owner: str, item_ids: Sequence[str]) -> int:
+        """End `owner`'s leases on those of `item_ids` still pending, so that another process
+        takes them at once; return how many were released."""
+        return len(self._held(run_id, owner, item_ids, {}))
+
+    def _held(
+        self, run_id: str, owner: str, item_ids: Sequence[str], extend: dict[str, float]
+    ) -> set[str]:
+        held: set[str] = set()
+        with self.engine.begin() as conn:
+            if "until" in extend:
+                values: dict[str, Any] = {"lease_until": _clock(conn) + extend["until"]}
+            else:  # released: expired long ago, so it is taken like a lapsed lease
+                values = {"lease_owner": None, "lease_until": 0.0}
+            for start in range(0, len(item_ids), _IN_CHUNK):
+                chunk = list(item_ids[start : start + _IN_CHUNK])
+                update = (
+                    items.update()
+                    .where(items.c.run_id == run_id, items.c.item_id.in_(chunk),
+                           items.c.status == "pending", items.c.lease_owner == owner)
+                    .values(**values)
+                    .returning(items.c.item_id)
+                )  # fmt: skip
+                held.update(conn.execute(update).scalars())
+        return held
+
+    def lease_holders(self, run_id: str, below_seq: int | None = None) -> dict[str, int]:
+        """`{owner: pending items}` of the live leases in a run."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(items.c.lease_owner, sa.func.count())
+                .where(items.c.run_id == run_id, items.c.status == "pending",
+                       items.c.lease_owner.isnot(None), items.c.lease_until >= _clock(conn),
+                       *_below(below_seq))
+                .group_by(items.c.lease_owner)
+            ).all()  # fmt: skip
+        return {str(k): int(v) for k, v in rows}
 
     # -- reading -------------------------------------------------------------------------------
     def rows(self, run_id: str | None = None) -> Iterator[dict[str, Any]]:
@@ -481,6 +610,17 @@ class Store:
             return [dict(r) for r in rows]
 
 
+def _clock(conn: sa.Connection) -> sa.ColumnElement[float]:
+    """The database's time, in seconds since the epoch: the one clock all leases are read on."""
+    if conn.dialect.name == "postgresql":
+        return sa.cast(sa.extract("epoch", sa.func.statement_timestamp()), sa.Float)
+    return sa.literal_column("((julianday('now') - 2440587.5) * 86400.0)", sa.Float)
+
+
+def _below(seq: int | None) -> tuple[sa.ColumnElement[bool], ...]:
+    return () if seq is None else (items.c.seq < seq,)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # The same settings as the review queues on this file, plus a busy timeout: pysqlite's own
     # transactions wait for another writer instead of failing at once.
@@ -529,4 +669,8 @@ def open_store(url: str = DEFAULT_DB) -> Store:
 
 def _migrate(engine: Engine) -> None:
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Processes that open a new database together (workers sharing a run) migrate it
+            # one at a time instead of racing to create the same tables.
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7305011)"))
         migrate(conn)

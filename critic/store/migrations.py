@@ -114,7 +114,13 @@ def _002_routes(conn: sa.Connection) -> None:
     md.create_all(conn)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_001_runs, _002_routes)
+def _003_item_leases(conn: sa.Connection) -> None:
+    """Leases on pending items, so that several processes share one run (`critic.leases`)."""
+    conn.execute(sa.text("ALTER TABLE items ADD COLUMN lease_owner VARCHAR(255)"))
+    conn.execute(sa.text("ALTER TABLE items ADD COLUMN lease_until FLOAT"))
+
+
+MIGRATIONS: tuple[Migration, ...] = (_001_runs, _002_routes, _003_item_leases)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -56,6 +56,10 @@ items = sa.Table(
     sa.Column("reason", sa.String(32)),
     sa.Column("detail", sa.Text),
     sa.Column("updated_at", sa.String(32), nullable=False),
+    # Who is drafting a pending item, and until when (seconds since the epoch, on the database's
+    # clock); see `critic.leases`. Cleared when the outcome is recorded.
+    sa.Column("lease_owner", sa.String(255)),
+    sa.Column("lease_until", sa.Float),
     sa.Index("ix_items_status", "run_id", "status"),
 )
 
