@@ -7,6 +7,7 @@ real vLLM servers are tested in test_pool_vllm.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from typing import Any
 
@@ -332,3 +333,15 @@ def test_a_server_whose_engine_died_stays_down_though_its_api_answers() -> None:
         assert backend.pool.servers[0].downs == 1
 
     run(go())
+
+
+def test_the_body_is_the_compact_json_of_the_request() -> None:
+    schema = {"type": "object", "properties": {"label": {"enum": ["a", "ü"], "maxLength": 9}}}
+    request = Request(
+        messages=({"role": "system", "content": "✓ \"q\"\n"}, {"role": "user", "content": "x"}),
+        json_schema=schema, temperature=0.5, seed=3, top_logprobs=2,
+    )  # fmt: skip
+    body = vllm_server.request_body("tiny", request)
+    encoded = vllm_server.encode_body(body)
+    assert encoded == json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    assert json.loads(encoded) == body
