@@ -486,6 +486,9 @@ if __name__ == "__main__":  # manual check: python -m critic.testing.vllm_server
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--served-model-name", default=None)
     args = parser.parse_args()
+    # SIGTERM ends the launcher through serve()'s clean-up, not around it (which left the
+    # server's process group running).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     started = time.monotonic()
     with serve(args.model_dir, port=args.port, served_model_name=args.served_model_name) as srv:
         print(f"ready after {time.monotonic() - started:.1f} s: {srv}", flush=True)
