@@ -269,6 +269,8 @@ class VLLMServerBackend:
         if not self._checked:
             await self.check()
         self._open()
+        if len(requests) == 1:  # what the tasks send: no gather, no extra task per request
+            return [await self._one(requests[0])]
         return list(await asyncio.gather(*(self._one(r) for r in requests)))
 
     async def _one(self, request: Request) -> Generation:
