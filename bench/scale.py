@@ -7,8 +7,9 @@ critic, e.g. `git worktree add /tmp/old <rev>`) every size is also run with that
 and the table gives the ratios. A benchmark, not a test: nothing here asserts a time.
 
 The `db MB` column is the store's size after the run (SQLite: the file and its WAL; PostgreSQL:
-`pg_database_size`). `--postgres` runs on a throwaway PostgreSQL server (durable: fsync on)
-instead of SQLite, one new database per run.
+`pg_database_size`); `cpu ms` is the labeling process's CPU time per item, and `db cpu ms` the
+PostgreSQL server's (SQLite's work is in-process, inside `cpu ms`). `--postgres` runs on a
+throwaway PostgreSQL server (durable: fsync on) instead of SQLite, one new database per run.
 
     python bench/scale.py                      # 100k, 500k and 2M rows
     python bench/scale.py --rows 100000 --rounds 3 --baseline /tmp/old-critic
@@ -66,6 +67,7 @@ class Measured:
     seconds: float
     peak_rss_mb: float
     summary: dict[str, object]
+    cpu_s: float = 0.0  # the child's user + system CPU time
 
 
 def measure_child(code: Path, args: list[str]) -> Measured:
@@ -90,7 +92,8 @@ def measure_child(code: Path, args: list[str]) -> Measured:
     if proc.returncode not in (0, 1):
         raise SystemExit(f"critic {' '.join(args)} exited {proc.returncode}:\n{err[-2000:]}")
     summary = json.loads(out) if out.strip().startswith("{") else {}
-    return Measured(seconds, usage.ru_maxrss / 1024, summary)  # ru_maxrss is in KiB on Linux
+    cpu = usage.ru_utime + usage.ru_stime
+    return Measured(seconds, usage.ru_maxrss / 1024, summary, cpu)  # ru_maxrss: KiB on Linux
 
 
 @dataclass
@@ -101,10 +104,16 @@ class Result:
     resume: Measured
     export: Measured
     db_mb: float
+    db_cpu_ms: float = 0.0  # PostgreSQL server CPU per item while labeling (SQLite: in-process)
 
     @property
     def items_per_s(self) -> float:
         return self.rows / self.label.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        """CPU time of the labeling process per item, in ms (all of critic's own client work)."""
+        return 1000 * self.label.cpu_s / self.rows
 
 
 def database_mb(url: str) -> float:
@@ -124,6 +133,33 @@ def database_mb(url: str) -> float:
     return float(size) / 1e6
 
 
+def server_cpu_s(port: int) -> float:
+    """CPU seconds a PostgreSQL server on `port` has used so far: the postmaster with its reaped
+    backends (cutime), plus its live children. Read from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def stat(pid: str) -> list[str]:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+    pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    master = next(
+        p
+        for p in pids
+        if Path(f"/proc/{p}/cmdline").exists()
+        and f"\0-p\0{port}\0" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
+    )
+    fields = stat(master)  # after the name: state ppid ... utime(11) stime(12) cutime cstime
+    total = sum(int(fields[i]) for i in (11, 12, 13, 14))
+    for p in pids:
+        try:
+            child = stat(p)
+        except OSError:
+            continue
+        if child[1] == master:
+            total += int(child[11]) + int(child[12])
+    return total / tick
+
+
 def one(
     code: Path, rows: int, data: Path, work: Path, tag: str, postgres: object | None = None
 ) -> Result:
@@ -134,7 +170,9 @@ def one(
     label_args = [
         "label", str(data), "-c", "harmlessness", "--backend", "fake", "--db", url, "--json", "-q",
     ]  # fmt: skip
+    cpu_before = server_cpu_s(postgres.port) if postgres else 0.0  # type: ignore[attr-defined]
     first = measure_child(code, label_args)
+    db_cpu = server_cpu_s(postgres.port) - cpu_before if postgres else 0.0  # type: ignore[attr-defined]
     drafted = int(first.summary.get("drafted", -1))  # type: ignore[call-overload]
     if drafted != rows:
         raise SystemExit(f"{tag}: expected {rows} drafted items, the summary says {drafted}")
@@ -145,7 +183,7 @@ def one(
     out.unlink(missing_ok=True)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
-    return Result(tag, rows, first, again, exported, size)
+    return Result(tag, rows, first, again, exported, size, 1000 * db_cpu / rows)
 
 
 def main() -> None:
@@ -179,8 +217,8 @@ def run_all(args: argparse.Namespace, postgres: object | None) -> None:
     store = "PostgreSQL" if postgres else "SQLite"
     print(f"# bench/scale.py  {store}  load {os.getloadavg()[0]:.1f}  scratch {work}")
     header = (
-        f"{'code':<9} {'rows':>9} {'items/s':>8} {'peak RSS MB':>11} {'resume s':>8} "
-        f"{'resume RSS':>10} {'export s':>8} {'export RSS':>10} {'db MB':>7}"
+        f"{'code':<9} {'rows':>9} {'items/s':>8} {'cpu ms':>6} {'peak RSS MB':>11} {'resume s':>8} "
+        f"{'resume RSS':>10} {'export s':>8} {'export RSS':>10} {'db MB':>7} {'db cpu ms':>9}"
     )
     print(header)
     results: list[Result] = []
@@ -194,10 +232,11 @@ def run_all(args: argparse.Namespace, postgres: object | None) -> None:
                     res = one(code, rows, data, work, tag, postgres)
                     results.append(res)
                     print(
-                        f"{tag:<9} {rows:>9} {res.items_per_s:>8.0f} {res.label.peak_rss_mb:>11.0f}"
+                        f"{tag:<9} {rows:>9} {res.items_per_s:>8.0f} {res.cpu_ms:>6.3f}"
+                        f" {res.label.peak_rss_mb:>11.0f}"
                         f" {res.resume.seconds:>8.1f} {res.resume.peak_rss_mb:>10.0f}"
                         f" {res.export.seconds:>8.1f} {res.export.peak_rss_mb:>10.0f}"
-                        f" {res.db_mb:>7.0f}",
+                        f" {res.db_mb:>7.0f} {res.db_cpu_ms:>9.3f}",
                         flush=True,
                     )
             data.unlink()
@@ -212,12 +251,14 @@ def run_all(args: argparse.Namespace, postgres: object | None) -> None:
 
                 print(
                     f"{tag:<9} {rows:>9} {med([x.items_per_s for x in mine]):>8.0f}"
+                    f" {med([x.cpu_ms for x in mine]):>6.3f}"
                     f" {med([x.label.peak_rss_mb for x in mine]):>11.0f}"
                     f" {med([x.resume.seconds for x in mine]):>8.1f}"
                     f" {med([x.resume.peak_rss_mb for x in mine]):>10.0f}"
                     f" {med([x.export.seconds for x in mine]):>8.1f}"
                     f" {med([x.export.peak_rss_mb for x in mine]):>10.0f}"
                     f" {med([x.db_mb for x in mine]):>7.0f}"
+                    f" {med([x.db_cpu_ms for x in mine]):>9.3f}"
                 )
             if args.baseline:
                 new = [x for x in results if x.rows == rows and x.code == "critic"]
@@ -228,7 +269,9 @@ def run_all(args: argparse.Namespace, postgres: object | None) -> None:
                 rss = statistics.median(
                     a.label.peak_rss_mb / b.label.peak_rss_mb for a, b in zip(new, old, strict=True)
                 )
-                print(f"{'ratio':<9} {rows:>9} {speed:>8.2f} {rss:>11.2f}   (critic / baseline)")
+                print(
+                    f"{'ratio':<9} {rows:>9} {speed:>8.2f} {'':>6} {rss:>11.2f}  (critic/baseline)"
+                )
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

@@ -39,8 +39,11 @@ def json_line(row: dict[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False, default=str).translate(_LINE_BREAKS) + "\n"
 
 
-#: Rows per batch: the store's fetch size, the route lookups, and one Parquet row group's part.
+#: Rows per batch of the store's reads and route lookups.
 BATCH = 2000
+#: Rows per Parquet row group: each one is held as Python values and Arrow columns at once
+#: (about 15 MB per 1,000 rows of the bench's size), so this bounds the export's memory.
+PARQUET_ROWS = 5000
 
 
 def _batches(rows: Iterable[dict[str, Any]], size: int = BATCH) -> Iterator[list[dict[str, Any]]]:
@@ -182,7 +185,7 @@ def _write_parquet(rows: Iterable[dict[str, Any]], target: Path, scratch: Path) 
     schema, text = types.schema(), types.text_columns()
     with spill.open(encoding="utf-8") as handle, pq.ParquetWriter(str(target), schema) as writer:
         lines = (json.loads(line) for line in handle)
-        for batch in _batches(lines, 10 * BATCH):
+        for batch in _batches(lines, PARQUET_ROWS):
             writer.write_table(types.table(batch, schema, text))
         if not count:
             writer.write_table(schema.empty_table())
