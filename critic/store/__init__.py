@@ -56,6 +56,35 @@ _IN_CHUNK = 500
 _YIELD_PER = 2000
 
 
+# The statements of `Store.record`, built once: constructing them per call cost about as much
+# CPU as running them (the labeling hot path writes every 64 items).
+_PENDING = sa.select(items.c.item_id).where(
+    items.c.run_id == sa.bindparam("run"),
+    items.c.item_id.in_(sa.bindparam("ids", expanding=True)),
+    items.c.status == "pending",
+)
+_PENDING_FOR_UPDATE = _PENDING.with_for_update()
+_DELETE_DRAFTS = drafts.delete().where(
+    drafts.c.run_id == sa.bindparam("run"),
+    drafts.c.item_id.in_(sa.bindparam("ids", expanding=True)),
+)
+_UPDATE_PENDING = (
+    items.update()
+    .where(items.c.run_id == sa.bindparam("b_run"), items.c.item_id == sa.bindparam("b_item"),
+           items.c.status == "pending")
+    .values(status=sa.bindparam("b_status"), reason=sa.bindparam("b_reason"),
+            detail=sa.bindparam("b_detail"), updated_at=sa.bindparam("b_stamp"),
+            lease_owner=None, lease_until=None)
+)  # fmt: skip
+_TOUCH_RUN = (
+    runs.update().where(runs.c.id == sa.bindparam("run")).values(updated_at=sa.bindparam("stamp"))
+)
+
+
+class _NotAllPending(Exception):
+    """Some outcomes of a batch are for items no longer pending: redo it with a lookup."""
+
+
 def _insert_ignore(conn: sa.Connection, table: sa.Table) -> Any:
     """`INSERT ... ON CONFLICT DO NOTHING` on SQLite and PostgreSQL."""
     if conn.dialect.name == "postgresql":
@@ -239,75 +268,83 @@ class Store:
     def record(self, run_id: str, outcomes: Sequence[Outcome]) -> int:
         """Write outcomes with their generations in one transaction; return how many were new.
 
-        Recording an item ends its lease (see `claim`).
+        Recording an item ends its lease (see `claim`). Only items still pending are written: an
+        outcome that another process (a retried Ray task, a second worker on the run) already
+        stored is dropped whole, generations included, so retried work never duplicates
+        anything. The usual case, every item of the batch still pending, costs no extra query:
+        the items are updated first, only where still pending, and when fewer rows changed than
+        outcomes were given, that transaction is rolled back and the batch redone after a
+        locking lookup of which items are still pending.
         """
         if not outcomes:
             return 0
-        stamp = now()
+        if self.engine.dialect.supports_sane_multi_rowcount:
+            try:
+                with self.engine.begin() as conn:
+                    return self._write(conn, run_id, outcomes)
+            except _NotAllPending:
+                pass
         with self.engine.begin() as conn:
-            # Only items still pending are written: an outcome that another process (a retried Ray
-            # task, a second worker on the run) already stored is dropped whole, generations
-            # included, so retried work never duplicates anything. On PostgreSQL the rows stay
-            # locked until commit, so two writers of one item cannot both see it pending.
+            # On PostgreSQL the rows stay locked until commit, so two writers of one item cannot
+            # both see it pending.
             open_ids = self._pending_for_update(conn, run_id, [o.item_id for o in outcomes])
-            outcomes = [o for o in outcomes if o.item_id in open_ids]
-            if not outcomes:
-                return 0
-            gen_rows = [
-                {**g, "run_id": run_id, "item_id": o.item_id, "created_at": stamp}
-                for o in outcomes
-                for g in o.generations
-            ]
-            if gen_rows:
-                conn.execute(generations.insert(), gen_rows)
-            ids = [o.item_id for o in outcomes]
-            conn.execute(
-                drafts.delete().where(drafts.c.run_id == run_id, drafts.c.item_id.in_(ids))
-            )
-            draft_rows = [
-                {
-                    "run_id": run_id,
-                    "item_id": o.item_id,
-                    "label": o.label,
-                    "score": o.score,
-                    "rationale": o.rationale,
-                    "output": dumps(o.draft),
-                    "confidence": o.confidence,
-                    "components": None if o.components is None else dumps(o.components),
-                    "parse_attempts": o.parse_attempts,
-                    "created_at": stamp,
-                }
-                for o in outcomes
-                if o.status == "drafted"
-            ]
-            if draft_rows:
-                conn.execute(drafts.insert(), draft_rows)
-            # One executemany, not one UPDATE per item: this is on the labeling hot path.
-            conn.execute(
-                items.update()
-                .where(items.c.run_id == sa.bindparam("b_run"),
-                       items.c.item_id == sa.bindparam("b_item"))
-                .values(status=sa.bindparam("b_status"), reason=sa.bindparam("b_reason"),
-                        detail=sa.bindparam("b_detail"), updated_at=stamp,
-                        lease_owner=None, lease_until=None),
-                [{"b_run": run_id, "b_item": o.item_id, "b_status": o.status,
-                  "b_reason": o.reason, "b_detail": o.detail} for o in outcomes],
-            )  # fmt: skip
-            conn.execute(runs.update().where(runs.c.id == run_id).values(updated_at=stamp))
+            first = {o.item_id: o for o in reversed(outcomes) if o.item_id in open_ids}
+            outcomes = [o for o in outcomes if first.get(o.item_id) is o]
+            return self._write(conn, run_id, outcomes, all_pending=False) if outcomes else 0
+
+    @staticmethod
+    def _write(
+        conn: sa.Connection, run_id: str, outcomes: Sequence[Outcome], *, all_pending: bool = True
+    ) -> int:
+        """Write outcomes of pending items; with `all_pending`, raise `_NotAllPending` (for the
+        caller to roll back) unless every one of them was still pending."""
+        stamp = now()
+        # One executemany, not one UPDATE per item: this is on the labeling hot path. In id order,
+        # so that two writers of overlapping batches lock their rows in the same order.
+        updated = conn.execute(
+            _UPDATE_PENDING,
+            [{"b_run": run_id, "b_item": o.item_id, "b_status": o.status,
+              "b_reason": o.reason, "b_detail": o.detail, "b_stamp": stamp}
+             for o in sorted(outcomes, key=lambda o: o.item_id)],
+        ).rowcount  # fmt: skip
+        if all_pending and updated != len(outcomes):
+            raise _NotAllPending
+        gen_rows = [
+            {**g, "run_id": run_id, "item_id": o.item_id, "created_at": stamp}
+            for o in outcomes
+            for g in o.generations
+        ]
+        if gen_rows:
+            conn.execute(generations.insert(), gen_rows)
+        conn.execute(_DELETE_DRAFTS, {"run": run_id, "ids": [o.item_id for o in outcomes]})
+        draft_rows = [
+            {
+                "run_id": run_id,
+                "item_id": o.item_id,
+                "label": o.label,
+                "score": o.score,
+                "rationale": o.rationale,
+                "output": dumps(o.draft),
+                "confidence": o.confidence,
+                "components": None if o.components is None else dumps(o.components),
+                "parse_attempts": o.parse_attempts,
+                "created_at": stamp,
+            }
+            for o in outcomes
+            if o.status == "drafted"
+        ]
+        if draft_rows:
+            conn.execute(drafts.insert(), draft_rows)
+        conn.execute(_TOUCH_RUN, {"run": run_id, "stamp": stamp})
         return len(outcomes)
 
     @staticmethod
     def _pending_for_update(conn: sa.Connection, run_id: str, item_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
+        query = _PENDING_FOR_UPDATE if conn.dialect.name == "postgresql" else _PENDING
         for start in range(0, len(item_ids), _IN_CHUNK):
-            query = sa.select(items.c.item_id).where(
-                items.c.run_id == run_id,
-                items.c.item_id.in_(list(item_ids[start : start + _IN_CHUNK])),
-                items.c.status == "pending",
-            )
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update()
-            found.update(conn.execute(query).scalars())
+            chunk = list(item_ids[start : start + _IN_CHUNK])
+            found.update(conn.execute(query, {"run": run_id, "ids": chunk}).scalars())
         return found
 
     # -- leases --------------------------------------------------------------------------------

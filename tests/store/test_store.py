@@ -82,3 +82,29 @@ def test_public_surface_resolves_lazily() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_batch_partly_recorded_already_writes_only_the_new_items_once(store_url: str) -> None:
+    # A retried batch: i0 was recorded by someone else, i1 is new, and i1 comes twice. The fast
+    # path (update first) sees fewer rows change than outcomes and redoes the batch by lookup.
+    from critic.store import Outcome, open_store
+    from tests.test_leases import a_run
+
+    store = open_store(store_url)
+    run = a_run(store, 3)
+    gen = {"stage": "label", "attempt": 0, "texts": "[]", "finish_reasons": "[]",
+           "logprobs": None, "prompt_tokens": 1, "completion_tokens": 1, "latency_s": 0.0,
+           "error": None}  # fmt: skip
+    assert store.record(run, [Outcome("i0", "drafted", draft={"n": 1}, label="first",
+                                      generations=(gen,))]) == 1  # fmt: skip
+    again = [
+        Outcome("i0", "drafted", draft={"n": 2}, label="second", generations=(gen,)),
+        Outcome("i1", "failed", reason="parse_failure", generations=(gen,)),
+        Outcome("i1", "drafted", draft={"n": 3}, label="late", generations=(gen,)),
+    ]
+    assert store.record(run, again) == 1
+    rows = {r["item_id"]: r for r in store.rows(run)}
+    assert rows["i0"]["label"] == "first" and rows["i0"]["status"] == "drafted"
+    assert rows["i1"]["status"] == "failed" and rows["i1"]["reason"] == "parse_failure"
+    assert rows["i2"]["status"] == "pending"
+    assert [len(store.generations_for(run, i)) for i in ("i0", "i1", "i2")] == [1, 1, 0]
