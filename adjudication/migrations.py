@@ -27,7 +27,6 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    func,
     insert,
     literal,
     select,
@@ -35,8 +34,9 @@ from sqlalchemy import (
     true,
 )
 
+from . import versions
 from .errors import StoreError
-from .schema import UTCDateTime, schema_version
+from .schema import UTCDateTime
 
 Migration = Callable[[Connection, datetime], None]
 
@@ -200,9 +200,12 @@ _PG_MIGRATION_LOCK = 0x63726974
 
 
 def current_version(conn: Connection) -> int:
-    """The schema version recorded in the database (0 for a new, empty one)."""
-    version = conn.execute(select(func.max(schema_version.c.version))).scalar()
-    return int(version or 0)
+    """The queues' schema version recorded in the database (0 for a new, empty one)."""
+    return versions.current(conn, COMPONENT)
+
+
+#: This package's name in the shared `schema_versions` table.
+COMPONENT = "adjudication"
 
 
 def migrate(conn: Connection, now: datetime) -> list[int]:
@@ -214,7 +217,7 @@ def migrate(conn: Connection, now: datetime) -> list[int]:
     if conn.dialect.name == "postgresql":
         # Two processes opening a new database at once must not both create the tables.
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
-    schema_version.create(conn, checkfirst=True)
+    versions.ensure(conn)
     have = current_version(conn)
     if have > LATEST:
         raise StoreError(
@@ -225,6 +228,6 @@ def migrate(conn: Connection, now: datetime) -> list[int]:
     applied = []
     for version in range(have + 1, LATEST + 1):
         MIGRATIONS[version - 1](conn, now)
-        conn.execute(insert(schema_version).values(version=version, applied_at=now))
+        versions.record(conn, COMPONENT, version, now)
         applied.append(version)
     return applied

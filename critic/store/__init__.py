@@ -29,7 +29,7 @@ from critic.store.schema import (
     policies,
     routes,
     runs,
-    schema_info,
+    schema_versions,
 )
 
 DEFAULT_DB = "sqlite:///critic.db"
@@ -44,7 +44,7 @@ __all__ = [
     "metadata",
     "now",
     "open_store",
-    "schema_info",
+    "schema_versions",
     "verdict",
 ]
 

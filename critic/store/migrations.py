@@ -10,12 +10,13 @@ new migration for every change; never edit one.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy import Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
 
+from adjudication import versions
 from critic.errors import StoreError
-from critic.store.schema import schema_info
 
 Migration = Callable[[sa.Connection], None]
 
@@ -124,14 +125,32 @@ MIGRATIONS: tuple[Migration, ...] = (_001_runs, _002_routes, _003_item_leases)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+#: This package's name in the shared `schema_versions` table.
+COMPONENT = "critic"
+
+#: The run store's own version table before `schema_versions` (one row: the version). Old
+#: databases have it; `migrate` moves it into `schema_versions` and drops it.
+LEGACY_VERSION = Table(
+    "critic_schema",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+
+
 def migrate(conn: sa.Connection) -> list[int]:
     """Bring the database up to `SCHEMA_VERSION` inside the caller's transaction.
 
     Returns:
         The versions applied now (empty when the database was already current).
     """
-    schema_info.create(conn, checkfirst=True)
-    have = conn.execute(sa.select(schema_info.c.version)).scalar() or 0
+    stamp = datetime.now(UTC)
+    versions.ensure(conn)
+    if sa.inspect(conn).has_table(LEGACY_VERSION.name):
+        old = conn.execute(sa.select(LEGACY_VERSION.c.version)).scalar() or 0
+        versions.adopt(conn, COMPONENT, [(v, stamp) for v in range(1, old + 1)])
+        LEGACY_VERSION.drop(conn)
+    have = versions.current(conn, COMPONENT)
     if have > SCHEMA_VERSION:
         raise StoreError(
             f"the database was written by a newer critic (schema {have} > {SCHEMA_VERSION})",
@@ -140,7 +159,5 @@ def migrate(conn: sa.Connection) -> list[int]:
     applied = list(range(have + 1, SCHEMA_VERSION + 1))
     for version in applied:
         MIGRATIONS[version - 1](conn)
-    if applied:
-        conn.execute(schema_info.delete())
-        conn.execute(schema_info.insert().values(id=1, version=SCHEMA_VERSION))
+        versions.record(conn, COMPONENT, version, stamp)
     return applied

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from adjudication.versions import schema_versions as _shared_versions
+
 metadata = sa.MetaData()
 
-schema_info = sa.Table(
-    "critic_schema",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("version", sa.Integer, nullable=False),
-)
+#: Every component's schema versions, one table for the database (`adjudication.versions`).
+schema_versions = _shared_versions.to_metadata(metadata)
 
 constitutions = sa.Table(
     "constitutions",

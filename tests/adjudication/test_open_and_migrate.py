@@ -10,8 +10,10 @@ from sqlalchemy import create_engine, insert, inspect, select, text
 
 from adjudication import StoreError, open_store
 from adjudication.migrations import LATEST
-from adjudication.schema import metadata, schema_version
+from adjudication.schema import metadata
 from adjudication.testing import FakeClock
+from adjudication.versions import LEGACY_QUEUE_VERSIONS as schema_version
+from adjudication.versions import schema_versions
 
 
 def test_opening_migrates_once_and_reopening_keeps_the_data(store_url: str) -> None:
@@ -23,7 +25,15 @@ def test_opening_migrates_once_and_reopening_keeps_the_data(store_url: str) -> N
     engine = create_engine(store_url)
     try:
         with engine.connect() as conn:
-            versions = conn.execute(select(schema_version.c.version)).scalars().all()
+            versions = (
+                conn.execute(
+                    select(schema_versions.c.version).where(
+                        schema_versions.c.component == "adjudication"
+                    )
+                )
+                .scalars()
+                .all()
+            )
     finally:
         engine.dispose()
     assert versions == list(range(1, LATEST + 1))
@@ -50,7 +60,9 @@ def test_a_database_from_a_newer_version_is_refused(store_url: str) -> None:
     try:
         with engine.begin() as conn:
             conn.execute(
-                insert(schema_version).values(version=LATEST + 1, applied_at=FakeClock()())
+                insert(schema_versions).values(
+                    component="adjudication", version=LATEST + 1, applied_at=FakeClock()()
+                )
             )
     finally:
         engine.dispose()

@@ -1,21 +1,25 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from adjudication import versions
 from critic import store as st
 from critic.errors import StoreError
+from critic.store import migrations
 
 
 def test_a_database_made_by_schema_1_opens_and_keeps_its_data(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = sa.create_engine(url)
+    legacy = migrations.LEGACY_VERSION
     with engine.begin() as conn:  # what critic 0.1 with schema 1 created
-        st.schema_info.create(conn)
+        legacy.create(conn)
         st.MIGRATIONS[0](conn)
-        conn.execute(st.schema_info.insert().values(id=1, version=1))
+        conn.execute(legacy.insert().values(id=1, version=1))
         conn.execute(
             st.runs.insert().values(
                 id="r1", key="k", task="label", constitution_hash=None, template_hash="t",
@@ -28,7 +32,9 @@ def test_a_database_made_by_schema_1_opens_and_keeps_its_data(tmp_path: Path) ->
     assert sa.inspect(store.engine).has_table("routes")
     assert [r.id for r in store.runs()] == ["r1"]
     with store.engine.connect() as conn:
-        assert conn.execute(sa.select(st.schema_info.c.version)).scalar() == st.SCHEMA_VERSION
+        # The version moved into the one table every component records its versions in.
+        assert versions.current(conn, "critic") == st.SCHEMA_VERSION
+    assert not sa.inspect(store.engine).has_table(legacy.name)
 
 
 def test_migrations_build_exactly_the_schema_the_code_queries(store_url: str) -> None:
@@ -58,7 +64,7 @@ def test_a_newer_schema_is_refused_with_a_hint(tmp_path: Path) -> None:
     st.open_store(url).close()
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(st.schema_info.update().values(version=99))
+        versions.record(conn, "critic", 99, datetime.now(UTC))
     with pytest.raises(StoreError, match="newer critic"):
         st.open_store(url)
 
@@ -108,3 +114,24 @@ def test_a_batch_partly_recorded_already_writes_only_the_new_items_once(store_ur
     assert rows["i1"]["status"] == "failed" and rows["i1"]["reason"] == "parse_failure"
     assert rows["i2"]["status"] == "pending"
     assert [len(store.generations_for(run, i)) for i in ("i0", "i1", "i2")] == [1, 1, 0]
+
+
+def test_the_run_store_and_the_queues_record_their_versions_in_one_table(tmp_path: Path) -> None:
+    from adjudication import open_store as open_queues
+    from adjudication.migrations import LATEST
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    st.open_store(url).close()
+    open_queues(url).close()
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(versions.schema_versions.c.component, versions.schema_versions.c.version)
+        ).all()
+        tables = set(sa.inspect(conn).get_table_names())
+    engine.dispose()
+    assert sorted(rows) == sorted(
+        [("adjudication", v) for v in range(1, LATEST + 1)]
+        + [("critic", v) for v in range(1, st.SCHEMA_VERSION + 1)]
+    )
+    assert {"critic_schema", "schema_version"}.isdisjoint(tables)
