@@ -1,9 +1,11 @@
 """Several processes on one run: each leases the pending items it drafts, for a short time.
 
 Processes (on one machine or many) that run the same command on one store share its run. Each
-one reads the input, registers it (idempotently) and, just before drafting a batch of items,
-leases them: `Store.claim` takes only items that are pending and not leased by a live process,
-with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so no two processes draft one item. A lease lasts
+one reads the input and registers it a chunk (`runs.CHUNK_ROWS`) at a time, leasing the chunk's
+pending items before drafting them: the new ones as it inserts them (only one process inserts
+each), the stored ones through `Store.claim`, which takes only items that are pending and not
+leased by a live process, with `FOR UPDATE SKIP LOCKED` on PostgreSQL. So no two processes
+draft one item, and a process that runs alone pays no statement more than before. A lease lasts
 `TTL_S` seconds on the database's clock and is renewed every `RENEW_S` seconds while the item
 is in flight; recording the outcome ends it. Once its input is exhausted, a process takes over
 items whose lease lapsed (their rows come from the store) and waits while other live processes
@@ -23,6 +25,7 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 from critic.items import Fields, Item
 from critic.store import Store
@@ -87,8 +90,7 @@ class Leases:
     """This process's leases on one run's items.
 
     Args:
-        batch: items leased at a time: about what the engine keeps in flight, so that a process
-            holds little more than it is drafting and the others find the rest free.
+        batch: lapsed items taken over at a time (about what the engine keeps in flight).
     """
 
     store: Store
@@ -100,10 +102,16 @@ class Leases:
     #: Items leased and maybe not yet recorded (pruned at each renewal).
     held: set[str] = field(default_factory=set)
 
-    def claim(self, todo: Sequence[Item]) -> list[Item]:
-        """Those of `todo` leased now to this process, in their order (the rest are recorded
-        or leased by another live process)."""
-        got = self.store.claim(self.run_id, self.owner, [i.id for i in todo], self.ttl_s)
+    def take(self, todo: Sequence[Item], records: Sequence[dict[str, Any]]) -> list[Item]:
+        """Insert `records` (a chunk's new items, leased as they are inserted, and its bad
+        rows), lease those of `todo` already stored and pending; return the items of `todo`
+        this process now holds, in their order. The rest are recorded, leased by another live
+        process, or were inserted first by another process (which leased them)."""
+        new = {r["item_id"] for r in records if r.get("status", "pending") == "pending"}
+        got = self.store.add_items(self.run_id, records, lease_to=(self.owner, self.ttl_s)) & new
+        stored = [i.id for i in todo if i.id not in new]
+        if stored:  # a resumed or shared run: one more statement per chunk
+            got |= self.store.claim(self.run_id, self.owner, stored, self.ttl_s)
         self.held |= got
         return [item for item in todo if item.id in got]
 

@@ -334,8 +334,8 @@ class Intake:
     came from another line), so no set of seen ids grows either. The counts fill the summary.
 
     With `leases`, the run may be shared with other processes (`critic.leases`): the pending
-    items of a chunk are leased a batch at a time just before they are yielded (those another
-    live process holds are skipped), and once the input is exhausted the items of processes
+    items of a chunk are leased before they are yielded (new ones as they are inserted; those
+    another live process holds are skipped), and once the input is exhausted the items of processes
     that died are taken over, rebuilt from their stored rows with `fields`; `limit` keeps that
     to the input's first rows. Without (a Ray worker, which gets its own shard), no leases.
     """
@@ -361,7 +361,7 @@ class Intake:
 
     def register(self, chunk: Sequence[tuple[int, Item | BadRow]]) -> list[Item]:
         """Store the new items and bad rows of `chunk` (`(seq, entry)` pairs); return the items
-        of it still pending."""
+        of it still pending (with leases: those this process leased)."""
         first: dict[str, str] = {}
         goods: list[tuple[int, Item]] = []
         records: list[dict[str, Any]] = []
@@ -388,8 +388,10 @@ class Intake:
                         {"item_id": item.id, "source": item.source, "row": dict(item.row),
                          "seq": seq}
                     )  # fmt: skip
-        self.store.add_items(self.run_id, records)
-        return todo
+        if self.leases is None:
+            self.store.add_items(self.run_id, records)
+            return todo
+        return self.leases.take(todo, records)
 
     async def pending(self) -> AsyncIterator[Item]:
         """The items of the input still pending in the run, in input order; with leases, those
@@ -398,22 +400,15 @@ class Intake:
         for numbered in self.entries:
             chunk.append(numbered)
             if len(chunk) >= CHUNK_ROWS:
-                for item in self._leased(self.register(chunk)):
+                for item in self.register(chunk):
                     yield item
                 chunk = []
         if chunk:
-            for item in self._leased(self.register(chunk)):
+            for item in self.register(chunk):
                 yield item
         if self.leases is not None:
             async for item in self.leases.lapsed(self.fields, self.limit):
                 yield item
-
-    def _leased(self, todo: list[Item]) -> Iterator[Item]:
-        if self.leases is None:
-            yield from todo
-            return
-        for start in range(0, len(todo), self.leases.batch):
-            yield from self.leases.claim(todo[start : start + self.leases.batch])
 
 
 def numbered_items(source: str | Path, input: InputSpec) -> Iterator[tuple[int, Item | BadRow]]:

@@ -161,7 +161,7 @@ def test_leases_are_renewed_while_kept_and_released_after(
 
     async def hold() -> None:
         async with mine.kept():
-            assert [i.id for i in mine.claim(_items(store, run))] == ids(4)
+            assert [i.id for i in mine.take(_items(store, run), [])] == ids(4)
             store.record(run, [Outcome("i0", "drafted", draft={})])
             await asyncio.sleep(0.8)  # twice the TTL: only renewals keep the leases
             assert store.claim(run, "b", ids(4), 30) == set()
@@ -181,3 +181,18 @@ def test_leases_are_renewed_while_kept_and_released_after(
 def _items(store: Store, run: str) -> list[Item]:
     rows = store.rows(run)
     return [Item(r["item_id"], r["row"], r["source"]) for r in rows if r["status"] == "pending"]
+
+
+def test_new_items_are_leased_by_the_process_that_inserts_them(store_url: str) -> None:
+    store = open_store(store_url)
+    run = a_run(store, 2)
+    chunk = [Item(f"i{k}", {"prompt": "p", "response": "r"}, f"x:{k + 1}") for k in range(4)]
+    records = [{"item_id": i.id, "source": i.source, "row": dict(i.row), "seq": k}
+               for k, i in enumerate(chunk)]  # fmt: skip
+    bad = {"item_id": "bad", "source": "x:9", "row": None, "seq": 9, "status": "failed",
+           "reason": "invalid_input", "detail": "broken"}  # fmt: skip
+    first, second = ls.Leases(store, run), ls.Leases(store, run)
+    # i0 and i1 were stored before (pending, never leased): claimed; i2 and i3 inserted leased.
+    assert [i.id for i in first.take(chunk, [*records[2:], bad])] == ids(4)
+    assert second.take(chunk, records) == []  # inserted by the first one, which holds them
+    assert store.lease_holders(run) == {first.owner: 4} and first.held == set(ids(4))

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from adjudication.testing import PostgresServer
+from critic.runs import CHUNK_ROWS
 from critic.store import Store, open_store
 from critic.store.schema import drafts, generations, items
 
@@ -33,7 +34,7 @@ def rows_file(tmp_path: Path, n: int) -> Path:
 
 
 def worker(
-    db: str, source: Path, host: str, ttl_s: float, latency_s: float
+    db: str, source: Path, host: str, ttl_s: float, latency_s: float, concurrency: int = 4
 ) -> subprocess.Popen[str]:
     env = {
         **os.environ,
@@ -41,7 +42,7 @@ def worker(
     }
     return subprocess.Popen(
         [sys.executable, "-m", "tests.shared_run_worker", db, str(source), host, str(ttl_s),
-         str(latency_s)],
+         str(latency_s), str(concurrency)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -65,6 +66,27 @@ def held_by(store: Store, owner: str = "") -> list[str]:
                 )
             ).scalars()
         )
+
+
+def drafted_by(store: Store, owner: str) -> int:
+    """Items drafted in the chunks that workers whose owner starts with `owner` hold (a chunk's
+    new items are leased by the worker that inserts them, so until a takeover it drafts them)."""
+    with store.engine.connect() as conn:
+        seqs = conn.execute(
+            sa.select(items.c.seq).where(
+                items.c.status == "pending", items.c.lease_owner.startswith(owner)
+            )
+        ).scalars()
+        chunks = {seq // CHUNK_ROWS for seq in seqs}
+        return sum(
+            conn.execute(
+                sa.select(sa.func.count()).where(
+                    items.c.status == "drafted", items.c.seq >= c * CHUNK_ROWS,
+                    items.c.seq < (c + 1) * CHUNK_ROWS,
+                )
+            ).scalar_one()
+            for c in chunks
+        )  # fmt: skip
 
 
 def wait_until(condition: object, procs: list[subprocess.Popen[str]], timeout: float = 120) -> None:
@@ -98,16 +120,16 @@ def assert_each_item_recorded_once(store: Store, n: int) -> None:
 def test_four_processes_share_a_run_and_redo_the_work_of_a_killed_one(
     postgres_server: PostgresServer, tmp_path: Path
 ) -> None:
-    n = 600
+    n = 6 * CHUNK_ROWS  # leases are taken a chunk at a time
     url = postgres_server.create_database()  # new: the four migrate it together
     source = rows_file(tmp_path, n)
     # Each worker plays another machine (so the others cannot see its pid die) with a 2 s TTL:
     # the killed one's items are taken over when its leases lapse.
-    procs = [worker(url, source, f"machine-{k}", 2.0, 0.1) for k in range(4)]
+    procs = [worker(url, source, f"machine-{k}", 2.0, 0.1, 32) for k in range(4)]
     try:
         victim, survivors = procs[0], procs[1:]
         store = open_store(url)
-        wait_until(lambda: drafted(store) >= 100 and held_by(store, "machine-0:"), procs)
+        wait_until(lambda: drafted(store) >= 500 and drafted_by(store, "machine-0:"), procs)
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         lost = held_by(store, "machine-0:")

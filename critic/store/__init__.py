@@ -181,17 +181,30 @@ class Store:
         return run_info(row[0])
 
     # -- items ---------------------------------------------------------------------------------
-    def add_items(self, run_id: str, records: Iterable[dict[str, Any]]) -> int:
-        """Insert items not stored yet (by id); return how many were new.
+    def add_items(
+        self,
+        run_id: str,
+        records: Iterable[dict[str, Any]],
+        *,
+        lease_to: tuple[str, float] | None = None,
+    ) -> set[str]:
+        """Insert items not stored yet (by id); return the ids this call inserted.
 
         Each record has item_id, source, row (a dict or None) and optionally seq (its position in
         the input) and status/reason/detail (bad input rows arrive already failed). Inserting is
-        idempotent (`ON CONFLICT DO NOTHING`), so processes sharing a run may add the same items.
+        idempotent (`ON CONFLICT DO NOTHING`), so processes sharing a run may add the same items:
+        only one inserts each. `lease_to=(owner, ttl_s)` inserts the pending ones leased (see
+        `claim`), in the same transaction.
         """
         records = list(records)
         if not records:
-            return 0
+            return set()
         with self.engine.begin() as conn:
+            unleased = {"lease_owner": None, "lease_until": None}
+            lease: dict[str, Any] = unleased
+            if lease_to is not None:
+                clock = conn.execute(sa.select(_clock(conn))).scalar_one()
+                lease = {"lease_owner": lease_to[0], "lease_until": clock + lease_to[1]}
             existing = set(self._stored(conn, run_id, [r["item_id"] for r in records]))
             seq = 0
             if any("seq" not in r for r in records):
@@ -215,11 +228,14 @@ class Store:
                         "reason": record.get("reason"),
                         "detail": record.get("detail"),
                         "updated_at": stamp,
+                        **(lease if record.get("status", "pending") == "pending" else unleased),
                     }
                 )
+            inserted: set[str] = set()
+            insert = _insert_ignore(conn, items).returning(items.c.item_id)
             for start in range(0, len(fresh), 2000):
-                conn.execute(_insert_ignore(conn, items), fresh[start : start + 2000])
-        return len(fresh)
+                inserted.update(conn.execute(insert, fresh[start : start + 2000]).scalars())
+        return inserted
 
     def item_states(self, run_id: str, item_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """`{item_id: (source, status)}` for those of `item_ids` stored in the run (via the key)."""
