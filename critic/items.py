@@ -311,45 +311,74 @@ def load_items(
     """
     fields = fields or Fields()
     path = Path(source)
-    name = str(source)
-    rows: Iterable[tuple[int, str, Any]]
+    if path.is_dir() and not _is_saved_dataset(path):
+        named = (
+            row for file in data_files(path) for row in _named(*_rows_of(file, str(file), split))
+        )
+        yield from _entries(named, fields, check_duplicates)
+        return
+    yield from _entries(_named(*_rows_of(path, str(source), split)), fields, check_duplicates)
+
+
+_DATA_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".parquet", ".pq")
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return any((path / marker).exists() for marker in ("state.json", "dataset_dict.json"))
+
+
+def data_files(directory: Path) -> list[Path]:
+    """The data files (JSONL, CSV, Parquet) directly in `directory`, in name order: a directory
+    of such files is read as one input, file after file."""
+    files = sorted(
+        p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in _DATA_SUFFIXES
+    )
+    if not files:
+        raise InputError(
+            f"{directory}: a directory with no .jsonl, .csv or .parquet files in it, and not one "
+            "saved with datasets' save_to_disk",
+            hint="give a .jsonl, .csv or .parquet file, a folder of them, or a save_to_disk dir",
+        )
+    return files
+
+
+def _rows_of(
+    path: Path, name: str, split: str | None
+) -> tuple[Iterable[tuple[int, str, Any]], str]:
+    """The numbered rows of one input, and the prefix that names them (`FILE:` or `FILE:row `)."""
     if path.is_dir():
-        if not any((path / marker).exists() for marker in ("state.json", "dataset_dict.json")):
-            raise InputError(
-                f"{path}: a directory, but not one saved with datasets' save_to_disk",
-                hint="give a .jsonl, .csv or .parquet file, or a save_to_disk directory",
-            )
-        rows = _read_table(_open_datasets(str(path), split, from_disk=True))
-        label = f"{name}:row "
-    elif path.exists():
+        return _read_table(_open_datasets(str(path), split, from_disk=True)), f"{name}:row "
+    if path.exists():
         suffix = path.suffix.lower()
         if suffix in (".jsonl", ".json", ".ndjson"):
-            rows, label = _read_jsonl(path), f"{name}:"
-        elif suffix == ".csv":
-            rows, label = _read_csv(path), f"{name}:"
-        elif suffix in (".parquet", ".pq"):
-            rows, label = _read_table(_open_parquet(path)), f"{name}:row "
-        else:
-            raise InputError(
-                f"{path}: unknown input format '{suffix or 'no extension'}'",
-                hint="use .jsonl, .csv or .parquet, or a save_to_disk directory",
-            )
-    elif "/" in name and not name.startswith((".", "/")) and len(path.parts) == 2:
-        rows, label = _read_table(_open_datasets(name, split, from_disk=False)), f"{name}:row "
-    else:
+            return _read_jsonl(path), f"{name}:"
+        if suffix == ".csv":
+            return _read_csv(path), f"{name}:"
+        if suffix in (".parquet", ".pq"):
+            return _read_table(_open_parquet(path)), f"{name}:row "
         raise InputError(
-            f"{source}: no such file or directory",
-            hint="check the path; Hub datasets are named like owner/name",
+            f"{path}: unknown input format '{suffix or 'no extension'}'",
+            hint="use .jsonl, .csv or .parquet, or a save_to_disk directory",
         )
-    yield from _entries(rows, label, fields, check_duplicates)
+    if "/" in name and not name.startswith((".", "/")) and len(path.parts) == 2:
+        return _read_table(_open_datasets(name, split, from_disk=False)), f"{name}:row "
+    raise InputError(
+        f"{name}: no such file or directory",
+        hint="check the path; Hub datasets are named like owner/name",
+    )
+
+
+def _named(rows: Iterable[tuple[int, str, Any]], label: str) -> Iterator[tuple[str, str, Any]]:
+    """Rows with their names (`FILE:LINE`, `FILE:row N`) instead of their numbers."""
+    for number, raw, row in rows:
+        yield f"{label}{number}", raw, row
 
 
 def _entries(
-    rows: Iterable[tuple[int, str, Any]], label: str, fields: Fields, check_duplicates: bool
+    rows: Iterable[tuple[str, str, Any]], fields: Fields, check_duplicates: bool
 ) -> Iterator[Item | BadRow]:
     seen: dict[str, str] = {}
-    for number, raw, row in rows:
-        where = f"{label}{number}"
+    for where, raw, row in rows:
         if isinstance(row, _Malformed):
             yield BadRow(_bad_id(raw), where, row.reason)
             continue
@@ -375,6 +404,9 @@ def count_rows(source: str | Path, *, split: str | None = None) -> int | None:
     """
     path = Path(source)
     suffix = path.suffix.lower()
+    if path.is_dir() and not _is_saved_dataset(path):
+        counts = [count_rows(file) for file in data_files(path)]
+        return None if None in counts else sum(c or 0 for c in counts)
     if path.is_file() and suffix in (".jsonl", ".json", ".ndjson", ".csv"):
         lines, last = 0, b"\n"
         with path.open("rb") as handle:
@@ -387,7 +419,7 @@ def count_rows(source: str | Path, *, split: str | None = None) -> int | None:
         import pyarrow.parquet as pq
 
         return int(pq.ParquetFile(path).metadata.num_rows)
-    if path.is_dir() and any((path / m).exists() for m in ("state.json", "dataset_dict.json")):
+    if path.is_dir():
         import datasets
 
         loaded = datasets.load_from_disk(str(path))
@@ -403,10 +435,11 @@ class Part:
     """A piece of an input that a worker reads on its own (`load_part`), for `--ray`.
 
     `kind` says what `start`/`stop` count: `lines` are byte offsets of whole lines of a JSONL
-    file (the part's first line is number `first_line`), `row_groups` are a Parquet file's row
-    groups, `rows` the row indexes of a saved dataset, and `file` is a whole CSV file (a quoted
-    field may span lines, so a CSV file is not cut). `first` is the input position (the store's
-    `seq`) of the part's first row; `rows` its row count; `max_rows` cuts it short for `--limit`.
+    file, `row_groups` are a Parquet file's row groups, `rows` the row indexes of a saved
+    dataset, and `file` is a whole CSV file (a quoted field may span lines, so a CSV file is not
+    cut). `first` is the input position (the store's
+    `seq`) of the part's first row, `first_line` its line or row number in its own file; `rows`
+    its row count; `max_rows` cuts it short for `--limit`.
     """
 
     source: str
@@ -438,7 +471,13 @@ def plan_parts(
     name = str(source)
     suffix = path.suffix.lower()
     parts: list[Part] = []
-    if path.is_file() and suffix in (".jsonl", ".json", ".ndjson"):
+    if path.is_dir() and not _is_saved_dataset(path):
+        offset = 0
+        for file in data_files(path):
+            for part in plan_parts(file, rows_per_part=rows_per_part):
+                parts.append(replace(part, first=part.first + offset))
+            offset = parts[-1].first + parts[-1].rows if parts else offset
+    elif path.is_file() and suffix in (".jsonl", ".json", ".ndjson"):
         with path.open("rb") as handle:
             start, lines, offset = 0, 0, 0
             for line in handle:
@@ -460,18 +499,19 @@ def plan_parts(
         first = 0
         for group in range(meta.num_row_groups):
             count = meta.row_group(group).num_rows
-            parts.append(Part(name, "row_groups", group, group + 1, first, count))
+            parts.append(Part(name, "row_groups", group, group + 1, first, count, first + 1))
             first += count
     elif path.is_file() and suffix == ".csv":
         parts.append(Part(name, "file", 0, 0, 0, count_rows(path) or 0))
-    elif path.is_dir() and any((path / m).exists() for m in ("state.json", "dataset_dict.json")):
+    elif path.is_dir():
         total = count_rows(path, split=split) or 0
         for start in range(0, total, rows_per_part):
             stop = min(total, start + rows_per_part)
-            parts.append(Part(name, "rows", start, stop, start, stop - start, split=split))
+            parts.append(Part(name, "rows", start, stop, start, stop - start, start + 1, split))
     else:
         raise InputError(
-            f"{source}: --ray reads JSONL, CSV and Parquet files and save_to_disk directories",
+            f"{source}: --ray reads JSONL, CSV and Parquet files, folders of them, and "
+            "save_to_disk directories",
             hint="save a Hub dataset with datasets' save_to_disk to storage every worker can read",
         )
     if limit is None:
@@ -503,7 +543,7 @@ def load_part(part: Part, fields: Fields | None = None) -> Iterator[tuple[int, I
             for group in range(part.start, part.stop):
                 yield from table.read_row_group(group).to_pylist()
 
-        rows, label = _read_table(groups(), part.first + 1), f"{part.source}:row "
+        rows, label = _read_table(groups(), part.first_line), f"{part.source}:row "
     elif part.kind == "rows":
         import datasets
 
@@ -511,12 +551,12 @@ def load_part(part: Part, fields: Fields | None = None) -> Iterator[tuple[int, I
         if isinstance(loaded, datasets.DatasetDict):
             loaded = loaded[part.split or ("train" if "train" in loaded else next(iter(loaded)))]
         selected = loaded.select(range(part.start, part.stop))
-        rows, label = _read_table(selected, part.first + 1), f"{part.source}:row "
+        rows, label = _read_table(selected, part.first_line), f"{part.source}:row "
     elif part.kind == "file":
         rows, label = _read_csv(path), f"{part.source}:"
     else:
         raise ValueError(f"unknown part kind {part.kind!r}")
-    entries = _entries(rows, label, fields, check_duplicates=False)
+    entries = _entries(_named(rows, label), fields, check_duplicates=False)
     for offset, entry in enumerate(entries):
         if part.max_rows is not None and offset >= part.max_rows:
             return

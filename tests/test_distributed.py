@@ -74,6 +74,28 @@ def test_parquet_and_saved_dataset_parts_name_rows_like_load_items(tmp_path: Pat
         assert names(read) == names(list(load_items(source)))
 
 
+def test_a_folder_of_files_is_one_input_read_file_after_file(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_jsonl(folder / "a.jsonl", 150, bad_every=100)
+    rows = [{"id": f"p{i}", "prompt": f"q{i}", "response": "ok"} for i in range(120)]
+    pq.write_table(pa.Table.from_pylist(rows), folder / "b.parquet", row_group_size=50)
+    (folder / "notes.txt").write_text("not data")
+    whole = list(load_items(folder))
+    assert len(whole) == 270 and whole[0].source == f"{folder / 'a.jsonl'}:1"
+    assert whole[-1].source == f"{folder / 'b.parquet'}:row 120"
+    assert whole[99].reason.startswith("not valid JSON")  # type: ignore[union-attr]
+    parts = plan_parts(folder, rows_per_part=100)
+    assert [(p.first, p.rows) for p in parts] == [(0, 100), (100, 50), (150, 50), (200, 50),
+                                                  (250, 20)]  # fmt: skip
+    read = [(seq, entry) for part in parts for seq, entry in load_part(part)]
+    assert names([e for _, e in read]) == names(whole)
+    assert [seq for seq, _ in read] == list(range(270))
+
+
 def test_a_hub_name_is_refused_with_a_hint() -> None:
     from critic.errors import InputError
 
