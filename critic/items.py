@@ -98,19 +98,21 @@ def content_id(row: Mapping[str, Any]) -> str:
 
 
 def _bad_id(raw: str) -> str:
+    # Callers pass the row's place with its text: identical bad lines at two places are two
+    # failed items, and a rerun finds each again under the same id.
     return "invalid-" + hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
 def _to_item(row: Any, source: str, fields: Fields, raw: str) -> Item | BadRow:
     if not isinstance(row, dict):
         kind = type(row).__name__ if row is not None else "null"
-        return BadRow(_bad_id(raw), source, f"expected a JSON object, got {kind}")
+        return BadRow(_bad_id(f"{source}:{raw}"), source, f"expected a JSON object, got {kind}")
     if _deeper_than(row, MAX_DEPTH):
-        return BadRow(_bad_id(raw), source, f"nested deeper than {MAX_DEPTH} levels")
+        return BadRow(_bad_id(f"{source}:{raw}"), source, f"nested deeper than {MAX_DEPTH} levels")
     if fields.id is not None:
         if fields.id not in row or row[fields.id] in (None, ""):
             return BadRow(
-                _bad_id(raw), source, f"missing id field '{fields.id}'", row
+                _bad_id(f"{source}:{raw}"), source, f"missing id field '{fields.id}'", row
             )  # the row is kept for the record
         item_id = str(row[fields.id])
     elif row.get("id") not in (None, ""):
@@ -380,7 +382,7 @@ def _entries(
     seen: dict[str, str] = {}
     for where, raw, row in rows:
         if isinstance(row, _Malformed):
-            yield BadRow(_bad_id(raw), where, row.reason)
+            yield BadRow(_bad_id(f"{where}:{raw}"), where, row.reason)
             continue
         result = _to_item(row, where, fields, raw)
         if isinstance(result, Item) and check_duplicates:

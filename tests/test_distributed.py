@@ -210,8 +210,8 @@ def test_ray_workers_draft_through_a_real_vllm_server(
 def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost_or_duplicated(
     ray_ready: None, tmp_path: Path
 ) -> None:
-    n = 8_000
-    source = write_jsonl(tmp_path / "rows.jsonl", n)
+    n, bad = 8_000, 8  # a malformed line every 1,000: named bad rows, not a failed job
+    source = write_jsonl(tmp_path / "rows.jsonl", n, bad_every=1000)
     db = tmp_path / "ray.db"
     driver = subprocess.Popen(
         [*CRITIC, "label", str(source), "-c", "harmlessness", "--backend", "fake",
@@ -235,9 +235,25 @@ def test_a_worker_killed_mid_run_is_replaced_and_nothing_is_lost_or_duplicated(
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
-    assert driver.returncode == 0, stderr.decode()[-3000:]
-    assert json.loads(stdout)["drafted"] == n, (stdout, stderr)
+    assert driver.returncode == 1, stderr.decode()[-3000:]  # 1: some rows failed (the bad ones)
+    summary = json.loads(stdout)
+    assert summary["drafted"] == n - bad and summary["failures"] == {"invalid_input": bad}
+    assert sorted(summary["bad_rows"]) == sorted(
+        f"{source}:{line}: not valid JSON: Expecting property name enclosed in double quotes "
+        "at column 2"
+        for line in range(1000, n + 1, 1000)
+    )
     assert table_counts(db) == {
-        "items": n, "distinct": n, "drafts": n, "generations": n, "generated_items": n,
-        "pending": 0,
+        "items": n, "distinct": n, "drafts": n - bad, "generations": n - bad,
+        "generated_items": n - bad, "pending": 0,
     }  # fmt: skip
+
+
+def test_without_ray_nothing_imports_ray() -> None:
+    probe = (
+        "import sys, critic, critic.cli, critic.runs, critic.tasks, critic.items\n"
+        "from critic.cli import run\n"
+        "print('ray' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

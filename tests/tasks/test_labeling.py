@@ -43,6 +43,21 @@ def test_every_item_gets_a_draft_or_a_recorded_failure(tmp_path: Path, store_url
     assert all(r["template"] and r["run_id"] == summary.run_id for r in good)
 
 
+def test_identical_bad_lines_at_two_places_are_two_recorded_failures(
+    tmp_path: Path, store_url: str
+) -> None:
+    path = tmp_path / "items.jsonl"
+    good = json.dumps({"id": "i0", "prompt": "Human: q", "response": "a"})
+    path.write_text("\n".join(["{broken", good, "{broken", "[1]", "[1]"]) + "\n")
+    store = open_store(store_url)
+    summary = label(path, HARM, FakeBackend(), store)
+    assert (summary.items, summary.drafted, summary.failed) == (5, 1, 4)
+    again = label(path, HARM, FakeBackend(), store)  # the rerun finds the same four, no more
+    assert (again.items, again.failed, again.processed) == (5, 4, 0)
+    sources = sorted(r["source"] for r in export_rows(store) if r["status"] == "failed")
+    assert sources == [f"{path}:{n}" for n in (1, 3, 4, 5)]
+
+
 def test_rerun_sends_no_requests_and_keeps_results(tmp_path: Path, store_url: str) -> None:
     store = open_store(store_url)
     source = items_file(tmp_path)
