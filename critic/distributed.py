@@ -47,6 +47,7 @@ from critic.runs import (
     run_items,
     source_name,
     start_run,
+    summarize,
     synchronous,
 )
 from critic.store import RunInfo, Store, open_store
@@ -305,18 +306,10 @@ async def _draft_on_ray(
     finally:
         if ray_spec.address is None:
             ray.shutdown()
-    counts = store.counts(run.id)
-    return RunSummary(
-        run_id=run.id, db=store.url, constitution=constitution.id,
-        constitution_hash=constitution_hash, backend=backend.backend, model=backend.model or "",
-        items=sum(counts["statuses"].values()), drafted=counts["statuses"].get("drafted", 0),
-        failed=counts["statuses"].get("failed", 0), pending=counts["statuses"].get("pending", 0),
-        already_done=already, processed=processed, labels=counts["labels"],
-        failures=counts["failures"], prompt_tokens=counts["prompt_tokens"],
-        completion_tokens=counts["completion_tokens"], requests=counts["requests"],
-        elapsed_s=time.perf_counter() - started, bad_rows=bad_rows,
-        requests_this_run=counts["requests"] - stored_before,
-        engine="ray", workers=ray_spec.workers,
+    return summarize(
+        store, run.id, constitution, constitution_hash, backend.backend, backend.model or "",
+        started=started, already_done=already, processed=processed, bad_rows=bad_rows,
+        stored_requests=stored_before, engine="ray", workers=ray_spec.workers,
     )  # fmt: skip
 
 

@@ -492,28 +492,46 @@ async def execute_run(
     finally:
         await backend.aclose()
     bad_rows, already = intake.bad_rows, intake.already_done
-    counts = store.counts(run.id)
     servers = backend.stats()["servers"] if isinstance(backend, ServerBacked) else []
+    return summarize(
+        store, run.id, constitution, constitution_hash, backend.name, backend.model,
+        started=started, already_done=already, processed=processed, bad_rows=bad_rows,
+        stored_requests=stored_before, servers=servers,
+    )  # fmt: skip
+
+
+def summarize(
+    store: Store,
+    run_id: str,
+    constitution: Constitution,
+    constitution_hash: str,
+    backend: str,
+    model: str,
+    *,
+    started: float,
+    already_done: int,
+    processed: int,
+    bad_rows: list[str],
+    stored_requests: int,
+    servers: list[dict[str, Any]] | None = None,
+    engine: str = "local",
+    workers: int = 1,
+) -> RunSummary:
+    """A run's summary from the store's counts and what this invocation did.
+
+    `started` is the `time.perf_counter()` at its start; `stored_requests` the stored request
+    count before it, so that `requests_this_run` counts only its own."""
+    counts = store.counts(run_id)
+    statuses = counts["statuses"]
     return RunSummary(
-        run_id=run.id,
-        db=store.url,
-        constitution=constitution.id,
-        constitution_hash=constitution_hash,
-        backend=backend.name,
-        model=backend.model,
-        items=sum(counts["statuses"].values()),
-        drafted=counts["statuses"].get("drafted", 0),
-        failed=counts["statuses"].get("failed", 0),
-        pending=counts["statuses"].get("pending", 0),
-        already_done=already,
-        processed=processed,
-        labels=counts["labels"],
-        failures=counts["failures"],
-        prompt_tokens=counts["prompt_tokens"],
-        completion_tokens=counts["completion_tokens"],
-        requests=counts["requests"],
-        elapsed_s=time.perf_counter() - started,
-        bad_rows=bad_rows,
-        requests_this_run=counts["requests"] - stored_before,
-        servers=servers,
-    )
+        run_id=run_id, db=store.url, constitution=constitution.id,
+        constitution_hash=constitution_hash, backend=backend, model=model,
+        items=sum(statuses.values()), drafted=statuses.get("drafted", 0),
+        failed=statuses.get("failed", 0), pending=statuses.get("pending", 0),
+        already_done=already_done, processed=processed, labels=counts["labels"],
+        failures=counts["failures"], prompt_tokens=counts["prompt_tokens"],
+        completion_tokens=counts["completion_tokens"], requests=counts["requests"],
+        elapsed_s=time.perf_counter() - started, bad_rows=bad_rows,
+        requests_this_run=counts["requests"] - stored_requests, servers=servers or [],
+        engine=engine, workers=workers,
+    )  # fmt: skip
