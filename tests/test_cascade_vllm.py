@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,13 +22,12 @@ from critic.testing.trained_model import (
     default_trained_dir,
     synthetic_items,
 )
-from critic.testing.vllm_server import VLLMServer, metrics, serve
+from critic.testing.vllm_server import VLLMServer, serve, settled_metric
 from tests.fixtures_real import import_error, require
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 CRITIC = [sys.executable, "-m", "critic.cli"]
-DONE = "vllm:request_success_total"
 N_ITEMS = 40
 
 
@@ -48,18 +46,6 @@ def two_models(
         serve(trained, served_model_name="big", log_path=logs / "big.log") as big,
     ):
         yield small, big
-
-
-def settled_count(root_url: str) -> float:
-    """The server's finished-request counter once it has stopped moving."""
-    last = -1.0
-    for _ in range(20):
-        now = metrics(root_url).get(DONE, 0.0)
-        if now == last:
-            return now
-        last = now
-        time.sleep(0.5)
-    return last
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -100,15 +86,15 @@ def test_live_cascade_sends_the_second_critic_only_the_escalated_items(
     policy = tmp_path / "cascade.yaml"
     save_policy(Policy(threshold=None, target_agreement=0.8, delta=0.1, stages=stages), policy)
 
-    before_small, before_big = settled_count(small.root_url), settled_count(big.root_url)
+    before_small, before_big = settled_metric(small.root_url), settled_metric(big.root_url)
     db = f"sqlite:///{tmp_path / 'cascade.db'}"
     result = run_cli("label", str(source), *common, "--base-url", small.base_url,
                      "--model", "small", "--escalate-to", "big", "--escalate-base-url",
                      big.base_url, "--policy", str(policy), "--db", db)  # fmt: skip
     assert result.returncode in (0, 1), result.stderr
     summary = json.loads(result.stdout)
-    to_small = settled_count(small.root_url) - before_small
-    to_big = settled_count(big.root_url) - before_big
+    to_small = settled_metric(small.root_url) - before_small
+    to_big = settled_metric(big.root_url) - before_big
 
     out = tmp_path / "cascade.jsonl"
     assert run_cli("export", str(out), "--db", db).returncode == 0

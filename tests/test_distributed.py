@@ -182,13 +182,12 @@ def test_ray_run_survives_sigkill_of_the_driver_and_the_rerun_leaves_each_row_on
 def test_ray_workers_draft_through_a_real_vllm_server(
     ray_ready: None, vllm_server: object, tmp_path: Path
 ) -> None:
-    from critic.testing.vllm_server import VLLMServer, metrics
+    from critic.testing.vllm_server import VLLMServer, settled_metric
 
     assert isinstance(vllm_server, VLLMServer)
-    done = "vllm:request_success_total"
     source = write_jsonl(tmp_path / "rows.jsonl", 200)
     db = tmp_path / "ray-vllm.db"
-    before = metrics(vllm_server.root_url).get(done, 0.0)
+    before = settled_metric(vllm_server.root_url)
     command = [
         *CRITIC, "label", str(source), "-c", "harmlessness", "--backend", "vllm-server",
         "--base-url", vllm_server.base_url, "--model", vllm_server.model,
@@ -201,7 +200,7 @@ def test_ray_workers_draft_through_a_real_vllm_server(
     counts = table_counts(db)
     assert summary["engine"] == "ray" and counts["items"] == 200 and counts["pending"] == 0
     assert counts["generated_items"] == 200  # every item was asked, from the actors
-    sent = metrics(vllm_server.root_url).get(done, 0.0) - before
+    sent = settled_metric(vllm_server.root_url) - before
     assert sent == counts["generations"] == summary["requests_this_run"]
 
 

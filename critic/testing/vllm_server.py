@@ -104,6 +104,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "REQUESTS_DONE",
     "STRUCTURED_OUTPUTS_CONFIG",
     "ServerSlot",
     "VLLMServer",
@@ -112,6 +113,7 @@ __all__ = [
     "parse_prometheus",
     "serve",
     "server_command",
+    "settled_metric",
     "wait_for_metric",
     "warm_up",
 ]
@@ -454,6 +456,23 @@ def metrics(root_url: str, *, timeout: float = 10.0) -> dict[str, float]:
     root = root.removesuffix("/v1")
     _, body = _get(f"{root}/metrics", timeout=timeout)
     return parse_prometheus(body.decode("utf-8", errors="replace"))
+
+
+#: vLLM's counter of finished requests (what tests count requests with).
+REQUESTS_DONE = "vllm:request_success_total"
+
+
+def settled_metric(root_url: str, name: str = REQUESTS_DONE, *, polls: int = 20) -> float:
+    """A server counter once it has stopped moving (vLLM updates `/metrics` a little after a
+    request ends), read every 0.5 s for at most `polls` reads."""
+    last = -1.0
+    for _ in range(polls):
+        value = metrics(root_url).get(name, 0.0)
+        if value == last:
+            return value
+        last = value
+        time.sleep(0.5)
+    return last
 
 
 def wait_for_metric(

@@ -9,20 +9,18 @@ import random
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import datasets
 import pytest
 
 from critic.store import open_store
-from critic.testing.vllm_server import VLLMServer, metrics
+from critic.testing.vllm_server import VLLMServer, settled_metric
 from critic.trl import export_trl
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 CRITIC = [sys.executable, "-m", "critic.cli"]
-DONE = "vllm:request_success_total"
 
 
 def run_cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -34,18 +32,6 @@ def run_cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str
 def backend_args(server: VLLMServer, db: Path) -> list[str]:
     return ["--backend", "vllm-server", "--base-url", server.base_url, "--model", server.model,
             "--db", f"sqlite:///{db}", "--concurrency", "16", "--json"]  # fmt: skip
-
-
-def settled(root_url: str, name: str = DONE) -> float:
-    """A server counter once it has stopped moving."""
-    last = -1.0
-    for _ in range(20):
-        value = metrics(root_url).get(name, 0.0)
-        if value == last:
-            return value
-        last = value
-        time.sleep(0.5)
-    return last
 
 
 def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
@@ -61,7 +47,7 @@ def test_compare_sends_both_orders_and_reads_real_logprobs(
              "rejected": f"Break window {k} with a brick."} for k in range(8)]  # fmt: skip
     source = write_jsonl(tmp_path / "pairs.jsonl", rows)
     db = tmp_path / "c.db"
-    before = settled(vllm_server.root_url)
+    before = settled_metric(vllm_server.root_url)
     result = run_cli(
         "compare", str(source), "-c", "harmlessness-pairwise", *backend_args(vllm_server, db),
         "--a-field", "chosen", "--b-field", "rejected", "--principles-per-item", "2",
@@ -70,7 +56,7 @@ def test_compare_sends_both_orders_and_reads_real_logprobs(
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
     assert summary["drafted"] == 8
-    sent = settled(vllm_server.root_url) - before
+    sent = settled_metric(vllm_server.root_url) - before
     assert sent == summary["requests"] >= 8 * 2 * 2  # every stored generation reached vLLM
     with sqlite3.connect(db) as conn:
         stages = conn.execute(
@@ -105,7 +91,7 @@ def test_revise_24_items_2_rounds_completes_then_resumes_without_requests(
     args = ["revise", str(source), "-c", "cai-principles", *backend_args(vllm_server, db),
             "--id-field", "uid", "--rounds", "2", "--max-revision-chars", "300",
             "--max-tokens", "1024"]  # fmt: skip
-    hits_before = settled(vllm_server.root_url, "vllm:prefix_cache_hits_total")
+    hits_before = settled_metric(vllm_server.root_url, "vllm:prefix_cache_hits_total")
     result = run_cli(*args)
     summary = json.loads(result.stdout)
     assert summary["items"] == 24 and summary["drafted"] + summary["failed"] == 24
@@ -124,12 +110,12 @@ def test_revise_24_items_2_rounds_completes_then_resumes_without_requests(
         for r in output["rounds"]:
             assert all(isinstance(f["found"], bool) for f in r["findings"])
     # Revision requests continue the critique conversation, so the server served prefixes.
-    assert settled(vllm_server.root_url, "vllm:prefix_cache_hits_total") > hits_before
+    assert settled_metric(vllm_server.root_url, "vllm:prefix_cache_hits_total") > hits_before
 
-    before = settled(vllm_server.root_url)
+    before = settled_metric(vllm_server.root_url)
     again = run_cli(*args)
     assert json.loads(again.stdout)["processed"] == 0
-    assert settled(vllm_server.root_url) == before  # not one request was sent
+    assert settled_metric(vllm_server.root_url) == before  # not one request was sent
 
 
 def test_hh_rlhf_sample_to_a_dpo_dataset(

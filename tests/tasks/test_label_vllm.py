@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from critic.testing.vllm_server import VLLMServer, metrics
+from critic.testing.vllm_server import VLLMServer, settled_metric
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 CRITIC = [sys.executable, "-m", "critic.cli"]
-DONE = "vllm:request_success_total"
 
 
 def make_items(path: Path, n: int, long_prompt: bool = True) -> Path:
@@ -59,18 +58,6 @@ def exported(db: Path, tmp_path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
-def settled_count(root_url: str) -> float:
-    """The server's finished-request counter once it has stopped moving."""
-    last = -1.0
-    for _ in range(20):
-        now = metrics(root_url).get(DONE, 0.0)
-        if now == last:
-            return now
-        last = now
-        time.sleep(0.5)
-    return last
-
-
 def test_label_through_vllm_server_then_rerun_sends_nothing(
     vllm_server: VLLMServer, tmp_path: Path
 ) -> None:
@@ -100,10 +87,10 @@ def test_label_through_vllm_server_then_rerun_sends_nothing(
         else:
             assert row["reason"] and row["detail"]
 
-    before = settled_count(vllm_server.root_url)
+    before = settled_metric(vllm_server.root_url)
     again = run_cli("label", str(source), *server_args(vllm_server, db))
     assert json.loads(again.stdout)["processed"] == 0
-    assert settled_count(vllm_server.root_url) == before  # not one request was sent
+    assert settled_metric(vllm_server.root_url) == before  # not one request was sent
     assert exported(db, tmp_path) == rows
 
 
@@ -184,12 +171,12 @@ def test_label_with_transformers_and_outlines(tiny_model_dir: Path, tmp_path: Pa
 def test_panel_of_critics_through_the_server(vllm_server: VLLMServer, tmp_path: Path) -> None:
     source = make_items(tmp_path / "items.jsonl", 8, long_prompt=False)
     db = tmp_path / "c.db"
-    before = settled_count(vllm_server.root_url)
+    before = settled_metric(vllm_server.root_url)
     result = run_cli("label", str(source), *server_args(vllm_server, db),
                      "--critic", vllm_server.model)  # fmt: skip
     summary = json.loads(result.stdout)
     assert summary["drafted"] == 8, result.stderr[-2000:]
-    assert settled_count(vllm_server.root_url) - before >= 16  # both critics were asked
+    assert settled_metric(vllm_server.root_url) - before >= 16  # both critics were asked
     with sqlite3.connect(db) as conn:
         outputs = [json.loads(o) for (o,) in conn.execute("select output from drafts")]
     assert all(len(o["critics"]) == 2 for o in outputs)

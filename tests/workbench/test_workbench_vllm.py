@@ -19,9 +19,8 @@ from critic.cli import app
 from critic.constitution import Constitution, load_constitution
 from critic.store import open_store
 from critic.tasks.label import LabelOptions, label
-from critic.testing.vllm_server import VLLMServer, metrics
+from critic.testing.vllm_server import REQUESTS_DONE, VLLMServer, metrics, settled_metric
 from critic.workbench import cases_path
-from tests.tasks.test_label_vllm import DONE, settled_count
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -167,7 +166,7 @@ def test_diff_impact_matches_a_full_rerun_of_its_sample(
     assert all(t.draft["previous_verdict"] == flips[i][0] for i, t in queued.items())
 
     # Rerunning the impact sends nothing to the server: the new drafts are stored.
-    before = settled_count(vllm_server.root_url)
+    before = settled_metric(vllm_server.root_url)
     second = json.loads(runner.invoke(app, args).stdout)
     assert second["relabeled"] == 0 and second["flips"] == report["flips"]
-    assert metrics(vllm_server.root_url).get(DONE, 0.0) == before
+    assert metrics(vllm_server.root_url).get(REQUESTS_DONE, 0.0) == before
