@@ -205,7 +205,9 @@ class Store:
             if lease_to is not None:
                 clock = conn.execute(sa.select(_clock(conn))).scalar_one()
                 lease = {"lease_owner": lease_to[0], "lease_until": clock + lease_to[1]}
-            existing = set(self._stored(conn, run_id, [r["item_id"] for r in records]))
+            # No lookup first: `ON CONFLICT DO NOTHING ... RETURNING` says what was new, and
+            # the engine sends only ids its own lookup did not find.
+            existing: set[str] = set()
             seq = 0
             if any("seq" not in r for r in records):
                 seq = conn.execute(
