@@ -107,13 +107,15 @@ def test_a_server_killed_mid_run_leaves_every_item_drafted_once(
     vllm_spare_slot: ServerSlot,
     tmp_path: Path,
 ) -> None:
-    n = 160
+    n = 240
     db = tmp_path / "c.db"
     backend = backend_for(vllm_servers)
     killed_after: list[int] = []
 
     async def kill_when_busy() -> None:
-        while backend.stats()["servers"][1]["answered"] < 10:
+        # A few answers are enough to be mid-run: on two shared cores the balancer may give a
+        # CPU-starved spare only a small share (CI saw it finish under 10 of 160).
+        while backend.stats()["servers"][1]["answered"] < 3:
             await asyncio.sleep(0.01)
         killed_after.append(backend.stats()["servers"][1]["answered"])
         vllm_spare_slot.kill()  # SIGKILL to the whole process group
