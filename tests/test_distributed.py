@@ -3,7 +3,8 @@
 The parts are checked against `load_items` (same rows, same names, same order). The Ray tests
 start a real local cluster (`ray.init`) through the CLI: 20,000 rows on the fake backend with the
 driver killed by SIGKILL mid-run and a rerun that leaves every row exactly once, and 200 rows
-through a real vLLM server from Ray workers, counted on the server.
+through a real vLLM server from Ray workers, counted on the server, and 20 rows drafted by an
+actor's own in-process vLLM engine (`--backend vllm`).
 """
 
 from __future__ import annotations
@@ -202,6 +203,37 @@ def test_ray_workers_draft_through_a_real_vllm_server(
     assert counts["generated_items"] == 200  # every item was asked, from the actors
     sent = settled_metric(vllm_server.root_url) - before
     assert sent == counts["generations"] == summary["requests_this_run"]
+
+
+@pytest.mark.ray
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_ray_workers_draft_with_their_own_in_process_vllm_engine(
+    ray_ready: None, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # `--backend vllm`: each actor loads one engine (num_gpus=0 on a CPU-only machine, else 1);
+    # the driver only names the model. About a minute here, most of it the engine's start-up.
+    n = 20
+    source = write_jsonl(tmp_path / "rows.jsonl", n)
+    db = tmp_path / "ray-engine.db"
+    command = [
+        *CRITIC, "label", str(source), "-c", "harmlessness", "--backend", "vllm",
+        "--model", str(tiny_model_dir), "--db", f"sqlite:///{db}", "--max-tokens", "768",
+        "--ray", "--ray-workers", "1", "--json", "-q",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1200, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["engine"] == "ray" and summary["workers"] == 1
+    assert summary["backend"] == "vllm" and summary["model"] == str(tiny_model_dir)
+    assert summary["drafted"] == n and summary["requests_this_run"] == n
+    assert table_counts(db) == {
+        "items": n, "distinct": n, "drafts": n, "generations": n, "generated_items": n,
+        "pending": 0,
+    }  # fmt: skip
+    with sqlite3.connect(db) as conn:  # the engine's token counts reached the store
+        tokens = conn.execute("SELECT min(completion_tokens) FROM generations").fetchone()[0]
+    assert tokens > 0
 
 
 @pytest.mark.ray
