@@ -72,6 +72,9 @@ class Templates:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=False,
+            # A run renders what it hashed at start (`hash()` is stored with the run), not an edit
+            # made while it runs; and no stat() of the template file per prompt.
+            auto_reload=False,
         )
         env.filters["data"] = fence_delimiters
         return env

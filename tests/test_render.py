@@ -121,3 +121,18 @@ def test_templates_render_in_a_sandbox(tmp_path: Path) -> None:
     )
     with pytest.raises(TemplateError, match=r"label_user\.j2: the template did something unsafe"):
         render_label(Templates.load(tmp_path), load_constitution("harmlessness"), ITEM)
+
+
+def test_a_template_edited_mid_run_is_not_picked_up(tmp_path: Path) -> None:
+    # The run key holds the hash of the templates read at start; rendering an edit made later
+    # would store drafts under a template they were not made with.
+    (tmp_path / "label_system.j2").write_text("system v1")
+    (tmp_path / "label_user.j2").write_text("user v1 {{ item.prompt }}")
+    templates = Templates.load(tmp_path)
+    first = render_label(templates, load_constitution("harmlessness"), ITEM)
+    (tmp_path / "label_system.j2").write_text("system v2")
+    os.utime(tmp_path / "label_system.j2", (1e9 + 10, 2e9))  # a newer mtime, whatever the clock
+    assert render_label(templates, load_constitution("harmlessness"), ITEM) == first
+    assert "v2" in str(
+        render_label(Templates.load(tmp_path), load_constitution("harmlessness"), ITEM)
+    )
