@@ -76,6 +76,7 @@ class Job:
     constitution: Constitution
     options: Any
     input: InputSpec
+    templates: Templates  # a snapshot: the sources the run hashed, not a path to read again
     backend: BackendSpec
     critics: tuple[BackendSpec, ...]
     concurrency: int
@@ -91,9 +92,8 @@ class DraftWorker:
         self.store = open_store(job.db)
         self.backend = job.backend.build()
         self.critics = [c.build() for c in job.critics]
-        templates = Templates.load(job.input.prompts)
         self.drafter = task.drafter(
-            self.backend, job.constitution, templates, job.options, self.critics
+            self.backend, job.constitution, job.templates, job.options, self.critics
         )
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
@@ -192,7 +192,7 @@ async def arun_on_ray(
         raise UsageError(f"{task.name} runs one critic model; a panel is for label runs")
     fields = task.prepare(constitution, input.fields)
     input = replace(input, fields=fields)
-    templates = Templates.load(input.prompts)
+    templates = Templates.load(input.prompts).snapshot()  # hashed and sent to every worker
     store = open_store(db)
     in_process = backend.backend in ("vllm", "transformers")
     probe: Any = _Named(backend) if in_process else backend.build()
@@ -219,7 +219,7 @@ async def arun_on_ray(
     total = sum(p.max_rows or p.rows for p in parts)
     total = max(0, total - statuses.get("drafted", 0) - statuses.get("failed", 0))
     job = Job(
-        task.name, run.id, db, constitution, opts, input, backend, tuple(critics),
+        task.name, run.id, db, constitution, opts, input, templates, backend, tuple(critics),
         control.concurrency,
     )  # fmt: skip
     if progress:

@@ -49,9 +49,15 @@ def shipped_prompts_dir() -> Path:
 
 @dataclass(frozen=True)
 class Templates:
-    """A directory of prompt templates; the shipped ones unless the user points elsewhere."""
+    """A directory of prompt templates; the shipped ones unless the user points elsewhere.
+
+    `sources` (name, text) pairs, when given, are the templates themselves, read once by
+    `snapshot()`: what `--ray` sends to its workers, which may run on machines without that
+    directory (or with another copy of it) and must render what the run hashed at start.
+    """
 
     directory: Path
+    sources: tuple[tuple[str, str], ...] | None = None
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> Templates:
@@ -63,10 +69,29 @@ class Templates:
             )
         return cls(path)
 
+    def snapshot(self) -> Templates:
+        """These templates with every `*.j2` under the directory read now, into memory."""
+        if self.sources is not None:
+            return self
+        files = sorted(p for p in self.directory.rglob("*.j2") if p.is_file())
+        return Templates(
+            self.directory,
+            tuple((p.relative_to(self.directory).as_posix(), p.read_text("utf-8")) for p in files),
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled (to Ray workers) without the jinja2 environment, which each side builds anew.
+        return {k: v for k, v in self.__dict__.items() if k != "env"}
+
     @cached_property
     def env(self) -> jinja2.Environment:
+        loader: jinja2.BaseLoader = (
+            jinja2.FileSystemLoader(str(self.directory))
+            if self.sources is None
+            else jinja2.DictLoader(dict(self.sources))
+        )
         env = jinja2.sandbox.SandboxedEnvironment(
-            loader=jinja2.FileSystemLoader(str(self.directory)),
+            loader=loader,
             undefined=jinja2.StrictUndefined,
             autoescape=False,
             trim_blocks=True,
@@ -81,6 +106,14 @@ class Templates:
 
     def source(self, name: str) -> str:
         path = self.directory / name
+        if self.sources is not None:
+            held = dict(self.sources)
+            if name in held:
+                return held[name]
+            raise TemplateError(
+                f"{path}: template missing (it was not there when the run read its templates)",
+                hint="put it in the --prompts directory and start the run again",
+            )
         if not path.is_file():
             shipped = shipped_prompts_dir() / name
             raise TemplateError(

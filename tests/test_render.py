@@ -136,3 +136,24 @@ def test_a_template_edited_mid_run_is_not_picked_up(tmp_path: Path) -> None:
     assert "v2" in str(
         render_label(Templates.load(tmp_path), load_constitution("harmlessness"), ITEM)
     )
+
+
+def test_a_snapshot_renders_what_was_read_without_the_directory(tmp_path: Path) -> None:
+    # What --ray sends its workers: they may run where the --prompts directory is not.
+    import pickle
+    import shutil
+
+    prompts = tmp_path / "prompts"
+    shutil.copytree(Templates.load().directory, prompts)
+    loaded = Templates.load(prompts)
+    expected = render_label(loaded, load_constitution("harmlessness"), ITEM)
+    names = ("label_system.j2", "label_user.j2", "reask.j2")
+    sent = loaded.snapshot()
+    assert render_label(sent, load_constitution("harmlessness"), ITEM) == expected
+    snapshot = pickle.loads(pickle.dumps(sent))
+    assert "env" not in vars(snapshot)  # the compiled jinja2 environment stays behind
+    shutil.rmtree(prompts)
+    assert render_label(snapshot, load_constitution("harmlessness"), ITEM) == expected
+    assert snapshot.hash(names) == Templates.load().hash(names)
+    with pytest.raises(TemplateError, match=r"nope\.j2: template missing \(it was not there"):
+        snapshot.source("nope.j2")
