@@ -462,9 +462,26 @@ def metrics(root_url: str, *, timeout: float = 10.0) -> dict[str, float]:
 REQUESTS_DONE = "vllm:request_success_total"
 
 
-def settled_metric(root_url: str, name: str = REQUESTS_DONE, *, polls: int = 20) -> float:
+def settled_metric(
+    root_url: str,
+    name: str = REQUESTS_DONE,
+    *,
+    polls: int = 20,
+    at_least: float | None = None,
+    timeout: float = 30.0,
+) -> float:
     """A server counter once it has stopped moving (vLLM updates `/metrics` a little after a
-    request ends), read every 0.5 s for at most `polls` reads."""
+    request ends), read every 0.5 s for at most `polls` reads.
+
+    With `at_least` (what the caller knows was sent), first wait up to `timeout` s for the counter
+    to get there: on a loaded machine the update can lag more than one read, so two equal reads
+    alone could settle below the truth. A counter that never gets there is returned as it is,
+    for the caller's assertion to show.
+    """
+    if at_least is not None:
+        deadline = time.monotonic() + timeout
+        while metrics(root_url).get(name, 0.0) < at_least and time.monotonic() < deadline:
+            time.sleep(0.25)
     last = -1.0
     for _ in range(polls):
         value = metrics(root_url).get(name, 0.0)
