@@ -488,57 +488,59 @@ class Store:
     # -- reading -------------------------------------------------------------------------------
     def rows(self, run_id: str | None = None) -> Iterator[dict[str, Any]]:
         """One joined row per stored item (with its draft, if any), in input order."""
-        query = (
-            sa.select(
-                items.c.run_id,
-                items.c.item_id,
-                items.c.source,
-                items.c.row,
-                items.c.status,
-                items.c.reason,
-                items.c.detail,
-                items.c.updated_at,
-                drafts.c.label,
-                drafts.c.score,
-                drafts.c.rationale,
-                drafts.c.output,
-                drafts.c.confidence,
-                drafts.c.components,
-                drafts.c.parse_attempts,
-                drafts.c.created_at.label("drafted_at"),
-                runs.c.created_at.label("run_created_at"),
-                runs.c.task,
-                runs.c.constitution_hash,
-                runs.c.template_hash,
-                runs.c.backend,
-                runs.c.model,
-                runs.c.params,
-                constitutions.c.constitution_id,
-                constitutions.c.version.label("constitution_version"),
+        query = sa.select(
+            items.c.run_id,
+            items.c.item_id,
+            items.c.source,
+            items.c.row,
+            items.c.status,
+            items.c.reason,
+            items.c.detail,
+            items.c.updated_at,
+            drafts.c.label,
+            drafts.c.score,
+            drafts.c.rationale,
+            drafts.c.output,
+            drafts.c.confidence,
+            drafts.c.components,
+            drafts.c.parse_attempts,
+            drafts.c.created_at.label("drafted_at"),
+            runs.c.created_at.label("run_created_at"),
+            runs.c.task,
+            runs.c.constitution_hash,
+            runs.c.template_hash,
+            runs.c.backend,
+            runs.c.model,
+            runs.c.params,
+            constitutions.c.constitution_id,
+            constitutions.c.version.label("constitution_version"),
+        ).select_from(
+            items.join(runs, runs.c.id == items.c.run_id)
+            .outerjoin(
+                drafts,
+                sa.and_(drafts.c.run_id == items.c.run_id, drafts.c.item_id == items.c.item_id),
             )
-            .select_from(
-                items.join(runs, runs.c.id == items.c.run_id)
-                .outerjoin(
-                    drafts,
-                    sa.and_(drafts.c.run_id == items.c.run_id, drafts.c.item_id == items.c.item_id),
-                )
-                .outerjoin(constitutions, constitutions.c.hash == runs.c.constitution_hash)
-            )
-            .order_by(runs.c.created_at, items.c.seq)
+            .outerjoin(constitutions, constitutions.c.hash == runs.c.constitution_hash)
         )
-        if run_id is not None:
-            query = query.where(items.c.run_id == run_id)
+        # Run by run (oldest first), each in input order through the (run_id, seq) index: no
+        # sort of the whole run (which SQLite spills to temporary files at millions of rows).
         # Streamed: a server-side cursor on PostgreSQL, SQLite's own lazy stepping, fetched
         # `_YIELD_PER` rows at a time, so reading a run of any size holds one batch.
         with self.engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=_YIELD_PER).execute(
-                query
-            )
-            for row in result.mappings():
-                out = dict(row)
-                for key in ("row", "output", "components", "params"):
-                    out[key] = json.loads(out[key]) if out[key] is not None else None
-                yield out
+            if run_id is not None:
+                run_ids = [run_id]
+            else:
+                order = sa.select(runs.c.id).order_by(runs.c.created_at, runs.c.id)
+                run_ids = list(conn.execute(order).scalars())
+            for one in run_ids:
+                result = conn.execution_options(stream_results=True, yield_per=_YIELD_PER).execute(
+                    query.where(items.c.run_id == one).order_by(items.c.seq)
+                )
+                for row in result.mappings():
+                    out = dict(row)
+                    for key in ("row", "output", "components", "params"):
+                        out[key] = json.loads(out[key]) if out[key] is not None else None
+                    yield out
 
     def status_counts(self, run_id: str) -> dict[str, int]:
         """`{status: count}` of a run's items (through the status index)."""

@@ -121,7 +121,17 @@ def _003_item_leases(conn: sa.Connection) -> None:
     conn.execute(sa.text("ALTER TABLE items ADD COLUMN lease_until FLOAT"))
 
 
-MIGRATIONS: tuple[Migration, ...] = (_001_runs, _002_routes, _003_item_leases)
+def _004_items_in_input_order(conn: sa.Connection) -> None:
+    """An index on each run's input order, so export reads a run in order without sorting it."""
+    conn.execute(sa.text("CREATE INDEX ix_items_seq ON items (run_id, seq)"))
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _001_runs,
+    _002_routes,
+    _003_item_leases,
+    _004_items_in_input_order,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

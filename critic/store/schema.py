@@ -59,6 +59,7 @@ items = sa.Table(
     sa.Column("lease_owner", sa.String(255)),
     sa.Column("lease_until", sa.Float),
     sa.Index("ix_items_status", "run_id", "status"),
+    sa.Index("ix_items_seq", "run_id", "seq"),  # input order: export, claims, --limit
 )
 
 generations = sa.Table(

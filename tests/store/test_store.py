@@ -135,3 +135,38 @@ def test_the_run_store_and_the_queues_record_their_versions_in_one_table(tmp_pat
         + [("critic", v) for v in range(1, st.SCHEMA_VERSION + 1)]
     )
     assert {"critic_schema", "schema_version"}.isdisjoint(tables)
+
+
+def test_rows_come_run_by_run_oldest_first_each_in_input_order(store_url: str) -> None:
+    from critic.store import RunInfo, open_store
+    from tests.test_leases import HARM
+
+    store = open_store(store_url)
+    digest = store.save_constitution(HARM)
+    for run_id, created in (
+        ("new", "2026-02-01T00:00:00+00:00"),
+        ("old", "2026-01-01T00:00:00+00:00"),
+    ):
+        store.ensure_run(
+            RunInfo(id=run_id, key=run_id, task="label", constitution_hash=digest,
+                    template_hash="t", backend="fake", model="m", params={}, input="x",
+                    created_at=created)
+        )  # fmt: skip
+        # Input order (seq) is the reverse of the ids' order, and of the insertion order.
+        store.add_items(
+            run_id,
+            [{"item_id": f"{run_id}-{k}", "source": f"x:{3 - k}", "row": {}, "seq": 3 - k}
+             for k in range(4)],
+        )  # fmt: skip
+    order = [(r["run_id"], r["item_id"]) for r in store.rows()]
+    assert order == [("old", f"old-{k}") for k in (3, 2, 1, 0)] + [
+        ("new", f"new-{k}") for k in (3, 2, 1, 0)
+    ]
+    assert [r["item_id"] for r in store.rows("new")] == [f"new-{k}" for k in (3, 2, 1, 0)]
+    if store.engine.dialect.name == "sqlite":  # read through the index: no sort of the run
+        with store.engine.connect() as conn:
+            plan = conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT item_id FROM items WHERE run_id = 'new' ORDER BY seq"
+            ).all()
+        assert "ix_items_seq" in str(plan) and "TEMP B-TREE" not in str(plan)
+    store.close()
