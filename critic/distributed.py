@@ -52,6 +52,7 @@ from critic.runs import (
 )
 from critic.store import RunInfo, Store, open_store
 from critic.tasks import task_named
+from critic.tasks.base import prepare_run
 
 #: Rows per part: small enough that a retried part redoes little, big enough to keep a worker's
 #: window of requests full.
@@ -188,11 +189,8 @@ async def arun_on_ray(
     control = control or RunControl()
     opts = options or task.options()
     started = time.perf_counter()
-    if critics and task.name != "label":
-        raise UsageError(f"{task.name} runs one critic model; a panel is for label runs")
-    fields = task.prepare(constitution, input.fields)
-    input = replace(input, fields=fields)
-    templates = Templates.load(input.prompts).snapshot()  # hashed and sent to every worker
+    input, fields, templates = prepare_run(task, constitution, input, critics)
+    templates = templates.snapshot()  # hashed and sent to every worker
     store = open_store(db)
     in_process = backend.backend in ("vllm", "transformers")
     probe: Any = _Named(backend) if in_process else backend.build()

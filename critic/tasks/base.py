@@ -178,6 +178,17 @@ class Task:
     drafter: Callable[[Backend, Constitution, Templates, Any, Sequence[Backend]], Drafter]
 
 
+def prepare_run(
+    task: Task, constitution: Constitution, input: InputSpec, critics: Sequence[object] = ()
+) -> tuple[InputSpec, Fields, Templates]:
+    """Check that a run's arguments fit `task` (a panel only for label, the constitution's
+    fields); return the input with its resolved fields, those fields, and the run's templates."""
+    if critics and task.name != "label":
+        raise UsageError(f"{task.name} runs one critic model; a panel is for label runs")
+    fields = task.prepare(constitution, input.fields)
+    return replace(input, fields=fields), fields, Templates.load(input.prompts)
+
+
 async def arun_task(
     task: Task,
     source: str | Path,
@@ -199,16 +210,12 @@ async def arun_task(
     input = input or InputSpec()
     opts = options or task.options()
     try:
-        if critics and task.name != "label":
-            raise UsageError(f"{task.name} runs one critic model; a panel is for label runs")
-        fields = task.prepare(constitution, input.fields)
-        templates = Templates.load(input.prompts)
+        input, fields, templates = prepare_run(task, constitution, input, critics)
         drafter = task.drafter(backend, constitution, templates, opts, critics)  # renders first
         return await execute_run(
             task.name, task.identity(opts, fields, critics), drafter,
             templates.hash(task.templates), source, constitution, backend, store,
-            input=replace(input, fields=fields), control=control,
-            progress=progress, on_bad_row=on_bad_row,
+            input=input, control=control, progress=progress, on_bad_row=on_bad_row,
         )  # fmt: skip
     finally:
         for extra in critics:
