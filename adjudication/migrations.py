@@ -195,9 +195,6 @@ def _003_web_sessions(conn: Connection, now: datetime) -> None:
 MIGRATIONS: tuple[Migration, ...] = (_001_initial, _002_queue_members, _003_web_sessions)
 LATEST = len(MIGRATIONS)
 
-# Any constant works; it only has to be the same for every process migrating one database.
-_PG_MIGRATION_LOCK = 0x63726974
-
 
 def current_version(conn: Connection) -> int:
     """The queues' schema version recorded in the database (0 for a new, empty one)."""
@@ -214,10 +211,7 @@ def migrate(conn: Connection, now: datetime) -> list[int]:
     Returns:
         The versions applied now (empty when the database was already current).
     """
-    if conn.dialect.name == "postgresql":
-        # Two processes opening a new database at once must not both create the tables.
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
-    versions.ensure(conn)
+    versions.ensure(conn)  # on PostgreSQL, one migrating process at a time from here on
     have = current_version(conn)
     if have > LATEST:
         raise StoreError(

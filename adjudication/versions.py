@@ -50,10 +50,13 @@ _PG_VERSIONS_LOCK = 0x76657273
 
 
 def ensure(conn: Connection) -> None:
-    """Create `schema_versions` if missing, moving in the queues' older version table."""
+    """Create `schema_versions` if missing, moving in the queues' older version table.
+
+    On PostgreSQL this takes a transaction-level lock first, held until the caller's transaction
+    ends: a migration that calls `ensure` first (both components' do) runs one process at a time,
+    whichever component it is, and needs no lock of its own.
+    """
     if conn.dialect.name == "postgresql":
-        # The queues and the run store may open one new database at once, from two processes:
-        # one of them creates the shared table, the other waits and finds it.
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_VERSIONS_LOCK})
     schema_versions.create(conn, checkfirst=True)
     if inspect(conn).has_table(LEGACY_QUEUE_VERSIONS.name):

@@ -49,6 +49,8 @@ from critic.runs import (
     start_run,
     summarize,
     synchronous,
+    todo_left,
+    window,
 )
 from critic.store import RunInfo, Store, open_store
 from critic.tasks import task_named
@@ -101,21 +103,17 @@ class DraftWorker:
         report: dict[str, list[Any]] = {"part": [], "processed": [], "already": [], "bad": []}
         for text in batch["part"]:
             part = Part(**json.loads(str(text)))
-            bad: list[str] = []
-            intake = Intake(
-                self.store, self.job.run_id, load_part(part, self.job.input.fields),
-                on_bad_row=lambda row, bad=bad: bad.append(str(row)),  # type: ignore[misc]
-            )  # fmt: skip
+            intake = Intake(self.store, self.job.run_id, load_part(part, self.job.input.fields))
             processed = self.loop.run_until_complete(
                 run_items(
                     self.drafter, self.store, self.job.run_id, intake.pending(),
-                    concurrency=self.job.concurrency,
+                    concurrency=window(self.backend, self.job.concurrency),  # per server
                 )
             )  # fmt: skip
             report["part"].append(f"{part.source}@{part.start}")
             report["processed"].append(processed)
             report["already"].append(intake.already_done)
-            report["bad"].append(json.dumps(bad))
+            report["bad"].append(json.dumps(intake.bad_rows))
         return report
 
     def __del__(self) -> None:
@@ -189,8 +187,7 @@ async def arun_on_ray(
     control = control or RunControl()
     opts = options or task.options()
     started = time.perf_counter()
-    input, fields, templates = prepare_run(task, constitution, input, critics)
-    templates = templates.snapshot()  # hashed and sent to every worker
+    input, fields, templates = prepare_run(task, constitution, input, critics)  # sent to workers
     store = open_store(db)
     in_process = backend.backend in ("vllm", "transformers")
     probe: Any = _Named(backend) if in_process else backend.build()
@@ -213,9 +210,7 @@ async def arun_on_ray(
         store.reset_failed(run.id)
     parts = plan_parts(source, split=input.split, limit=input.limit, rows_per_part=ROWS_PER_PART)
     stored_before = store.counts(run.id)["requests"]
-    statuses = store.status_counts(run.id)
-    total = sum(p.max_rows or p.rows for p in parts)
-    total = max(0, total - statuses.get("drafted", 0) - statuses.get("failed", 0))
+    total = todo_left(store, run.id, sum(p.max_rows or p.rows for p in parts))
     job = Job(
         task.name, run.id, db, constitution, opts, input, templates, backend, tuple(critics),
         control.concurrency,

@@ -285,13 +285,23 @@ def _open_datasets(target: str, split: str | None, from_disk: bool) -> Iterator[
                 f"{target}: cannot load it as a Hugging Face Hub dataset: {exc}",
                 hint="check the name and --split, your network access, or give a local file",
             ) from None
-    if isinstance(loaded, datasets.DatasetDict):
-        names = list(loaded)
-        chosen = split or ("train" if "train" in names else names[0])
-        if chosen not in loaded:
-            raise InputError(f"{target}: no split '{chosen}'", hint=f"splits: {', '.join(names)}")
-        loaded = loaded[chosen]
-    yield from loaded
+    yield from _choose_split(loaded, split, target)
+
+
+def _choose_split(loaded: Any, split: str | None, target: object) -> Any:
+    """The split `split` of a `DatasetDict` (default: train, else the first), or `loaded` itself
+    when it is one dataset."""
+    import datasets
+
+    if not isinstance(loaded, datasets.DatasetDict):
+        return loaded
+    names = list(loaded)
+    chosen = split or ("train" if "train" in names else (names[0] if names else "train"))
+    if chosen not in loaded:
+        raise InputError(
+            f"{target}: no split '{chosen}'", hint=f"splits: {', '.join(names) or 'none'}"
+        )
+    return loaded[chosen]
 
 
 def load_items(
@@ -402,7 +412,8 @@ def count_rows(source: str | Path, *, split: str | None = None) -> int | None:
     """About how many rows `source` has, read cheaply (for a progress bar); None if unknown.
 
     Lines of a JSONL file (blank ones included), lines after a CSV header (a quoted field may
-    span lines), a Parquet file's metadata, a saved dataset's length.
+    span lines), a Parquet file's metadata, a saved dataset's length. A split the saved
+    dataset lacks is an InputError, as it is when reading.
     """
     path = Path(source)
     suffix = path.suffix.lower()
@@ -424,11 +435,7 @@ def count_rows(source: str | Path, *, split: str | None = None) -> int | None:
     if path.is_dir():
         import datasets
 
-        loaded = datasets.load_from_disk(str(path))
-        if isinstance(loaded, datasets.DatasetDict):
-            chosen = split or ("train" if "train" in loaded else next(iter(loaded), None))
-            return len(loaded[chosen]) if chosen in loaded else None
-        return len(loaded)
+        return len(_choose_split(datasets.load_from_disk(str(path)), split, path))
     return None
 
 
@@ -549,9 +556,7 @@ def load_part(part: Part, fields: Fields | None = None) -> Iterator[tuple[int, I
     elif part.kind == "rows":
         import datasets
 
-        loaded = datasets.load_from_disk(str(path))
-        if isinstance(loaded, datasets.DatasetDict):
-            loaded = loaded[part.split or ("train" if "train" in loaded else next(iter(loaded)))]
+        loaded = _choose_split(datasets.load_from_disk(str(path)), part.split, path)
         selected = loaded.select(range(part.start, part.stop))
         rows, label = _read_table(selected, part.first_line), f"{part.source}:row "
     elif part.kind == "file":

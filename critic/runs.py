@@ -427,8 +427,20 @@ def estimate_todo(store: Store, run_id: str, source: str | Path, input: InputSpe
         return None
     if input.limit is not None:
         rows = min(rows, input.limit)
+    return todo_left(store, run_id, rows)
+
+
+def todo_left(store: Store, run_id: str, rows: int) -> int:
+    """How many of a run's `rows` input rows are not yet drafted or failed."""
     statuses = store.status_counts(run_id)
     return max(0, rows - statuses.get("drafted", 0) - statuses.get("failed", 0))
+
+
+def window(backend: object, concurrency: int) -> int:
+    """Items in flight for `concurrency`: it is per server on a backend with several."""
+    if isinstance(backend, ServerBacked):
+        return concurrency * len(backend.base_urls)
+    return concurrency
 
 
 def duplicate(item: Item, first: str) -> BadRow:
@@ -474,10 +486,8 @@ async def execute_run(
             store.reset_failed(run.id)
         total = estimate_todo(store, run.id, source, input)
         stored_before = store.counts(run.id)["requests"]
-        window = control.concurrency
-        if isinstance(backend, ServerBacked):  # --concurrency is per server
-            window *= len(backend.base_urls)
-        leases = Leases(store, run.id, batch=window)
+        in_flight = window(backend, control.concurrency)
+        leases = Leases(store, run.id, batch=in_flight)
         intake = Intake(
             store, run.id, numbered_items(source, input), on_bad_row, leases=leases,
             fields=input.fields or Fields(), limit=input.limit,
@@ -486,7 +496,7 @@ async def execute_run(
             progress(0, total or 0)
         async with leases.kept():
             processed = await run_items(
-                drafter, store, run.id, intake.pending(), concurrency=window,
+                drafter, store, run.id, intake.pending(), concurrency=in_flight,
                 progress=progress, total=total,
             )  # fmt: skip
     finally:

@@ -75,6 +75,23 @@ def test_parquet_and_saved_dataset_parts_name_rows_like_load_items(tmp_path: Pat
         assert names(read) == names(list(load_items(source)))
 
 
+def test_a_split_the_saved_dataset_lacks_is_named_before_any_part_is_planned(
+    tmp_path: Path,
+) -> None:
+    # It used to count as 0 rows: --ray then drafted nothing and said nothing.
+    import datasets
+
+    from critic.errors import InputError
+
+    rows = [{"id": f"r{i}", "prompt": f"q{i}", "response": "ok"} for i in range(5)]
+    saved = tmp_path / "saved"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(saved))
+    assert sum(p.rows for p in plan_parts(saved, split="train")) == 5
+    with pytest.raises(InputError, match=r"saved: no split 'test'") as err:
+        plan_parts(saved, split="test")
+    assert err.value.hint == "splits: train"
+
+
 def test_a_folder_of_files_is_one_input_read_file_after_file(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -32,27 +32,28 @@ def _snapshot(path: Path) -> dict[str, bytes]:
     }
 
 
-def _break_writers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the datasets and Parquet writers write part of their output, then fail (a full disk)."""
+def _break_writers(monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
+    """Make the writer that writes `fmt`'s output write part of it, then fail (a full disk).
 
-    def to_parquet(self: Any, target: str, *args: Any, **kwargs: Any) -> None:
-        Path(target).write_bytes(b"PAR1 half a file")
-        raise OSError(28, "No space left on device")
+    Parquet is streamed by `ParquetWriter`; `hf` and the TRL formats end in `save_to_disk` (the
+    hf export's scratch Parquet is left alone, so the failure comes while the output directory is
+    half written)."""
+    if fmt != "parquet":
 
-    def save_to_disk(self: Any, target: str, *args: Any, **kwargs: Any) -> None:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        (Path(target) / "data-00000-of-00001.arrow").write_bytes(b"half a shard")
-        raise OSError(28, "No space left on device")
+        def save_to_disk(self: Any, target: str, *args: Any, **kwargs: Any) -> None:
+            Path(target).mkdir(parents=True, exist_ok=True)
+            (Path(target) / "data-00000-of-00001.arrow").write_bytes(b"half a shard")
+            raise OSError(28, "No space left on device")
 
+        monkeypatch.setattr(datasets.Dataset, "save_to_disk", save_to_disk)
+        return
     real_write_table = pq.ParquetWriter.write_table
 
     def write_table(self: Any, table: Any, *args: Any, **kwargs: Any) -> None:
         real_write_table(self, table.slice(0, 1), *args, **kwargs)  # one row group is on disk
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(datasets.Dataset, "to_parquet", to_parquet)
-    monkeypatch.setattr(datasets.Dataset, "save_to_disk", save_to_disk)
-    monkeypatch.setattr(pq.ParquetWriter, "write_table", write_table)  # the streamed Parquet export
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", write_table)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -75,7 +76,7 @@ def test_an_interrupted_export_keeps_the_previous_one(
             with pytest.raises(KeyboardInterrupt):
                 _export(store, out, fmt)
         else:
-            _break_writers(patched)
+            _break_writers(patched, fmt)
             with pytest.raises(OSError, match="No space left"):
                 _export(store, out, fmt)
     assert _snapshot(out) == before

@@ -445,20 +445,21 @@ class Store:
     def renew(self, run_id: str, owner: str, item_ids: Sequence[str], ttl_s: float) -> set[str]:
         """Extend `owner`'s leases on those of `item_ids` still pending by `ttl_s` seconds from
         now; return the ids it still holds (not recorded yet, not taken over)."""
-        return self._held(run_id, owner, item_ids, {"until": ttl_s})
+        return self._held(run_id, owner, item_ids, ttl_s)
 
     def release(self, run_id: str, owner: str, item_ids: Sequence[str]) -> int:
         """End `owner`'s leases on those of `item_ids` still pending, so that another process
         takes them at once; return how many were released."""
-        return len(self._held(run_id, owner, item_ids, {}))
+        return len(self._held(run_id, owner, item_ids, None))
 
     def _held(
-        self, run_id: str, owner: str, item_ids: Sequence[str], extend: dict[str, float]
+        self, run_id: str, owner: str, item_ids: Sequence[str], ttl_s: float | None
     ) -> set[str]:
+        """Renew `owner`'s leases for `ttl_s` seconds, or release them (None)."""
         held: set[str] = set()
         with self.engine.begin() as conn:
-            if "until" in extend:
-                values: dict[str, Any] = {"lease_until": _clock(conn) + extend["until"]}
+            if ttl_s is not None:
+                values: dict[str, Any] = {"lease_until": _clock(conn) + ttl_s}
             else:  # released: expired long ago, so it is taken like a lapsed lease
                 values = {"lease_owner": None, "lease_until": 0.0}
             for start in range(0, len(item_ids), _IN_CHUNK):
@@ -726,8 +727,6 @@ def open_store(url: str = DEFAULT_DB) -> Store:
 
 def _migrate(engine: Engine) -> None:
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Processes that open a new database together (workers sharing a run) migrate it
-            # one at a time instead of racing to create the same tables.
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7305011)"))
+        # Processes that open a new database together (workers sharing a run) migrate it one at
+        # a time: `migrate` starts with `versions.ensure`, whose lock lasts the transaction.
         migrate(conn)

@@ -182,11 +182,14 @@ def prepare_run(
     task: Task, constitution: Constitution, input: InputSpec, critics: Sequence[object] = ()
 ) -> tuple[InputSpec, Fields, Templates]:
     """Check that a run's arguments fit `task` (a panel only for label, the constitution's
-    fields); return the input with its resolved fields, those fields, and the run's templates."""
+    fields); return the input with its resolved fields, those fields, and a snapshot of the
+    run's templates."""
     if critics and task.name != "label":
         raise UsageError(f"{task.name} runs one critic model; a panel is for label runs")
     fields = task.prepare(constitution, input.fields)
-    return replace(input, fields=fields), fields, Templates.load(input.prompts)
+    # Read once, now: the run renders exactly what its template hash covers, even a template
+    # (a re-ask's) first used hours in, after an edit on disk.
+    return replace(input, fields=fields), fields, Templates.load(input.prompts).snapshot()
 
 
 async def arun_task(

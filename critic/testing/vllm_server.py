@@ -479,9 +479,9 @@ def settled_metric(
     for the caller's assertion to show.
     """
     if at_least is not None:
-        deadline = time.monotonic() + timeout
-        while metrics(root_url).get(name, 0.0) < at_least and time.monotonic() < deadline:
-            time.sleep(0.25)
+        floor = at_least
+        with contextlib.suppress(TimeoutError):
+            wait_for_metric(root_url, name, lambda value: value >= floor, timeout=timeout)
     last = -1.0
     for _ in range(polls):
         value = metrics(root_url).get(name, 0.0)

@@ -307,3 +307,25 @@ def test_a_panel_of_critics_lowers_confidence_where_they_disagree(tmp_path: Path
     # The panel is part of the run's identity: one critic alone is a different run.
     alone = asyncio.run(alabel(source, HARM, FakeBackend(model="m1"), store))
     assert alone.run_id != summary.run_id
+
+
+def test_a_run_renders_the_templates_it_hashed_even_one_first_used_late(tmp_path: Path) -> None:
+    # The re-ask template is first rendered at the first unusable answer, maybe hours in; an
+    # edit on disk before that must not reach the run, whose key holds the hash read at start.
+    import shutil
+
+    from critic.config import InputSpec
+    from critic.render import Templates, render_reask
+    from critic.tasks import TASKS
+    from critic.tasks.base import prepare_run
+
+    prompts = tmp_path / "prompts"
+    shutil.copytree(Templates.load().directory, prompts)
+    task = TASKS["label"]
+    _, _, templates = prepare_run(
+        task, load_constitution("harmlessness"), InputSpec(prompts=prompts)
+    )
+    hashed = templates.hash(task.templates)
+    (prompts / "reask.j2").write_text("EDITED {{ error }}")
+    assert "EDITED" not in render_reask(templates, "bad json")
+    assert templates.hash(task.templates) == hashed
