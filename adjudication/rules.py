@@ -81,6 +81,28 @@ def priority(task: NewTask) -> float:
     return task.confidence if task.confidence is not None else 0.0
 
 
+def match_label(label: str, labels: Sequence[str] | None) -> str | None:
+    """`label` as the set spells it: itself, else the one label equal to it ignoring case
+    (a pairwise queue's `A` for a draft's `a`); None when the set has no such label. Without a
+    set every label matches as it is. Labels are matched this one way everywhere."""
+    if labels is None or label in labels:
+        return label
+    folded = [known for known in labels if known.casefold() == label.casefold()]
+    return folded[0] if len(folded) == 1 else None
+
+
+def in_label_set(queue: str, label: str, labels: Sequence[str] | None, what: str = "label") -> str:
+    """`match_label`, or a QueueError naming the queue's label set."""
+    found = match_label(label, labels)
+    if found is None:
+        assert labels is not None
+        raise QueueError(
+            f"{what} {label!r} is not one of queue {queue!r}'s labels ({', '.join(labels)})",
+            hint=suggest(label, labels) or f"use one of: {', '.join(labels)}",
+        )
+    return found
+
+
 @dataclass(frozen=True)
 class Rules:
     """What `decide` needs to know about the queue and the item to check a decision."""
@@ -90,6 +112,8 @@ class Rules:
     blind: bool
     item_id: str
     draft_label: str | None
+    answer: str = "label"
+    """What the decision settles: a label, or the draft's revision text (see `NewTask.answer`)."""
 
 
 def answer(
@@ -124,6 +148,9 @@ def answer(
                 f"{action} takes no label (got {label!r})", hint="put your reasoning in the note"
             )
         return None
+    if rules.answer == "revision":
+        _check_revision(rules, action, label, edit)
+        return None
     blind = rules.blind and kind == "review"
     draft = rules.draft_label
     if blind and label is None:
@@ -150,13 +177,28 @@ def answer(
     chosen = label if label is not None else draft
     if chosen is None:
         raise QueueError(f"item {item!r} has no critic label; edit needs label=...")
-    if rules.labels is not None and chosen not in rules.labels:
+    return in_label_set(rules.queue, chosen, rules.labels)
+
+
+def _check_revision(
+    rules: Rules, action: str, label: str | None, edit: Mapping[str, Any] | None
+) -> None:
+    """A revision task settles the draft's revision text, not a label: accept keeps it, edit
+    replaces it with `edit["revision"]`."""
+    item = rules.item_id
+    if label is not None:
         raise QueueError(
-            f"label {chosen!r} is not one of queue {rules.queue!r}'s labels "
-            f"({', '.join(rules.labels)})",
-            hint=suggest(chosen, rules.labels),
+            f"item {item!r} is a revision: {action} takes no label (got {label!r})",
+            hint="accept the revision as it is, edit it with edit={'revision': ...}, or reject",
         )
-    return chosen
+    if action == "edit":
+        text = (edit or {}).get("revision")
+        if not isinstance(text, str) or not text.strip():
+            raise QueueError(
+                f"edit of revision item {item!r} needs the edited text",
+                hint="pass edit={'revision': 'the corrected reply'}, or accept the revision",
+            )
+    return None
 
 
 def canonical(value: Any) -> str:

@@ -53,6 +53,7 @@ from .rules import (
     check_role,
     claim_kinds,
     final,
+    in_label_set,
     priority,
     settle,
     suggest,
@@ -150,6 +151,60 @@ class Store(Claims):
         """The queue called `name`."""
         with self._read() as conn:
             return queue_of(self._queue_row(conn, name))
+
+    def adopt_labels(
+        self,
+        queue: str,
+        labels: Sequence[str],
+        descriptions: Mapping[str, str] | None = None,
+        *,
+        by: str | None = None,
+    ) -> Queue:
+        """Give a queue the label set of what feeds it (a run's constitution), with what each
+        label means.
+
+        A queue created without labels takes these; a queue with the same labels (matched as
+        `match_label` does) keeps its own spelling and gains the descriptions it lacks. A queue
+        whose labels differ is refused, naming both sets: its decisions would not be labels the
+        feeding run knows. Recorded as a `labels_adopted` event when anything changes.
+        """
+        wanted = [str(label) for label in labels]
+        if not wanted or len({w.casefold() for w in wanted}) != len(wanted):
+            raise QueueError(f"labels must be a non-empty list without repeats, not {wanted!r}")
+        with self._write() as conn:
+            q = self._queue_row(conn, queue)
+            have = q["labels"]
+            if have is not None:
+                folded = sorted(label.casefold() for label in have)
+                if folded != sorted(w.casefold() for w in wanted):
+                    raise QueueError(
+                        f"queue {queue!r} has the labels ({', '.join(have)}), but the items "
+                        f"sent to it are labelled ({', '.join(wanted)})",
+                        hint="send them to a queue created without --labels (it takes the "
+                        "constitution's), or to one with the same labels",
+                    )
+            spelled = list(have) if have is not None else wanted
+            notes = dict(q["label_descriptions"] or {})
+            for label, text in (descriptions or {}).items():
+                mine = in_label_set(queue, str(label), spelled)
+                notes.setdefault(mine, str(text))
+            if have == spelled and (q["label_descriptions"] or {}) == notes:
+                return queue_of(q)
+            conn.execute(
+                update(queues)
+                .where(queues.c.id == q["id"])
+                .values(labels=spelled, label_descriptions=notes or None)
+            )
+            self._event(
+                conn,
+                "labels_adopted",
+                at=self._now(),
+                actor=by,
+                queue_id=q["id"],
+                before={"labels": have, "label_descriptions": q["label_descriptions"]},
+                after={"labels": spelled, "label_descriptions": notes or None},
+            )
+            return queue_of(self._queue_row(conn, queue))
 
     def queues(self) -> list[Queue]:
         """Every queue, by name."""
@@ -445,17 +500,13 @@ class Store(Claims):
         with self._read() as conn:
             q = self._queue_row(conn, queue)
         allowed = q["labels"]
-        for task in new:
-            if (
-                allowed is not None
-                and task.draft_label is not None
-                and task.draft_label not in allowed
-            ):
-                raise QueueError(
-                    f"item {task.item_id!r}: draft label {task.draft_label!r} is not one of "
-                    f"queue {queue!r}'s labels ({', '.join(allowed)})",
-                    hint=suggest(task.draft_label, allowed),
+        for index, task in enumerate(new):
+            if allowed is not None and task.draft_label is not None:
+                spelled = in_label_set(
+                    queue, task.draft_label, allowed, what=f"item {task.item_id!r}: draft label"
                 )
+                if spelled != task.draft_label:  # stored as the queue spells it
+                    new[index] = task.model_copy(update={"draft_label": spelled})
         added = 0
         for start in range(0, len(new), _CHUNK):
             with self._write() as conn:
@@ -486,6 +537,8 @@ class Store(Claims):
                 "rejected": False,
                 "created_at": now,
                 "updated_at": now,
+                "origin": t.origin,
+                "answer": t.answer,
             }
             for t in batch
         ]
@@ -552,7 +605,8 @@ class Store(Claims):
             kind = cast(ClaimKind, held["kind"])
             if held["pick"] is not None and action in ("accept", "edit") and label != held["pick"]:
                 raise pick_locked(held["pick"])
-            rules = Rules(q["name"], q["labels"], q["blind"], task["item_id"], task["draft_label"])
+            rules = Rules(q["name"], q["labels"], q["blind"], task["item_id"], task["draft_label"],
+                          task["answer"])  # fmt: skip
             chosen = answer(rules, kind, action, label, edit)
             spent = (now - held["claimed_at"]).total_seconds() if seconds is None else seconds
             if spent < 0:
