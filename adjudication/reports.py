@@ -260,7 +260,7 @@ class Reports(StoreBase):
                                     for d in ones
                                     if (v := rating(d["kind"], d["action"], d["label"])) is not None
                                 ]
-                            ),  # fmt: skip
+                            ),
                             settled_at=row["updated_at"] if done else None,
                         )
                     )

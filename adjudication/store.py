@@ -56,7 +56,6 @@ from .rules import (
     in_label_set,
     priority,
     settle,
-    suggest,
 )
 from .schema import app_secrets, claims, decisions, events, queue_members, queues, tasks, users
 
