@@ -266,6 +266,22 @@ class Reports(StoreBase):
                     )
         return found
 
+    def origins_in(self, queue: str, item_ids: Sequence[str]) -> dict[str, str | None]:
+        """`{item_id: origin}` for those of `item_ids` the queue holds (through its unique key)."""
+        found: dict[str, str | None] = {}
+        wanted = list(dict.fromkeys(item_ids))
+        with self._read() as conn:
+            q = self._queue_row(conn, queue)
+            for start in range(0, len(wanted), _IN_CHUNK):
+                rows = conn.execute(
+                    select(tasks.c.item_id, tasks.c.origin).where(
+                        tasks.c.queue_id == q["id"],
+                        tasks.c.item_id.in_(wanted[start : start + _IN_CHUNK]),
+                    )
+                )
+                found.update({r[0]: r[1] for r in rows})
+        return found
+
     def ratings(self, queue: str, *, principle: str | None = None) -> dict[str, dict[str, str]]:
         """Reviewers' labels in the current round, `{item_id: {reviewer: label}}`.
 

@@ -24,6 +24,7 @@ from critic.errors import CriticError, did_you_mean
 Decision = Literal["accept", "review"]
 Reason = Literal[
     "confident",
+    "accept_all",
     "low_confidence",
     "swap_inconsistent",
     "critics_disagree",
@@ -33,6 +34,7 @@ Reason = Literal[
 ]
 REASONS: tuple[Reason, ...] = (
     "confident",
+    "accept_all",
     "budget",
     "low_confidence",
     "swap_inconsistent",

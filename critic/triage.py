@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,7 +10,6 @@ from typing import Any
 import yaml
 
 from critic.calibrate import Judgment
-from critic.errors import UsageError
 from critic.judgments import combine, stored_verdicts
 from critic.policies import route_inputs
 from critic.routing import (
@@ -26,6 +26,13 @@ from critic.store import Store, verdict
 
 # Failures the model caused go to a human; unreadable input rows have nothing to review.
 NOT_ROUTABLE = {"invalid_input"}
+
+#: What routing sees as the "label" of a drafted revision (which ships its text, not a label).
+REVISION = "<revision>"
+
+#: The policy of `critic route --accept-all`: every draft accepted as the critic made it, with
+#: no calibrated guarantee (routes say `accept_all`, records say `guaranteed: false`).
+ACCEPT_ALL = "accept-all: every parsed draft ships as the critic made it; no guarantee applies"
 
 
 @dataclass
@@ -53,6 +60,8 @@ def route_input(row: dict[str, Any], policy: Policy | None = None) -> RouteInput
     combining policy, the stored critics' verdicts too."""
     components = row.get("components") or {}
     label = verdict(row.get("label"), row.get("score"))
+    if label is None and row.get("task") == "revise" and row["status"] == "drafted":
+        label = REVISION  # a revision has no label: it is routed on its confidence alone
     confidence = row.get("confidence")
     order = components.get("order_agreement")
     critics = components.get("critic_agreement")
@@ -73,19 +82,25 @@ def route_input(row: dict[str, Any], policy: Policy | None = None) -> RouteInput
     )
 
 
-def route_run(store: Store, policy: Policy, run_id: str | None = None) -> RouteSummary:
-    """Route every finished item of one run (the latest by default) and store the routes."""
-    runs = store.runs()
-    if not runs:
-        raise UsageError(f"{store.url} holds no runs yet", hint="run `critic label` first")
-    run = store.run(run_id) if run_id else runs[-1]
+def route_run(store: Store, policy: Policy | None, run_id: str) -> RouteSummary:
+    """Route every finished item of one run and store the routes.
+
+    `policy=None` is `--accept-all`: every parsed draft is accepted (reason `accept_all`, no
+    guarantee), and only drafts without a valid output go to review (`parse_failure`)."""
+    run = store.run(run_id)
     rows = list(store.rows(run.id))
     routable = [r for r in rows if r["status"] != "pending" and r.get("reason") not in NOT_ROUTABLE]
-    routes = route([route_input(r, policy) for r in routable], policy)
-    digest = policy_hash(policy)
+    if policy is None:
+        routes = [accept_all(route_input(r)) for r in routable]
+        digest = hashlib.sha256(ACCEPT_ALL.encode()).hexdigest()
+        content = f"# {ACCEPT_ALL}\naccept_all: true\n"
+    else:
+        routes = route([route_input(r, policy) for r in routable], policy)
+        digest = policy_hash(policy)
+        content = yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False)
     store.save_routes(
         digest,
-        yaml.safe_dump(policy.model_dump(mode="json"), sort_keys=False),
+        content,
         [(run.id, rt.id, rt.decision, rt.reason, r.get("confidence"))
          for rt, r in zip(routes, routable, strict=True)],
     )  # fmt: skip
@@ -98,6 +113,13 @@ def route_run(store: Store, policy: Policy, run_id: str | None = None) -> RouteS
     return _summary(run.id, digest, policy, routes, rows, routable, review_rows)
 
 
+def accept_all(draft: RouteInput) -> Route:
+    """The route of `--accept-all`: accept what parsed, review what did not."""
+    if draft.parse_failed or draft.label is None:
+        return Route(draft.id, "review", "parse_failure")
+    return Route(draft.id, "accept", "accept_all", draft.critic, draft.label)
+
+
 def route_judgments(judgments: Sequence[Judgment], policy: Policy) -> list[Route]:
     """Route predictions made elsewhere (one critic's rows, a panel's, or a cascade's)."""
     return route(route_inputs(judgments, policy), policy)
@@ -106,7 +128,7 @@ def route_judgments(judgments: Sequence[Judgment], policy: Policy) -> list[Route
 def _summary(
     run_id: str | None,
     digest: str,
-    policy: Policy,
+    policy: Policy | None,
     routes: Sequence[Route],
     rows: Sequence[dict[str, Any]],
     routable: Sequence[dict[str, Any]],
@@ -121,7 +143,7 @@ def _summary(
         review=review,
         not_routable=sum(1 for r in rows if r.get("reason") in NOT_ROUTABLE),
         pending=sum(1 for r in rows if r["status"] == "pending"),
-        guarantee=policy.guarantee,
+        guarantee=policy.guarantee if policy is not None else ACCEPT_ALL,
         review_rows=review_rows,
-        requests_per_item=requests_per_item(routes, policy.critics),
+        requests_per_item=requests_per_item(routes, policy.critics) if policy else {},
     )

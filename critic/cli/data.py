@@ -9,35 +9,76 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from critic.cli.common import err, out, reports_errors, shown
-from critic.cli.options import DEFAULT_DB, DbOpt, IntervalOpt, JsonOpt, RunOpt
+from critic.cli.common import counting, err, out, reports_errors, shown
+from critic.cli.options import (
+    DEFAULT_DB,
+    AllRunsOpt,
+    DbOpt,
+    IntervalOpt,
+    JsonOpt,
+    QuietOpt,
+    RunOpt,
+    RunsOpt,
+)
+
+
+def _format_help() -> str:
+    from critic.exports import formats
+
+    return "; ".join(f"{name}: {fmt.help}" for name, fmt in formats().items())
 
 
 @reports_errors
 def export(
     out_path: Annotated[Path, typer.Argument(metavar="OUT", help="Output file or directory.")],
     db: DbOpt = DEFAULT_DB,
-    fmt: Annotated[
-        str,
+    fmt: Annotated[str, typer.Option("--format", "-f", help=_format_help())] = "jsonl",
+    run: RunsOpt = None,
+    all_runs: AllRunsOpt = False,
+    include_all: Annotated[
+        bool,
         typer.Option(
-            "--format",
-            "-f",
-            help="jsonl, parquet, hf, trl-sft or trl-dpo.",
+            "--all",
+            help="Also pending, rejected and failed items, each with its status (not in TRL "
+            "formats).",
         ),
-    ] = "jsonl",
-    run: Annotated[str | None, typer.Option(help="Only this run (id or prefix).")] = None,
+    ] = False,
+    quiet: QuietOpt = False,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Export one row per item (failures included) with provenance."""
-    from critic.export import export as do_export
-    from critic.store import open_store
+    """Export the final record of every item that ships: accepted by the policy or decided by a
+    human (--all: every item, with its status)."""
+    from critic.exports import export as do_export
+    from critic.review import open_stores
+    from critic.store.selection import describe, select_runs
 
-    if fmt in ("trl-sft", "trl-dpo"):
-        from critic.trl import export_trl
-
-        count = export_trl(open_store(db), out_path, fmt, run)
+    with open_stores(db) as (store, queues):
+        chosen = select_runs(store, run, all_runs=all_runs)
+        for r in chosen:
+            err.print(shown(f"exporting {describe(r)}"), highlight=False)
+        total = sum(sum(store.status_counts(r.id).values()) for r in chosen)
+        with counting(total, "export", quiet=quiet or json_out) as advance:
+            result = do_export(store, queues, out_path, fmt, chosen, include_all=include_all,
+                               progress=advance)  # fmt: skip
+    tally = result.tally
+    summary = {
+        "format": result.format, "out": str(out_path), "rows": result.count,
+        "runs": list(result.runs), "statuses": dict(tally.statuses),
+        "left_out": dict(tally.skipped), "conflicts": tally.conflicts,
+    }  # fmt: skip
+    if json_out:
+        print(json.dumps(summary, indent=2))
     else:
-        count = do_export(open_store(db), out_path, fmt, run)
-    err.print(f"wrote {count} rows to {out_path} ({fmt})", highlight=False)
+        seen = ", ".join(f"{n} {s}" for s, n in sorted(tally.statuses.items())) or "no items"
+        err.print(shown(f"wrote {result.count} rows to {out_path} ({fmt}); items: {seen}"),
+                  highlight=False)  # fmt: skip
+        if tally.conflicts:
+            err.print(shown(f"{tally.conflicts} item(s) were settled differently in several "
+                            "queues: the adjudicated, else the newest, decision ships"),
+                      highlight=False)  # fmt: skip
+    if result.empty_reason:
+        err.print(shown(result.empty_reason), highlight=False)
+        raise typer.Exit(1)
 
 
 @reports_errors
@@ -149,7 +190,7 @@ def calibrate(
     elif how or stages:
         from critic.review import human_panel_judgments
 
-        judged = human_panel_judgments(db or "", run)
+        judged = human_panel_judgments(db or "", _chosen_runs(db or "", run))
         if not judged:
             raise UsageError(f"{db}: no drafted item has a human decision yet",
                              hint="review some items first (critic review ...)")  # fmt: skip
@@ -162,7 +203,7 @@ def calibrate(
     else:
         from critic.review import human_judgments
 
-        scores, correct = human_judgments(db or "", run)
+        scores, correct = human_judgments(db or "", _chosen_runs(db or "", run))
         outcome = do_calibrate(scores, correct, target_agreement, delta)
         policy = Policy.from_calibration(outcome, audit_rate=audit_rate, budget=budget, seed=seed)
     save_policy(policy, output)
@@ -222,12 +263,19 @@ def _print_cascade(result: Any, output: Path, json_out: bool) -> None:
 @reports_errors
 def route(
     policy_path: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--policy",
             help="Policy YAML from `critic calibrate`.",
         ),
-    ],
+    ] = None,
+    accept_all: Annotated[
+        bool,
+        typer.Option(
+            "--accept-all",
+            help="No policy: accept every parsed draft as the critic made it (no guarantee).",
+        ),
+    ] = False,
     db: Annotated[str | None, typer.Option("--db", envvar="CRITIC_DB")] = None,
     run: RunOpt = None,
     from_file: Annotated[
@@ -272,18 +320,27 @@ def route(
     """Assign every draft accept or review, with the reason; store routes with the policy hash."""
     from critic.calibrate import load_judgments
     from critic.errors import UsageError
-    from critic.routing import load_policy, policy_hash, requests_per_item, route_counts
+    from critic.routing import Policy, load_policy, policy_hash, requests_per_item, route_counts
     from critic.triage import route_judgments, route_run
 
-    policy = load_policy(policy_path)
-    overrides = {k: v for k, v in
-                 {"audit_rate": audit_rate, "budget": budget, "seed": seed}.items()
-                 if v is not None}  # fmt: skip
-    if overrides:
-        policy = policy.model_copy(update=overrides)
+    if (policy_path is None) == (not accept_all):
+        raise UsageError(
+            "give --policy POLICY.yaml (from critic calibrate) or --accept-all",
+            hint="--accept-all ships every parsed draft as is, with no calibrated guarantee",
+        )
+    policy: Policy | None = None
+    if policy_path is not None:
+        policy = load_policy(policy_path)
+        overrides = {k: v for k, v in
+                     {"audit_rate": audit_rate, "budget": budget, "seed": seed}.items()
+                     if v is not None}  # fmt: skip
+        if overrides:
+            policy = policy.model_copy(update=overrides)
     if (from_file is None) == (db is None):
         raise UsageError("give exactly one of --db and --from-file")
     if from_file is not None:
+        if policy is None:
+            raise UsageError("--accept-all routes stored runs: give --db, not --from-file")
         if queue:
             raise UsageError("--queue needs --db: queues live in the database")
         routed = route_judgments(load_judgments(from_file, require_human_label=False), policy)
@@ -301,14 +358,22 @@ def route(
         if asked:
             summary["requests_per_item"] = asked
     else:
+        from critic.exports.files import json_line, replacing
         from critic.store import open_store
+        from critic.store.selection import describe, select_runs
 
-        result = route_run(open_store(db or ""), policy, run)
+        store = open_store(db or "")
+        try:
+            chosen = select_runs(store, run)[0]
+            err.print(shown(f"routing {describe(chosen)}"), highlight=False)
+            result = route_run(store, policy, chosen.id)
+        finally:
+            store.close()
         summary = result.to_dict()
         if output is not None:
-            from critic.export import write
-
-            write(result.review_rows, output, "jsonl")
+            with replacing(output) as temp, temp.open("w", encoding="utf-8") as handle:
+                for row in result.review_rows:
+                    handle.write(json_line(row))
         if queue:
             from critic.review import enqueue_review
 
@@ -341,11 +406,12 @@ def quality(
     from critic.quality import PPIEstimate
     from critic.review import audit_quality, ppi_quality
 
-    estimate = audit_quality(db, run, confidence)
+    chosen = _chosen_runs(db, run)
+    estimate = audit_quality(db, chosen, confidence)
     ppi: PPIEstimate | None = None
     why: str | None = None
     try:
-        ppi = ppi_quality(db, run, confidence)
+        ppi = ppi_quality(db, chosen, confidence)
     except UsageError as exc:  # too few audits or accepted items for PPI++: say so, keep exact
         why = exc.message
     if json_out:
@@ -356,3 +422,18 @@ def quality(
     else:
         out.print(f"exact: {estimate.summary}", soft_wrap=True)
         out.print(ppi.summary if ppi else f"PPI++: not available ({why})", soft_wrap=True)
+
+
+def _chosen_runs(db: str, run: str | None) -> list[str]:
+    """The runs a command reads by the one rule (`critic.store.selection`), printed."""
+    from critic.store import open_store
+    from critic.store.selection import describe, select_runs
+
+    store = open_store(db)
+    try:
+        chosen = select_runs(store, run)
+    finally:
+        store.close()
+    for r in chosen:
+        err.print(shown(f"using {describe(r)}"), highlight=False)
+    return [r.id for r in chosen]

@@ -92,6 +92,12 @@ RetryFailedOpt = Annotated[bool, typer.Option(
 RunOpt = Annotated[str | None, typer.Option(
     help="Run id or prefix (default: the latest run).",
 )]  # fmt: skip
+RunsOpt = Annotated[list[str] | None, typer.Option(
+    "--run", help="Run id or prefix; repeat for several (default: the latest run).",
+)]  # fmt: skip
+AllRunsOpt = Annotated[bool, typer.Option(
+    "--all-runs", help="Every run in the database, oldest first.",
+)]  # fmt: skip
 IntervalOpt = Annotated[float, typer.Option(
     min=0.5, max=0.999, help="Interval confidence.",
 )]  # fmt: skip

@@ -631,6 +631,14 @@ class Store:
             for start in range(0, len(rows), 2000):
                 conn.execute(routes.insert(), rows[start : start + 2000])
 
+    def routed(self, run_id: str) -> bool:
+        """Whether any item of the run has a route (through the routes' key)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(routes.c.item_id).where(routes.c.run_id == run_id).limit(1)
+            ).first()
+        return found is not None
+
     def latest_routes(self, run_id: str | None = None) -> dict[tuple[str, str], dict[str, Any]]:
         """The most recent route of every routed item, keyed by (run_id, item_id)."""
         query = sa.select(routes).order_by(routes.c.created_at)
