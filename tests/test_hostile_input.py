@@ -38,7 +38,7 @@ def _assert_clean(output: str) -> None:
 
 def _exported(tmp_path: Path, db: str) -> list[dict[str, object]]:
     out = tmp_path / "out.jsonl"
-    result = _critic("export", str(out), "--db", db)
+    result = _critic("export", str(out), "--db", db, "--all")
     assert result.returncode == 0, result.stderr
     text = out.read_text(encoding="utf-8")
     assert not {"\u2028", "\u2029", "\x85"} & set(text)  # escaped: any JSONL reader copes
@@ -69,10 +69,10 @@ def test_label_jsonl_with_hostile_rows(tmp_path: Path) -> None:
                          (7, "not valid JSON")]:  # fmt: skip
         assert f"{path}:{line}: {reason}" in result.stderr
     rows = _exported(tmp_path, db)
-    drafted = {r["id"] for r in rows if r["status"] == "drafted"}
+    drafted = {r["id"] for r in rows if r["status"] == "pending"}  # drafted, never routed
     assert drafted == {"g0", "g1", "g2", "g3"}
-    assert sum(r["status"] == "failed" and r["reason"] == "invalid_input" for r in rows) == 4
-    assert next(r for r in rows if r["id"] == "g1")["response"] == "a\u2028b\u2029c\x85d"
+    assert sum(r["status"] == "failed" and r["failure_reason"] == "invalid_input" for r in rows) == 4
+    assert json.loads(str(next(r for r in rows if r["id"] == "g1")["input"]))["response"] == "a\u2028b\u2029c\x85d"
 
 
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
@@ -99,7 +99,7 @@ def test_label_csv_with_hostile_rows(tmp_path: Path, newline: bytes) -> None:
         result.stderr
     )
     assert f"{path}:6: 1 more value(s) than the header has columns" in result.stderr
-    drafted = {r["id"] for r in _exported(tmp_path, db) if r["status"] == "drafted"}
+    drafted = {r["id"] for r in _exported(tmp_path, db) if r["status"] == "pending"}
     assert drafted == {"g0", "g1", "g2", "g3"}
 
 

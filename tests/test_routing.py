@@ -175,6 +175,7 @@ def test_route_counts_lists_every_reason() -> None:
     counts = route_counts(routes)
     assert counts == {
         "confident": 1,
+        "accept_all": 0,
         "budget": 0,
         "low_confidence": 1,
         "swap_inconsistent": 0,

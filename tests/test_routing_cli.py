@@ -105,11 +105,16 @@ def test_route_stored_run_into_queue_and_export_merges_decisions(
 
     out = tmp_path / "out.jsonl"
     assert runner.invoke(app, ["export", str(out), "--db", labelled_db]).exit_code == 0
+    shipped = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in shipped] == [item_id]  # only what was decided ships
+    assert runner.invoke(app, ["export", str(out), "--db", labelled_db, "--all"]).exit_code == 0
     rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
-    assert rows[item_id]["final_label"] == human and rows[item_id]["label"] == critic_label
-    assert rows[item_id]["label_source"] == "human" and rows[item_id]["reviewers"] == 1
-    others = [r for k, r in rows.items() if k != item_id and r["status"] == "drafted"]
-    assert all(r["label_source"] == "critic" and r["route"] == "review" for r in others)
+    assert rows[item_id]["label"] == human and rows[item_id]["critic_label"] == critic_label
+    assert rows[item_id]["label_source"] == "human" and rows[item_id]["reviewers"] == ["alice"]
+    assert rows[item_id]["human_edited"] is True and rows[item_id]["status"] == "decided"
+    others = [r for k, r in rows.items() if k != item_id and r["failure_reason"] is None]
+    assert all(r["status"] == "pending" and r["label"] is None and r["route"] == "review"
+               for r in others)  # fmt: skip
 
 
 def test_unknown_queue_is_a_clear_error(labelled_db: str, tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ def export(
     """Export the final record of every item that ships: accepted by the policy or decided by a
     human (--all: every item, with its status)."""
     from critic.exports import export as do_export
+    from critic.exports import get_format, require_routed
     from critic.review import open_stores
     from critic.store.selection import describe, select_runs
 
@@ -56,6 +57,8 @@ def export(
         chosen = select_runs(store, run, all_runs=all_runs)
         for r in chosen:
             err.print(shown(f"exporting {describe(r)}"), highlight=False)
+        if not include_all or get_format(fmt).shipped_only:
+            require_routed(store, chosen)
         total = sum(sum(store.status_counts(r.id).values()) for r in chosen)
         with counting(total, "export", quiet=quiet or json_out) as advance:
             result = do_export(store, queues, out_path, fmt, chosen, include_all=include_all,

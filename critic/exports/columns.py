@@ -26,9 +26,11 @@ def _types() -> list[tuple[str, Any]]:
 
     text, num, flag, whole = pa.string(), pa.float64(), pa.bool_(), pa.int64()
     order = pa.struct([("principle", text), ("order", text), ("preferred", text), ("prob_a", num)])
+    share = pa.struct([("score", text), ("probability", num)])
     return [
         ("id", text), ("run_id", text), ("task", text), ("status", text),
-        ("label", text), ("score", num), ("label_source", text), ("critic_label", text),
+        ("label", text), ("score", num), ("expected_score", num),
+        ("score_distribution", pa.list_(share)), ("label_source", text), ("critic_label", text),
         ("human_label", text), ("human_edited", flag),
         ("revision", text), ("critic_revision", text), ("original", text), ("critique", text),
         ("preferred", text), ("preference_probability", num), ("prob_a", num),
@@ -64,7 +66,11 @@ def record_row(r: FinalRecord) -> dict[str, Any]:
     components = r.components or {}
     return {
         "id": r.item_id, "run_id": r.run_id, "task": r.task, "status": r.status,
-        "label": r.label, "score": r.score, "label_source": r.label_source,
+        "label": r.label, "score": r.score, "expected_score": r.expected_score,
+        "score_distribution": [
+            {"score": k, "probability": v} for k, v in (r.score_distribution or {}).items()
+        ],
+        "label_source": r.label_source,
         "critic_label": r.critic_label, "human_label": r.human_label,
         "human_edited": r.human_edited, "revision": r.revision,
         "critic_revision": r.critic_revision, "original": r.original, "critique": r.critique,

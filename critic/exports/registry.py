@@ -66,10 +66,9 @@ class ExportFormat:
 @cache
 def formats() -> dict[str, ExportFormat]:
     """Every format, by name, from the modules of `critic.exports` that define `FORMAT`."""
-    import critic.exports as package
-
     found: dict[str, ExportFormat] = {}
-    for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+    here = [str(Path(__file__).parent)]
+    for module in sorted(pkgutil.iter_modules(here), key=lambda m: m.name):
         fmt = getattr(importlib.import_module(f"critic.exports.{module.name}"), "FORMAT", None)
         if isinstance(fmt, ExportFormat):
             if fmt.name in found:

@@ -65,6 +65,10 @@ class FinalRecord:
     None when nothing ships (pending, rejected, failed) or the task has no label (revise)."""
     score: float | None
     """The shipped rubric score as a number (rubric constitutions only)."""
+    expected_score: float | None
+    """rubric: the critic's expected score under its score distribution (with logprobs)."""
+    score_distribution: dict[str, float] | None
+    """rubric: the critic's probability of each score (with logprobs)."""
     label_source: Literal["critic", "human", "adjudicated"] | None
     critic_label: str | None
     human_label: str | None
@@ -180,8 +184,8 @@ def compose(
         or (human_label is not None and human_label != critic_label)
     )  # fmt: skip
 
-    if human is not None and not human.rejected:
-        label = human_label if human.answer == "label" else None
+    if human is not None:  # the decision's source, a rejection included (it ships nothing)
+        label = human_label if human.answer == "label" and not human.rejected else None
         source: Literal["critic", "human", "adjudicated"] | None = (
             "adjudicated" if human.source == "adjudicated" else "human")  # fmt: skip
     elif status == "accepted":
@@ -223,6 +227,8 @@ def compose(
         status=status,
         label=label,
         score=score,
+        expected_score=output.get("expected_score"),
+        score_distribution=_numbers(output.get("score_distribution")),
         label_source=source,
         critic_label=critic_label,
         human_label=human_label,

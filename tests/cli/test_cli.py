@@ -33,10 +33,17 @@ def test_label_then_export(tmp_path: Path) -> None:
     assert summary["drafted"] == 5 and summary["failed"] == 0 and summary["items_per_s"] > 0
     out = tmp_path / "out.jsonl"
     result = runner.invoke(app, ["export", str(out), "--db", db, "--format", "jsonl"])
+    assert result.exit_code == 2 and "was never routed" in result.output  # nothing decided
+    routed = runner.invoke(app, ["route", "--accept-all", "--db", db])
+    assert routed.exit_code == 0, routed.output
+    result = runner.invoke(app, ["export", str(out), "--db", db, "--format", "jsonl"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"u{k}" for k in range(5)]
-    assert all(r["uid"] == r["id"] for r in rows)
+    assert all(json.loads(r["input"])["uid"] == r["id"] for r in rows)
+    assert {(r["status"], r["route_reason"], r["guaranteed"]) for r in rows} == {
+        ("accepted", "accept_all", False)
+    }
 
 
 def test_label_exit_1_when_some_rows_fail(tmp_path: Path) -> None:
