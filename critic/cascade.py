@@ -3,7 +3,7 @@ only for what the previous stage did not accept, humans for what the last cannot
 
 Two ways to calibrate one (`calibrate --cascade-method`).
 
-**joint** (the default): one fixed-sequence test over a path of cascade policies fixed before any
+**joint**: one fixed-sequence test over a path of cascade policies fixed before any
 data are seen. Policy pi_l puts every stage's threshold at l, for l on `calibrate`'s grid 1.0,
 0.995, ..., 0.0: an item is accepted by the first critic whose confidence is at least l (so it is
 accepted at all iff its highest confidence across the critics is at least l), and that critic's
@@ -26,8 +26,9 @@ Why what the cascade accepts meets the target with probability >= 1 - delta:
    the weak one's, and the accepted labels are not nested, but nothing in the argument uses that.
 3. There is one sequence for the whole cascade, so delta is not split across stages.
 
-**stagewise**: stage s is calibrated on the calibration items that reach it (those no earlier
-stage accepted), by `calibrate`'s procedure, at level delta / S. Why its union holds:
+**stagewise** (the default, as measured below): stage s is calibrated on the calibration items
+that reach it (those no earlier stage accepted), by `calibrate`'s procedure, at level delta / S.
+Why its union holds:
 1. The union's agreement is the average of the stages' agreements weighted by the share each
    accepts, so it is at least the target whenever every stage's accepted set is.
 2. Stage s fails (passes a threshold whose agreement, on the items reaching stage s, is below the
@@ -223,7 +224,7 @@ def calibrate_cascade(
     target_agreement: float,
     delta: float,
     *,
-    method: CascadeMethod = "joint",
+    method: CascadeMethod = "stagewise",
     min_accepted: int = MIN_ACCEPTED,
 ) -> CascadeResult:
     """Calibrate a cascade, jointly or stage by stage (module doc).

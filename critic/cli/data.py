@@ -125,10 +125,10 @@ def calibrate(
     cascade_method: Annotated[
         str,
         typer.Option(
-            help="joint: one test of the whole cascade at delta; stagewise: each stage at "
-            "delta / stages (README: when each wins).",
+            help="stagewise: each stage at delta / stages; joint: one test of the whole "
+            "cascade at delta, every stage at the same threshold (README: when each wins).",
         ),
-    ] = "joint",
+    ] = "stagewise",
     human_field: Annotated[
         str, typer.Option(help="--from-file: the field holding the human label.")
     ] = "human_label",
@@ -175,7 +175,7 @@ def calibrate(
     if cascade_method not in CASCADE_METHODS:
         raise UsageError(f"--cascade-method must be one of {', '.join(CASCADE_METHODS)}, "
                          f"got {cascade_method!r}")  # fmt: skip
-    method: CascadeMethod = "stagewise" if cascade_method == "stagewise" else "joint"
+    method: CascadeMethod = "joint" if cascade_method == "joint" else "stagewise"
     stages = [c.strip() for c in cascade.split(",") if c.strip()] if cascade else None
     how: Combine | None = "mean" if combine == "mean" else "vote" if combine == "vote" else None
     fields = Fields(id=id_field, label=label_field, confidence=confidence_field,
