@@ -25,6 +25,9 @@ Why what the cascade accepts meets the target with probability >= 1 - delta:
    fixed order, not nested sets: as l falls an item can move from the strong critic's label to
    the weak one's, and the accepted labels are not nested, but nothing in the argument uses that.
 3. There is one sequence for the whole cascade, so delta is not split across stages.
+Where the sequence starts (the first policy accepting `least` items) depends on the scores alone,
+as in `calibrate`; tests/test_cascade_joint.py checks the level by simulation with that rule,
+including cheap critics that are confidently wrong.
 
 **stagewise** (the default, as measured below): stage s is calibrated on the calibration items
 that reach it (those no earlier stage accepted), by `calibrate`'s procedure, at level delta / S.
@@ -47,7 +50,10 @@ needs no split of delta and lets a stage accept items below the target when the 
 for it, so it asks the last critic less; but its path moves every stage at once, so an early
 critic whose most confident items are often wrong stops the sequence near the top, while
 stagewise just leaves that stage at a strict threshold (or none) and keeps the last one's
-coverage.
+coverage. On LLMBar's judges, confidently wrong on its adversarial sets, stage-wise keeps more
+coverage on every panel (ChatGPT -> PaLM2 at 0.70: 0.69 against 0.58; PaLM2 alone 0.87) and joint
+asks PaLM2 less (0.64 against 0.84 per item); hence stage-wise is the default. On a synthetic
+panel whose confidences are calibrated, joint matches stage-wise's coverage with fewer requests.
 """
 
 from __future__ import annotations
