@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from critic.calibrate import CalibrationResult
-from critic.cascade import CascadeResult, Stage
+from critic.cascade import CascadeMethod, CascadeResult, Stage
 from critic.errors import CriticError, did_you_mean
 
 Decision = Literal["accept", "review"]
@@ -76,6 +76,11 @@ class Policy(BaseModel):
         description="a cascade: ask the critics in order, accept at the first stage whose "
         "critic clears its threshold (then `threshold` is unused and must be null)",
     )
+    cascade_method: CascadeMethod | None = Field(
+        default=None,
+        description="how the cascade was calibrated (`joint` or `stagewise`; none written: "
+        "stagewise)",
+    )
 
     @model_validator(mode="after")
     def _matches_calibration(self) -> Policy:
@@ -94,6 +99,8 @@ class Policy(BaseModel):
                 raise ValueError("stages: a cascade needs at least one stage")
             if self.threshold is not None:
                 raise ValueError("threshold: a cascade policy keeps its thresholds in stages")
+        elif self.cascade_method is not None:
+            raise ValueError("cascade_method: only a cascade policy (with stages) has one")
         return self
 
     @property
@@ -104,13 +111,11 @@ class Policy(BaseModel):
     @property
     def guarantee(self) -> str | None:
         if self.stages:
-            return CascadeResult(
-                stages=self.stages, target_agreement=self.target_agreement, delta=self.delta,
-                n_calibration=self.stages[0].reached,
-                n_accepted=sum(s.calibration.n_accepted for s in self.stages),
-                n_agree=sum(s.calibration.n_agree for s in self.stages),
-                requests_per_item={},
-            ).guarantee  # fmt: skip
+            method = self.cascade_method or "stagewise"
+            result = CascadeResult.from_stages(
+                self.stages, self.target_agreement, self.delta, method
+            )
+            return result.guarantee
         return self.calibration.guarantee if self.calibration else None
 
     @classmethod
@@ -146,6 +151,7 @@ class Policy(BaseModel):
         return cls(
             threshold=None, target_agreement=result.target_agreement, delta=result.delta,
             stages=result.stages, audit_rate=audit_rate, budget=budget, seed=seed,
+            cascade_method=result.method,
         )  # fmt: skip
 
 
