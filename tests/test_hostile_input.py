@@ -71,8 +71,10 @@ def test_label_jsonl_with_hostile_rows(tmp_path: Path) -> None:
     rows = _exported(tmp_path, db)
     drafted = {r["id"] for r in rows if r["status"] == "pending"}  # drafted, never routed
     assert drafted == {"g0", "g1", "g2", "g3"}
-    assert sum(r["status"] == "failed" and r["failure_reason"] == "invalid_input" for r in rows) == 4
-    assert json.loads(str(next(r for r in rows if r["id"] == "g1")["input"]))["response"] == "a\u2028b\u2029c\x85d"
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert sum(r["failure_reason"] == "invalid_input" for r in failed) == 4
+    g1 = next(r for r in rows if r["id"] == "g1")
+    assert json.loads(str(g1["input"]))["response"] == "a\u2028b\u2029c\x85d"
 
 
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n"])

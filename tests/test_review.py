@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from adjudication.store import open_store as open_queues
 from critic.cli import app
 from critic.review import audit_quality, human_judgments, open_stores
-from critic.ship import final_records
 from critic.routing import Policy, save_policy
+from critic.ship import final_records
 from critic.store import open_store
 
 runner = CliRunner()

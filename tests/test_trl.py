@@ -11,12 +11,12 @@ import pytest
 from critic.backends.fake import FakeBackend
 from critic.constitution import load_constitution
 from critic.errors import UsageError
+from critic.exports import export_db
+from critic.exports.trl import to_messages
 from critic.items import Fields
 from critic.store import open_store
 from critic.tasks.compare import compare
 from critic.tasks.revise import revise
-from critic.exports import export_db
-from critic.exports.trl import to_messages
 from critic.triage import route_run
 from tests.tasks.test_cai import convs_file, pairs_file, prefers_good, quoting_script
 

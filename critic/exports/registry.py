@@ -87,6 +87,6 @@ def get_format(name: str) -> ExportFormat:
             f"unknown export format '{name}'",
             hint=" ".join(
                 filter(None, [did_you_mean(name, known), f"formats: {', '.join(known)}"])
-            ),  # fmt: skip
+            ),
         )
     return known[name]

@@ -14,9 +14,9 @@ from pathlib import Path
 import datasets
 import pytest
 
+from critic.exports import export_db
 from critic.store import open_store
 from critic.testing.vllm_server import VLLMServer, settled_metric
-from critic.exports import export_db
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
