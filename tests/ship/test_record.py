@@ -57,8 +57,8 @@ def test_an_accepted_revision_ships_the_critics_text_unedited() -> None:
 
 
 def test_a_humans_pairwise_choice_ships_in_the_constitutions_spelling() -> None:
-    row = _row("compare", {"prob_a": 0.8, "judgments": [
-        {"principle": "P1", "order": "ab", "preferred": "a", "prob_a": 0.8}]}, label="a")  # fmt: skip
+    judged = {"principle": "P1", "order": "ab", "preferred": "a", "prob_a": 0.8}
+    row = _row("compare", {"prob_a": 0.8, "judgments": [judged]}, label="a")
     record = compose(row, ROUTE_REVIEW, [_decided("B")], PAIRWISE)
     assert (record.label, record.preferred, record.critic_label) == ("B", "b", "A")
     assert record.human_edited and record.preference_probability is None
