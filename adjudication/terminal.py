@@ -217,7 +217,9 @@ def _findings(findings: Any) -> Text:
 def _draft(task: Task) -> Text:
     draft = task.draft
     text = Text("label: ", style="bold")
-    if task.draft_label is None:
+    if task.answer == "revision":
+        text.append("none: a revision (A accepts its text, E edits it)", style="dim")
+    elif task.draft_label is None:
         text.append("none", style="dim")
     else:
         text.append_text(inert(task.draft_label, "bold green"))
@@ -576,8 +578,15 @@ def _decide_one(
                 store.skip(claim.token)
                 session.skipped += 1
                 return Text("skipped item ", style="dim").append_text(inert(item)), True
+            edit: dict[str, str] | None = None
             if command.name == "pick":
                 action, label = pick_action(q, claim, command.label), command.label
+            elif command.name == "edit" and claim.task.answer == "revision":
+                typed = keys.line("the revised reply, on one line (empty cancels): ")
+                if not typed:
+                    message = Text("edit cancelled", style="dim")
+                    continue
+                action, edit = "edit", {"revision": typed}
             elif command.name == "edit":
                 typed = keys.line("label: its number, or type it (empty cancels): ")
                 if not typed:
@@ -590,7 +599,7 @@ def _decide_one(
                 continue
             elif command.name in ("accept", "reject", "escalate"):
                 action = command.name
-            decision = store.decide(claim.token, action, label=label, note=note)
+            decision = store.decide(claim.token, action, label=label, edit=edit, note=note)
         except LeaseError as exc:
             session.lost += 1
             return _warn(f"{exc.message}; the item went back to the queue"), True

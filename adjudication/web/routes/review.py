@@ -206,6 +206,8 @@ def _review_action(
         return "escalate", None
     if action not in ("accept", "label", "edit"):
         raise QueueError(f"unknown decision {action!r}", hint="use the buttons on the page")
+    if task.answer == "revision":  # the decision is the revision's text: there is no label
+        return ("edit" if edited else "accept"), None
     if q.blind:
         if label is None:
             raise QueueError(
