@@ -60,8 +60,8 @@ async def test_pairwise_labels_come_from_the_constitution_with_their_meaning(
     client: Client, store: Store
 ) -> None:
     store.create_queue("pref", lease_seconds=300, members=["rita"])
-    store.adopt_labels("pref", ["A", "B", "tie"],
-                       {"A": "Response A: <b>better</b>", "B": "Response B", "tie": "tie"})  # fmt: skip
+    meaning = {"A": "Response A: <b>better</b>", "B": "Response B", "tie": "tie"}
+    store.adopt_labels("pref", ["A", "B", "tie"], meaning)
     store.enqueue("pref", [{"item_id": "p1", "item": {"prompt": "q", "a": "x", "b": "y"},
                             "draft_label": "a"}])  # fmt: skip
     assert store.task("pref", "p1").draft_label == "A"  # spelled as the set spells it
