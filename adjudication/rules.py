@@ -116,6 +116,25 @@ class Rules:
     """What the decision settles: a label, or the draft's revision text (see `NewTask.answer`)."""
 
 
+def require_pick(queue: str, item: str, blind: bool, action: str, pick: str | None) -> None:
+    """Refuse accept and edit on a blind review claim whose reviewer has not picked yet.
+
+    Accept and edit are told apart by the draft's label, and `answer` checks them against it,
+    so either one before the pick would answer against the hidden draft. Reject and escalate
+    do not depend on the draft and may come without a pick.
+
+    Args:
+        blind: the claim is a review claim in a blind queue.
+        pick: the label recorded on the claim by `Store.pick`, or None.
+    """
+    if blind and pick is None and action in ("accept", "edit"):
+        raise QueueError(
+            f"queue {queue!r} is blind: pick your own label for item {item!r} first; "
+            f"{action} confirms a recorded pick",
+            hint="pick a label (the number keys; Store.pick), then accept with that label",
+        )
+
+
 def answer(
     rules: Rules,
     kind: ClaimKind,
