@@ -128,9 +128,10 @@ def require_pick(queue: str, item: str, blind: bool, action: str, pick: str | No
         pick: the label recorded on the claim by `Store.pick`, or None.
     """
     if blind and pick is None and action in ("accept", "edit"):
+        # One message for both: which of the two a guess was sent as can depend on the draft.
         raise QueueError(
-            f"queue {queue!r} is blind: pick your own label for item {item!r} first; "
-            f"{action} confirms a recorded pick",
+            f"queue {queue!r} is blind: pick your own label for item {item!r} first, "
+            "then confirm it",
             hint="pick a label (the number keys; Store.pick), then accept with that label",
         )
 
