@@ -149,7 +149,8 @@ async def test_reject_and_undo_before_the_pick_reveal_nothing_and_the_pick_still
     reject, and the item comes back unpicked; after the pick the check applies as before."""
     await client.login("rita")
     page = (await client.open("sealed")).text
-    rejected = await client.post("/q/sealed/decide", {**client.claim_form(page), "action": "reject"})
+    reject = {**client.claim_form(page), "action": "reject"}
+    rejected = await client.post("/q/sealed/decide", reject)
     assert rejected.status_code == 303
     assert rejected.headers["location"] == "/q/sealed/review?notice=saved"
     after = (await client.get(rejected.headers["location"])).text
