@@ -116,6 +116,26 @@ class Rules:
     """What the decision settles: a label, or the draft's revision text (see `NewTask.answer`)."""
 
 
+def require_pick(queue: str, item: str, blind: bool, action: str, pick: str | None) -> None:
+    """Refuse accept and edit on a blind review claim whose reviewer has not picked yet.
+
+    Accept and edit are told apart by the draft's label, and `answer` checks them against it,
+    so either one before the pick would answer against the hidden draft. Reject and escalate
+    do not depend on the draft and may come without a pick.
+
+    Args:
+        blind: the claim is a review claim in a blind queue.
+        pick: the label recorded on the claim by `Store.pick`, or None.
+    """
+    if blind and pick is None and action in ("accept", "edit"):
+        # One message for both: which of the two a guess was sent as can depend on the draft.
+        raise QueueError(
+            f"queue {queue!r} is blind: pick your own label for item {item!r} first, "
+            "then confirm it",
+            hint="pick a label (the number keys; Store.pick), then accept with that label",
+        )
+
+
 def answer(
     rules: Rules,
     kind: ClaimKind,

@@ -55,6 +55,7 @@ from .rules import (
     final,
     in_label_set,
     priority,
+    require_pick,
     settle,
 )
 from .schema import app_secrets, claims, decisions, events, queue_members, queues, tasks, users
@@ -584,7 +585,8 @@ class Store(Claims):
             token: the token of a live claim.
             action: "accept" the critic's draft, "edit" it (new `label` and/or edited fields in
                 `edit`, such as a corrected revision), "reject" the item, or "escalate" it to an
-                adjudicator. In a blind queue reviewers give their own `label` with accept/edit.
+                adjudicator. In a blind queue reviewers give their own `label` with accept/edit,
+                after recording it with `pick` (without a pick, accept and edit are refused).
             label: the label for edit (or for accept in a blind queue).
             edit: edited draft fields, as a JSON object.
             note: free text for the history and the adjudicator.
@@ -604,6 +606,9 @@ class Store(Claims):
             kind = cast(ClaimKind, held["kind"])
             if held["pick"] is not None and action in ("accept", "edit") and label != held["pick"]:
                 raise pick_locked(held["pick"])
+            # A revision has no label to pick: blindness does not apply to it.
+            blind_review = q["blind"] and kind == "review" and task["answer"] == "label"
+            require_pick(q["name"], task["item_id"], blind_review, action, held["pick"])
             rules = Rules(q["name"], q["labels"], q["blind"], task["item_id"], task["draft_label"],
                           task["answer"])  # fmt: skip
             chosen = answer(rules, kind, action, label, edit)

@@ -111,6 +111,12 @@ def is_blind(queue: Queue, claim: Claim) -> bool:
     return queue.blind and claim.kind == "review"
 
 
+def unpicked(queue: Queue, claim: Claim) -> bool:
+    """A blind review before the reviewer's pick: nothing derived from the draft may show (not
+    why the item is here, the principles it cites, nor its priority, which is its confidence)."""
+    return is_blind(queue, claim) and claim.pick is None
+
+
 def pick_action(queue: Queue, claim: Claim, label: str) -> Action:
     """A picked label accepts the critic's draft when it is the draft's label, else edits it."""
     if is_blind(queue, claim) or label == claim.task.draft_label:
@@ -155,9 +161,13 @@ def _why(claim: Claim, queue: Queue) -> Text:
         else:
             why.append("the reviewers disagree")
         why.append(" · ")
+    if unpicked(queue, claim):
+        why.append("hidden until you pick · blind queue: the critic's draft is hidden")
+        return why
     why.append(inert(task.route_reason) if task.route_reason else Text("no route reason"))
     if is_blind(queue, claim):
-        why.append(" · blind queue: the critic's draft is hidden")
+        why.append(" · blind queue: the critic's draft is hidden · your pick: ")
+        why.append_text(inert(claim.pick or "", "bold")).append(" (recorded; a confirms it)")
     else:
         why.append(f" · confidence {_decimal(task.confidence)}")
     why.append(f" · priority {task.priority:.2f}", style="dim")
@@ -302,7 +312,7 @@ def render(
         parts.append(message)
     parts += [_header(claim, queue, position), _why(claim, queue)]
     parts.append(Panel(_fields(task.item) or Text("(empty)"), title=inert(f"item {task.item_id}")))
-    cited = _principles(task, principles or {})
+    cited = None if unpicked(queue, claim) else _principles(task, principles or {})
     if cited is not None:
         parts.append(Panel(cited, title="cited principles"))
     if not is_blind(queue, claim):
@@ -595,10 +605,15 @@ def _decide_one(
                 label = label_keys(labels).get(typed, typed)
                 action = pick_action(q, claim, label)
             elif command.name == "accept" and is_blind(q, claim):
-                message = _warn("this queue is blind: pick your own label with a number key")
-                continue
+                if claim.pick is None:
+                    message = _warn("this queue is blind: pick your own label with a number key")
+                    continue
+                action, label = "accept", claim.pick
             elif command.name in ("accept", "reject", "escalate"):
                 action = command.name
+            if is_blind(q, claim) and label is not None:
+                # Recorded first, as on the web: the store takes accept and edit only on a pick.
+                store.pick(claim.token, label)
             decision = store.decide(claim.token, action, label=label, edit=edit, note=note)
         except LeaseError as exc:
             session.lost += 1

@@ -25,7 +25,7 @@ from ..deps import (
     redirect,
 )
 from ..render import GAP_PREFIX, draft_view, item_view, principles
-from ..screen import Screen, require_claim, screen, undoable
+from ..screen import Screen, draft_hidden, require_claim, screen, undoable
 
 router = APIRouter(dependencies=[Depends(check_csrf)])
 
@@ -171,6 +171,9 @@ def dashboard(request: Request, w: WebState, me: Adjudicator, queue: str) -> Res
         "overrides": metrics.overrides_by_principle(lines, decided),
         "throughput": {t.reviewer: t for t in metrics.throughput(decided, now)},
         "recent": decided[-30:][::-1],
+        # In a blind queue, an accept on an item still open for review names the critic's label
+        # to an adjudicator who may review the item next.
+        "open_blind": {t.item_id for t in lines if t.state == "pending"} if q.blind else set(),
         "gaps": gaps[-20:][::-1],
     }
     return w.render(request, "dashboard.html", context)
@@ -187,12 +190,17 @@ def item_history(
 ) -> Response:
     q = queue_for(w, me, queue)
     task = w.store.task(queue, item_id)
+    # An adjudicator or admin may still review an open item of a blind queue: until they have
+    # picked, the page shows the item alone, and of its history only who did what when.
+    hidden = draft_hidden(w, me, q, task)
+    draft: dict[str, Any] = {} if hidden else task.draft
     context = {
         "q": q,
         "task": task,
-        "item": item_view(task.item, task.draft),
-        "draft": draft_view(task.item, task.draft, task.draft_label),
-        "principles": principles(task.principle_ids, task.draft),
+        "hidden": hidden,
+        "item": item_view(task.item, draft),
+        "draft": draft_view(task.item, draft, task.draft_label),
+        "principles": principles(task.principle_ids, draft),
         "decisions": w.store.decisions(queue, item_id),
         "events": w.store.history(queue, item_id),
         "notice": NOTICES.get(notice),

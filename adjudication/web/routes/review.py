@@ -24,7 +24,7 @@ from ..deps import (
     redirect,
 )
 from ..render import GAP_PREFIX, needs_note
-from ..screen import require_claim, screen, undoable
+from ..screen import require_claim, screen, sees_draft, undoable
 from .adjudicate import adjudication_page
 
 router = APIRouter(dependencies=[Depends(check_csrf)])
@@ -175,7 +175,14 @@ def decide(
         if revision != original_revision.replace("\r\n", "\n"):
             edit = {"revision": revision}
     kind, chosen = _review_action(q, task, action or "label", label or pick, edit is not None)
-    if needs_note(task.confidence, kind, chosen, task.draft_label, edit is not None) and not text:
+    # Before a blind pick the confidence check would answer against the hidden draft; the store
+    # refuses accept and edit then, and reject and escalate need no note.
+    seen = sees_draft(w, me, q, token)
+    if (
+        seen
+        and needs_note(task.confidence, kind, chosen, task.draft_label, edit is not None)
+        and not text
+    ):
         error = (
             f"The critic was {task.confidence:.0%} confident here: say in the note why you "
             "override it."
