@@ -18,12 +18,12 @@ samples) and calibrated on. Then, per batch of `--batch` items:
   policy for the next batch;
 - baseline: the policy `critic.calibrate.calibrate` chose on the initial items, never changed,
   no audits, no calibration samples.
-Printed per batch (means over the streams): coverage (share of the batch auto-accepted), human
-reviews per 1,000 items shipped (every item of a batch ships: accepted with the critic's label,
-or reviewed with the human's), the loop's threshold, and for both, the violations: a batch
-violates when the policy in force, applied to the whole file, accepts items whose agreement with
-the human labels is below the target. That is what the guarantee bounds by delta (a batch's own
-few hundred items are too noisy to judge it).
+Printed per batch (means over the streams), for both: coverage (share of the batch
+auto-accepted), human reviews per 1,000 items shipped (every item of a batch ships: accepted with
+the critic's label, or reviewed with the human's) and the share of streams in violation; and the
+loop's median threshold. A batch violates when the policy in force, applied to the whole file,
+accepts items whose agreement with the human labels is below the target. That is what the
+guarantee bounds by delta (a batch's own few hundred items are too noisy to judge it).
 
 The last line is `stream: reviews/1000 shipped X (baseline Y, ratio X/Y); violations V of B
 batches`: X and Y the reviews per 1,000 items of the last batch (means over the streams), V the
@@ -182,9 +182,9 @@ def main() -> None:
           f"first {args.initial} labels random")  # fmt: skip
     print(f"# lowest threshold meeting the target on the whole file: {_fmt(best)} "
           f"(coverage {best_cov:.3f})\n")  # fmt: skip
-    print("| batch | loop coverage | loop reviews/1000 | loop threshold (median) | "
-          "baseline coverage | baseline reviews/1000 |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
+    print("| batch | loop coverage | loop reviews/1000 | loop threshold (median) | loop violations "
+          "| baseline coverage | baseline reviews/1000 | baseline violations |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for b in range(args.batches):
         rows = [s.batches[b] for s in streams]
         ts = [r.threshold if r.threshold is not None else 2.0 for r in rows]
@@ -192,8 +192,10 @@ def main() -> None:
         print(f"| {b + 1} | {statistics.fmean(r.coverage for r in rows):.3f} | "
               f"{statistics.fmean(r.reviews for r in rows):.0f} | "
               f"{_fmt(None if median == 2.0 else median)} | "
+              f"{statistics.fmean(r.violation for r in rows):.3f} | "
               f"{statistics.fmean(r.base_coverage for r in rows):.3f} | "
-              f"{statistics.fmean(r.base_reviews for r in rows):.0f} |")  # fmt: skip
+              f"{statistics.fmean(r.base_reviews for r in rows):.0f} | "
+              f"{statistics.fmean(r.base_violation for r in rows):.3f} |")  # fmt: skip
     kinds: dict[str, list[int]] = {}
     for s in streams:
         for kind, n in s.labels.items():

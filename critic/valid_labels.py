@@ -80,8 +80,8 @@ from critic.routing import Policy, audit_draw, policy_hash
 from critic.stats import binomial_lower_bound
 
 __all__ = [
-    "CALIBRATION_SAMPLE",
     "AUDIT_SAMPLE",
+    "CALIBRATION_SAMPLE",
     "LOW_CONFIDENCE",
     "Label",
     "LabelCalibration",
@@ -125,8 +125,7 @@ def in_draw(item_id: str, seed: int, calibration_rate: float, audit_rate: float)
     """Whether a pass's seeded draw picks this item, whatever its confidence: its calibration
     draw is below the calibration rate or its audit draw below the audit rate."""
     return (
-        calibration_draw(seed, item_id) < calibration_rate
-        or audit_draw(seed, item_id) < audit_rate
+        calibration_draw(seed, item_id) < calibration_rate or audit_draw(seed, item_id) < audit_rate
     )
 
 
@@ -219,7 +218,9 @@ def _sort(
         return lab.seen and not allow_seen
 
     incomplete = {lab.draw for lab in labels if not lab.draw_complete}
-    incomplete |= {lab.draw for lab in labels if dropped_as_seen(lab) and _picked(lab)}
+    incomplete |= {
+        lab.draw for lab in labels if dropped_as_seen(lab) and _picked(lab) and lab.reason in KINDS
+    }
     everywhere: list[Label] = []
     above_only: list[Label] = []
     used: Counter[str] = Counter()
@@ -371,5 +372,6 @@ def recalibrate(
     fields = previous.model_dump()
     fields.update(threshold=result.calibration.threshold, calibration=result.calibration)
     policy = Policy.model_validate(fields)
-    return Recalibration(policy, Lineage(previous=policy_hash(previous), labels=result.used), result)
-
+    return Recalibration(
+        policy, Lineage(previous=policy_hash(previous), labels=result.used), result
+    )

@@ -54,10 +54,11 @@ class World:
 
 def _stream(
     world: World, rng: random.Random, target: float, *, passes: int, size: int, initial: int,
-    calibration_rate: float, audit_rate: float, complete: bool,
+    calibration_rate: float, audit_rate: float, complete: bool, audits_everywhere: bool = False,
 ) -> list[float | None]:  # fmt: skip
     """Calibrate on `initial` calibration samples, then route `passes` batches with critic's
-    route, label what is reviewed, recalibrate after each: the threshold in force per batch."""
+    route, label what is reviewed, recalibrate after each: the threshold in force per batch.
+    `audits_everywhere` passes audit samples off as calibration samples (a mistake)."""
     labels = []
     for _ in range(initial):
         c, ok = world.draw(rng)
@@ -74,8 +75,9 @@ def _stream(
         for r, (c, ok) in zip(route(drafts, policy), items, strict=True):
             sampled = calibration_draw(seed, r.id) < calibration_rate
             if sampled or r.decision == "review":
+                as_calibration = sampled or (audits_everywhere and r.reason == AUDIT_SAMPLE)
                 labels.append(Label(
-                    c, ok, CALIBRATION_SAMPLE if sampled else r.reason, f"pass {b}",
+                    c, ok, CALIBRATION_SAMPLE if as_calibration else r.reason, f"pass {b}",
                     policy.threshold, in_draw=in_draw(r.id, seed, calibration_rate, audit_rate),
                     draw_complete=complete,
                 ))  # fmt: skip
@@ -100,9 +102,8 @@ def test_calibration_and_audit_samples_keep_the_guarantee_batch_after_batch(
     # Agreement within 0.12 of the target at every level, rising with confidence on average:
     # thresholds on both sides of the target, some close to it, where a wrong pass is likeliest.
     levels = (0.6, 0.7, 0.8, 0.9, 1.0)
-    world = World(levels, tuple(mass), tuple(
-        min(0.99, max(0.01, target + a + 0.1 * (c - 0.8))) for a, c in zip(agree, levels)
-    ))  # fmt: skip
+    chance = [target + a + 0.1 * (c - 0.8) for a, c in zip(agree, levels, strict=True)]
+    world = World(levels, tuple(mass), tuple(min(0.99, max(0.01, p)) for p in chance))
     rng = random.Random(seed)
     trials, violations, batches = 60, 0, 0
     for _ in range(trials):
@@ -113,6 +114,33 @@ def test_calibration_and_audit_samples_keep_the_guarantee_batch_after_batch(
             batches += 1
     # Batches of one stream share labels, so count the slack on streams, not batches.
     assert violations / batches <= DELTA + 3 * math.sqrt(DELTA * (1 - DELTA) / trials)
+
+
+@pytest.mark.parametrize("complete", [False, True])
+def test_audit_samples_used_below_their_threshold_would_break_the_guarantee(
+    complete: bool,
+) -> None:
+    # Agreement rises steeply with confidence: 0.8 and above meet the target 0.8 (0.883), 0.7
+    # does not (0.7875). Audits drawn above a threshold of 0.8, counted at 0.7 as if they were
+    # a uniform sample, make 0.7 look good; counted only where they are valid they do not.
+    world = World((0.6, 0.7, 0.8, 0.9, 1.0), (1, 1, 1, 1, 1), (0.4, 0.5, 0.8, 0.9, 0.95))
+    trials = 60
+
+    def violation_rate(audits_everywhere: bool) -> float:
+        rng = random.Random(1)
+        found = [
+            world.violates(t, 0.8)
+            for _ in range(trials)
+            for t in _stream(
+                world, rng, 0.8, passes=4, size=300, initial=100, calibration_rate=0.02,
+                audit_rate=0.3, complete=complete, audits_everywhere=audits_everywhere,
+            )
+        ]  # fmt: skip
+        return sum(found) / len(found)
+
+    assert violation_rate(False) <= DELTA + 3 * math.sqrt(DELTA * (1 - DELTA) / trials)
+    if not complete:  # with the draw complete, audits are valid everywhere anyway
+        assert violation_rate(True) >= 0.15  # 0.246 here
 
 
 def test_low_confidence_reviews_and_seen_labels_would_be_too_optimistic_and_are_left_out() -> None:
@@ -159,8 +187,8 @@ def test_low_confidence_reviews_and_seen_labels_would_be_too_optimistic_and_are_
 @given(
     pairs=st.lists(
         st.tuples(st.sampled_from([0.5, 0.6, 0.75, 0.8, 0.9, 0.95, 1.0]), st.booleans()),
-        min_size=0, max_size=300,
-    ),  # fmt: skip
+        max_size=300,
+    ),
     target=st.sampled_from([0.6, 0.8, 0.9]),
 )
 def test_calibration_samples_alone_choose_what_calibrate_chooses(
@@ -231,7 +259,7 @@ def test_low_confidence_reviews_count_through_the_draw_and_the_rest_is_left_out_
 
 def test_a_draw_with_two_thresholds_and_a_confidence_out_of_range_are_errors() -> None:
     two = [Label(0.9, True, AUDIT_SAMPLE, "p", 0.8), Label(0.9, True, AUDIT_SAMPLE, "p", 0.7)]
-    with pytest.raises(CriticError, match="label 1: draw 'p' has threshold 0.7 here and 0.8"):
+    with pytest.raises(CriticError, match=r"label 1: draw 'p' has threshold 0\.7 here and 0\.8"):
         calibrate_labels(two, 0.8, DELTA)
     with pytest.raises(CriticError, match=r"confidence 1.5 is not in \[0, 1\]"):
         calibrate_labels([Label(1.5, True, CALIBRATION_SAMPLE, "p", None)], 0.8, DELTA)
