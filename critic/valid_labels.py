@@ -73,6 +73,7 @@ from critic.calibrate import (
     check_calibration_input,
     fixed_sequence,
     grid_table,
+    labels_needed_more,
     min_labels_to_pass,
 )
 from critic.errors import CriticError, UsageError
@@ -295,8 +296,12 @@ def calibrate_labels(
     everywhere, above_only, used, left = _sort(labels, allow_seen)
     rows = _rows(everywhere, above_only, grid_step)
     min_labels = min_labels_to_pass(target_agreement, delta)
-    chosen = fixed_sequence(rows, target_agreement, delta, max(min_labels, min_accepted))
+    least = max(min_labels, min_accepted)
+    chosen = fixed_sequence(rows, target_agreement, delta, least)
     n_used = len(everywhere) + len(above_only)
+    needed_more = None
+    if chosen is None:
+        needed_more = labels_needed_more(rows, n_used, target_agreement, delta, least)
     if chosen is None:
         coverage = 0.0
     elif everywhere:
@@ -318,6 +323,7 @@ def calibrate_labels(
         min_labels=min_labels,
         min_accepted=min_accepted,
         grid_step=grid_step,
+        needed_more=needed_more,
     )
     order = {k: i for i, k in enumerate(KINDS)}
     return LabelCalibration(
