@@ -86,7 +86,8 @@ def test_constitution_lint(tmp_path: Path) -> None:
     result = runner.invoke(app, ["constitution", "lint", str(bad), "--json"])
     assert result.exit_code == 1
     problems = json.loads(result.stdout)
-    assert {p["field"] for p in problems} == {"principles"}
+    # Both in one pass (issue 20, finding 9): the schema error and the task's missing labels.
+    assert {p["field"] for p in problems} == {"principles", "task.labels"}
     assert problems[0]["line"] == 5
 
 
