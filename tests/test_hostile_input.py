@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -167,9 +168,9 @@ def test_rows_a_store_cannot_hold_or_json_does_not_define_are_bad_rows_on_both_s
     ]:
         assert f"{path}:{line}: {reason}" in result.stderr, result.stderr
     out = tmp_path / "out.jsonl"
-    exported = _critic("export", str(out), "--db", store_url)
+    exported = _critic("export", str(out), "--db", store_url, "--all")
     assert exported.returncode == 0, exported.stderr
-    rows = [_strict_loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    assert {r["id"] for r in rows if r["status"] == "drafted"} == {"g0", "g1"}  # type: ignore[index]
-    failed = [r for r in rows if r["status"] == "failed"]  # type: ignore[index]
-    assert len(failed) == 9 and all(r["reason"] == "invalid_input" for r in failed)  # type: ignore[index]
+    rows: list[Any] = [_strict_loads(line) for line in out.read_text("utf-8").splitlines()]
+    assert {r["id"] for r in rows if r["status"] == "pending"} == {"g0", "g1"}  # never routed
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 9 and all(r["failure_reason"] == "invalid_input" for r in failed)
