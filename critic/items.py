@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,18 @@ class Item:
     @property
     def text(self) -> str | None:
         return self.get(self.fields.text) if self.fields.text else None
+
+
+def prompt_of(row: Mapping[str, Any], prompt: str | Sequence[str]) -> Any:
+    """The prompt of a stored `row` as its run read it: `prompt` is the run's prompt field(s)
+    (`Fields.prompt`, or the list a run's stored params hold). One field's value comes as it is;
+    several are joined as `Item.prompt` joins them (None when one is missing)."""
+    fields = Fields(prompt=prompt if isinstance(prompt, str) else tuple(prompt))
+    if isinstance(fields.prompt, str):
+        return row.get(fields.prompt)
+    if any(row.get(name) is None for name in fields.prompts):
+        return None
+    return Item("", row, "", fields).prompt
 
 
 @dataclass(frozen=True)

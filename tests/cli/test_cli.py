@@ -179,6 +179,15 @@ def test_prompt_field_repeats_to_join_columns_and_one_field_keeps_the_runs_key(
     assert run_joined != run_single
     params = {run.id: run.params["fields"]["prompt"] for run in store.runs()}
     assert params == {run_joined: ["instruction", "input"], run_single: "instruction"}
+    # What ships (the TRL formats read it) carries the prompt as the run built it.
+    from critic.ship import final_records
+
+    records = list(final_records(store, None, [run_joined]))
+    assert [r.prompt for r in records] == [
+        "instruction:\nRewrite 0.", "instruction:\nRewrite 1.\n\ninput:\nSome text.",
+        "instruction:\nRewrite 2.\n\ninput:\nSome text.",
+    ]
+    assert records[0].fields["prompt"] == "instruction, input"
     # The key of a one-field run is the key it always had: the fields as plain strings.
     from critic.config import Sampling
     from critic.constitution import load_constitution
