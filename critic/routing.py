@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from critic.calibrate import CalibrationResult
 from critic.cascade import CascadeMethod, CascadeResult, Stage
 from critic.errors import CriticError, did_you_mean
+from critic.text import printable
 
 Decision = Literal["accept", "review"]
 Reason = Literal[
@@ -187,6 +188,15 @@ def _wrap(text: str, width: int) -> list[str]:
     return [*lines, current] if current else lines
 
 
+def _other_kind(data: dict[Any, Any]) -> str | None:
+    """What kind of critic file a mapping that is not a policy is, if it is one."""
+    if {"principles", "task"} <= data.keys():
+        return f"a constitution ('{printable(data.get('id'))}'; give it with -c/--constitution)"
+    if "cases" in data:
+        return "a constitution's test cases (for `critic constitution test`)"
+    return None
+
+
 def load_policy(path: str | Path) -> Policy:
     """Read a policy YAML file; errors name the file and the field, and say what to do."""
     path = Path(path)
@@ -209,6 +219,11 @@ def load_policy(path: str | Path) -> Policy:
         raise CriticError(f"{where}: {problem}") from None
     if not isinstance(data, dict):
         raise CriticError(f"{path}: a policy is a YAML mapping of keys to values")
+    if "threshold" not in data and (kind := _other_kind(data)):
+        raise CriticError(
+            f"{path}: this is {kind}, not a routing policy",
+            hint="--policy takes the file `critic calibrate ... -o policy.yaml` writes",
+        )
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:

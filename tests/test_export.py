@@ -112,3 +112,17 @@ def test_a_directory_export_never_replaces_a_folder_of_other_files(tmp_path: Pat
     assert (precious / "thesis.tex").read_text() == "years of work"
     with pytest.raises(UsageError, match="is a directory"), replacing(precious):
         pass
+
+
+def test_json_lines_are_strict_json_a_non_finite_number_is_written_as_null() -> None:
+    import json
+
+    from critic.exports.files import json_line
+
+    def refuse(name: str) -> object:
+        raise AssertionError(f"non-JSON constant {name}")
+
+    line = json_line({"a": float("nan"), "b": [float("inf"), {"c": -float("inf")}], "d": 1.5})
+    expected = {"a": None, "b": [None, {"c": None}], "d": 1.5}
+    assert json.loads(line, parse_constant=refuse) == expected
+    assert json_line({"x": "NaN", "y": 2}) == '{"x": "NaN", "y": 2}\n'

@@ -34,6 +34,7 @@ from critic.cli.options import (
     InputArg,
     JsonOpt,
     LimitOpt,
+    MaxLineBytesOpt,
     MaxModelLenOpt,
     MaxReasksOpt,
     MaxTokensOpt,
@@ -52,6 +53,7 @@ from critic.cli.options import (
     TemperatureOpt,
     temperature_or_default,
 )
+from critic.items import MAX_LINE_BYTES
 
 if TYPE_CHECKING:
     from critic.backends.base import Backend
@@ -78,11 +80,15 @@ def finish_run(
             for stage, count in cascade["settled"].items():
                 out.print(shown(f"settled by {stage}: {count}"))
         if summary.failed:
+            # Bad input rows fail again on every retry: only the others are worth one.
+            retryable = summary.failed - summary.failures.get("invalid_input", 0)
             err.print(
                 f"{summary.failed} item(s) failed; they are recorded with their reasons "
-                f"(`critic export --db {db} ...`). Retry them with --retry-failed.",
+                f"(`critic export --db {db} ...`). "
+                + ("Retry them with --retry-failed." if retryable else
+                   "They are bad input rows: fix them in the input; --retry-failed cannot help."),
                 highlight=False,
-            )
+            )  # fmt: skip
     raise typer.Exit(1 if summary.failed or summary.pending else 0)
 
 
@@ -131,7 +137,7 @@ class RunFlags:
     model: ModelOpt = None
     db: DbOpt = DEFAULT_DB
     id_field: IdFieldOpt = None
-    prompt_field: PromptFieldOpt = "prompt"
+    prompt_field: PromptFieldOpt = field(default_factory=lambda: ["prompt"])
     split: SplitOpt = None
     prompts: PromptsOpt = None
     temperature: TemperatureOpt = None
@@ -141,11 +147,17 @@ class RunFlags:
     max_model_len: MaxModelLenOpt = 4096
     retry_failed: RetryFailedOpt = False
     limit: LimitOpt = None
+    max_line_bytes: MaxLineBytesOpt = MAX_LINE_BYTES
     ray: RayOpt = False
     ray_address: RayAddressOpt = None
     ray_workers: RayWorkersOpt = 2
     json_out: JsonOpt = False
     quiet: QuietOpt = False
+
+    @property
+    def prompt_fields(self) -> tuple[str, ...]:
+        """`--prompt-field`, as `Fields.prompt` takes it (one or several columns)."""
+        return tuple(self.prompt_field)
 
     def backend_spec(self, model: str | None, base_url: str | None = None) -> BackendSpec:
         """The backend these flags name, serving `model` (at `base_url`, default `--base-url`)."""
@@ -211,7 +223,8 @@ def _run_task(
     from critic.store import open_store
 
     c = load_constitution(flags.constitution)
-    input = InputSpec(fields=fields, split=flags.split, prompts=flags.prompts, limit=flags.limit)
+    input = InputSpec(fields=fields, split=flags.split, prompts=flags.prompts, limit=flags.limit,
+                      max_line_bytes=flags.max_line_bytes)  # fmt: skip
     control = RunControl(concurrency=flags.concurrency, retry_failed=flags.retry_failed)
     if flags.ray:
         from critic.distributed import RaySpec, run_on_ray
@@ -274,7 +287,8 @@ def _label_cascade(
         lambda **hooks: label_cascade(
             flags.input, c, backend, store, escalate_to=later, policy=policy, options=sampling,
             fields=fields, split=flags.split, prompts=flags.prompts, limit=flags.limit,
-            retry_failed=flags.retry_failed, concurrency=flags.concurrency, **hooks,
+            max_line_bytes=flags.max_line_bytes, retry_failed=flags.retry_failed,
+            concurrency=flags.concurrency, **hooks,
         ),
     )  # fmt: skip
     counts = {"settled": settled_counts(store, summary.run_id),
@@ -338,7 +352,7 @@ def label(
         samples=samples, top_logprobs=logprobs, max_reasks=flags.max_reasks, seed=flags.seed,
     )  # fmt: skip
     fields = Fields(
-        id=flags.id_field, prompt=flags.prompt_field, response=response_field, text=text_field
+        id=flags.id_field, prompt=flags.prompt_fields, response=response_field, text=text_field
     )
     if escalate_to or policy is not None:
         if flags.ray:
@@ -385,7 +399,7 @@ def revise(
                           temperature=temperature_or_default(flags.temperature),
                           max_reasks=flags.max_reasks, seed=flags.seed),
     )  # fmt: skip
-    fields = Fields(id=flags.id_field, prompt=flags.prompt_field, response=response_field)
+    fields = Fields(id=flags.id_field, prompt=flags.prompt_fields, response=response_field)
     _run_task("revise", "revising", flags, options, fields)
 
 
@@ -439,5 +453,5 @@ def compare(
                           top_logprobs=logprobs or None, max_reasks=flags.max_reasks,
                           seed=flags.seed),
     )  # fmt: skip
-    fields = Fields(id=flags.id_field, prompt=flags.prompt_field, a=a_field, b=b_field)
+    fields = Fields(id=flags.id_field, prompt=flags.prompt_fields, a=a_field, b=b_field)
     _run_task("compare", "comparing", flags, options, fields)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from adjudication.models import OriginOutcome
+from critic.items import prompt_of
 from critic.ship.labels import LabelSet, preferred
 from critic.store.rows import verdict
 
@@ -213,7 +214,8 @@ def compose(
             score = None
     raw_input: dict[str, Any] = row.get("row") or {}
     params = row.get("params") or {}
-    fields = {str(k): str(v) for k, v in (params.get("fields") or {}).items() if v}
+    fields = {str(k): ", ".join(v) if isinstance(v, list) else str(v)  # several prompt fields
+              for k, v in (params.get("fields") or {}).items() if v}  # fmt: skip
     a_field, b_field = fields.get("a") or "a", fields.get("b") or "b"
     responses = (
         (_text(raw_input.get(a_field)), _text(raw_input.get(b_field)))
@@ -271,7 +273,7 @@ def compose(
         location=row.get("source"),
         fields=fields,
         input=raw_input,
-        prompt=raw_input.get(fields.get("prompt") or "prompt"),
+        prompt=prompt_of(raw_input, (params.get("fields") or {}).get("prompt") or "prompt"),
         responses=responses,
     )
 

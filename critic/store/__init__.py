@@ -568,15 +568,16 @@ class Store:
                     .group_by(items.c.reason)
                 ).all()
             )
-            labels: dict[Any, Any] = dict(
-                conn.execute(
-                    sa.select(sa.func.coalesce(drafts.c.label, sa.cast(drafts.c.score, sa.Text)),
-                              sa.func.count())
-                    .where(drafts.c.run_id == run_id,
-                           sa.or_(drafts.c.label.isnot(None), drafts.c.score.isnot(None)))
-                    .group_by(sa.func.coalesce(drafts.c.label, sa.cast(drafts.c.score, sa.Text)))
-                ).all()
-            )  # fmt: skip
+            # A rubric score is a float column: named as `verdict` names it (`4`, not `4.0`).
+            labels: dict[Any, Any] = {}
+            for label, score, count in conn.execute(
+                sa.select(drafts.c.label, drafts.c.score, sa.func.count())
+                .where(drafts.c.run_id == run_id,
+                       sa.or_(drafts.c.label.isnot(None), drafts.c.score.isnot(None)))
+                .group_by(drafts.c.label, drafts.c.score)
+            ).all():  # fmt: skip
+                key = verdict(label, score)
+                labels[key] = labels.get(key, 0) + count
             tokens = conn.execute(
                 sa.select(
                     sa.func.coalesce(sa.func.sum(generations.c.prompt_tokens), 0),
