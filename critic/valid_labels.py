@@ -58,7 +58,6 @@ labels calibrate").
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,7 +76,7 @@ from critic.calibrate import (
     min_labels_to_pass,
 )
 from critic.errors import CriticError, UsageError
-from critic.routing import Policy, audit_draw, policy_hash
+from critic.routing import Lineage, Policy, audit_draw, calibration_draw, policy_hash
 from critic.stats import binomial_lower_bound
 
 __all__ = [
@@ -113,13 +112,6 @@ NOT_DRAWN = (
     "the policy reviews such drafts whatever their confidence, so they are not among the items "
     "a threshold accepts"
 )
-
-
-def calibration_draw(seed: int, item_id: str) -> float:
-    """A uniform number in [0, 1) fixed by (seed, id), independent of the audit draw: an item is
-    a calibration sample when it falls below the calibration rate."""
-    digest = hashlib.sha256(f"calibration\x00{seed}\x00{item_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def in_draw(item_id: str, seed: int, calibration_rate: float, audit_rate: float) -> bool:
@@ -339,15 +331,6 @@ def calibrate_labels(
     )
 
 
-class Lineage(BaseModel):
-    """Where a recalibrated policy comes from: the policy it replaces and the labels behind it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    previous: str | None = Field(description="policy_hash of the policy this one replaces")
-    labels: dict[str, int] = Field(description="labels used, by how they were sampled")
-
-
 @dataclass(frozen=True)
 class Recalibration:
     """A recalibrated policy, its lineage and the calibration behind it."""
@@ -375,9 +358,8 @@ def recalibrate(
         min_accepted=previous.calibration.min_accepted if previous.calibration else MIN_ACCEPTED,
         grid_step=previous.calibration.grid_step if previous.calibration else GRID_STEP,
     )  # fmt: skip
+    lineage = Lineage(previous=policy_hash(previous), labels=result.used)
     fields = previous.model_dump()
-    fields.update(threshold=result.calibration.threshold, calibration=result.calibration)
-    policy = Policy.model_validate(fields)
-    return Recalibration(
-        policy, Lineage(previous=policy_hash(previous), labels=result.used), result
-    )
+    fields.update(threshold=result.calibration.threshold, calibration=result.calibration,
+                  lineage=lineage, content_hash=None)  # fmt: skip
+    return Recalibration(Policy.model_validate(fields), lineage, result)

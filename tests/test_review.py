@@ -41,7 +41,7 @@ def _route(tmp_path: Path, db: str, run: str, queue: str, audit: float = 0.0) ->
     save_policy(Policy(threshold=threshold, target_agreement=0.9, delta=0.1, audit_rate=audit),
                 policy)  # fmt: skip
     result = runner.invoke(app, ["route", "--db", db, "--policy", str(policy), "--run", run,
-                                 "--queue", queue, "--json"])  # fmt: skip
+                                 "--queue", queue, "--json", "--force"])  # fmt: skip
     assert result.exit_code == 0, result.output
     return int(json.loads(result.stdout)["enqueued"])
 

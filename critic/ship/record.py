@@ -253,7 +253,8 @@ def compose(
         policy=route["policy_hash"] if route else None,
         guaranteed=status == "accepted"
         and route is not None
-        and route["reason"] in GUARANTEED_REASONS,
+        and route["reason"] in GUARANTEED_REASONS
+        and not route.get("forced"),
         queue=(human.queue if human else pending_queue.queue if pending_queue else None),
         reviewers=human.reviewers if human else (),
         agreement=human.agreement if human else None,
