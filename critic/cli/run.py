@@ -61,18 +61,27 @@ if TYPE_CHECKING:
     from critic.items import Fields
 
 
+NO_SIGNAL = (
+    "warning: this run measures no confidence signal (no logprobs, one sample, one critic): "
+    "every confidence is 0, so a calibrated policy reviews every item. Ask for --logprobs K, "
+    "--samples N or another --critic."
+)
+
+
 def finish_run(
     summary: Any, command: str, db: str, json_out: bool,
-    cascade: dict[str, dict[str, int]] | None = None,
+    cascade: dict[str, dict[str, int]] | None = None, extra: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
     """Print a run's summary (a table, or JSON) and exit 0, or 1 when items failed or wait.
 
     `cascade`: for a cascade run, how many items each stage settled (`settled`) and how many
     each critic was asked about (`asked`)."""
     if json_out:
-        print(json.dumps({**summary.to_dict(), **(cascade or {})}, indent=2))
+        print(json.dumps({**summary.to_dict(), **(cascade or {}), **(extra or {})}, indent=2))
     else:
         out.print(summary_table(summary, command))
+        if (extra or {}).get("confidence_signal") == "none":
+            err.print(NO_SIGNAL, style="yellow", highlight=False)
         if cascade is not None:
             items = max(1, sum(cascade["settled"].values()))
             for critic, count in cascade["asked"].items():
@@ -214,10 +223,12 @@ def _run_task(
     options: Any,
     fields: Fields,
     critics: Sequence[str] = (),
+    no_signal: bool = False,
 ) -> None:
     """Run `task` under a progress bar (here or on Ray), print its summary, exit with its status.
 
-    `critics`: the models of a label panel (`--critic`), on the same backend."""
+    `critics`: the models of a label panel (`--critic`), on the same backend. `no_signal`: the
+    run measures no confidence signal, which the summary says."""
     from critic.config import InputSpec, RunControl
     from critic.constitution import load_constitution
     from critic.store import open_store
@@ -251,7 +262,8 @@ def _run_task(
                 input=input, control=control, **hooks,
             ),
         )  # fmt: skip
-    finish_run(summary, task, flags.db, flags.json_out)
+    finish_run(summary, task, flags.db, flags.json_out,
+               extra={"confidence_signal": "none"} if no_signal else None)  # fmt: skip
 
 
 def _label_cascade(
@@ -309,9 +321,10 @@ def label(
         int | None,
         typer.Option(
             "--logprobs",
-            min=1,
+            min=0,
             max=20,
-            help="Ask for top-K logprobs (label probabilities).",
+            help="Ask for top-K logprobs (label probabilities); default 5 where the backend "
+            "gives them (vllm-server, vllm, fake); 0: none.",
         ),
     ] = None,
     max_tokens: MaxTokensOpt = 512,
@@ -344,12 +357,19 @@ def label(
     ] = None,
 ) -> None:
     """Label a dataset against a constitution. Rerun the same command to resume."""
+    from critic.backends import DEFAULT_LOGPROBS, GIVES_LOGPROBS
     from critic.config import Sampling
     from critic.items import Fields
 
+    if logprobs is None:
+        logprobs = DEFAULT_LOGPROBS if flags.backend in GIVES_LOGPROBS else None
+    top_logprobs = logprobs or None
+    no_signal = top_logprobs is None and samples == 1 and not critic
+    if no_signal:
+        err.print(NO_SIGNAL, style="yellow", highlight=False)
     sampling = Sampling(
         max_tokens=max_tokens, temperature=temperature_or_default(flags.temperature, samples),
-        samples=samples, top_logprobs=logprobs, max_reasks=flags.max_reasks, seed=flags.seed,
+        samples=samples, top_logprobs=top_logprobs, max_reasks=flags.max_reasks, seed=flags.seed,
     )  # fmt: skip
     fields = Fields(
         id=flags.id_field, prompt=flags.prompt_fields, response=response_field, text=text_field
@@ -367,7 +387,8 @@ def label(
             critics=critic or [],
         )  # fmt: skip
         return
-    _run_task("label", "labeling", flags, sampling, fields, critics=critic or [])
+    _run_task("label", "labeling", flags, sampling, fields, critics=critic or [],
+              no_signal=no_signal)  # fmt: skip
 
 
 @reports_errors

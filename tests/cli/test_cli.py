@@ -205,3 +205,23 @@ def test_prompt_field_repeats_to_join_columns_and_one_field_keeps_the_runs_key(
     key = run_key("label", c.hash, Templates.load().hash(LABEL_TEMPLATES), "fake",
                   store.run(run_single).model, identity, source_name(path))  # fmt: skip
     assert key[:12] == run_single
+
+
+def test_label_measures_confidence_by_default_and_says_when_it_cannot(tmp_path: Path) -> None:
+    from critic.store import open_store
+
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    source = items(tmp_path, bad=False)
+    result = runner.invoke(app, ["label", str(source), "-c", "harmlessness", "--backend", "fake",
+                                 "--db", db, "-q", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert "confidence_signal" not in summary and "no confidence signal" not in result.stderr
+    rows = list(open_store(db).rows(summary["run_id"]))
+    assert all(r["components"]["label_prob"] is not None for r in rows)  # logprobs were asked
+    assert all(r["confidence"] > 0 for r in rows)
+    off = runner.invoke(app, ["label", str(source), "-c", "harmlessness", "--backend", "fake",
+                              "--db", db, "-q", "--json", "--logprobs", "0"])  # fmt: skip
+    assert off.exit_code == 0, off.output
+    assert json.loads(off.stdout)["confidence_signal"] == "none"
+    assert "no confidence signal" in off.stderr
