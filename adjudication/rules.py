@@ -244,15 +244,23 @@ def _check_revision(
 
 
 def same_answer(
-    decision: Decision, action: str, label: str | None, edit: Mapping[str, Any] | None
+    decision: Decision,
+    action: str,
+    label: str | None,
+    edit: Mapping[str, Any] | None,
+    labels: Sequence[str] | None,
 ) -> bool:
     """Whether a decision `Store.decide` returned is the answer just sent (a retry of the same
     submit) rather than an earlier, different one made with the same claim token, which stands:
-    the caller must then say that the new answer was not saved. A label of None means the
-    critic's (accept) or the decision's own (an edit of other fields)."""
+    the caller must then say that the new answer was not saved.
+
+    Args:
+        label: as sent; None means the critic's (accept) or the decision's own (an edit of
+            other fields). Matched to the queue's `labels` as the store matches it.
+    """
     return (
         decision.action == action
-        and (label is None or label == decision.label)
+        and (label is None or match_label(label, labels) == decision.label)
         and canonical(decision.edit) == canonical(None if edit is None else dict(edit))
     )
 

@@ -634,7 +634,7 @@ def _decide_one(
         except QueueError as exc:
             message = _warn(exc.message, exc.hint)
             continue
-        if not same_answer(decision, action, label, None):
+        if not same_answer(decision, action, label, edit, q.labels):
             return _kept(decision, item), True
         session.decided[decision.action] += 1
         return _decided(decision.action, item, decision.label), True

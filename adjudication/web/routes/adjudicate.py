@@ -151,7 +151,7 @@ def adjudicate(
     except QueueError as exc:
         return adjudication_page(request, w, me, q, error=str(exc), status=400)
     w.store.claim(q.name, me.name, kind="adjudication")  # the next one, shown by the GET
-    saved = same_answer(decision, action, label, edit)
+    saved = same_answer(decision, action, label, edit, q.labels)
     return redirect(f"{queue_path(queue)}/adjudicate", notice="saved" if saved else "kept")
 
 

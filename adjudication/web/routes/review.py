@@ -201,7 +201,7 @@ def decide(
     except QueueError as exc:
         return _review_page(request, w, me, q, error=str(exc), note=note, status=400)
     w.store.claim(q.name, me.name, kind="review")  # the next item, shown by the GET
-    saved = same_answer(decision, kind, chosen, edit)
+    saved = same_answer(decision, kind, chosen, edit, q.labels)
     return redirect(f"{queue_path(queue)}/review", notice="saved" if saved else "kept")
 
 
