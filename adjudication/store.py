@@ -32,7 +32,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from . import statements as st
 from .claims import Claims
 from .database import Clock, engine_for, not_a_member, pick_locked, utc_now
-from .errors import PermissionDenied, QueueError
+from .errors import NotFoundError, PermissionDenied, QueueError
 from .models import (
     Action,
     ClaimKind,
@@ -50,6 +50,7 @@ from .rules import (
     Rules,
     answer,
     check_name,
+    check_queue_settings,
     check_role,
     claim_kinds,
     final,
@@ -101,10 +102,12 @@ class Store(Claims):
 
         Args:
             name: the queue's name, unique in the database.
-            overlap: independent reviews each item needs; if they disagree, an adjudicator decides.
+            overlap: independent reviews each item needs (1 to `MAX_OVERLAP`); if they
+                disagree, an adjudicator decides.
             blind: reviewers do not see the critic's draft (label, critique, confidence) and
                 give their own label; adjudicators always see everything.
-            lease_seconds: how long a claim lasts without a heartbeat.
+            lease_seconds: how long a claim lasts without a heartbeat (1 to
+                `MAX_LEASE_SECONDS`, a day).
             labels: the allowed labels; None allows any label.
             ordinal: the labels are a scale, given lowest first (agreement then includes
                 ordinal alpha in this order).
@@ -112,10 +115,7 @@ class Store(Claims):
             by: who is creating it, for the history.
         """
         check_name("queue", name)
-        if overlap < 1:
-            raise QueueError(f"overlap must be at least 1, not {overlap}")
-        if lease_seconds < 1:
-            raise QueueError(f"lease_seconds must be at least 1, not {lease_seconds}")
+        check_queue_settings(overlap, lease_seconds)
         label_list = None if labels is None else [str(label) for label in labels]
         if label_list is not None and (not label_list or len(set(label_list)) != len(label_list)):
             raise QueueError(f"labels must be a non-empty list without repeats, not {labels!r}")
@@ -294,6 +294,13 @@ class Store(Claims):
         with self._read() as conn:
             return user_of(self._user_row(conn, name))
 
+    def find_user(self, name: str) -> User | None:
+        """The user called `name`, or None; one statement, naming no other user (the log-in
+        form's look-up: a wrong name must cost what a wrong password costs)."""
+        with self._read() as conn:
+            row = conn.execute(st.USER_BY_NAME, {"name": name}).mappings().first()
+            return None if row is None else user_of(row)
+
     def end_sessions(self, name: str) -> User:
         """End every web session of a user (log-out): bumps their session epoch."""
         with self._write() as conn:
@@ -453,14 +460,17 @@ class Store(Claims):
         }
 
     def queue_for(self, user: str, queue: str) -> Queue:
-        """The queue called `queue`, if `user` may work in it; PermissionDenied otherwise."""
+        """The queue called `queue`, if `user` may work in it; PermissionDenied otherwise.
+
+        One statement whatever the answer: a queue that does not exist costs what one the user
+        is not in costs, and no other queue is named (the web app's path to every queue page;
+        `queue` suggests names to those who may see them all)."""
         with self._read() as conn:
             row = conn.execute(st.QUEUE_FOR, {"queue": queue, "user": user}).mappings().first()
             if row is None:
-                self._queue_row(conn, queue)  # raises, naming the queues there are
-            assert row is not None
+                raise NotFoundError(f"no queue named {queue!r}")
             if row["user_id"] is None:
-                self._user_row(conn, user)  # raises, naming the users there are
+                raise NotFoundError(f"no user named {user!r}")
             if row["user_role"] != "admin" and row["member"] is None:
                 raise not_a_member(user, queue)
             return queue_of(row)

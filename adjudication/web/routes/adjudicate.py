@@ -11,6 +11,7 @@ from fastapi.responses import Response
 
 from ...errors import LeaseError, QueueError
 from ...models import Decision, Queue, User
+from ...rules import same_answer
 from .. import metrics
 from ..deps import (
     NOTICES,
@@ -143,14 +144,15 @@ def adjudicate(
         else:
             action, label = "edit", chosen.label
     try:
-        w.store.decide(token, action, label=label, edit=edit, note=note.strip() or None)
+        decision = w.store.decide(token, action, label=label, edit=edit, note=note.strip() or None)
     except LeaseError:
         w.store.claim(q.name, me.name, kind="adjudication")
         return redirect(f"{queue_path(queue)}/adjudicate", notice="expired")
     except QueueError as exc:
         return adjudication_page(request, w, me, q, error=str(exc), status=400)
     w.store.claim(q.name, me.name, kind="adjudication")  # the next one, shown by the GET
-    return redirect(f"{queue_path(queue)}/adjudicate", notice="saved")
+    saved = same_answer(decision, action, label, edit, q.labels)
+    return redirect(f"{queue_path(queue)}/adjudicate", notice="saved" if saved else "kept")
 
 
 # -- dashboard and history -------------------------------------------------------------------
