@@ -33,6 +33,7 @@ from . import statements as st
 from .claims import Claims
 from .database import Clock, engine_for, not_a_member, pick_locked, utc_now
 from .errors import NotFoundError, PermissionDenied, QueueError
+from .gold import Gold, check_gold_rate
 from .models import (
     Action,
     ClaimKind,
@@ -81,7 +82,7 @@ def open_store(url: str, *, clock: Clock = utc_now, busy_timeout: float = 30.0) 
     return Store(engine_for(url, busy_timeout), clock)
 
 
-class Store(Claims):
+class Store(Claims, Gold):
     """A handle on one queue database; safe to share between threads. Use `open_store`."""
 
     # -- queues and users -------------------------------------------------------------------
@@ -96,6 +97,7 @@ class Store(Claims):
         labels: Sequence[str] | None = None,
         ordinal: bool = False,
         members: Sequence[str] = (),
+        gold_rate: float = 0.0,
         by: str | None = None,
     ) -> Queue:
         """Create a review queue.
@@ -112,9 +114,12 @@ class Store(Claims):
             ordinal: the labels are a scale, given lowest first (agreement then includes
                 ordinal alpha in this order).
             members: users who may work in it (see `add_members`); admins always may.
+            gold_rate: about this share of each reviewer's items are gold items
+                (`adjudication.gold`).
             by: who is creating it, for the history.
         """
         check_name("queue", name)
+        check_gold_rate(gold_rate)
         check_queue_settings(overlap, lease_seconds)
         label_list = None if labels is None else [str(label) for label in labels]
         if label_list is not None and (not label_list or len(set(label_list)) != len(label_list)):
@@ -137,6 +142,7 @@ class Store(Claims):
                 "labels": label_list,
                 "ordinal": ordinal,
                 "created_at": now,
+                "gold_rate": gold_rate,
             }
             queue_id = conn.execute(
                 insert(queues).values(**values).returning(queues.c.id)
@@ -642,7 +648,10 @@ class Store(Claims):
             conn.execute(
                 st.END_CLAIMS, {"claim_ids": [held["id"]], "now": now, "reason": "decided"}
             )
-            after = {**task, **self._advance(conn, q, task, kind, action, chosen, edit)}
+            if task["gold_label"] is not None and kind == "review":
+                after = dict(task)  # a gold item measures the reviewer: it never settles
+            else:
+                after = {**task, **self._advance(conn, q, task, kind, action, chosen, edit)}
             self._save(conn, after, now)
             self._event(
                 conn,

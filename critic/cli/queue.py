@@ -17,6 +17,7 @@ from rich.text import Text
 
 from adjudication.rules import MAX_LEASE_SECONDS, MAX_OVERLAP
 from critic.cli.common import actor, dump, out, queue_store, reports_errors, shown
+from critic.cli.gold import app as gold_app
 from critic.cli.options import DEFAULT_DB, DbOpt, JsonOpt
 from critic.errors import UsageError
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Create review queues; see their items, agreement and history.",
                   no_args_is_help=True)  # fmt: skip
+app.add_typer(gold_app, name="gold")
 
 
 def _num(value: float | None, percent: bool = False) -> str:
@@ -86,6 +88,14 @@ def queue_create(
             "only their queues, admins all.",
         ),
     ] = None,
+    gold_rate: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.5,
+            help="About this share of each reviewer's items are gold items (critic queue gold).",
+        ),
+    ] = 0.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Create a review queue; `critic route --queue NAME` fills it."""
@@ -99,6 +109,7 @@ def queue_create(
             labels=_labels(labels),
             ordinal=ordinal,
             members=members,
+            gold_rate=gold_rate,
             by=actor(),
         )
     if json_out:

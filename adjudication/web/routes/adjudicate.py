@@ -204,7 +204,18 @@ def item_history(
         "draft": draft_view(task.item, draft, task.draft_label),
         "principles": principles(task.principle_ids, draft),
         "decisions": w.store.decisions(queue, item_id),
-        "events": w.store.history(queue, item_id),
+        # Gold items must look like any other item to everyone who may review them: their
+        # known answer and scores are for admins only.
+        "events": [
+            e
+            for e in w.store.history(queue, item_id)
+            if me.role == "admin" or not e.kind.startswith("gold")
+        ],
+        "gold": (
+            [g for g in w.store.gold_results(queue) if g.item_id == item_id]
+            if me.role == "admin"
+            else []
+        ),
         "notice": NOTICES.get(notice),
     }
     return w.render(request, "item.html", context)
