@@ -40,7 +40,7 @@ def test_each_reviewer_answers_each_gold_item_once_whatever_the_overlap(store: S
     assert len((set(rita) | set(rick)) - gold) == 37 and not (set(rita) & set(rick)) - gold
     # Interleaved: gold is not all at the start or all at the end of rita's items.
     first = min(rita.index(g) for g in gold)
-    assert 0 < first or max(rita.index(g) for g in gold) < len(rita) - 1
+    assert first > 0 or max(rita.index(g) for g in gold) < len(rita) - 1
 
 
 def test_gold_answers_are_scored_and_never_settle_the_item(store: Store) -> None:
@@ -79,9 +79,9 @@ def test_in_a_blind_queue_the_pick_is_what_is_scored(store: Store) -> None:
 
 def test_gold_labels_must_be_in_the_label_set_and_rates_bounded(store: Store) -> None:
     _queue(store)
-    with pytest.raises(QueueError, match="not one of queue 'q'.s labels"):
+    with pytest.raises(QueueError, match=r"not one of queue 'q'.s labels"):
         store.add_gold("q", {"i03": "maybe"})
-    with pytest.raises(QueueError, match="gold rate must be between 0 and 0.5"):
+    with pytest.raises(QueueError, match=r"gold rate must be between 0 and 0\.5"):
         store.set_gold_rate("q", 0.9)
     with pytest.raises(QueueError, match="not adjudicated"):
         store.promote_gold("q", ["i05"])
