@@ -1,0 +1,298 @@
+"""A Dawid–Skene label model: each rater's confusion matrix and the class priors, by EM.
+
+Pure: ratings in, a fitted model out; no database, no clock. Ratings are
+`{item_id: {rater: label}}` as `Reports.ratings` gives them (a rejection is the label
+`REJECTED`, a class of its own: "this item should not ship" is an answer reviewers agree or
+disagree on, as the queue's own settling rule treats it).
+
+The model (Dawid & Skene, 1979): item i has a hidden true class z_i drawn from the priors π;
+rater j, given true class c, answers l with probability θ_j[c, l], independently of the other
+raters. EM alternates between the posterior over each item's class (E) and the priors and
+confusion matrices that posterior implies (M).
+
+- Start: each item's posterior is its vote shares (majority vote, ties split), so the fit is
+  deterministic and starts with the raters' labels meaning what they say.
+- Gold items (`gold={item_id: label}`) are anchors: their posterior is the gold label with
+  probability 1 in every step, so they teach the confusion matrices with certainty.
+- Smoothing: every confusion row starts from Dirichlet pseudo-counts, `smoothing` on each cell
+  and as much again on the diagonal (with the default 1, a rater nobody has seen yet is assumed
+  right with probability 2/(K+1)); the priors from `smoothing` per class. This keeps rare classes
+  and raters with few ratings away from probabilities of exactly 0 or 1, and 30 ratings outweigh
+  it.
+- Stops when no item's posterior moves more than `tolerance` in one step, or after
+  `max_iterations`.
+
+What it assumes: raters err independently given the true class. Two raters who copy one source
+(a reviewer who rubber-stamps the critic, with `--critics-as-raters`) break that assumption and
+are counted as two votes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import AgreementError
+from .models import REJECTED
+
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ItemPosterior:
+    """The label model's answer for one item."""
+
+    item_id: str
+    posterior: dict[str, float]
+    """P(true class | every rating of the item), per class, in the model's class order."""
+    label: str
+    """The posterior argmax (the first class in order on a tie)."""
+    probability: float
+    """The posterior probability of `label`."""
+    majority: str | None
+    """The most frequent rating of the item; None when two labels tie for it."""
+    disagrees_with_majority: bool
+    """True when there is a majority and the model's label is another one."""
+    ratings: int
+    gold: bool
+    """A gold item: `label` is the gold label, given, not estimated."""
+
+
+@dataclass(frozen=True)
+class RaterModel:
+    """One rater's fitted confusion matrix."""
+
+    rater: str
+    ratings: int
+    confusion: dict[str, dict[str, float]]
+    """`confusion[true][given]`: P(the rater answers `given` | the true class is `true`)."""
+    accuracy: float
+    """P(the rater is right) on an item drawn from the priors: Σ_c π_c · θ[c, c]."""
+
+
+@dataclass(frozen=True)
+class LabelModel:
+    classes: tuple[str, ...]
+    priors: dict[str, float]
+    raters: dict[str, RaterModel]
+    items: dict[str, ItemPosterior]
+    iterations: int
+    converged: bool
+
+
+def _classes(
+    ratings: Mapping[str, Mapping[str, str]], gold: Mapping[str, str], given: Sequence[str] | None
+) -> tuple[str, ...]:
+    seen = {label for unit in ratings.values() for label in unit.values()}
+    seen |= {gold[item] for item in ratings if item in gold}
+    order = list(dict.fromkeys(given or ()))
+    rest = sorted(seen - set(order) - {REJECTED})
+    order += rest
+    if REJECTED in seen and REJECTED not in order:
+        order.append(REJECTED)
+    return tuple(order)
+
+
+def majority(labels: Sequence[str]) -> str | None:
+    """The most frequent label; None for no labels or a tie at the top."""
+    top = Counter(labels).most_common(2)
+    if not top or (len(top) == 2 and top[0][1] == top[1][1]):
+        return None
+    return top[0][0]
+
+
+def fit(
+    ratings: Mapping[str, Mapping[str, str]],
+    *,
+    gold: Mapping[str, str] | None = None,
+    classes: Sequence[str] | None = None,
+    smoothing: float = 1.0,
+    tolerance: float = 1e-6,
+    max_iterations: int = 500,
+) -> LabelModel:
+    """Fit the Dawid–Skene model to every rating.
+
+    Args:
+        ratings: `{item_id: {rater: label}}`; items without ratings are left out.
+        gold: known true labels of some items, held fixed as anchors.
+        classes: the label set in display order (e.g. the queue's labels); labels the ratings
+            use beyond it are added, sorted, with `REJECTED` last.
+        smoothing: the Dirichlet pseudo-count (see the module's docstring); must be > 0.
+        tolerance: stop once no posterior changes by more than this in one step.
+        max_iterations: stop after this many EM steps anyway (`converged` is then False).
+    """
+    if smoothing <= 0:
+        raise AgreementError(f"smoothing must be positive, not {smoothing}")
+    gold = gold or {}
+    units = {item: dict(unit) for item, unit in ratings.items() if unit}
+    if not units:
+        raise AgreementError("the label model needs at least one rated item")
+    order = _classes(units, gold, classes)
+    k = len(order)
+    index = {label: c for c, label in enumerate(order)}
+    item_ids = list(units)
+    rater_names = sorted({r for unit in units.values() for r in unit})
+    rater_index = {name: j for j, name in enumerate(rater_names)}
+    triples = [
+        (i, rater_index[rater], index[label])
+        for i, item in enumerate(item_ids)
+        for rater, label in units[item].items()
+    ]
+    item_of = np.array([t[0] for t in triples], dtype=np.int64)
+    rater_of = np.array([t[1] for t in triples], dtype=np.int64)
+    label_of = np.array([t[2] for t in triples], dtype=np.int64)
+    n_items, n_raters = len(item_ids), len(rater_names)
+
+    anchored = np.array([item in gold for item in item_ids], dtype=bool)
+    anchors = np.zeros((n_items, k))
+    for i, item in enumerate(item_ids):
+        if item in gold:
+            anchors[i, index[gold[item]]] = 1.0
+
+    # Start from the vote shares: majority vote with ties split.
+    posterior = np.zeros((n_items, k))
+    np.add.at(posterior, (item_of, label_of), 1.0)
+    posterior /= posterior.sum(axis=1, keepdims=True)
+    posterior[anchored] = anchors[anchored]
+
+    pseudo = np.full((k, k), smoothing) + np.eye(k) * smoothing
+    converged = False
+    iterations = 0
+    priors, confusion = _m_step(posterior, item_of, rater_of, label_of, n_raters, pseudo, smoothing)
+    for iterations in range(1, max_iterations + 1):  # noqa: B007 (reported below)
+        updated = _e_step(priors, confusion, item_of, rater_of, label_of, n_items)
+        updated[anchored] = anchors[anchored]
+        change = float(np.abs(updated - posterior).max())
+        posterior = updated
+        priors, confusion = _m_step(
+            posterior, item_of, rater_of, label_of, n_raters, pseudo, smoothing
+        )
+        if change < tolerance:
+            converged = True
+            break
+
+    counts = np.bincount(rater_of, minlength=n_raters)
+    raters = {
+        name: RaterModel(
+            rater=name,
+            ratings=int(counts[j]),
+            confusion={
+                order[c]: {order[g]: float(confusion[j, c, g]) for g in range(k)} for c in range(k)
+            },
+            accuracy=float(np.dot(priors, np.diag(confusion[j]))),
+        )
+        for j, name in enumerate(rater_names)
+    }
+    items = {}
+    for i, item in enumerate(item_ids):
+        best = int(np.argmax(posterior[i]))
+        vote = majority(list(units[item].values()))
+        items[item] = ItemPosterior(
+            item_id=item,
+            posterior={order[c]: float(posterior[i, c]) for c in range(k)},
+            label=order[best],
+            probability=float(posterior[i, best]),
+            majority=vote,
+            disagrees_with_majority=vote is not None and vote != order[best],
+            ratings=len(units[item]),
+            gold=bool(anchored[i]),
+        )
+    return LabelModel(
+        classes=order,
+        priors={order[c]: float(priors[c]) for c in range(k)},
+        raters=raters,
+        items=items,
+        iterations=iterations,
+        converged=converged,
+    )
+
+
+def _m_step(
+    posterior: Array,
+    item_of: NDArray[np.int64],
+    rater_of: NDArray[np.int64],
+    label_of: NDArray[np.int64],
+    n_raters: int,
+    pseudo: Array,
+    smoothing: float,
+) -> tuple[Array, Array]:
+    k = posterior.shape[1]
+    priors = posterior.sum(axis=0) + smoothing
+    priors /= priors.sum()
+    # counts[j, c, l]: the sum of P(item is c) over the ratings l that rater j gave.
+    cell = rater_of * k + label_of
+    counts: Array = np.stack(
+        [
+            np.bincount(cell, weights=posterior[item_of, c], minlength=n_raters * k).reshape(
+                n_raters, k
+            )
+            for c in range(k)
+        ],
+        axis=1,
+    )
+    counts = counts + pseudo
+    confusion: Array = counts / counts.sum(axis=2, keepdims=True)
+    return priors, confusion
+
+
+def _e_step(
+    priors: Array,
+    confusion: Array,
+    item_of: NDArray[np.int64],
+    rater_of: NDArray[np.int64],
+    label_of: NDArray[np.int64],
+    n_items: int,
+) -> Array:
+    log = np.tile(np.log(priors), (n_items, 1))
+    np.add.at(log, item_of, np.log(confusion[rater_of, :, label_of]))
+    log -= log.max(axis=1, keepdims=True)
+    posterior = np.exp(log)
+    normalised: Array = posterior / posterior.sum(axis=1, keepdims=True)
+    return normalised
+
+
+def expected_correct(
+    model: LabelModel, ratings: Mapping[str, Mapping[str, str]], rater: str
+) -> tuple[float, int]:
+    """How many of `rater`'s labels the fitted model believes right, on items others rated too.
+
+    The sum over those items of P(true class = the rater's label | every rating): under the
+    model its expectation is the rater's number of right answers. Items only this rater rated
+    are left out (there the posterior mostly echoes the rater's own confusion matrix); gold
+    items count, with their given answer.
+
+    Returns:
+        (expected right answers, items counted).
+    """
+    expected, counted = 0.0, 0
+    for item, unit in ratings.items():
+        fitted = model.items.get(item)
+        if rater not in unit or fitted is None or (len(unit) < 2 and not fitted.gold):
+            continue
+        expected += fitted.posterior[unit[rater]]
+        counted += 1
+    return expected, counted
+
+
+def posterior_without(
+    model: LabelModel, unit: Mapping[str, str], rater: str
+) -> dict[str, float] | None:
+    """The posterior of one item from the other raters' labels alone (`rater`'s left out), by
+    the fitted priors and confusion matrices; None when nobody else rated it."""
+    others = [(r, label) for r, label in unit.items() if r != rater and r in model.raters]
+    if not others:
+        return None
+    log = np.array(
+        [
+            np.log(model.priors[c])
+            + sum(np.log(model.raters[r].confusion[c][label]) for r, label in others)
+            for c in model.classes
+        ]
+    )
+    weights = np.exp(log - log.max())
+    weights /= weights.sum()
+    return {c: float(w) for c, w in zip(model.classes, weights, strict=True)}
