@@ -14,11 +14,13 @@ confusion matrices that posterior implies (M).
   deterministic and starts with the raters' labels meaning what they say.
 - Gold items (`gold={item_id: label}`) are anchors: their posterior is the gold label with
   probability 1 in every step, so they teach the confusion matrices with certainty.
-- Smoothing: every confusion row starts from Dirichlet pseudo-counts, `smoothing` on each cell
-  and as much again on the diagonal (with the default 1, a rater nobody has seen yet is assumed
-  right with probability 2/(K+1)); the priors from `smoothing` per class. This keeps rare classes
-  and raters with few ratings away from probabilities of exactly 0 or 1, and 30 ratings outweigh
-  it.
+- Smoothing: each confusion row is shrunk toward the rater's "one-coin" row (their overall
+  accuracy on the diagonal, the rest spread evenly over the other labels) by `shrinkage`
+  pseudo-ratings (default 10), and the overall accuracy and the priors get `smoothing` (1) per
+  outcome. So a rater seen on few items of a class is assumed to be about as good on it as on
+  the others, nothing is ever exactly 0 or 1, and with 200 ratings of a class the data weigh 95%.
+  On simulated teams of 300 items this halved the error of the accuracy estimates against a
+  plain add-one prior (bench/raters.py).
 - Stops when no item's posterior moves more than `tolerance` in one step, or after
   `max_iterations`.
 
@@ -111,6 +113,7 @@ def fit(
     gold: Mapping[str, str] | None = None,
     classes: Sequence[str] | None = None,
     smoothing: float = 1.0,
+    shrinkage: float = 10.0,
     tolerance: float = 1e-6,
     max_iterations: int = 500,
 ) -> LabelModel:
@@ -121,12 +124,16 @@ def fit(
         gold: known true labels of some items, held fixed as anchors.
         classes: the label set in display order (e.g. the queue's labels); labels the ratings
             use beyond it are added, sorted, with `REJECTED` last.
-        smoothing: the Dirichlet pseudo-count (see the module's docstring); must be > 0.
+        smoothing: the pseudo-count of the priors and of each rater's overall accuracy; > 0.
+        shrinkage: pseudo-ratings pulling each confusion row toward the rater's one-coin row
+            (see the module's docstring); > 0.
         tolerance: stop once no posterior changes by more than this in one step.
         max_iterations: stop after this many EM steps anyway (`converged` is then False).
     """
-    if smoothing <= 0:
-        raise AgreementError(f"smoothing must be positive, not {smoothing}")
+    if smoothing <= 0 or shrinkage <= 0:
+        raise AgreementError(
+            f"smoothing and shrinkage must be positive, not {smoothing} and {shrinkage}"
+        )
     gold = gold or {}
     units = {item: dict(unit) for item, unit in ratings.items() if unit}
     if not units:
@@ -154,23 +161,20 @@ def fit(
             anchors[i, index[gold[item]]] = 1.0
 
     # Start from the vote shares: majority vote with ties split.
-    posterior = np.zeros((n_items, k))
-    np.add.at(posterior, (item_of, label_of), 1.0)
-    posterior /= posterior.sum(axis=1, keepdims=True)
+    votes = np.bincount(item_of * k + label_of, minlength=n_items * k).reshape(n_items, k)
+    posterior: Array = votes / votes.sum(axis=1, keepdims=True)
     posterior[anchored] = anchors[anchored]
 
-    pseudo = np.full((k, k), smoothing) + np.eye(k) * smoothing
+    prior = (smoothing, shrinkage)
     converged = False
     iterations = 0
-    priors, confusion = _m_step(posterior, item_of, rater_of, label_of, n_raters, pseudo, smoothing)
+    priors, confusion = _m_step(posterior, item_of, rater_of, label_of, n_raters, prior)
     for iterations in range(1, max_iterations + 1):  # noqa: B007 (reported below)
         updated = _e_step(priors, confusion, item_of, rater_of, label_of, n_items)
         updated[anchored] = anchors[anchored]
         change = float(np.abs(updated - posterior).max())
         posterior = updated
-        priors, confusion = _m_step(
-            posterior, item_of, rater_of, label_of, n_raters, pseudo, smoothing
-        )
+        priors, confusion = _m_step(posterior, item_of, rater_of, label_of, n_raters, prior)
         if change < tolerance:
             converged = True
             break
@@ -217,9 +221,9 @@ def _m_step(
     rater_of: NDArray[np.int64],
     label_of: NDArray[np.int64],
     n_raters: int,
-    pseudo: Array,
-    smoothing: float,
+    prior: tuple[float, float],
 ) -> tuple[Array, Array]:
+    smoothing, shrinkage = prior
     k = posterior.shape[1]
     priors = posterior.sum(axis=0) + smoothing
     priors /= priors.sum()
@@ -234,7 +238,12 @@ def _m_step(
         ],
         axis=1,
     )
-    counts = counts + pseudo
+    # Each rater's one-coin row: overall accuracy on the diagonal, the rest spread evenly.
+    right = np.trace(counts, axis1=1, axis2=2)
+    accuracy = (right + smoothing) / (counts.sum(axis=(1, 2)) + 2 * smoothing)
+    spread = (1.0 - accuracy) / max(k - 1, 1)
+    one_coin = spread[:, None, None] + (accuracy - spread)[:, None, None] * np.eye(k)
+    counts = counts + shrinkage * one_coin
     confusion: Array = counts / counts.sum(axis=2, keepdims=True)
     return priors, confusion
 
@@ -248,7 +257,9 @@ def _e_step(
     n_items: int,
 ) -> Array:
     log = np.tile(np.log(priors), (n_items, 1))
-    np.add.at(log, item_of, np.log(confusion[rater_of, :, label_of]))
+    given = np.log(confusion[rater_of, :, label_of])
+    for c in range(log.shape[1]):
+        log[:, c] += np.bincount(item_of, weights=given[:, c], minlength=n_items)
     log -= log.max(axis=1, keepdims=True)
     posterior = np.exp(log)
     normalised: Array = posterior / posterior.sum(axis=1, keepdims=True)

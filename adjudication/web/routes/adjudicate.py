@@ -10,7 +10,9 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
 from ...errors import LeaseError, QueueError
+from ...evidence import read
 from ...models import Decision, Queue, User
+from ...raters import timing, too_fast
 from .. import metrics
 from ..deps import (
     NOTICES,
@@ -170,6 +172,12 @@ def dashboard(request: Request, w: WebState, me: Adjudicator, queue: str) -> Res
         "burn": metrics.burn_down(lines, now),
         "overrides": metrics.overrides_by_principle(lines, decided),
         "throughput": {t.reviewer: t for t in metrics.throughput(decided, now)},
+        # Scripted reviewers make decisions per hour meaningless: say so beside the figure.
+        "too_fast": {
+            name: flag
+            for name, seconds in timing(read(w.store, queue).judgments).items()
+            if (flag := too_fast(seconds)) is not None
+        },
         "recent": decided[-30:][::-1],
         "gaps": gaps[-20:][::-1],
     }
