@@ -13,7 +13,10 @@ confusion matrices that posterior implies (M).
 - Start: each item's posterior is its vote shares (majority vote, ties split), so the fit is
   deterministic and starts with the raters' labels meaning what they say.
 - Gold items (`gold={item_id: label}`) are anchors: their posterior is the gold label with
-  probability 1 in every step, so they teach the confusion matrices with certainty.
+  probability 1 in every step, so they teach the confusion matrices with certainty. With gold,
+  EM runs a second time from the gold items alone, and the fit of higher likelihood wins:
+  raters who agree on wrong answers (who swap two labels, say) keep a majority start believing
+  them, a local optimum that the gold items contradict.
 - Smoothing: each confusion row is shrunk toward the rater's "one-coin" row (their overall
   accuracy on the diagonal, the rest spread evenly over the other labels) by `shrinkage`
   pseudo-ratings (default 10), and the overall accuracy and the priors get `smoothing` (1) per
@@ -159,25 +162,20 @@ def fit(
     for i, item in enumerate(item_ids):
         if item in gold:
             anchors[i, index[gold[item]]] = 1.0
+    data = _Data(item_of, rater_of, label_of, n_raters, anchored, anchors, (smoothing, shrinkage))
 
     # Start from the vote shares: majority vote with ties split.
     votes = np.bincount(item_of * k + label_of, minlength=n_items * k).reshape(n_items, k)
-    posterior: Array = votes / votes.sum(axis=1, keepdims=True)
-    posterior[anchored] = anchors[anchored]
-
-    prior = (smoothing, shrinkage)
-    converged = False
-    iterations = 0
-    priors, confusion = _m_step(posterior, item_of, rater_of, label_of, n_raters, prior)
-    for iterations in range(1, max_iterations + 1):  # noqa: B007 (reported below)
-        updated = _e_step(priors, confusion, item_of, rater_of, label_of, n_items)
-        updated[anchored] = anchors[anchored]
-        change = float(np.abs(updated - posterior).max())
-        posterior = updated
-        priors, confusion = _m_step(posterior, item_of, rater_of, label_of, n_raters, prior)
-        if change < tolerance:
-            converged = True
-            break
+    start: Array = votes / votes.sum(axis=1, keepdims=True)
+    start[anchored] = anchors[anchored]
+    result = _em(data, start, tolerance, max_iterations)
+    if anchored.any():
+        # Also start from the gold items alone (the others weigh nothing in the first M-step):
+        # raters who agree on the wrong answer would keep a majority start believing them.
+        alone = _em(data, anchors, tolerance, max_iterations)
+        if alone.log_likelihood > result.log_likelihood:
+            result = alone
+    posterior, priors, confusion = result.posterior, result.priors, result.confusion
 
     counts = np.bincount(rater_of, minlength=n_raters)
     raters = {
@@ -210,30 +208,60 @@ def fit(
         priors={order[c]: float(priors[c]) for c in range(k)},
         raters=raters,
         items=items,
-        iterations=iterations,
-        converged=converged,
+        iterations=result.iterations,
+        converged=result.converged,
     )
 
 
-def _m_step(
-    posterior: Array,
-    item_of: NDArray[np.int64],
-    rater_of: NDArray[np.int64],
-    label_of: NDArray[np.int64],
-    n_raters: int,
-    prior: tuple[float, float],
-) -> tuple[Array, Array]:
-    smoothing, shrinkage = prior
+@dataclass(frozen=True)
+class _Data:
+    item_of: NDArray[np.int64]
+    rater_of: NDArray[np.int64]
+    label_of: NDArray[np.int64]
+    n_raters: int
+    anchored: NDArray[np.bool_]
+    anchors: Array
+    prior: tuple[float, float]
+    """(smoothing, shrinkage)."""
+
+
+@dataclass(frozen=True)
+class _Fit:
+    posterior: Array
+    priors: Array
+    confusion: Array
+    iterations: int
+    converged: bool
+    log_likelihood: float
+
+
+def _em(data: _Data, start: Array, tolerance: float, max_iterations: int) -> _Fit:
+    """EM from the item posteriors `start`: M-step first, then E, until nothing moves."""
+    posterior = start
+    priors, confusion = _m_step(posterior, data)
+    log_likelihood = -np.inf
+    for iterations in range(1, max_iterations + 1):
+        updated, log_likelihood = _e_step(priors, confusion, data)
+        change = float(np.abs(updated - posterior).max())
+        posterior = updated
+        priors, confusion = _m_step(posterior, data)
+        if change < tolerance:
+            return _Fit(posterior, priors, confusion, iterations, True, log_likelihood)
+    return _Fit(posterior, priors, confusion, max_iterations, False, log_likelihood)
+
+
+def _m_step(posterior: Array, data: _Data) -> tuple[Array, Array]:
+    smoothing, shrinkage = data.prior
     k = posterior.shape[1]
     priors = posterior.sum(axis=0) + smoothing
     priors /= priors.sum()
     # counts[j, c, l]: the sum of P(item is c) over the ratings l that rater j gave.
-    cell = rater_of * k + label_of
+    cell = data.rater_of * k + data.label_of
     counts: Array = np.stack(
         [
-            np.bincount(cell, weights=posterior[item_of, c], minlength=n_raters * k).reshape(
-                n_raters, k
-            )
+            np.bincount(
+                cell, weights=posterior[data.item_of, c], minlength=data.n_raters * k
+            ).reshape(data.n_raters, k)
             for c in range(k)
         ],
         axis=1,
@@ -248,22 +276,22 @@ def _m_step(
     return priors, confusion
 
 
-def _e_step(
-    priors: Array,
-    confusion: Array,
-    item_of: NDArray[np.int64],
-    rater_of: NDArray[np.int64],
-    label_of: NDArray[np.int64],
-    n_items: int,
-) -> Array:
+def _e_step(priors: Array, confusion: Array, data: _Data) -> tuple[Array, float]:
+    """The item posteriors (gold held fixed) and the log-likelihood of every rating."""
+    n_items = data.anchors.shape[0]
     log = np.tile(np.log(priors), (n_items, 1))
-    given = np.log(confusion[rater_of, :, label_of])
+    given = np.log(confusion[data.rater_of, :, data.label_of])
     for c in range(log.shape[1]):
-        log[:, c] += np.bincount(item_of, weights=given[:, c], minlength=n_items)
-    log -= log.max(axis=1, keepdims=True)
-    posterior = np.exp(log)
-    normalised: Array = posterior / posterior.sum(axis=1, keepdims=True)
-    return normalised
+        log[:, c] += np.bincount(data.item_of, weights=given[:, c], minlength=n_items)
+    top = log.max(axis=1, keepdims=True)
+    weights = np.exp(log - top)
+    totals = weights.sum(axis=1)
+    free = ~data.anchored
+    log_likelihood = float((np.log(totals) + top[:, 0])[free].sum())
+    log_likelihood += float((log * data.anchors)[data.anchored].sum())
+    posterior: Array = weights / totals[:, None]
+    posterior[data.anchored] = data.anchors[data.anchored]
+    return posterior, log_likelihood
 
 
 def expected_correct(
