@@ -43,7 +43,9 @@ def _row(accuracy: float, spread: list[float], c: int) -> list[float]:
     rest = [w for i, w in enumerate(spread) if i != c]
     total = sum(rest)
     others = iter(rest)
-    return [accuracy if i == c else (1 - accuracy) * next(others) / total for i in range(len(spread))]
+    return [
+        accuracy if i == c else (1 - accuracy) * next(others) / total for i in range(len(spread))
+    ]
 
 
 @st.composite
@@ -58,9 +60,7 @@ def teams(draw: st.DrawFn) -> tuple[dict[str, list[list[float]]], list[float], i
     confusions = {}
     for j in range(raters):
         spread = draw(st.lists(st.floats(0.2, 1.0), min_size=k, max_size=k))
-        confusions[f"r{j}"] = [
-            _row(draw(st.floats(0.75, 0.95)), spread, c) for c in range(k)
-        ]
+        confusions[f"r{j}"] = [_row(draw(st.floats(0.75, 0.95)), spread, c) for c in range(k)]
     return confusions, priors, draw(st.integers(0, 10_000))
 
 
@@ -86,11 +86,11 @@ def test_recovers_known_confusion_matrices(
         seen = Counter((truth[item], unit[rater]) for item, unit in ratings.items())
         fitted = model.raters[rater]
         for true in labels:
-            row = sum(seen[true, given] for given in labels)
-            for given in labels:
-                assert fitted.confusion[true][given] == pytest.approx(
-                    seen[true, given] / row, abs=0.05
-                ), (rater, true, given)
+            row = sum(seen[true, answer] for answer in labels)
+            for answer in labels:
+                assert fitted.confusion[true][answer] == pytest.approx(
+                    seen[true, answer] / row, abs=0.05
+                ), (rater, true, answer)
         right = sum(seen[label, label] for label in labels) / len(truth)
         assert fitted.accuracy == pytest.approx(right, abs=0.03)
 
@@ -101,11 +101,7 @@ def test_the_model_outvotes_two_careless_raters_with_a_careful_one() -> None:
     confusions = {"ann": careful, "bob": careless, "cy": careless}
     ratings, truth = simulate(confusions, [0.5, 0.5], items=2000, seed=3)
     model = fit(ratings)
-    outvoted = [
-        item
-        for item, unit in ratings.items()
-        if unit["bob"] == unit["cy"] != unit["ann"]
-    ]
+    outvoted = [item for item, unit in ratings.items() if unit["bob"] == unit["cy"] != unit["ann"]]
     assert len(outvoted) > 100
     for item in outvoted:
         fitted = model.items[item]
