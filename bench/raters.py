@@ -87,9 +87,7 @@ def run_once(items: int, overlap: int, seed: int) -> Run:
     realised: dict[str, list[bool]] = {}
     for j in sim.judgments:
         realised.setdefault(j.reviewer, []).append(j.rating == sim.truth[j.item_id])
-    errors = {
-        r: model.raters[r].accuracy - sum(hits) / len(hits) for r, hits in realised.items()
-    }
+    errors = {r: model.raters[r].accuracy - sum(hits) / len(hits) for r, hits in realised.items()}
     rng = random.Random(seed)
     shipped = [item for item in ratings if item not in sim.gold]
     votes = 0
