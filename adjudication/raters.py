@@ -34,9 +34,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .agreement import Label, cohen_kappa, versus
+from .agreement import Label, versus
 from .binomial import binomial_lower_bound, binomial_upper_bound, clopper_pearson
-from .errors import AgreementError
 from .labelmodel import LabelModel, expected_correct, fit, posterior_without
 from .models import ClaimKind
 
@@ -225,6 +224,7 @@ def too_fast(seconds: Sequence[float], rules: FlagRules = FlagRules()) -> Flag |
 def _pooled_kappa(
     mine: Mapping[str, str], ratings: Mapping[str, Mapping[str, str]], me: str
 ) -> float | None:
+    """Cohen's κ over one table of (my label, a peer's label) for every shared item and peer."""
     a: dict[str, Label | None] = {}
     b: dict[str, Label | None] = {}
     for item, label in mine.items():
@@ -232,11 +232,7 @@ def _pooled_kappa(
             if peer != me:
                 a[f"{item}\x00{peer}"] = label
                 b[f"{item}\x00{peer}"] = other
-    try:
-        value = cohen_kappa(a, b)
-    except AgreementError:
-        return None
-    return None if value != value else value  # NaN: no variation at all
+    return versus(a, b, (me, "peers")).kappa
 
 
 def _queue_baseline(
