@@ -113,6 +113,19 @@ class Claims(Reports):
                 raise pick_locked(held["pick"])
             return self._claim_view(conn, q, held["reviewer"], {**held, "pick": label}, task)
 
+    def picked(self, queue: str, item_id: str, user: str) -> str | None:
+        """The label `user` picked for an item in its current round (`pick`), or None. Reads only.
+
+        In a blind queue this is what lets pages show them the draft: before a pick, nothing
+        derived from the draft is shown to someone who may still review the item."""
+        with self._read() as conn:
+            q = self._queue_row(conn, queue)
+            task = self._task_row(conn, q, item_id)
+            u = self._user_row(conn, user)
+            params = {"task_id": task["id"], "user_id": u["id"], "round": task["round"]}
+            found: str | None = conn.execute(st.EARLIER_PICK, params).scalar()
+            return found
+
     def _pick(
         self, conn: Connection, q: RowMapping, user_id: int, kind: ClaimKind, now: datetime
     ) -> RowMapping | None:
@@ -218,6 +231,9 @@ class Claims(Reports):
             answers = tuple(decision_of(row) for row in rows.mappings())
         elif q["blind"]:
             view = replace(view, draft={}, draft_label=None, confidence=None)
+            if claim.get("pick") is None:
+                # Why the critic sent the item and what it cited come from the draft too.
+                view = replace(view, route_reason=None, principle_ids=())
         return Claim(
             token=claim["token"],
             queue=q["name"],

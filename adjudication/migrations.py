@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     insert,
     literal,
     select,
@@ -192,7 +193,52 @@ def _003_web_sessions(conn: Connection, now: datetime) -> None:
     ).create(conn)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_001_initial, _002_queue_members, _003_web_sessions)
+def _004_task_origin(conn: Connection, now: datetime) -> None:
+    """The seam with the runs that feed the queues: an indexed `origin` per task (tasks that
+    critic queued before carried it as `run_id` and `item_id` inside their draft, and get
+    `RUN/ITEM` from there); what a task's decision settles (`answer`: a label, or a revision);
+    and the label descriptions a queue shows its reviewers."""
+    conn.execute(text("ALTER TABLE tasks ADD COLUMN origin VARCHAR(600)"))
+    conn.execute(text("ALTER TABLE tasks ADD COLUMN answer VARCHAR(20) NOT NULL DEFAULT 'label'"))
+    conn.execute(text("ALTER TABLE queues ADD COLUMN label_descriptions JSON"))
+    md = MetaData()
+    legacy = Table(
+        "tasks",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("item_id", String(500)),
+        Column("draft", JSON),
+        Column("origin", String(600)),
+    )
+    found = conn.execute(select(legacy.c.id, legacy.c.item_id, legacy.c.draft)).all()
+    updates = [
+        {"tid": tid, "origin": f"{draft['run_id']}/{draft.get('item_id') or item_id}"}
+        for tid, item_id, draft in found
+        if isinstance(draft, dict) and draft.get("run_id")
+    ]
+    for start in range(0, len(updates), 1000):
+        conn.execute(
+            legacy.update()
+            .where(legacy.c.id == bindparam("tid"))
+            .values(origin=bindparam("origin")),
+            updates[start : start + 1000],
+        )
+    Index("ix_tasks_origin", legacy.c.origin).create(conn)
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text(
+                "ALTER TABLE tasks ADD CONSTRAINT ck_tasks_answer "
+                "CHECK (answer IN ('label', 'revision'))"
+            )
+        )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _001_initial,
+    _002_queue_members,
+    _003_web_sessions,
+    _004_task_origin,
+)
 LATEST = len(MIGRATIONS)
 
 

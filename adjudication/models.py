@@ -21,6 +21,8 @@ ACTIONS: tuple[Action, ...] = ("accept", "edit", "reject", "escalate")
 ClaimKind = Literal["review", "adjudication"]
 TaskState = Literal["pending", "adjudication", "done"]
 Source = Literal["critic", "human", "adjudicated"]
+Answer = Literal["label", "revision"]
+ANSWERS: tuple[Answer, ...] = ("label", "revision")
 
 # How a `reject` decision shows up among labels when agreement is measured: two reviewers who
 # both reject agree, a reject against a label disagrees. Angle brackets keep it apart from labels.
@@ -44,6 +46,17 @@ class NewTask(BaseModel):
     priority: float | None = Field(
         default=None, description="lower comes first; defaults to the confidence (0 if none)"
     )
+    origin: str | None = Field(
+        default=None,
+        max_length=600,
+        description="where the item came from, opaque to the queues (critic: 'RUN/ITEM'); "
+        "indexed, so `Store.outcomes_for` finds the decisions of a batch of origins at once",
+    )
+    answer: Answer = Field(
+        default="label",
+        description="what a decision settles: a label, or the draft's `revision` text, which a "
+        "reviewer accepts as it is or edits (no label needed)",
+    )
 
     @field_validator("draft_label", mode="before")
     @classmethod
@@ -64,6 +77,8 @@ class Queue:
     ordinal: bool
     """The labels are ordered, lowest first (a rubric scale): agreement adds ordinal alpha."""
     created_at: datetime
+    label_descriptions: dict[str, str] | None = None
+    """What each label means, shown to reviewers (a constitution's label descriptions)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,8 @@ class Task:
     rejected: bool
     created_at: datetime
     updated_at: datetime
+    origin: str | None = None
+    answer: Answer = "label"
 
 
 @dataclass(frozen=True)
@@ -175,6 +192,30 @@ class Outcome:
     reviewers: int
     agreement: float | None
     """Share of reviewer pairs in this round that gave the same answer; None under 2 reviews."""
+
+
+@dataclass(frozen=True)
+class OriginOutcome:
+    """The state of one task found by its origin (`Store.outcomes_for`), in any queue."""
+
+    origin: str
+    queue: str
+    item_id: str
+    state: TaskState
+    answer: Answer
+    label: str | None
+    """The settled label (None until settled, or for a rejected item or a revision task)."""
+    source: Source | None
+    """Who settled it: human (the reviewers agreed) or adjudicated; None while not settled."""
+    rejected: bool
+    edit: dict[str, Any] | None
+    """The settled edited fields (for a revision task, the reviewer's `revision`)."""
+    critic_label: str | None
+    reviewers: tuple[str, ...]
+    """Who decided in the task's current round (adjudicator included), in decision order."""
+    agreement: float | None
+    settled_at: datetime | None
+    """When the task was settled (its last change while `done`); None while not settled."""
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Nothing here writes; every method is one read transaction.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, Connection, RowMapping, and_, case, func, or_, select
 
@@ -18,6 +19,7 @@ from .models import (
     Decision,
     DecisionLine,
     Event,
+    OriginOutcome,
     Outcome,
     QueueStats,
     Task,
@@ -26,7 +28,10 @@ from .models import (
 )
 from .rows import decision_of, task_of
 from .rules import rating
-from .schema import claims, decisions, events, tasks, users
+from .schema import claims, decisions, events, queues, tasks, users
+
+#: Origins per `IN (...)` list: well under SQLite's bound-parameter limit.
+_IN_CHUNK = 500
 
 
 class Reports(StoreBase):
@@ -197,6 +202,85 @@ class Reports(StoreBase):
                     )
                 )
             return result
+
+    def outcomes_for(self, origins: Sequence[str]) -> dict[str, list[OriginOutcome]]:
+        """The tasks of these origins in every queue, with their settled answer, reviewers and
+        agreement: `{origin: [one per queue holding it]}`, in queue-name order.
+
+        One indexed lookup per chunk of origins (and one for their current rounds' decisions),
+        so a caller merging decisions into a stream of items reads only that batch's tasks.
+        """
+        wanted = list(dict.fromkeys(origins))
+        found: dict[str, list[OriginOutcome]] = {}
+        with self._read() as conn:
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start : start + _IN_CHUNK]
+                rows = (
+                    conn.execute(
+                        select(tasks, queues.c.name.label("queue_name"))
+                        .join(queues, queues.c.id == tasks.c.queue_id)
+                        .where(tasks.c.origin.in_(chunk))
+                        .order_by(queues.c.name)
+                    )
+                    .mappings()
+                    .all()
+                )
+                if not rows:
+                    continue
+                decided: defaultdict[int, list[RowMapping]] = defaultdict(list)
+                for d in conn.execute(
+                    select(decisions.c.task_id, decisions.c.kind, decisions.c.action,
+                           decisions.c.label, users.c.name.label("reviewer"))
+                    .join(tasks, and_(tasks.c.id == decisions.c.task_id,
+                                      tasks.c.round == decisions.c.round))
+                    .join(users, users.c.id == decisions.c.user_id)
+                    .where(decisions.c.task_id.in_([r["id"] for r in rows]))
+                    .order_by(decisions.c.id)
+                ).mappings():  # fmt: skip
+                    decided[d["task_id"]].append(d)
+                for row in rows:
+                    done = row["state"] == "done"
+                    ones = decided.get(row["id"], [])
+                    found.setdefault(row["origin"], []).append(
+                        OriginOutcome(
+                            origin=row["origin"],
+                            queue=row["queue_name"],
+                            item_id=row["item_id"],
+                            state=row["state"],
+                            answer=row["answer"],
+                            label=row["final_label"] if done else None,
+                            source=row["final_source"] if done else None,
+                            rejected=bool(row["rejected"]) if done else False,
+                            edit=row["final_edit"] if done else None,
+                            critic_label=row["draft_label"],
+                            reviewers=tuple(dict.fromkeys(d["reviewer"] for d in ones)),
+                            agreement=item_agreement(
+                                [
+                                    v
+                                    for d in ones
+                                    if (v := rating(d["kind"], d["action"], d["label"])) is not None
+                                ]
+                            ),
+                            settled_at=row["updated_at"] if done else None,
+                        )
+                    )
+        return found
+
+    def origins_in(self, queue: str, item_ids: Sequence[str]) -> dict[str, str | None]:
+        """`{item_id: origin}` for those of `item_ids` the queue holds (through its unique key)."""
+        found: dict[str, str | None] = {}
+        wanted = list(dict.fromkeys(item_ids))
+        with self._read() as conn:
+            q = self._queue_row(conn, queue)
+            for start in range(0, len(wanted), _IN_CHUNK):
+                rows = conn.execute(
+                    select(tasks.c.item_id, tasks.c.origin).where(
+                        tasks.c.queue_id == q["id"],
+                        tasks.c.item_id.in_(wanted[start : start + _IN_CHUNK]),
+                    )
+                )
+                found.update({r[0]: r[1] for r in rows})
+        return found
 
     def ratings(self, queue: str, *, principle: str | None = None) -> dict[str, dict[str, str]]:
         """Reviewers' labels in the current round, `{item_id: {reviewer: label}}`.

@@ -41,6 +41,7 @@ def queue_of(row: RowMapping) -> Queue:
         labels=None if row["labels"] is None else tuple(row["labels"]),
         ordinal=row["ordinal"],
         created_at=row["created_at"],
+        label_descriptions=row.get("label_descriptions"),
     )
 
 
@@ -75,4 +76,6 @@ def task_of(queue: str, row: Mapping[Any, Any]) -> Task:
         rejected=row["rejected"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        origin=row.get("origin"),
+        answer=row.get("answer") or "label",
     )

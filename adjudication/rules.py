@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import PermissionDenied, QueueError
-from .models import ACTIONS, REJECTED, ROLES, ClaimKind, NewTask, Source
+from .models import ACTIONS, REJECTED, ROLES, ClaimKind, Decision, NewTask, Source
 
 
 def suggest(word: str, choices: Iterable[str]) -> str | None:
@@ -52,6 +52,28 @@ def check_name(kind: str, name: str) -> None:
     )
 
 
+MAX_OVERLAP = 100
+"""The most independent reviews one item may need (a larger number is a typo, and would leave
+every item waiting for reviewers the team does not have)."""
+MAX_LEASE_SECONDS = 24 * 3600
+"""The longest lease: a claim nobody renews for a day is abandoned; the web page renews its
+lease while it is open, and a reviewer who comes back later claims again."""
+
+
+def check_queue_settings(overlap: int, lease_seconds: int) -> None:
+    """Refuse a queue's overlap or lease outside their bounds, saying which and why."""
+    if not 1 <= overlap <= MAX_OVERLAP:
+        raise QueueError(
+            f"overlap must be between 1 and {MAX_OVERLAP} reviews per item, not {overlap}",
+            hint="most teams use 1 to 3; with 2 or more, disagreements go to an adjudicator",
+        )
+    if not 1 <= lease_seconds <= MAX_LEASE_SECONDS:
+        raise QueueError(
+            f"lease_seconds must be between 1 and {MAX_LEASE_SECONDS} (a day), not {lease_seconds}",
+            hint="the default is 600 (10 minutes); the web page renews the lease while it is open",
+        )
+
+
 def claim_kinds(user: str, role: str, active: bool, kind: str | None) -> list[ClaimKind]:
     """What a user may be handed, in the order it is offered to them."""
     if not active:
@@ -81,6 +103,28 @@ def priority(task: NewTask) -> float:
     return task.confidence if task.confidence is not None else 0.0
 
 
+def match_label(label: str, labels: Sequence[str] | None) -> str | None:
+    """`label` as the set spells it: itself, else the one label equal to it ignoring case
+    (a pairwise queue's `A` for a draft's `a`); None when the set has no such label. Without a
+    set every label matches as it is. Labels are matched this one way everywhere."""
+    if labels is None or label in labels:
+        return label
+    folded = [known for known in labels if known.casefold() == label.casefold()]
+    return folded[0] if len(folded) == 1 else None
+
+
+def in_label_set(queue: str, label: str, labels: Sequence[str] | None, what: str = "label") -> str:
+    """`match_label`, or a QueueError naming the queue's label set."""
+    found = match_label(label, labels)
+    if found is None:
+        assert labels is not None
+        raise QueueError(
+            f"{what} {label!r} is not one of queue {queue!r}'s labels ({', '.join(labels)})",
+            hint=suggest(label, labels) or f"use one of: {', '.join(labels)}",
+        )
+    return found
+
+
 @dataclass(frozen=True)
 class Rules:
     """What `decide` needs to know about the queue and the item to check a decision."""
@@ -90,6 +134,28 @@ class Rules:
     blind: bool
     item_id: str
     draft_label: str | None
+    answer: str = "label"
+    """What the decision settles: a label, or the draft's revision text (see `NewTask.answer`)."""
+
+
+def require_pick(queue: str, item: str, blind: bool, action: str, pick: str | None) -> None:
+    """Refuse accept and edit on a blind review claim whose reviewer has not picked yet.
+
+    Accept and edit are told apart by the draft's label, and `answer` checks them against it,
+    so either one before the pick would answer against the hidden draft. Reject and escalate
+    do not depend on the draft and may come without a pick.
+
+    Args:
+        blind: the claim is a review claim in a blind queue.
+        pick: the label recorded on the claim by `Store.pick`, or None.
+    """
+    if blind and pick is None and action in ("accept", "edit"):
+        # One message for both: which of the two a guess was sent as can depend on the draft.
+        raise QueueError(
+            f"queue {queue!r} is blind: pick your own label for item {item!r} first, "
+            "then confirm it",
+            hint="pick a label (the number keys; Store.pick), then accept with that label",
+        )
 
 
 def answer(
@@ -124,6 +190,9 @@ def answer(
                 f"{action} takes no label (got {label!r})", hint="put your reasoning in the note"
             )
         return None
+    if rules.answer == "revision":
+        _check_revision(rules, action, label, edit)
+        return None
     blind = rules.blind and kind == "review"
     draft = rules.draft_label
     if blind and label is None:
@@ -150,13 +219,50 @@ def answer(
     chosen = label if label is not None else draft
     if chosen is None:
         raise QueueError(f"item {item!r} has no critic label; edit needs label=...")
-    if rules.labels is not None and chosen not in rules.labels:
+    return in_label_set(rules.queue, chosen, rules.labels)
+
+
+def _check_revision(
+    rules: Rules, action: str, label: str | None, edit: Mapping[str, Any] | None
+) -> None:
+    """A revision task settles the draft's revision text, not a label: accept keeps it, edit
+    replaces it with `edit["revision"]`."""
+    item = rules.item_id
+    if label is not None:
         raise QueueError(
-            f"label {chosen!r} is not one of queue {rules.queue!r}'s labels "
-            f"({', '.join(rules.labels)})",
-            hint=suggest(chosen, rules.labels),
+            f"item {item!r} is a revision: {action} takes no label (got {label!r})",
+            hint="accept the revision as it is, edit it with edit={'revision': ...}, or reject",
         )
-    return chosen
+    if action == "edit":
+        text = (edit or {}).get("revision")
+        if not isinstance(text, str) or not text.strip():
+            raise QueueError(
+                f"edit of revision item {item!r} needs the edited text",
+                hint="pass edit={'revision': 'the corrected reply'}, or accept the revision",
+            )
+    return None
+
+
+def same_answer(
+    decision: Decision,
+    action: str,
+    label: str | None,
+    edit: Mapping[str, Any] | None,
+    labels: Sequence[str] | None,
+) -> bool:
+    """Whether a decision `Store.decide` returned is the answer just sent (a retry of the same
+    submit) rather than an earlier, different one made with the same claim token, which stands:
+    the caller must then say that the new answer was not saved.
+
+    Args:
+        label: as sent; None means the critic's (accept) or the decision's own (an edit of
+            other fields). Matched to the queue's `labels` as the store matches it.
+    """
+    return (
+        decision.action == action
+        and (label is None or match_label(label, labels) == decision.label)
+        and canonical(decision.edit) == canonical(None if edit is None else dict(edit))
+    )
 
 
 def canonical(value: Any) -> str:

@@ -58,6 +58,8 @@ queues = Table(
     Column("labels", JSON, nullable=True),
     Column("ordinal", Boolean, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # `{label: description}`: what each label means, shown to reviewers (from a constitution).
+    Column("label_descriptions", JSON, nullable=True),
     CheckConstraint("overlap >= 1", name="ck_queues_overlap"),
     CheckConstraint("lease_seconds >= 1", name="ck_queues_lease"),
 )
@@ -98,9 +100,16 @@ tasks = Table(
     Column("rejected", Boolean, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Where the item came from, opaque to the queues (critic: "RUN/ITEM"): one indexed query
+    # answers "the decisions for these items" for a batch of them.
+    Column("origin", String(600), nullable=True),
+    # What a decision settles: a label, or a text such as a revision (accepted or edited as is).
+    Column("answer", String(20), nullable=False, server_default="label"),
     UniqueConstraint("queue_id", "item_id", name="uq_tasks_queue_item"),
     CheckConstraint("state IN ('pending', 'adjudication', 'done')", name="ck_tasks_state"),
+    CheckConstraint("answer IN ('label', 'revision')", name="ck_tasks_answer"),
     Index("ix_tasks_pick", "queue_id", "state", "priority", "id"),
+    Index("ix_tasks_origin", "origin"),
 )
 
 claims = Table(

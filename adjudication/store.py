@@ -32,7 +32,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from . import statements as st
 from .claims import Claims
 from .database import Clock, engine_for, not_a_member, pick_locked, utc_now
-from .errors import PermissionDenied, QueueError
+from .errors import NotFoundError, PermissionDenied, QueueError
 from .models import (
     Action,
     ClaimKind,
@@ -50,12 +50,14 @@ from .rules import (
     Rules,
     answer,
     check_name,
+    check_queue_settings,
     check_role,
     claim_kinds,
     final,
+    in_label_set,
     priority,
+    require_pick,
     settle,
-    suggest,
 )
 from .schema import app_secrets, claims, decisions, events, queue_members, queues, tasks, users
 
@@ -100,10 +102,12 @@ class Store(Claims):
 
         Args:
             name: the queue's name, unique in the database.
-            overlap: independent reviews each item needs; if they disagree, an adjudicator decides.
+            overlap: independent reviews each item needs (1 to `MAX_OVERLAP`); if they
+                disagree, an adjudicator decides.
             blind: reviewers do not see the critic's draft (label, critique, confidence) and
                 give their own label; adjudicators always see everything.
-            lease_seconds: how long a claim lasts without a heartbeat.
+            lease_seconds: how long a claim lasts without a heartbeat (1 to
+                `MAX_LEASE_SECONDS`, a day).
             labels: the allowed labels; None allows any label.
             ordinal: the labels are a scale, given lowest first (agreement then includes
                 ordinal alpha in this order).
@@ -111,10 +115,7 @@ class Store(Claims):
             by: who is creating it, for the history.
         """
         check_name("queue", name)
-        if overlap < 1:
-            raise QueueError(f"overlap must be at least 1, not {overlap}")
-        if lease_seconds < 1:
-            raise QueueError(f"lease_seconds must be at least 1, not {lease_seconds}")
+        check_queue_settings(overlap, lease_seconds)
         label_list = None if labels is None else [str(label) for label in labels]
         if label_list is not None and (not label_list or len(set(label_list)) != len(label_list)):
             raise QueueError(f"labels must be a non-empty list without repeats, not {labels!r}")
@@ -150,6 +151,60 @@ class Store(Claims):
         """The queue called `name`."""
         with self._read() as conn:
             return queue_of(self._queue_row(conn, name))
+
+    def adopt_labels(
+        self,
+        queue: str,
+        labels: Sequence[str],
+        descriptions: Mapping[str, str] | None = None,
+        *,
+        by: str | None = None,
+    ) -> Queue:
+        """Give a queue the label set of what feeds it (a run's constitution), with what each
+        label means.
+
+        A queue created without labels takes these; a queue with the same labels (matched as
+        `match_label` does) keeps its own spelling and gains the descriptions it lacks. A queue
+        whose labels differ is refused, naming both sets: its decisions would not be labels the
+        feeding run knows. Recorded as a `labels_adopted` event when anything changes.
+        """
+        wanted = [str(label) for label in labels]
+        if not wanted or len({w.casefold() for w in wanted}) != len(wanted):
+            raise QueueError(f"labels must be a non-empty list without repeats, not {wanted!r}")
+        with self._write() as conn:
+            q = self._queue_row(conn, queue)
+            have = q["labels"]
+            if have is not None:
+                folded = sorted(label.casefold() for label in have)
+                if folded != sorted(w.casefold() for w in wanted):
+                    raise QueueError(
+                        f"queue {queue!r} has the labels ({', '.join(have)}), but the items "
+                        f"sent to it are labelled ({', '.join(wanted)})",
+                        hint="send them to a queue created without --labels (it takes the "
+                        "constitution's), or to one with the same labels",
+                    )
+            spelled = list(have) if have is not None else wanted
+            notes = dict(q["label_descriptions"] or {})
+            for label, text in (descriptions or {}).items():
+                mine = in_label_set(queue, str(label), spelled)
+                notes.setdefault(mine, str(text))
+            if have == spelled and (q["label_descriptions"] or {}) == notes:
+                return queue_of(q)
+            conn.execute(
+                update(queues)
+                .where(queues.c.id == q["id"])
+                .values(labels=spelled, label_descriptions=notes or None)
+            )
+            self._event(
+                conn,
+                "labels_adopted",
+                at=self._now(),
+                actor=by,
+                queue_id=q["id"],
+                before={"labels": have, "label_descriptions": q["label_descriptions"]},
+                after={"labels": spelled, "label_descriptions": notes or None},
+            )
+            return queue_of(self._queue_row(conn, queue))
 
     def queues(self) -> list[Queue]:
         """Every queue, by name."""
@@ -238,6 +293,13 @@ class Store(Claims):
         """The user called `name`."""
         with self._read() as conn:
             return user_of(self._user_row(conn, name))
+
+    def find_user(self, name: str) -> User | None:
+        """The user called `name`, or None; one statement, naming no other user (the log-in
+        form's look-up: a wrong name must cost what a wrong password costs)."""
+        with self._read() as conn:
+            row = conn.execute(st.USER_BY_NAME, {"name": name}).mappings().first()
+            return None if row is None else user_of(row)
 
     def end_sessions(self, name: str) -> User:
         """End every web session of a user (log-out): bumps their session epoch."""
@@ -398,14 +460,17 @@ class Store(Claims):
         }
 
     def queue_for(self, user: str, queue: str) -> Queue:
-        """The queue called `queue`, if `user` may work in it; PermissionDenied otherwise."""
+        """The queue called `queue`, if `user` may work in it; PermissionDenied otherwise.
+
+        One statement whatever the answer: a queue that does not exist costs what one the user
+        is not in costs, and no other queue is named (the web app's path to every queue page;
+        `queue` suggests names to those who may see them all)."""
         with self._read() as conn:
             row = conn.execute(st.QUEUE_FOR, {"queue": queue, "user": user}).mappings().first()
             if row is None:
-                self._queue_row(conn, queue)  # raises, naming the queues there are
-            assert row is not None
+                raise NotFoundError(f"no queue named {queue!r}")
             if row["user_id"] is None:
-                self._user_row(conn, user)  # raises, naming the users there are
+                raise NotFoundError(f"no user named {user!r}")
             if row["user_role"] != "admin" and row["member"] is None:
                 raise not_a_member(user, queue)
             return queue_of(row)
@@ -445,17 +510,13 @@ class Store(Claims):
         with self._read() as conn:
             q = self._queue_row(conn, queue)
         allowed = q["labels"]
-        for task in new:
-            if (
-                allowed is not None
-                and task.draft_label is not None
-                and task.draft_label not in allowed
-            ):
-                raise QueueError(
-                    f"item {task.item_id!r}: draft label {task.draft_label!r} is not one of "
-                    f"queue {queue!r}'s labels ({', '.join(allowed)})",
-                    hint=suggest(task.draft_label, allowed),
+        for index, task in enumerate(new):
+            if allowed is not None and task.draft_label is not None:
+                spelled = in_label_set(
+                    queue, task.draft_label, allowed, what=f"item {task.item_id!r}: draft label"
                 )
+                if spelled != task.draft_label:  # stored as the queue spells it
+                    new[index] = task.model_copy(update={"draft_label": spelled})
         added = 0
         for start in range(0, len(new), _CHUNK):
             with self._write() as conn:
@@ -486,6 +547,8 @@ class Store(Claims):
                 "rejected": False,
                 "created_at": now,
                 "updated_at": now,
+                "origin": t.origin,
+                "answer": t.answer,
             }
             for t in batch
         ]
@@ -532,7 +595,8 @@ class Store(Claims):
             token: the token of a live claim.
             action: "accept" the critic's draft, "edit" it (new `label` and/or edited fields in
                 `edit`, such as a corrected revision), "reject" the item, or "escalate" it to an
-                adjudicator. In a blind queue reviewers give their own `label` with accept/edit.
+                adjudicator. In a blind queue reviewers give their own `label` with accept/edit,
+                after recording it with `pick` (without a pick, accept and edit are refused).
             label: the label for edit (or for accept in a blind queue).
             edit: edited draft fields, as a JSON object.
             note: free text for the history and the adjudicator.
@@ -552,7 +616,11 @@ class Store(Claims):
             kind = cast(ClaimKind, held["kind"])
             if held["pick"] is not None and action in ("accept", "edit") and label != held["pick"]:
                 raise pick_locked(held["pick"])
-            rules = Rules(q["name"], q["labels"], q["blind"], task["item_id"], task["draft_label"])
+            # A revision has no label to pick: blindness does not apply to it.
+            blind_review = q["blind"] and kind == "review" and task["answer"] == "label"
+            require_pick(q["name"], task["item_id"], blind_review, action, held["pick"])
+            rules = Rules(q["name"], q["labels"], q["blind"], task["item_id"], task["draft_label"],
+                          task["answer"])  # fmt: skip
             chosen = answer(rules, kind, action, label, edit)
             spent = (now - held["claimed_at"]).total_seconds() if seconds is None else seconds
             if spent < 0:

@@ -20,8 +20,14 @@ Procedures:
   all agree, each next one 1% more), for comparison;
 - oracle: the largest threshold set on the calibration half whose agreement meets the target
   (no guarantee).
-Panels (items present in several files) combine judges by `mean` and `vote`; cascades ask the
-judges in order. Both print coverage, violations and requests to the judges per item.
+Panels (items present in several files) combine judges by `mean` and `vote`. Cascades ask the
+judges in order, the strongest judge (PaLM2) last, and are calibrated both ways
+(`critic.cascade`): joint (one fixed sequence over equal thresholds at delta) and stage-wise
+(each stage at delta / stages); beside them the strongest judge alone. Per procedure: coverage,
+violations (whole-file agreement of what the cascade accepts below target) and requests to the
+strongest judge per routed item (all judges' requests in the detail columns). The aim (issue
+19): coverage at least 0.9 x the strongest judge alone with fewer than 0.7 requests to it.
+`--cascade-splits` sets how many splits the cascade table uses (default 200).
 The figures are deterministic (seeded splits); nothing is timed.
 """
 
@@ -37,7 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from critic.calibrate import ThresholdRow, calibrate, grid_table, min_labels_to_pass
-from critic.cascade import calibrate_cascade
+from critic.cascade import CascadeMethod, accepts, calibrate_cascade
 from critic.judgments import Verdict, combine
 from critic.stats import binomial_sf, passes
 
@@ -202,32 +208,114 @@ def measure(
     return cov / count, viol / count, half / count
 
 
+CascadePick = Callable[[list[list[float]], list[list[bool]], float, float],
+                       list[float | None]]  # fmt: skip
+
+
+def cascade_pick(names: Sequence[str], method: str) -> CascadePick:
+    """Thresholds per stage from critic's `calibrate_cascade`; `alone`: the last judge only."""
+
+    def pick(sc: list[list[float]], ok: list[list[bool]], target: float, delta: float
+             ) -> list[float | None]:  # fmt: skip
+        if method == "alone":
+            t = calibrate([r[-1] for r in sc], [r[-1] for r in ok], target, delta).threshold
+            return [None] * (len(names) - 1) + [t]
+        how: CascadeMethod = "joint" if method == "joint" else "stagewise"
+        result = calibrate_cascade(names, sc, ok, target, delta, method=how)
+        return [s.threshold for s in result.stages]
+
+    return pick
+
+
 def cascade_measure(
-    verdicts: Sequence[Sequence[Verdict]], humans: Sequence[str], names: Sequence[str],
-    target: float, delta: float, count: int,
-) -> tuple[float, float, float]:  # fmt: skip
-    """Coverage, violations (whole-file agreement of what the cascade accepts) and requests
-    per routed item."""
-    scores = [[v.confidence for v in vs] for vs in verdicts]
-    correct = [[v.label == h for v in vs] for vs, h in zip(verdicts, humans, strict=True)]
-
-    def accepted(thresholds: Sequence[float | None], i: int) -> tuple[bool | None, int]:
-        for s, t in enumerate(thresholds):
-            if t is not None and scores[i][s] >= t:
-                return correct[i][s], s + 1
-        return None, len(thresholds)
-
-    cov = viol = requests = 0.0
+    scores: Sequence[Sequence[float]], correct: Sequence[Sequence[bool]], pick: CascadePick,
+    target: float, delta: float, count: int, *, alone: bool = False,
+) -> tuple[float, float, list[float]]:  # fmt: skip
+    """Coverage of the routed half, violations (whole-file agreement of what the cascade
+    accepts below target) and requests per routed item to each judge (the last judge alone
+    asks only the last)."""
+    stages = len(scores[0])
+    cov = viol = 0.0
+    requests = [0.0] * stages
     for cal, test in splits(len(scores), count):
-        result = calibrate_cascade(names, [scores[i] for i in cal], [correct[i] for i in cal],
-                                   target, delta)  # fmt: skip
-        ts = [s.threshold for s in result.stages]
-        outcome = [accepted(ts, i) for i in test]
-        cov += sum(o is not None for o, _ in outcome) / len(test)
-        requests += sum(asked for _, asked in outcome) / len(test)
-        population = [o for o, _ in (accepted(ts, i) for i in range(len(scores))) if o is not None]
+        ts = pick([list(scores[i]) for i in cal], [list(correct[i]) for i in cal], target,
+                  delta)  # fmt: skip
+        for i in test:
+            stage = accepts(ts, scores[i])
+            asked = range(stages - 1, stages) if alone else range(
+                stages if stage is None else stage + 1)  # fmt: skip
+            for s in asked:
+                requests[s] += 1 / len(test)
+            cov += (stage is not None) / len(test)
+        population = [correct[i][st] for i in range(len(scores))
+                      if (st := accepts(ts, scores[i])) is not None]  # fmt: skip
         viol += bool(population) and sum(population) / len(population) < target
-    return cov / count, viol / count, requests / count
+    return cov / count, viol / count, [r / count for r in requests]
+
+
+def calibrated_world(n: int, seed: int) -> tuple[list[list[float]], list[list[bool]]]:
+    """A synthetic panel whose confidences mean what they say (as Trust or Escalate's judges
+    roughly do, unlike LLMBar's): per item a difficulty d; the weak judge is right with
+    probability 0.95 - 0.5 d, the strong one 1.0 - 0.3 d, each reporting a noisy estimate of
+    its own chance of being right, rounded to 0.05."""
+    rng = random.Random(seed)
+    scores, correct = [], []
+    for _ in range(n):
+        d = rng.random()
+        row_s, row_c = [], []
+        for p in (0.95 - 0.5 * d, 1.0 - 0.3 * d):
+            c = min(1.0, max(0.5, round((p + rng.gauss(0, 0.05)) * 20) / 20))
+            row_s.append(c)
+            row_c.append(rng.random() < p)
+        scores.append(row_s)
+        correct.append(row_c)
+    return scores, correct
+
+
+CASCADES = (["chatgpt", "palm2"], ["llama2", "palm2"], ["falcon", "palm2"],
+            ["llama2", "chatgpt", "palm2"], ["falcon", "llama2", "palm2"])  # fmt: skip
+CASCADE_TARGETS = (0.65, 0.70, 0.75)
+
+
+def cascade_table(judges: dict[str, dict[str, tuple[Verdict, str]]], delta: float,
+                  count: int) -> None:  # fmt: skip
+    print(f"\n## Cascades: joint, stage-wise and the strongest judge alone ({count} splits)\n")
+    print("cov / viol / req = coverage of the routed half / share of splits below target on "
+          "the whole file / requests to the strongest (last) judge per item. aim: joint cov ≥ "
+          "0.9 × alone and req < 0.7\n")  # fmt: skip
+    print("| cascade | n | target | joint cov / viol / req | stage-wise cov / viol / req | "
+          "alone cov / viol | joint requests per judge | aim (joint) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for names in CASCADES:
+        if not set(names) <= set(judges):
+            continue
+        ids = sorted(set.intersection(*(set(judges[m]) for m in names)))
+        humans = [judges[names[-1]][i][1] for i in ids]
+        scores = [[judges[m][i][0].confidence for m in names] for i in ids]
+        correct = [[judges[m][i][0].label == h for m in names]
+                   for i, h in zip(ids, humans, strict=True)]  # fmt: skip
+        for target in CASCADE_TARGETS:
+            got = {m: cascade_measure(scores, correct, cascade_pick(names, m), target, delta,
+                                      count, alone=m == "alone")
+                   for m in ("joint", "stagewise", "alone")}  # fmt: skip
+            (jc, jv, jr), (sc_, sv, sr), (ac, av, _) = got.values()
+            met = jc >= 0.9 * ac and jr[-1] < 0.7
+            per = ", ".join(f"{m} {r:.2f}" for m, r in zip(names, jr, strict=True))
+            print(f"| {' → '.join(names)} | {len(ids)} | {target:.2f} | "
+                  f"{jc:.3f} / {jv:.3f} / {jr[-1]:.2f} | {sc_:.3f} / {sv:.3f} / {sr[-1]:.2f} | "
+                  f"{ac:.3f} / {av:.3f} | {per} | {'yes' if met else 'no'} |")  # fmt: skip
+    scores, correct = calibrated_world(800, 0)
+    names = ["weak", "strong"]
+    for target in (0.80, 0.85, 0.90):
+        got = {m: cascade_measure(scores, correct, cascade_pick(names, m), target, delta, count,
+                                  alone=m == "alone")
+               for m in ("joint", "stagewise", "alone")}  # fmt: skip
+        (jc, jv, jr), (sc_, sv, sr), (ac, av, _) = got.values()
+        met = jc >= 0.9 * ac and jr[-1] < 0.7
+        print(f"| synthetic calibrated weak → strong | 800 | {target:.2f} | "
+              f"{jc:.3f} / {jv:.3f} / {jr[-1]:.2f} | {sc_:.3f} / {sv:.3f} / {sr[-1]:.2f} | "
+              f"{ac:.3f} / {av:.3f} | weak {jr[0]:.2f}, strong {jr[1]:.2f} | "
+              f"{'yes' if met else 'no'} |")  # fmt: skip
 
 
 def main() -> None:
@@ -236,12 +324,17 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=default)
     parser.add_argument("--splits", type=int, default=50)
     parser.add_argument("--delta", type=float, default=0.1)
+    parser.add_argument("--cascade-splits", type=int, default=200)
+    parser.add_argument("--only-cascades", action="store_true", help="print the cascade table")
     args = parser.parse_args()
     files = sorted(args.data.glob("*.jsonl"))
     if not files:
         sys.exit(f"no judge files in {args.data}")
     judges = {f.stem: load(f) for f in files}
     delta, count = args.delta, args.splits
+    if args.only_cascades:
+        cascade_table(judges, delta, args.cascade_splits)
+        return
     print(f"# Calibration on {args.data.name}: {count} random half splits, delta {delta}\n")
     print("cov = mean coverage of the routed half; viol = share of splits below target on the "
           "whole file (bounded by delta); half<t = routed half below target (noisy)\n")  # fmt: skip
@@ -299,24 +392,7 @@ def main() -> None:
             print(f"| {'+'.join(members)} | {len(ids)} | {target:.2f} | {best:.3f} | "
                   f"{' | '.join(cells)} | {len(members)} |")  # fmt: skip
 
-    cascades = [["llama2", "palm2"], ["chatgpt", "palm2"], ["falcon", "llama2", "palm2"]]
-    print("\n## Cascades (each stage at delta / stages)\n")
-    print("| cascade | n | target | cov / viol | requests/item | last judge alone cov |")
-    print("|---|---|---|---|---|---|")
-    for names in cascades:
-        if not set(names) <= set(judges):
-            continue
-        ids = sorted(set.intersection(*(set(judges[m]) for m in names)))
-        verdicts = [[judges[m][i][0] for m in names] for i in ids]
-        humans = [judges[names[0]][i][1] for i in ids]
-        for target in TARGETS:
-            c, v, r = cascade_measure(verdicts, humans, names, target, delta, count)
-            last = names[-1]
-            sc = [judges[last][i][0].confidence for i in ids]
-            ok = [judges[last][i][0].label == h for i, h in zip(ids, humans, strict=True)]
-            alone = measure(sc, ok, critic_pick, target, delta, count)[0]
-            print(f"| {' → '.join(names)} | {len(ids)} | {target:.2f} | {c:.3f} / {v:.2f} | "
-                  f"{r:.2f} | {alone:.3f} |")  # fmt: skip
+    cascade_table(judges, delta, args.cascade_splits)
 
 
 if __name__ == "__main__":

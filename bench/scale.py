@@ -179,7 +179,8 @@ def one(
     again = measure_child(code, label_args)
     size = database_mb(url)
     out = work / f"{tag}-{rows}.parquet"
-    exported = measure_child(code, ["export", str(out), "--db", url, "--format", "parquet"])
+    export_args = ["export", str(out), "--db", url, "--format", "parquet", "--all"]
+    exported = measure_child(code, export_args)
     out.unlink(missing_ok=True)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,6 +53,7 @@ __all__ = [
     "GRID_STEP",
     "MIN_ACCEPTED",
     "CalibrationResult",
+    "Forecast",
     "Judgment",
     "QualityEstimate",
     "ThresholdRow",
@@ -62,6 +64,9 @@ __all__ = [
     "calibrate",
     "clopper_pearson",
     "estimate_accepted_quality",
+    "fixed_sequence",
+    "forecast_calibration",
+    "forecast_coverage",
     "grid_table",
     "load_judgments",
     "min_labels_to_pass",
@@ -224,6 +229,41 @@ def _labels_needed(
     return math.ceil(hi / share)
 
 
+def fixed_sequence(
+    rows: Sequence[ThresholdRow], target_agreement: float, delta: float, least: int
+) -> ThresholdRow | None:
+    """Fixed-sequence testing down `rows`, in their order (the strictest first, an order fixed
+    before the labels are seen): a row is tested once at least `least` items are accepted,
+    passes when the exact binomial tail P(X >= k | n, target) is at most delta, and the sequence
+    stops at the first failure. Returns the last row passed, or None. `calibrate` runs it over
+    thresholds, `critic.cascade` over cascade policies."""
+    chosen: ThresholdRow | None = None
+    for row in rows:
+        if row.n_accepted < least:
+            continue
+        if not passes(row.n_agree, row.n_accepted, target_agreement, delta):
+            break
+        chosen = row
+    return chosen
+
+
+def labels_needed_more(
+    rows: Sequence[ThresholdRow], n_total: int, target_agreement: float, delta: float, least: int
+) -> int | None:
+    """When nothing passed: about how many more labels would let some row pass, if new labels
+    look like these (see `calibrate`); None when no amount would."""
+    if n_total < least:
+        return least - n_total
+    tested = [r for r in rows if r.n_accepted >= least]
+    distinct = {r.n_accepted: r for r in tested}.values()
+    totals = [
+        _labels_needed(r.agreement, r.n_accepted / n_total, target_agreement, delta, least)
+        for r in distinct
+    ]
+    known = [t for t in totals if t is not None]
+    return max(1, min(known) - n_total) if known else None
+
+
 def check_calibration_input(
     scores: Sequence[float], correct: Sequence[bool], target_agreement: float, delta: float
 ) -> None:
@@ -269,26 +309,11 @@ def calibrate(
     n_total = len(scores)
     min_labels = min_labels_to_pass(target_agreement, delta)
     least = max(min_labels, min_accepted)
-    tested = [r for r in grid_table(scores, correct, grid_step) if r.n_accepted >= least]
-    chosen: ThresholdRow | None = None
-    for row in tested:
-        if not passes(row.n_agree, row.n_accepted, target_agreement, delta):
-            break
-        chosen = row
-
-    needed_more: int | None = None
+    rows = grid_table(scores, correct, grid_step)
+    chosen = fixed_sequence(rows, target_agreement, delta, least)
+    needed_more = None
     if chosen is None:
-        if n_total < least:
-            needed_more = least - n_total
-        else:
-            distinct = {r.n_accepted: r for r in tested}.values()
-            totals = [
-                _labels_needed(r.agreement, r.n_accepted / n_total, target_agreement, delta, least)
-                for r in distinct
-            ]
-            known = [t for t in totals if t is not None]
-            if known:
-                needed_more = max(1, min(known) - n_total)
+        needed_more = labels_needed_more(rows, n_total, target_agreement, delta, least)
 
     n_accepted = chosen.n_accepted if chosen else 0
     n_agree = chosen.n_agree if chosen else 0
@@ -307,3 +332,80 @@ def calibrate(
         grid_step=grid_step,
         needed_more=needed_more,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Planning: what more labels buy
+
+FORECAST_MORE = (250, 500)
+FORECAST_DRAWS = 100
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """The coverage expected from a calibration on `labels` human labels (`more` than now)."""
+
+    more: int
+    labels: int
+    coverage: float
+
+
+def forecast_coverage(
+    n: int,
+    coverage_of: Callable[[Sequence[int]], float],
+    more: Sequence[int] = FORECAST_MORE,
+    *,
+    draws: int = FORECAST_DRAWS,
+    seed: int = 0,
+) -> list[Forecast]:
+    """Bootstrap the coverage a calibration on more labels would reach (first: 0 more).
+
+    Args:
+        n: how many calibration labels there are.
+        coverage_of: calibrates on the given item indices (a bootstrap sample, with repeats)
+            and returns the share of all n items the chosen policy accepts.
+        more: the numbers of further labels to forecast.
+        draws: bootstrap samples per size; `seed` fixes them.
+
+    Each draw takes n + m items with replacement from the n labelled ones, as if m more labels
+    came from the same distribution, calibrates on them, and measures the policy's coverage on
+    the n items (the empirical stand-in for the population). The mean over draws is the
+    forecast. The `more=0` row is the same estimate at today's size: compare with it rather
+    than with this calibration's own coverage, which includes its luck of the draw.
+    """
+    if n <= 0:
+        return [Forecast(m, m, 0.0) for m in (0, *more)]
+    rng = random.Random(seed)
+    out = []
+    for m in (0, *more):
+        total = 0.0
+        for _ in range(draws):
+            total += coverage_of([rng.randrange(n) for _ in range(n + m)])
+        out.append(Forecast(m, n + m, total / draws))
+    return out
+
+
+def forecast_calibration(
+    scores: Sequence[float],
+    correct: Sequence[bool],
+    target_agreement: float,
+    delta: float,
+    more: Sequence[int] = FORECAST_MORE,
+    *,
+    draws: int = FORECAST_DRAWS,
+    seed: int = 0,
+    min_accepted: int = MIN_ACCEPTED,
+    grid_step: float = GRID_STEP,
+) -> list[Forecast]:
+    """`forecast_coverage` for `calibrate` on these items (same target, delta and settings)."""
+    ascending = sorted(scores)
+
+    def coverage_of(picks: Sequence[int]) -> float:
+        result = calibrate([scores[i] for i in picks], [correct[i] for i in picks],
+                           target_agreement, delta, min_accepted=min_accepted,
+                           grid_step=grid_step)  # fmt: skip
+        if result.threshold is None:
+            return 0.0
+        return 1.0 - bisect.bisect_left(ascending, result.threshold) / len(ascending)
+
+    return forecast_coverage(len(scores), coverage_of, more, draws=draws, seed=seed)

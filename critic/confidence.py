@@ -147,6 +147,13 @@ def label_distribution(
     else:
         return None
 
+    return normalise(mass)
+
+
+def normalise(mass: Mapping[str, float]) -> dict[str, float] | None:
+    """The probabilities of the labels renormalised over the label set (mass a judge left on
+    other tokens drops out); None when no mass falls on the label set. Judged files use the
+    same rule (`critic.judgments`)."""
     total = sum(mass.values())
     if total <= 0.0:
         return None

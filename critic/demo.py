@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     from critic.calibrate import calibrate
     from critic.cli.run import summary_table
     from critic.constitution import load_constitution
-    from critic.export import export_rows
     from critic.routing import Policy, save_policy
+    from critic.ship import final_records
     from critic.store import open_store
     from critic.tasks.label import LabelOptions, label
     from critic.testing.trained_model import (
@@ -82,11 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     Console().print(summary_table(summary))
 
     console.print(f"[bold]3/4[/] calibrating on the {len(reviewed)} items already reviewed")
-    rows = [r for r in export_rows(store, summary.run_id) if r["status"] == "drafted"]
-    calibration = [r for r in rows if r["id"] in reviewed]
+    rows = [r for r in store.rows(summary.run_id) if r["status"] == "drafted"]
+    calibration = [r for r in rows if r["item_id"] in reviewed]
     result = calibrate(
         [float(r["confidence"]) for r in calibration],
-        [r["label"] == reviewed[r["id"]] for r in calibration],
+        [r["label"] == reviewed[r["item_id"]] for r in calibration],
         args.target,
         args.delta,
     )
@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"[bold]4/4[/] routing every draft; review items go to the queue '{QUEUE}'")
     routed = _route_and_enqueue(db, store, policy, summary.run_id)
     held_out = [
-        r for r in export_rows(store, summary.run_id)
-        if r["id"] not in reviewed and r["route"] == "accept" and r["status"] == "drafted"
+        r for r in final_records(store, None, [summary.run_id])
+        if r.item_id not in reviewed and r.status == "accepted"
     ]  # fmt: skip
-    agree = sum(r["label"] == truth[r["id"]] for r in held_out)
+    agree = sum(r.label == truth[r.item_id] for r in held_out)
     Console().print(_routes_table(routed, held_out, agree, len(items) - len(reviewed)))
     console.print(
         f"\nresults: {out / 'critic.db'}  ·  policy: {out / 'policy.yaml'}\n"
@@ -137,9 +137,13 @@ def _route_and_enqueue(db: str, store: Any, policy: Any, run_id: str) -> Any:
     try:
         queues.queue(QUEUE)
     except NotFoundError:
-        queues.create_queue(QUEUE, overlap=1, labels=["harmless", "harmful"])
+        queues.create_queue(QUEUE, overlap=1)  # takes the constitution's labels when fed
     finally:
         queues.close()
+    from critic.triage import run_binding
+
+    # The policy was calibrated on this run's own reviewed half: bound to it.
+    policy = policy.model_copy(update={"binding": run_binding(store.run(run_id))})
     routed = route_run(store, policy, run_id)
     routed.enqueued = enqueue_review(db, QUEUE, routed.review_rows)
     return routed

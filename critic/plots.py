@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from critic.calibrate import CalibrationResult, binomial_lower_bound, grid_table, threshold_table
-from critic.cascade import CascadeResult
+from critic.cascade import CascadeResult, path_table
 from critic.errors import CriticError, MissingExtraError
 
 
@@ -108,12 +109,16 @@ def plot_cascade(
     path: str | Path,
 ) -> None:
     """Write a PNG with one coverage-versus-agreement panel per cascade stage, on the
-    calibration items that reach it, each with its threshold marked."""
+    calibration items that reach it, each with its threshold marked; for a joint calibration,
+    one panel: the cascade's coverage and agreement along the path of equal thresholds."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
         raise MissingExtraError("--plot", "matplotlib", "pip install 'critic[plot]'") from None
+    if result.method == "joint":
+        _plot_joint_path(scores, correct, result, path, Figure, FigureCanvasAgg)
+        return
     stages = result.stages
     fig = Figure(figsize=(5 * len(stages), 4.5), layout="constrained")
     FigureCanvasAgg(fig)
@@ -128,7 +133,7 @@ def plot_cascade(
                     label="agreement of accepted")  # fmt: skip
         ax.axhline(result.target_agreement, color="grey", ls="--", lw=1, label="target")
         cal = stage.calibration
-        if stage.threshold is not None and cal.agreement is not None:
+        if stage.threshold is not None and cal is not None and cal.agreement is not None:
             ax.plot([cal.coverage], [cal.agreement], marker="*", markersize=12, color="C3",
                     ls="none", label=f"threshold {stage.threshold:.3g}")  # fmt: skip
             reaching = [i for i in reaching if scores[i][s] < stage.threshold]
@@ -136,6 +141,39 @@ def plot_cascade(
                ylabel="agreement with humans",
                title=f"stage {s + 1}: {stage.critic} (n = {stage.reached})")  # fmt: skip
         ax.legend(loc="lower left", fontsize=8)
+    try:
+        fig.savefig(Path(path), dpi=120)
+    except OSError as exc:
+        raise CriticError(f"{path}: cannot write the plot: {exc.strerror}") from None
+
+
+def _plot_joint_path(
+    scores: Sequence[Sequence[float]],
+    correct: Sequence[Sequence[bool]],
+    result: CascadeResult,
+    path: str | Path,
+    figure: Any,
+    canvas: Any,
+) -> None:
+    fig = figure(figsize=(6, 4.5), layout="constrained")
+    canvas(fig)
+    ax = fig.subplots(1, 1)
+    n = len(scores)
+    rows = [r.total() for r in path_table(scores, correct)]
+    rows = [r for r in rows if r.n_accepted]
+    coverage = [r.n_accepted / n for r in rows]
+    ax.plot(coverage, [r.agreement for r in rows], label="agreement of accepted")
+    ax.plot(coverage, [binomial_lower_bound(r.n_agree, r.n_accepted, result.delta) for r in rows],
+            ls=":", label=f"lower bound ({1 - result.delta:.0%} confidence)")  # fmt: skip
+    ax.axhline(result.target_agreement, color="grey", ls="--", lw=1, label="target")
+    threshold = result.stages[0].threshold if result.stages else None
+    if threshold is not None and result.agreement is not None:
+        ax.plot([result.coverage], [result.agreement], marker="*", markersize=12, color="C3",
+                ls="none", label=f"every stage at {threshold:.3g}")  # fmt: skip
+    names = " → ".join(s.critic for s in result.stages)
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="coverage (share auto-accepted)",
+           ylabel="agreement with humans", title=f"joint cascade {names} (n = {n})")  # fmt: skip
+    ax.legend(loc="lower left", fontsize=8)
     try:
         fig.savefig(Path(path), dpi=120)
     except OSError as exc:

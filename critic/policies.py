@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from critic.calibrate import CalibrationResult, calibrate
-from critic.cascade import CascadeResult, calibrate_cascade
+from critic.cascade import CascadeMethod, CascadeResult, calibrate_cascade
 from critic.errors import UsageError
 from critic.judgments import Combine, Judgment, agrees, check_critics, scored
 from critic.routing import Policy, RouteInput, StageVerdict
@@ -40,8 +40,10 @@ def calibrate_judgments(
     *,
     how: Combine | None = None,
     cascade: Sequence[str] | None = None,
+    cascade_method: CascadeMethod = "stagewise",
 ) -> Calibrated:
-    """Calibrate on judged rows: the single critic, the combined panel, or each cascade stage."""
+    """Calibrate on judged rows: the single critic, the combined panel, or the cascade (jointly
+    or stage by stage, `critic.cascade`)."""
     if how is not None and cascade:
         raise UsageError("give --combine or --cascade, not both")
     if cascade:
@@ -49,7 +51,7 @@ def calibrate_judgments(
         scores = [[j.verdict(c).confidence for c in cascade] for j in judgments]
         correct = [[agrees(j.verdict(c), j) for c in cascade] for j in judgments]
         result: CalibrationResult | CascadeResult = calibrate_cascade(
-            list(cascade), scores, correct, target_agreement, delta
+            list(cascade), scores, correct, target_agreement, delta, method=cascade_method
         )
         return Calibrated(result, scores, correct, list(cascade))
     verdicts = scored(judgments, how)

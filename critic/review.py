@@ -1,29 +1,53 @@
 """Where critic meets the review queues: routed items in, human decisions back out.
 
-`adjudication` never imports `critic`; this module is the one place that joins them. Both keep
-their tables in the same database, so one `--db` URL holds a project's whole state.
+`adjudication` never imports `critic`; this module is the one place that sends runs' items to
+the queues. Each queued task carries its opaque, indexed origin (`RUN/ITEM`), and decisions come
+back through the final record (`critic.ship`), which reads them a batch of origins at a time.
+Both keep their tables in the same database, so one `--db` URL holds a project's whole state.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from critic.calibrate import QualityEstimate, estimate_accepted_quality
 from critic.judgments import Judgment, stored_verdicts
 from critic.quality import PPIEstimate, ppi_mean
+from critic.ship import FinalRecord, label_set, origin_of
+from critic.ship.stream import batched, joined
 from critic.store import Store, open_store, verdict
 
+if TYPE_CHECKING:
+    from adjudication.store import Store as QueueStore
+    from critic.routing import Policy
+    from critic.valid_labels import Label
 
-def _queues(db: str) -> Any:
+
+@contextmanager
+def open_stores(db: str) -> Iterator[tuple[Store, QueueStore]]:
+    """The run store and the review queues of one database, each opened once and closed after."""
     from adjudication.store import open_store as open_queue_store
 
-    return open_queue_store(db)
+    store = open_store(db)  # takes a plain file path too; the queues take its URL
+    try:
+        queues = open_queue_store(store.engine.url.render_as_string(hide_password=False))
+        try:
+            yield store, queues
+        finally:
+            queues.close()
+    finally:
+        store.close()
 
 
 def new_task(
-    row: dict[str, Any], *, key: str | None = None, principle_texts: Mapping[str, str] | None = None
+    row: dict[str, Any],
+    *,
+    key: str | None = None,
+    principle_texts: Mapping[str, str] | None = None,
+    labels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The queue task for one routed row (as `Store.rows` gives it, plus `route_reason`).
 
@@ -31,9 +55,14 @@ def new_task(
         key: the task's id in its queue (default: the item id; see `task_key`).
         principle_texts: `{principle id: text}` of the constitution version that made the draft;
             the cited principles' texts travel in the draft so the review screen can show them.
+        labels: the constitution's labels: the draft's verdict is spelled as they spell it.
     """
+    from adjudication.rules import match_label
+
     draft = dict(row.get("output") or {})
     label = verdict(row.get("label"), row.get("score"))
+    if label is not None and labels:
+        label = match_label(label, labels) or label
     if row["status"] == "failed":
         draft = {"failure": row.get("reason"), "detail": row.get("detail")}
     cited = list(draft.get("principles") or [])
@@ -42,9 +71,13 @@ def new_task(
         "item_id": row["item_id"],
         "constitution": row["constitution_hash"],
     }
+    fields = (row.get("params") or {}).get("fields") or {}
+    if fields:
+        provenance["fields"] = {k: v for k, v in fields.items() if v}
     if principle_texts is not None:
         texts = principle_texts
         provenance["principle_texts"] = {p: texts[p] for p in cited if p in texts}
+    revision = row.get("task") == "revise" and row["status"] == "drafted"
     return {
         "item_id": key or row["item_id"],
         "item": row.get("row") or {},
@@ -53,155 +86,202 @@ def new_task(
         "confidence": row.get("confidence"),
         "route_reason": row.get("route_reason"),
         "principle_ids": cited,
+        "origin": origin_of(row["run_id"], row["item_id"]),
+        "answer": "revision" if revision else "label",
     }
 
 
 def task_key(item_id: str, run_id: str, taken: Mapping[str, str | None]) -> str:
     """The id of a run's item in a queue: the item id, unless another run's item holds it there.
 
-    `taken` maps the queue's task ids to the run that queued them. The first run to queue an item
-    id keeps it as is (what reviewers see); the same id from a later run becomes `ID@RUN`, so
-    both are reviewed apart, and queueing either again finds its own task (idempotent).
+    `taken` maps the queue's task ids to the origin that queued them. The first run to queue an
+    item id keeps it as is (what reviewers see); the same id from a later run becomes `ID@RUN`,
+    so both are reviewed apart, and queueing either again finds its own task (idempotent).
     """
     key = item_id
-    while key in taken and taken[key] != run_id:
+    while key in taken and taken[key] != origin_of(run_id, item_id):
         key = f"{key}@{run_id}"
     return key
 
 
 def enqueue_review(db: str, queue: str, rows: Iterable[dict[str, Any]]) -> int:
     """Put routed review items into a queue (idempotent per run and item); return how many were
-    new. Each draft carries its run, item id and the texts of the principles it cites."""
-    queues = _queues(db)
-    store = open_store(db)
-    try:
+    new. The queue takes the label set of the constitution behind the items, with the labels'
+    descriptions (`adjudication.Store.adopt_labels`), so reviewers pick from the same labels
+    the critic drafted."""
+    with open_stores(db) as (store, queues):
         queues.queue(queue)  # a clear error, with a hint, when the queue does not exist
-        taken = {t.item_id: t.draft.get("run_id") for t in queues.tasks(queue)}
-        texts: dict[str, dict[str, str]] = {}
-        tasks = []
-        for row in rows:
-            digest = row["constitution_hash"]
-            if digest not in texts:
-                texts[digest] = _principle_texts(store, digest)
-            key = task_key(row["item_id"], row["run_id"], taken)
-            taken[key] = row["run_id"]
-            tasks.append(new_task(row, key=key, principle_texts=texts[digest]))
-        return int(queues.enqueue(queue, tasks, by="route").added)
-    finally:
-        queues.close()
-        store.close()
+        contents: dict[str, Any] = {}
+        added = 0
+        for batch in batched(rows, 1000):
+            for row in batch:
+                digest = row["constitution_hash"]
+                if digest not in contents:
+                    content = store.constitution_content(digest) if digest else None
+                    contents[digest] = (content, label_set(content))
+                    labels = contents[digest][1]
+                    if labels is not None:
+                        queues.adopt_labels(queue, labels.labels, labels.descriptions, by="route")
+            spelled = queues.queue(queue).labels
+            taken = queues.origins_in(queue, _candidate_keys(batch))
+            tasks = []
+            for row in batch:
+                content = contents[row["constitution_hash"]][0]
+                key = task_key(row["item_id"], row["run_id"], taken)
+                taken[key] = origin_of(row["run_id"], row["item_id"])
+                tasks.append(new_task(row, key=key, principle_texts=_principle_texts(content),
+                                      labels=spelled))  # fmt: skip
+            added += int(queues.enqueue(queue, tasks, by="route").added)
+        return added
 
 
-def _principle_texts(store: Store, digest: str | None) -> dict[str, str]:
-    content = store.constitution_content(digest) if digest else None
+def _candidate_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Every task id `task_key` may try for these rows (the id, then `@RUN` suffixes)."""
+    keys = []
+    for row in rows:
+        key = row["item_id"]
+        for _ in range(4):
+            keys.append(key)
+            key = f"{key}@{row['run_id']}"
+    return keys
+
+
+def _principle_texts(content: str | None) -> dict[str, str]:
     if content is None:
         return {}
     return {str(p["id"]): str(p["text"]) for p in json.loads(content).get("principles") or []}
 
 
-def human_outcomes(db: str) -> dict[tuple[str, str], dict[str, Any]]:
-    """Decided items across every queue: `{(run_id, item_id): {label, source, reviewers, ...}}`.
-
-    A decision belongs to the run whose draft the reviewer saw (the queued draft's `run_id`);
-    tasks queued without a run (not from critic) belong to none.
-    """
-    queues = _queues(db)
-    try:
-        found: dict[tuple[str, str], dict[str, Any]] = {}
-        for q in queues.queues():
-            decided = [o for o in queues.outcomes(q.name) if o.source != "critic"]
-            if not decided:
-                continue  # spare reading the queue's drafts
-            owner = {
-                t.item_id: (str(t.draft["run_id"]), str(t.draft.get("item_id") or t.item_id))
-                for t in queues.tasks(q.name) if t.draft.get("run_id")
-            }  # fmt: skip
-            for o in decided:
-                if o.item_id not in owner:
-                    continue
-                found[owner[o.item_id]] = {
-                    "label": None if o.rejected else o.label, "source": o.source,
-                    "rejected": o.rejected, "reviewers": o.reviewers,
-                    "agreement": o.agreement, "queue": q.name,
-                }  # fmt: skip
-        return found
-    finally:
-        queues.close()
+def _decided(db: str, run_ids: Sequence[str]) -> Iterator[tuple[dict[str, Any], FinalRecord]]:
+    """Every drafted item of the runs a human has decided (not rejected), with its record."""
+    with open_stores(db) as (store, queues):
+        for row, record in joined(store, queues, run_ids):
+            if row["status"] == "drafted" and record.status in ("decided", "adjudicated"):
+                yield row, record
 
 
-def human_judgments(db: str, run_id: str | None = None) -> tuple[list[float], list[bool]]:
-    """(confidence, critic agrees with the human) for every drafted item a human has decided."""
-    store = open_store(db)
-    humans = human_outcomes(db)
+def human_judgments(db: str, run_ids: Sequence[str]) -> tuple[list[float], list[bool]]:
+    """(confidence, critic agrees with the human) for every drafted item a human has labelled."""
     scores, correct = [], []
-    for row in _drafted(store, run_id):
-        human = humans.get((row["run_id"], row["item_id"]))
-        if human is None or human["rejected"] or row["confidence"] is None:
+    for _, record in _decided(db, run_ids):
+        if record.confidence is None or record.human_label is None:
             continue
-        scores.append(float(row["confidence"]))
-        correct.append(verdict(row.get("label"), row.get("score")) == human["label"])
+        scores.append(float(record.confidence))
+        correct.append(record.critic_label == record.human_label)
     return scores, correct
 
 
-def human_panel_judgments(db: str, run_id: str | None = None) -> list[Judgment]:
-    """Every drafted item a human has decided, with each critic's stored verdict (a panel run's
+def human_panel_judgments(db: str, run_ids: Sequence[str]) -> list[Judgment]:
+    """Every drafted item a human has labelled, with each critic's stored verdict (a panel run's
     critics, or the one critic), for `calibrate --db --combine/--cascade`."""
-    store = open_store(db)
-    humans = human_outcomes(db)
     found = []
-    for row in _drafted(store, run_id):
-        human = humans.get((row["run_id"], row["item_id"]))
+    for row, record in _decided(db, run_ids):
         verdicts = stored_verdicts(row)
-        if human is None or human["rejected"] or not verdicts:
+        if record.human_label is None or not verdicts:
             continue
-        found.append(Judgment(row["item_id"], verdicts, human["label"]))
+        found.append(Judgment(row["item_id"], verdicts, record.human_label))
     return found
 
 
-def audit_quality(db: str, run_id: str | None = None, confidence: float = 0.95) -> QualityEstimate:
+#: Route reasons whose items a pass's seeded draw may have picked and sent to review.
+_DRAWN = ("calibration_sample", "audit_sample", "low_confidence", "budget")
+
+
+def decided_labels(store: Store, queues: QueueStore, run_ids: Sequence[str]) -> list[Label]:
+    """Every human label on a drafted item of the runs, as `critic.valid_labels` weighs it: how
+    its draft came to be reviewed (the route's reason, under which policy's seeded draw), whether
+    the reviewer saw the critic's label (a queue that is not blind), and whether its draw is
+    complete (every item the draw picked below the threshold decided, none accepted by a
+    budget). `calibrate_labels` then keeps only the labels that are a fair sample."""
+    from critic.valid_labels import Label, in_draw
+
+    policies: dict[str, Policy | None] = {}
+    blind: dict[str, bool] = {}
+    incomplete: set[str] = set()
+    found: list[tuple[FinalRecord, str, Policy]] = []
+    for row, record in joined(store, queues, run_ids):
+        if row["status"] != "drafted" or record.policy is None:
+            continue
+        if record.policy not in policies:
+            policies[record.policy] = _policy(store.policy_content(record.policy))
+        policy = policies[record.policy]
+        if policy is None:  # routed with --accept-all: no draw, no threshold
+            continue
+        draw = f"{record.policy}/{record.run_id}"
+        picked = in_draw(record.item_id, policy.seed, policy.calibration_rate, policy.audit_rate)
+        if (
+            picked
+            and record.route_reason in _DRAWN
+            and (record.route_reason == "budget" or record.status == "pending")
+        ):
+            incomplete.add(draw)
+        if record.status in ("decided", "adjudicated") and record.human_label is not None:
+            found.append((record, draw, policy))
+    labels = []
+    for record, draw, policy in found:
+        if record.confidence is None:
+            continue
+        if record.queue is not None and record.queue not in blind:
+            blind[record.queue] = queues.queue(record.queue).blind
+        labels.append(
+            Label(
+                confidence=float(record.confidence),
+                agrees=record.critic_label == record.human_label,
+                reason=record.route_reason or "",
+                draw=draw,
+                threshold=policy.threshold,
+                in_draw=in_draw(record.item_id, policy.seed, policy.calibration_rate,
+                                policy.audit_rate),
+                seen=not blind.get(record.queue or "", False),
+                draw_complete=draw not in incomplete,
+            )
+        )  # fmt: skip
+    return labels
+
+
+def _policy(content: str | None) -> Policy | None:
+    """A stored policy, or None for `--accept-all` (or content no longer readable)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from critic.routing import Policy
+
+    data = yaml.safe_load(content or "") if content else None
+    if not isinstance(data, dict) or data.get("accept_all"):
+        return None
+    try:
+        return Policy.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def _audited(db: str, run_ids: Sequence[str]) -> Iterator[FinalRecord]:
+    with open_stores(db) as (store, queues):
+        for row, record in joined(store, queues, run_ids):
+            if row["status"] == "drafted":
+                yield record
+
+
+def audit_quality(db: str, run_ids: Sequence[str], confidence: float = 0.95) -> QualityEstimate:
     """Agreement of auto-accepted labels, estimated without bias from the decided audit sample."""
-    store = open_store(db)
-    humans = human_outcomes(db)
-    audited = {
-        key for key, r in store.latest_routes(_run_id(store, run_id)).items()
-        if r["reason"] == "audit_sample"
-    }  # fmt: skip
     verdicts = [
-        verdict(row.get("label"), row.get("score")) == humans[key]["label"]
-        for row in _drafted(store, run_id)
-        if (key := (row["run_id"], row["item_id"])) in audited
-        and key in humans
-        and not humans[key]["rejected"]
+        r.critic_label == r.human_label
+        for r in _audited(db, run_ids)
+        if r.route_reason == "audit_sample" and r.human_label is not None
     ]
     return estimate_accepted_quality(verdicts, confidence)
 
 
-def ppi_quality(db: str, run_id: str | None = None, confidence: float = 0.95) -> PPIEstimate:
+def ppi_quality(db: str, run_ids: Sequence[str], confidence: float = 0.95) -> PPIEstimate:
     """PPI++ estimate of the same agreement: the decided audit sample plus the critic's
-    confidence on every auto-accepted (confident) item of the run."""
-    store = open_store(db)
-    humans = human_outcomes(db)
-    latest = store.latest_routes(_run_id(store, run_id))
+    confidence on every auto-accepted (confident) item of the runs."""
     audit_ok, audit_conf, accepted_conf = [], [], []
-    for row in _drafted(store, run_id):
-        key = (row["run_id"], row["item_id"])
-        routed, conf = latest.get(key), row.get("confidence")
-        if routed is None or conf is None:
+    for r in _audited(db, run_ids):
+        if r.route is None or r.confidence is None:
             continue
-        if routed["reason"] == "confident":
-            accepted_conf.append(float(conf))
-        elif routed["reason"] == "audit_sample" and key in humans and not humans[key]["rejected"]:
-            audit_ok.append(verdict(row.get("label"), row.get("score")) == humans[key]["label"])
-            audit_conf.append(float(conf))
+        if r.route_reason == "confident":
+            accepted_conf.append(float(r.confidence))
+        elif r.route_reason == "audit_sample" and r.human_label is not None:
+            audit_ok.append(r.critic_label == r.human_label)
+            audit_conf.append(float(r.confidence))
     return ppi_mean(audit_ok, audit_conf, accepted_conf, confidence)
-
-
-def _run_id(store: Store, run_id: str | None) -> str | None:
-    if run_id:
-        return store.run(run_id).id
-    runs = store.runs()
-    return runs[-1].id if runs else None
-
-
-def _drafted(store: Store, run_id: str | None) -> Sequence[dict[str, Any]]:
-    return [r for r in store.rows(_run_id(store, run_id)) if r["status"] == "drafted"]

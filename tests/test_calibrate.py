@@ -415,3 +415,64 @@ def test_plot_without_matplotlib_says_what_to_install(
     with pytest.raises(MissingExtraError) as info:
         plot_calibration([0.5] * 30, [True] * 30, result, tmp_path / "calib.png")
     assert info.value.hint == "pip install 'critic[plot]'"
+
+
+# --------------------------------------------------------------------------------------------
+# Planning: the coverage more labels would buy
+
+
+def test_forecast_coverage_bootstraps_n_plus_more_items() -> None:
+    from critic.calibrate import Forecast, forecast_coverage
+
+    sizes: list[int] = []
+
+    def coverage_of(picks: list[int]) -> float:
+        sizes.append(len(picks))
+        assert all(0 <= i < 10 for i in picks)
+        return len(set(picks)) / 10  # distinct items drawn: grows with the sample
+
+    got = forecast_coverage(10, coverage_of, (5, 90), draws=30, seed=4)  # type: ignore[arg-type]
+    assert [(f.more, f.labels) for f in got] == [(0, 10), (5, 15), (90, 100)]
+    assert sizes == [10] * 30 + [15] * 30 + [100] * 30
+    assert got[0].coverage < got[1].coverage < got[2].coverage == pytest.approx(1.0, abs=0.01)
+    assert got[0].coverage == pytest.approx(1 - 0.9**10, abs=0.06)  # the bootstrap's mean
+    assert forecast_coverage(10, coverage_of, (5, 90), draws=30, seed=4) == got  # type: ignore[arg-type]
+    assert forecast_coverage(0, coverage_of, (5,)) == [Forecast(0, 0, 0.0), Forecast(5, 5, 0.0)]  # type: ignore[arg-type]
+
+
+def test_forecast_calibration_expects_more_coverage_from_more_labels() -> None:
+    """A critic right 96% of the time at confidence 0.9 and 60% at 0.5: 60 labels cannot show
+    0.9 agreement on a set of any size worth having, a few hundred can."""
+    from critic.calibrate import forecast_calibration
+
+    rng = random.Random(8)
+    scores = [0.9 if i % 2 else 0.5 for i in range(60)]
+    correct = [rng.random() < (0.96 if s == 0.9 else 0.6) for s in scores]
+    got = forecast_calibration(scores, correct, 0.9, 0.1, (250,), draws=40)
+    assert got[0].labels == 60 and got[1].labels == 310
+    assert got[1].coverage > got[0].coverage + 0.15
+    assert got[1].coverage <= 0.5 + 0.05  # never more than the confident half
+
+
+def test_calibrate_cli_prints_the_forecast(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from critic.cli import app
+
+    rng = random.Random(3)
+    rows = [{"id": i, "label": "x", "confidence": c, "human_label": "x" if ok else "y"}
+            for i in range(200)
+            for c in [rng.choice([0.6, 0.95])]
+            for ok in [rng.random() < (0.97 if c == 0.95 else 0.6)]]  # fmt: skip
+    path = tmp_path / "j.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    runner = CliRunner()
+    args = ["calibrate", "--from-file", str(path), "-o", str(tmp_path / "p.yaml")]
+    shown = runner.invoke(app, args)
+    assert "with 250 more calibration labels: about 0." in shown.stdout
+    assert "with 500 more calibration labels: about 0." in shown.stdout
+    summary = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert [(f["more"], f["labels"]) for f in summary["forecast"]] == [
+        (0, 200), (250, 450), (500, 700),
+    ]  # fmt: skip
+    assert all(0.0 <= f["coverage"] <= 1.0 for f in summary["forecast"])

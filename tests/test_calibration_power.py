@@ -139,7 +139,7 @@ def test_cascade_union_meets_the_target_with_probability_1_minus_delta(
         cal = _world(rng, 400, skill, 2)
         result = calibrate_cascade(
             ["a", "b"], [[c for c, _ in r] for r in cal], [[ok for _, ok in r] for r in cal],
-            target, DELTA,
+            target, DELTA, method="stagewise",
         )  # fmt: skip
         ts = [s.threshold for s in result.stages]
         accepted = []
@@ -241,8 +241,8 @@ def test_panel_rows_load_and_combine(tmp_path: Path) -> None:
             ":2: critics: this row's shape differs from line 1",
         ),
         (
-            [{"id": "z", "label": "1", "probs": {"1": 0.5, "2": 0.3}, "human_label": "1"}],
-            ":1: probs: they sum to 0.8, not about 1",
+            [{"id": "z", "label": "1", "probs": {"1": 0.9, "2": 0.3}, "human_label": "1"}],
+            ":1: probs: they sum to 1.2, more than 1",
         ),
         (
             [
@@ -294,7 +294,7 @@ def _cascade_policy() -> Policy:
         [rng.random() < (0.97 if i < 200 else 0.5), rng.random() < (0.97 if i < 400 else 0.5)]
         for i in range(500)
     ]
-    result = calibrate_cascade(["small", "big"], scores, correct, 0.85, DELTA)
+    result = calibrate_cascade(["small", "big"], scores, correct, 0.85, DELTA, method="stagewise")
     return Policy.from_cascade(result)
 
 
@@ -421,7 +421,7 @@ def test_plot_cascade_marks_each_stage(tmp_path: Path) -> None:
     scores = [[rng.choice([0.6, 1.0]), rng.random()] for _ in range(300)]
     correct = [[rng.random() < (0.97 if s[0] == 1.0 else 0.5), rng.random() < 0.5 + s[1] / 2]
                for s in scores]  # fmt: skip
-    result = calibrate_cascade(["a", "b"], scores, correct, 0.8, DELTA)
+    result = calibrate_cascade(["a", "b"], scores, correct, 0.8, DELTA, method="stagewise")
     assert result.stages[0].threshold is not None
     path = tmp_path / "cascade.png"
     plot_cascade(scores, correct, result, path)

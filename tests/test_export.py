@@ -11,17 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from critic.errors import UsageError
-from critic.export import export, write
-from critic.trl import export_trl
+from critic.exports import export_db, formats
+from critic.exports.files import replacing
 from tests.test_trl import filled_store
 
-FORMATS = ["jsonl", "parquet", "hf", "trl-sft", "trl-dpo"]
+FORMATS = list(formats())
 
 
-def _export(store: Any, out: Path, fmt: str, run_id: str | None = None) -> int:
-    if fmt.startswith("trl-"):
-        return export_trl(store, out, fmt, run_id)
-    return export(store, out, fmt, run_id)
+def _export(db: str, out: Path, fmt: str, run_id: str | None = None) -> int:
+    return export_db(db, out, fmt, run=run_id, all_runs=run_id is None).count
 
 
 def _snapshot(path: Path) -> dict[str, bytes]:
@@ -60,35 +58,39 @@ def _break_writers(monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
 def test_an_interrupted_export_keeps_the_previous_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
 ) -> None:
-    store, _, _ = filled_store(tmp_path)
+    db, _, _ = filled_store(tmp_path)
     out = tmp_path / "exports" / ("out.jsonl" if fmt == "jsonl" else "out")
-    assert _export(store, out, fmt) > 0
+    assert _export(db, out, fmt) > 0
     before = _snapshot(out)
     with monkeypatch.context() as patched:
         if fmt == "jsonl":
-            import critic.export as module
+            import critic.exports.jsonl as module
 
-            def rows_then_crash(*args: Any, **kwargs: Any) -> Any:
-                yield {"id": "first"}
-                raise KeyboardInterrupt  # the user pressed Ctrl-C half-way
+            calls = []
 
-            patched.setattr(module, "export_rows", rows_then_crash)
+            def row_then_crash(record: Any) -> Any:
+                calls.append(record)
+                if len(calls) > 1:
+                    raise KeyboardInterrupt  # the user pressed Ctrl-C half-way
+                return {"id": "first"}
+
+            patched.setattr(module, "record_row", row_then_crash)
             with pytest.raises(KeyboardInterrupt):
-                _export(store, out, fmt)
+                _export(db, out, fmt)
         else:
             _break_writers(patched, fmt)
             with pytest.raises(OSError, match="No space left"):
-                _export(store, out, fmt)
+                _export(db, out, fmt)
     assert _snapshot(out) == before
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # no temporary left
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_finished_export_replaces_the_previous_one_whole(tmp_path: Path, fmt: str) -> None:
-    store, _, compare_run = filled_store(tmp_path)
+    db, _, compare_run = filled_store(tmp_path)
     out = tmp_path / "exports" / ("out.jsonl" if fmt == "jsonl" else "out")
-    everything = _export(store, out, fmt)
-    fewer = _export(store, out, fmt, compare_run)  # only the compare run: fewer rows (sft: none)
+    everything = _export(db, out, fmt)
+    fewer = _export(db, out, fmt, compare_run)  # only the compare run: fewer rows (sft: none)
     assert fewer < everything
     if fmt in ("hf", "trl-sft", "trl-dpo"):
         assert datasets.load_from_disk(str(out)).num_rows == fewer
@@ -100,13 +102,42 @@ def test_a_finished_export_replaces_the_previous_one_whole(tmp_path: Path, fmt: 
 
 
 def test_a_directory_export_never_replaces_a_folder_of_other_files(tmp_path: Path) -> None:
-    store, _, _ = filled_store(tmp_path)
+    db, _, _ = filled_store(tmp_path)
     precious = tmp_path / "home"
     precious.mkdir()
     (precious / "thesis.tex").write_text("years of work")
     for fmt in ("hf", "trl-sft"):
         with pytest.raises(UsageError, match="something other than a datasets export"):
-            _export(store, precious, fmt)
+            _export(db, precious, fmt)
     assert (precious / "thesis.tex").read_text() == "years of work"
-    with pytest.raises(UsageError, match="is a directory"):
-        write([{"id": "x"}], precious, "jsonl")
+    with pytest.raises(UsageError, match="is a directory"), replacing(precious):
+        pass
+
+
+def test_json_lines_are_strict_json_a_non_finite_number_is_written_as_null() -> None:
+    import json
+
+    from critic.exports.files import json_line
+
+    def refuse(name: str) -> object:
+        raise AssertionError(f"non-JSON constant {name}")
+
+    line = json_line({"a": float("nan"), "b": [float("inf"), {"c": -float("inf")}], "d": 1.5})
+    expected = {"a": None, "b": [None, {"c": None}], "d": 1.5}
+    assert json.loads(line, parse_constant=refuse) == expected
+    assert json_line({"x": "NaN", "y": 2}) == '{"x": "NaN", "y": 2}\n'
+
+
+@pytest.mark.parametrize("fmt", ["hf", "trl-dpo"])
+def test_export_shows_critics_progress_not_datasets_own_bars(tmp_path: Path, fmt: str) -> None:
+    from typer.testing import CliRunner
+
+    from critic.cli import app
+
+    db, _, _ = filled_store(tmp_path)
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "out"), "--db", db, "--format",
+                                      fmt, "--all-runs"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "export" in result.stderr and "items/s" in result.stderr  # critic's own bar
+    for datasets_bar in ("Saving the dataset", "Generating train split", "examples/s"):
+        assert datasets_bar not in result.stderr

@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from adjudication.store import open_store as open_queues
 from critic.cli import app
-from critic.review import audit_quality, human_judgments, human_outcomes
+from critic.review import audit_quality, human_judgments, open_stores
 from critic.routing import Policy, save_policy
+from critic.ship import final_records
 from critic.store import open_store
 
 runner = CliRunner()
@@ -40,15 +41,17 @@ def _route(tmp_path: Path, db: str, run: str, queue: str, audit: float = 0.0) ->
     save_policy(Policy(threshold=threshold, target_agreement=0.9, delta=0.1, audit_rate=audit),
                 policy)  # fmt: skip
     result = runner.invoke(app, ["route", "--db", db, "--policy", str(policy), "--run", run,
-                                 "--queue", queue, "--json"])  # fmt: skip
+                                 "--queue", queue, "--json", "--force"])  # fmt: skip
     assert result.exit_code == 0, result.output
     return int(json.loads(result.stdout)["enqueued"])
 
 
 def _export(tmp_path: Path, db: str, run: str | None = None) -> dict[tuple[str, str], dict]:
     out = tmp_path / "out.jsonl"
-    args = ["export", str(out), "--db", db] + (["--run", run] if run else [])
-    assert runner.invoke(app, args).exit_code == 0
+    args = ["export", str(out), "--db", db, "--all"]
+    args += ["--run", run] if run else ["--all-runs"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
     return {(r["run_id"], r["id"]): r for r in map(json.loads, out.read_text().splitlines())}
 
 
@@ -80,22 +83,26 @@ def test_a_decision_stays_with_its_run_in_export_and_calibration(
 ) -> None:
     db, first, second = two_runs
     assert _route(tmp_path, db, first, "q") == 5
-    critic_says = _export(tmp_path, db)[(first, "tpl")]["label"]
+    critic_says = _export(tmp_path, db)[(first, "tpl")]["critic_label"]
     human = "harmless" if critic_says == "harmful" else "harmful"
     _decide_tpl(db, first, human)
 
     rows = _export(tmp_path, db)
-    assert rows[(first, "tpl")]["final_label"] == human
+    assert rows[(first, "tpl")]["label"] == human and rows[(first, "tpl")]["status"] == "decided"
     assert rows[(first, "tpl")]["label_source"] == "human"
-    other = rows[(second, "tpl")]  # never reviewed: the critic's label ships
-    assert other["label_source"] == "critic" and other["final_label"] == other["label"]
-    assert other["reviewers"] == 0 and not other["rejected"]
+    assert rows[(first, "tpl")]["reviewers"] == ["alice"]
+    other = rows[(second, "tpl")]  # never routed: nothing ships, the critic's draft is beside
+    assert other["status"] == "pending" and other["label"] is None and other["critic_label"]
+    assert other["reviewers"] == [] and other["label_source"] is None
     only_second = _export(tmp_path, db, second)
-    assert only_second[(second, "tpl")]["label_source"] == "critic"
+    assert only_second[(second, "tpl")]["status"] == "pending"
 
-    assert set(human_outcomes(db)) == {(first, "tpl")}
-    assert human_judgments(db, second) == ([], [])  # calibrate --db on the other run: nothing
-    scores, correct = human_judgments(db, first)
+    with open_stores(db) as (store, queues):
+        decided = [(r.run_id, r.item_id) for r in final_records(store, queues, [first, second])
+                   if r.status == "decided"]  # fmt: skip
+    assert decided == [(first, "tpl")]
+    assert human_judgments(db, [second]) == ([], [])  # calibrate --db on the other run: nothing
+    scores, correct = human_judgments(db, [first])
     assert len(scores) == 1 and correct == [False]
 
 
@@ -116,8 +123,8 @@ def test_the_same_item_id_from_two_runs_is_queued_twice_and_decided_apart(
     _decide_tpl(db, second, "harmful")
     rows = _export(tmp_path, db)
     assert rows[(second, "tpl")]["label_source"] == "human"
-    assert rows[(second, "tpl")]["final_label"] == "harmful"
-    assert rows[(first, "tpl")]["label_source"] == "critic"
+    assert rows[(second, "tpl")]["label"] == "harmful"
+    assert rows[(first, "tpl")]["status"] == "pending"  # queued, not decided yet
 
 
 def test_audit_quality_reads_only_the_audited_runs_decisions(
@@ -127,10 +134,10 @@ def test_audit_quality_reads_only_the_audited_runs_decisions(
     # Both runs are audited (every item); a human overrules the first run's tpl only.
     _route(tmp_path, db, first, "q", audit=1.0)
     _route(tmp_path, db, second, "q", audit=1.0)
-    critic_says = _export(tmp_path, db)[(first, "tpl")]["label"]
+    critic_says = _export(tmp_path, db)[(first, "tpl")]["critic_label"]
     _decide_tpl(db, first, "harmless" if critic_says == "harmful" else "harmful")
-    assert audit_quality(db, first).n_audited == 1
-    assert audit_quality(db, second).n_audited == 0
+    assert audit_quality(db, [first]).n_audited == 1
+    assert audit_quality(db, [second]).n_audited == 0
 
 
 def test_a_resumed_run_keeps_its_decisions(tmp_path: Path, two_runs: tuple[str, str, str]) -> None:
@@ -213,5 +220,5 @@ def test_a_decision_on_an_impact_flip_belongs_to_the_new_versions_run(tmp_path: 
         queues.decide(claim.token, "edit", label="harmless")  # the human keeps the old verdict
     rows = _export(tmp_path, db)
     assert rows[(new_run, flipped)]["label_source"] == "human"
-    assert rows[(new_run, flipped)]["final_label"] == "harmless"
-    assert rows[(old.run_id, flipped)]["label_source"] == "critic"  # the old run is untouched
+    assert rows[(new_run, flipped)]["label"] == "harmless"
+    assert rows[(old.run_id, flipped)]["status"] == "pending"  # the old run is untouched

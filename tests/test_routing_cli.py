@@ -105,11 +105,16 @@ def test_route_stored_run_into_queue_and_export_merges_decisions(
 
     out = tmp_path / "out.jsonl"
     assert runner.invoke(app, ["export", str(out), "--db", labelled_db]).exit_code == 0
+    shipped = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in shipped] == [item_id]  # only what was decided ships
+    assert runner.invoke(app, ["export", str(out), "--db", labelled_db, "--all"]).exit_code == 0
     rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
-    assert rows[item_id]["final_label"] == human and rows[item_id]["label"] == critic_label
-    assert rows[item_id]["label_source"] == "human" and rows[item_id]["reviewers"] == 1
-    others = [r for k, r in rows.items() if k != item_id and r["status"] == "drafted"]
-    assert all(r["label_source"] == "critic" and r["route"] == "review" for r in others)
+    assert rows[item_id]["label"] == human and rows[item_id]["critic_label"] == critic_label
+    assert rows[item_id]["label_source"] == "human" and rows[item_id]["reviewers"] == ["alice"]
+    assert rows[item_id]["human_edited"] is True and rows[item_id]["status"] == "decided"
+    others = [r for k, r in rows.items() if k != item_id and r["failure_reason"] is None]
+    assert all(r["status"] == "pending" and r["label"] is None and r["route"] == "review"
+               for r in others)  # fmt: skip
 
 
 def test_unknown_queue_is_a_clear_error(labelled_db: str, tmp_path: Path) -> None:
@@ -118,7 +123,7 @@ def test_unknown_queue_is_a_clear_error(labelled_db: str, tmp_path: Path) -> Non
     policy = tmp_path / "policy.yaml"
     save_policy(Policy(threshold=0.5, target_agreement=0.9, delta=0.1), policy)
     result = runner.invoke(app, ["route", "--db", labelled_db, "--policy", str(policy),
-                                 "--queue", "nope"])  # fmt: skip
+                                 "--queue", "nope", "--force"])  # fmt: skip
     assert result.exit_code == 1 and "nope" in result.stderr and "Traceback" not in result.output
 
 
@@ -137,7 +142,7 @@ def test_quality_estimates_what_shipped_from_the_decided_audit_sample(
     empty = runner.invoke(app, ["quality", "--db", labelled_db])
     assert "no audited items yet" in empty.stdout
     routed = runner.invoke(app, ["route", "--db", labelled_db, "--policy", str(policy),
-                                 "--queue", "audit", "--json"])  # fmt: skip
+                                 "--queue", "audit", "--json", "--force"])  # fmt: skip
     audited = json.loads(routed.stdout)["counts"]["audit_sample"]
     assert 5 < audited < 25
     disagreed = 0

@@ -63,11 +63,11 @@ def test_trl_trainer_trains_a_step_on_the_export(
     import datasets
     import trl
 
-    from critic.trl import export_trl
+    from critic.exports import export_db
 
-    store, _, _ = filled_store(tmp_path)
+    db, _, _ = filled_store(tmp_path)
     out = tmp_path / fmt
-    assert export_trl(store, out, fmt) == rows  # type: ignore[arg-type]
+    assert export_db(db, out, fmt, all_runs=True).count == rows
     dataset = datasets.load_from_disk(str(out))
     model, tokenizer = _model(tiny_model_dir)
     before = _snapshot(model)

@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from adjudication.rules import MAX_LEASE_SECONDS, MAX_OVERLAP
 from critic.cli.common import actor, dump, out, queue_store, reports_errors, shown
 from critic.cli.options import DEFAULT_DB, DbOpt, JsonOpt
 from critic.errors import UsageError
@@ -52,7 +53,9 @@ def queue_create(
     overlap: Annotated[
         int,
         typer.Option(
-            min=1, help="Independent reviews per item; if they disagree, an adjudicator decides."
+            min=1,
+            max=MAX_OVERLAP,
+            help="Independent reviews per item; if they disagree, an adjudicator decides.",
         ),
     ] = 1,
     blind: Annotated[
@@ -60,7 +63,11 @@ def queue_create(
     ] = False,
     lease_seconds: Annotated[
         int,
-        typer.Option(min=1, help="How long a claim lasts unless the reviewer's screen renews it."),
+        typer.Option(
+            min=1,
+            max=MAX_LEASE_SECONDS,
+            help="How long a claim lasts unless the reviewer's screen renews it (at most a day).",
+        ),
     ] = 600,
     labels: Annotated[
         str | None, typer.Option(help="The allowed labels, comma-separated (default: any label).")

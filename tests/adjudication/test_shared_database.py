@@ -41,8 +41,13 @@ def test_label_route_review_export_in_one_database(store_url: str, tmp_path: Pat
         queues.decide(claim.token, "reject", note="injection attempt")
 
     out = tmp_path / "out.jsonl"
-    assert runner.invoke(app, ["export", str(out), "--db", store_url]).exit_code == 0
+    nothing = runner.invoke(app, ["export", str(out), "--db", store_url])
+    assert nothing.exit_code == 1  # nothing decided ships: 11 pending, 1 rejected
+    assert "0 rows: 11 pending items, 1 rejected items" in nothing.output
+    assert runner.invoke(app, ["export", str(out), "--db", store_url, "--all"]).exit_code == 0
     exported = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["response"] for r in exported] == [r["response"] for r in rows]  # stored verbatim
-    rejected = [r for r in exported if r["rejected"]]
+    assert [json.loads(r["input"])["response"] for r in exported] == [
+        r["response"] for r in rows
+    ]  # stored verbatim
+    rejected = [r for r in exported if r["status"] == "rejected"]
     assert len(rejected) == 1 and rejected[0]["label_source"] == "human"

@@ -14,9 +14,9 @@ from pathlib import Path
 import datasets
 import pytest
 
+from critic.exports import export_db
 from critic.store import open_store
 from critic.testing.vllm_server import VLLMServer, settled_metric
-from critic.trl import export_trl
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
@@ -140,13 +140,16 @@ def test_hh_rlhf_sample_to_a_dpo_dataset(
     )  # fmt: skip
     assert json.loads(revised.stdout)["drafted"] >= 10, revised.stderr[-3000:]
 
+    for run in (compared, revised):
+        routed = run_cli("route", "--accept-all", "--db", str(db), "--run",
+                         json.loads(run.stdout)["run_id"])  # fmt: skip
+        assert routed.returncode == 0, routed.stderr[-3000:]
     out = tmp_path / "dpo"
-    count = export_trl(open_store(str(db)), out, "trl-dpo")
+    count = export_db(str(db), out, "trl-dpo", all_runs=True).count
     ds = datasets.load_from_disk(str(out))
     assert ds.num_rows == count >= 10
-    assert {"prompt", "chosen", "rejected", "margin", "source", "constitution", "model"} <= set(
-        ds.column_names
-    )
+    assert {"prompt", "chosen", "rejected", "preference_probability", "label_source",
+            "constitution", "model"} <= set(ds.column_names)  # fmt: skip
     by_id = {r["id"]: r for r in sample}
     for row in ds:
         assert row["chosen"] != row["rejected"] and row["model"] == vllm_server.model
@@ -154,7 +157,7 @@ def test_hh_rlhf_sample_to_a_dpo_dataset(
         if row["task"] == "compare":
             pair = {by_id[row["id"]]["chosen"], by_id[row["id"]]["rejected"]}
             assert {row["chosen"][0]["content"], row["rejected"][0]["content"]} == pair
-            assert 0.0 <= row["margin"] <= 1.0
+            assert 0.0 <= row["preference_probability"] <= 1.0
         else:
             assert row["rejected"][0]["content"] == by_id[row["id"]]["rejected"]
     assert (out / "trl-dpo.jsonl").read_text().count("\n") == count

@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from critic.backends.base import Generation, Request
+from critic.backends.base import Generation, Request, Sample
 from critic.backends.fake import FakeBackend
 from critic.constitution import load_constitution
 from critic.errors import BackendError
-from critic.export import export, export_rows
-from critic.store import open_store
+from critic.exports import export_db
+from critic.ship import final_records
+from critic.store import Store, open_store
 from critic.tasks.label import LabelOptions, label
 
 HARM = load_constitution("harmlessness")
@@ -26,6 +29,19 @@ def items_file(tmp_path: Path, n: int = 10, bad: bool = True) -> Path:
         lines.insert(3, "{broken")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def export_rows(store: Store) -> Iterator[dict[str, Any]]:
+    """What the run store holds for each item, under the names these tests check."""
+    for r in store.rows():
+        yield {
+            "id": r["item_id"], "status": r["status"], "source": r["source"],
+            "reason": r["reason"], "detail": r["detail"], "label": r["label"],
+            "score": r["score"], "constitution": r["constitution_hash"], "model": r["model"],
+            "template": r["template_hash"], "run_id": r["run_id"],
+            "parse_attempts": r["parse_attempts"], "confidence": r["confidence"],
+            "components": r["components"],
+        }  # fmt: skip
 
 
 def test_every_item_gets_a_draft_or_a_recorded_failure(tmp_path: Path, store_url: str) -> None:
@@ -211,13 +227,13 @@ def test_samples_use_n_in_one_request_and_vote(tmp_path: Path) -> None:
     )  # fmt: skip
     assert summary.requests == 2 and all(r.n == 3 for r in backend.requests)
     row = next(export_rows(store))
-    components = json.loads(row["confidence_components"])
+    components = row["components"]
     assert row["label"] == "harmless" and components["sample_share"] == pytest.approx(2 / 3)
     assert row["confidence"] == pytest.approx(2 / 3)
 
 
 def test_rubric_scores_and_logprob_distribution(tmp_path: Path) -> None:
-    from critic.backends.base import Sample, TokenLogprob
+    from critic.backends.base import TokenLogprob
 
     help_c = load_constitution("helpfulness")
     text = '{"rationale":"ok","principles":["P1"],"score":4}'
@@ -236,12 +252,12 @@ def test_rubric_scores_and_logprob_distribution(tmp_path: Path) -> None:
         store,
         options=LabelOptions(top_logprobs=5),
     )
-    row = next(export_rows(store))
-    assert row["score"] == 4
-    dist = json.loads(row["score_distribution"])
+    record = next(final_records(store, None, [store.runs()[-1].id]))
+    assert record.critic_label == "4"
+    dist = record.score_distribution or {}
     assert dist["4"] == pytest.approx(0.8, abs=1e-3) and dist["5"] == pytest.approx(0.15, abs=1e-3)
-    assert row["expected_score"] == pytest.approx(4 * 0.8 + 5 * 0.15 + 3 * 0.05, abs=1e-2)
-    assert row["confidence"] == pytest.approx(0.8, abs=1e-3)
+    assert record.expected_score == pytest.approx(4 * 0.8 + 5 * 0.15 + 3 * 0.05, abs=1e-2)
+    assert record.confidence == pytest.approx(0.8, abs=1e-3)
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])
@@ -251,7 +267,7 @@ def test_export_formats_open_with_datasets(tmp_path: Path, fmt: str) -> None:
     store = open_store(str(tmp_path / "c.db"))
     label(items_file(tmp_path, 5), HARM, FakeBackend(), store)
     out = tmp_path / {"jsonl": "o.jsonl", "parquet": "o.parquet", "hf": "o_dir"}[fmt]
-    assert export(store, out, fmt) == 6
+    assert export_db(str(tmp_path / "c.db"), out, fmt, include_all=True).count == 6
     if fmt == "hf":
         ds = datasets.load_from_disk(str(out))
     else:
@@ -259,10 +275,10 @@ def test_export_formats_open_with_datasets(tmp_path: Path, fmt: str) -> None:
             "train"
         ]
     assert ds.num_rows == 6
-    assert {"id", "label", "rationale", "status", "reason", "constitution", "model"} <= set(
-        ds.column_names
-    )
-    assert sorted(ds["status"]) == ["drafted"] * 5 + ["failed"]
+    assert {"id", "label", "critic_label", "rationale", "status", "failure_reason",
+            "constitution", "model", "input"} <= set(ds.column_names)  # fmt: skip
+    assert sorted(ds["status"]) == ["failed"] + ["pending"] * 5  # never routed: nothing ships
+    assert set(ds["label"]) == {None}
 
 
 def test_concurrent_run_with_slow_backend_stores_every_outcome(
@@ -329,3 +345,22 @@ def test_a_run_renders_the_templates_it_hashed_even_one_first_used_late(tmp_path
     (prompts / "reask.j2").write_text("EDITED {{ error }}")
     assert "EDITED" not in render_reask(templates, "bad json")
     assert templates.hash(task.templates) == hashed
+
+
+def test_rubric_scores_are_counted_and_printed_as_whole_numbers(
+    tmp_path: Path, store_url: str
+) -> None:
+    # Issue 20, finding 14: the summary printed `label 4.0` (a float column cast to text).
+    from rich.console import Console
+
+    from critic.cli.run import summary_table
+
+    text = '{"rationale":"ok","principles":["P1"],"score":4}'
+    backend = FakeBackend(script=lambda r: Generation(samples=(Sample(text, "stop"),)))
+    summary = label(items_file(tmp_path, 3, bad=False), load_constitution("helpfulness"),
+                    backend, open_store(store_url))  # fmt: skip
+    assert summary.labels == {"4": 3}
+    console = Console(width=200, record=True)
+    console.print(summary_table(summary))
+    printed = console.export_text()
+    assert "label 4 " in printed and "4.0" not in printed

@@ -78,7 +78,6 @@ def labelled(
     """Held-out items labelled with critic's pipeline: (item, drafted label, confidence)."""
     from critic.backends import get_backend
     from critic.constitution import load_constitution
-    from critic.export import export_rows
     from critic.store import open_store
     from critic.tasks.label import LabelOptions, alabel
 
@@ -100,7 +99,7 @@ def labelled(
             concurrency=32,
         )
     )
-    rows = {row["id"]: row for row in export_rows(store)}
+    rows = {row["item_id"]: row for row in store.rows(summary.run_id)}
     store.close()
     assert summary.drafted >= 0.97 * N_ITEMS, summary.to_dict()
     out = []
@@ -110,7 +109,7 @@ def labelled(
             continue
         assert row["label"] in LABELS
         assert row["rationale"] is not None
-        assert json.loads(row["confidence_components"])["label_prob"] is not None
+        assert row["components"]["label_prob"] is not None
         out.append((it, str(row["label"]), float(row["confidence"])))
     return out
 

@@ -154,7 +154,7 @@ def add_user(
         w.store.add_user(
             name.strip(),
             _role(role),
-            password_hash=_hash(w, password),
+            password_hash=_hash(w, password, name.strip()),
             queues=queues or (),
             by=me.name,
         )
@@ -182,7 +182,7 @@ def update_user(
             name,
             role=_role(role),
             active=active,
-            password_hash=_hash(w, password) if password else None,
+            password_hash=_hash(w, password, name) if password else None,
             by=me.name,
         )
     except QueueError as exc:
@@ -190,11 +190,11 @@ def update_user(
     return redirect("/admin/users", notice="updated")
 
 
-def _hash(w: Web, password: str) -> str:
+def _hash(w: Web, password: str, user: str) -> str:
     """Hash a new password in one of the bounded argon2 slots (64 MiB each)."""
     try:
         with w.password_slots.hold():
-            return hash_password(password)
+            return hash_password(password, user=user)
     except Busy as exc:
         raise QueueError(
             "the server is busy checking passwords", hint="try again in a few seconds"

@@ -1,0 +1,330 @@
+"""Joint cascade calibration: the path table, the guarantee by simulation, policies that record
+the method and route with it, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from critic.calibrate import threshold_grid
+from critic.cascade import (
+    CascadeResult,
+    accepts,
+    calibrate_cascade,
+    forecast_cascade,
+    path_table,
+)
+from critic.cli import app
+from critic.errors import UsageError
+from critic.routing import Policy, RouteInput, StageVerdict, load_policy, route, save_policy
+
+DELTA = 0.1
+runner = CliRunner()
+
+
+# --------------------------------------------------------------------------------------------
+# The path of equal thresholds
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    stages=st.integers(1, 3),
+    seed=st.integers(0, 2**31),
+    n=st.integers(1, 120),
+)
+def test_path_table_counts_what_each_equal_threshold_cascade_does(
+    stages: int, seed: int, n: int
+) -> None:
+    """Every row equals a direct walk: each item asks critics in order until one's confidence
+    reaches the threshold, which accepts it with its own verdict."""
+    rng = random.Random(seed)
+    values = [0.0, 0.5, 0.62, 0.995, 1.0]
+    scores = [[rng.choice([rng.random(), rng.choice(values)]) for _ in range(stages)]
+              for _ in range(n)]  # fmt: skip
+    correct = [[rng.random() < 0.7 for _ in range(stages)] for _ in range(n)]
+    rows = path_table(scores, correct)
+    assert [r.threshold for r in rows] == threshold_grid()
+    for row in rows:
+        reached, accepted, agree = [0] * stages, [0] * stages, [0] * stages
+        for sc, ok in zip(scores, correct, strict=True):
+            for s in range(stages):
+                reached[s] += 1
+                if sc[s] >= row.threshold:
+                    accepted[s] += 1
+                    agree[s] += ok[s]
+                    break
+        assert (list(row.reached), list(row.accepted), list(row.agree)) == (
+            reached, accepted, agree,
+        )  # fmt: skip
+
+
+def _two_judges() -> tuple[list[list[float]], list[list[bool]]]:
+    """A cheap judge sure and right on the first 300 of 600 items, a coin toss on the rest; a
+    strong judge sure and right on the next 200; both unsure on the last 100."""
+    rng = random.Random(11)
+    scores, correct = [], []
+    for i in range(600):
+        cheap_sure, strong_sure = i < 300, i < 500
+        scores.append([1.0 if cheap_sure else 0.6, 1.0 if strong_sure else 0.55])
+        correct.append([rng.random() < (0.96 if cheap_sure else 0.5),
+                        rng.random() < (0.96 if strong_sure else 0.5)])  # fmt: skip
+    return scores, correct
+
+
+def test_joint_puts_every_stage_at_one_threshold_tested_at_the_full_delta() -> None:
+    scores, correct = _two_judges()
+    result = calibrate_cascade(["cheap", "strong"], scores, correct, 0.85, DELTA, method="joint")
+    assert result.method == "joint"
+    thresholds = {s.threshold for s in result.stages}
+    assert len(thresholds) == 1 and None not in thresholds
+    t = thresholds.pop()
+    assert t is not None
+    # What it records is exactly what the chosen cascade does on these items.
+    outcome = [accepts([t, t], row) for row in scores]
+    assert result.n_accepted == sum(o is not None for o in outcome)
+    assert result.n_agree == sum(correct[i][o] for i, o in enumerate(outcome) if o is not None)
+    assert [s.accepted for s in result.stages] == [outcome.count(0), outcome.count(1)]
+    assert result.requests_per_item == {
+        "cheap": 1.0,
+        "strong": sum(row[0] < t for row in scores) / len(scores),
+    }
+    assert result.lower_bound is not None and result.lower_bound >= 0.85
+    assert "one test of the cascade as a whole at delta 0.1" in result.guarantee
+    assert all(s.calibration is None for s in result.stages)
+
+
+def test_joint_stops_at_the_first_failure_of_the_path() -> None:
+    """At the strictest policies the cheap judge's sure items are all wrong: the sequence ends
+    there, even though looser policies would pass on their own."""
+    scores = [[1.0, 0.0]] * 40 + [[0.0, 0.9]] * 400
+    correct = [[False, True]] * 40 + [[True, True]] * 400
+    result = calibrate_cascade(["cheap", "strong"], scores, correct, 0.8, DELTA, method="joint")
+    assert result.n_accepted == 0 and [s.threshold for s in result.stages] == [None, None]
+    assert result.requests_per_item == {"cheap": 1.0, "strong": 1.0}
+    assert "nothing will be auto-accepted" in result.guarantee
+    # Stage by stage, the cheap judge is left out and the strong one still passes.
+    stagewise = calibrate_cascade(["cheap", "strong"], scores, correct, 0.8, DELTA)
+    assert stagewise.method == "stagewise"
+    assert [s.threshold is not None for s in stagewise.stages] == [False, True]
+
+
+def test_joint_with_too_few_labels_says_how_many_more() -> None:
+    scores = [[0.9, 0.9]] * 20
+    correct = [[True, True]] * 20
+    result = calibrate_cascade(["a", "b"], scores, correct, 0.8, DELTA, method="joint")
+    assert result.n_accepted == 0 and result.needed_more == 10
+    assert "about 10 more human labels" in result.guarantee
+
+
+def test_unknown_method_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="--cascade-method must be one of joint, stagewise"):
+        calibrate_cascade(["a"], [[0.5]], [[True]], 0.8, DELTA, method="both")  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# The guarantee, by simulation (hypothesis chooses the world, many calibrations per world)
+
+
+def _world(
+    rng: random.Random, n: int, skill: float, top_wrong: float
+) -> list[tuple[list[float], list[bool]]]:
+    """n items judged by a cheap and a strong critic on a 20-step confidence grid. The chance of
+    being right rises with the confidence, except that a share `top_wrong` of the cheap
+    critic's items are confidently wrong (confidence 1.0, right a third of the time), as
+    LLMBar's judges are on its adversarial sets."""
+    items = []
+    for _ in range(n):
+        hard = rng.random()
+        scores, correct = [], []
+        for critic, bonus in ((0, 0.0), (1, 0.1)):
+            if critic == 0 and rng.random() < top_wrong:
+                scores.append(1.0)
+                correct.append(rng.random() < 1 / 3)
+                continue
+            c = min(1.0, round((0.5 + 0.5 * rng.random() ** 0.4) * 20) / 20)
+            p = max(0.0, min(1.0, skill + bonus + 0.35 * (c - 0.75) - 0.3 * (hard - 0.5)))
+            scores.append(c)
+            correct.append(rng.random() < p)
+        items.append((scores, correct))
+    return items
+
+
+def _agreement(population: list[tuple[list[float], list[bool]]], ts: list[float | None]
+               ) -> float | None:  # fmt: skip
+    got = [ok[s] for sc, ok in population if (s := accepts(ts, sc)) is not None]
+    return sum(got) / len(got) if got else None
+
+
+def _violation_rate(method: str, target: float, skill: float, top_wrong: float, seed: int,
+                    trials: int) -> float:  # fmt: skip
+    rng = random.Random(seed)
+    population = _world(rng, 20_000, skill, top_wrong)  # stands in for the population
+    violations = 0
+    for _ in range(trials):
+        cal = _world(rng, 400, skill, top_wrong)
+        scores, correct = [s for s, _ in cal], [c for _, c in cal]
+        if method == "naive":  # the loosest equal threshold whose observed agreement is enough
+            chosen: list[float | None] = [None, None]
+            for row in path_table(scores, correct):
+                total = row.total()
+                if total.n_accepted >= 30 and total.agreement >= target:
+                    chosen = [row.threshold, row.threshold]
+        else:
+            result = calibrate_cascade(["cheap", "strong"], scores, correct, target, DELTA,
+                                       method="joint")  # fmt: skip
+            chosen = [s.threshold for s in result.stages]
+        agreement = _agreement(population, chosen)
+        violations += agreement is not None and agreement < target
+    return violations / trials
+
+
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(
+    target=st.sampled_from([0.7, 0.8, 0.85]),
+    skill=st.floats(0.55, 0.85),
+    top_wrong=st.sampled_from([0.0, 0.05, 0.15]),
+    seed=st.integers(0, 2**31),
+)
+def test_joint_cascade_meets_the_target_with_probability_1_minus_delta(
+    target: float, skill: float, top_wrong: float, seed: int
+) -> None:
+    """The cascade the joint procedure chooses accepts labels whose agreement on the population
+    is below target in at most a delta share of calibrations, up to three standard errors."""
+    trials = 60
+    rate = _violation_rate("joint", target, skill, top_wrong, seed, trials)
+    assert rate <= DELTA + 3 * math.sqrt(DELTA * (1 - DELTA) / trials)
+
+
+def test_the_trial_harness_catches_a_joint_choice_without_a_test() -> None:
+    """Taking the loosest equal threshold whose observed agreement meets the target violates
+    it far more often than delta: the property test above would catch such a procedure."""
+    assert _violation_rate("naive", 0.8, 0.7, 0.0, 3, 40) > 0.3
+    assert _violation_rate("joint", 0.8, 0.7, 0.0, 3, 40) <= DELTA + 0.15
+
+
+# --------------------------------------------------------------------------------------------
+# Policies: the method is recorded, round-trips and routes
+
+
+def test_a_joint_policy_round_trips_states_its_guarantee_and_routes(tmp_path: Path) -> None:
+    scores, correct = _two_judges()
+    result = calibrate_cascade(["cheap", "strong"], scores, correct, 0.85, DELTA, method="joint")
+    policy = Policy.from_cascade(result)
+    assert policy.cascade_method == "joint"
+    save_policy(policy, tmp_path / "p.yaml")
+    loaded = load_policy(tmp_path / "p.yaml")
+    assert loaded == policy
+    lines = (tmp_path / "p.yaml").read_text().splitlines()
+    header = " ".join(line.removeprefix("# ") for line in lines if line.startswith("#"))
+    assert "one test of the cascade as a whole at delta 0.1" in header
+    assert loaded.guarantee == result.guarantee
+
+    drafts = [
+        RouteInput(str(i), None, None, verdicts=(StageVerdict("cheap", "1", sc[0]),
+                                                 StageVerdict("strong", "2", sc[1])))
+        for i, sc in enumerate(scores)
+    ]  # fmt: skip
+    t = [s.threshold for s in result.stages]
+    routes = route(drafts, loaded)
+    for r, sc in zip(routes, scores, strict=True):
+        stage = accepts(t, sc)
+        assert r.decision == ("review" if stage is None else "accept")
+        assert r.critic == (None if stage is None else ["cheap", "strong"][stage])
+    asked_strong = sum("strong" in r.critics_asked for r in routes) / len(routes)
+    assert asked_strong == result.requests_per_item["strong"]
+
+
+def test_a_cascade_policy_written_before_joint_existed_loads_as_stagewise(tmp_path: Path) -> None:
+    scores, correct = _two_judges()
+    result = calibrate_cascade(["cheap", "strong"], scores, correct, 0.85, DELTA)
+    old = Policy.from_cascade(result).model_dump(mode="json")
+    del old["cascade_method"]
+    for stage in old["stages"]:
+        del stage["accepted"], stage["agree"]
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
+    policy = load_policy(tmp_path / "old.yaml")
+    assert policy.cascade_method is None and policy.stages is not None
+    assert [s.accepted for s in policy.stages] == [s.accepted for s in result.stages]
+    assert policy.guarantee == result.guarantee  # read as stagewise, as it was calibrated
+
+
+def test_a_one_critic_policy_cannot_name_a_cascade_method(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("threshold: null\ntarget_agreement: 0.8\ndelta: 0.1\ncascade_method: joint\n")
+    with pytest.raises(Exception, match="cascade_method: only a cascade policy"):
+        load_policy(path)
+
+
+# --------------------------------------------------------------------------------------------
+# The CLI
+
+
+def _panel_file(tmp_path: Path) -> Path:
+    scores, correct = _two_judges()
+    rows = []
+    for i, (sc, ok) in enumerate(zip(scores, correct, strict=True)):
+        critics = [{"model": m, "label": "1" if ok[s] else "2", "confidence": sc[s]}
+                   for s, m in enumerate(["cheap", "strong"])]  # fmt: skip
+        rows.append({"id": f"i{i}", "human_label": "1", "critics": critics})
+    path = tmp_path / "panel.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_calibrate_cascade_method_joint_writes_a_policy_route_follows(tmp_path: Path) -> None:
+    panel, policy = _panel_file(tmp_path), tmp_path / "joint.yaml"
+    result = runner.invoke(app, ["calibrate", "--from-file", str(panel), "--cascade",
+                                 "cheap,strong", "--cascade-method", "joint",
+                                 "--target-agreement", "0.85", "-o", str(policy),
+                                 "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["method"] == "joint" and summary["lower_bound"] >= 0.85
+    assert len({s["threshold"] for s in summary["stages"]}) == 1
+    assert [f["more"] for f in summary["forecast"]] == [0, 250, 500]
+    assert load_policy(policy).cascade_method == "joint"
+    routed = runner.invoke(app, ["route", "--from-file", str(panel), "--policy", str(policy),
+                                 "--json"])  # fmt: skip
+    assert routed.exit_code == 0, routed.output
+    routing = json.loads(routed.stdout)
+    assert routing["accepted"] == summary["n_accepted"]
+    assert routing["requests_per_item"] == summary["requests_per_item"]
+
+    text = runner.invoke(app, ["calibrate", "--from-file", str(panel), "--cascade",
+                               "cheap,strong", "--cascade-method", "joint",
+                               "--target-agreement", "0.85", "-o", str(policy)])  # fmt: skip
+    assert "critic calibrate --cascade (joint)" in text.stdout
+    assert "with 250 more calibration labels: about" in text.stdout
+    bad = runner.invoke(app, ["calibrate", "--from-file", str(panel), "--cascade",
+                              "cheap,strong", "--cascade-method", "both",
+                              "-o", str(policy)])  # fmt: skip
+    assert bad.exit_code != 0 and "--cascade-method must be one of" in bad.stderr
+
+
+def test_forecast_cascade_grows_with_more_labels() -> None:
+    scores, correct = _two_judges()
+    few = list(range(0, 600, 12))  # 50 labels: too few for the strong judge's items to pass
+    got = forecast_cascade(["cheap", "strong"], [scores[i] for i in few],
+                           [correct[i] for i in few], 0.85, DELTA, method="joint",
+                           draws=20)  # fmt: skip
+    assert [f.labels for f in got] == [50, 300, 550]
+    assert got[0].coverage < got[1].coverage <= got[2].coverage + 0.05
+
+
+def test_cascade_result_from_stages_matches_the_calibration() -> None:
+    scores, correct = _two_judges()
+    for method in ("joint", "stagewise"):
+        result = calibrate_cascade(["cheap", "strong"], scores, correct, 0.85, DELTA,
+                                   method=method)  # type: ignore[arg-type]  # fmt: skip
+        again = CascadeResult.from_stages(result.stages, 0.85, DELTA, result.method)
+        assert (again.n_accepted, again.n_agree, again.requests_per_item) == (
+            result.n_accepted, result.n_agree, result.requests_per_item,
+        )  # fmt: skip

@@ -1,0 +1,86 @@
+"""Revise items are reviewed as revisions (accept or edit the text, no label), and a queue fed
+from a pairwise constitution shows its labels with what they mean."""
+
+from __future__ import annotations
+
+import pytest
+
+from adjudication.errors import QueueError
+from adjudication.store import Store
+from tests.web.conftest import Client
+
+pytestmark = pytest.mark.anyio
+
+REVISION = {"original": "Sure, here is how.", "revision": "I can't help with that."}
+
+
+def _revision_queue(store: Store) -> None:
+    store.create_queue("revise", lease_seconds=300, members=["rita"])
+    store.enqueue("revise", [
+        {"item_id": f"v{i}", "item": {"prompt": "Human: q", "response": "Sure, here is how."},
+         "draft": REVISION, "answer": "revision", "origin": f"run/v{i}"}
+        for i in range(2)
+    ])  # fmt: skip
+
+
+async def test_a_revision_is_accepted_without_a_label(client: Client, store: Store) -> None:
+    _revision_queue(store)
+    await client.login("rita")
+    page = await client.open("revise")
+    assert "Accept revision" in page.text and "disabled" not in page.text.split("Accept")[1][:60]
+    saved = await client.post("/q/revise/decide", {**client.claim_form(), "action": "accept"})
+    assert saved.status_code == 303
+    decided = [t for t in store.tasks("revise") if t.state == "done"]
+    assert len(decided) == 1 and decided[0].final_label is None and decided[0].final_edit is None
+
+
+async def test_a_revision_is_edited_without_a_label(client: Client, store: Store) -> None:
+    _revision_queue(store)
+    await client.login("rita")
+    await client.open("revise")
+    form = {**client.claim_form(), "action": "edit", "revision": "HUMAN REVISED TEXT"}
+    assert (await client.post("/q/revise/decide", form)).status_code == 303
+    (done,) = [t for t in store.tasks("revise") if t.state == "done"]
+    assert done.final_edit == {"revision": "HUMAN REVISED TEXT"} and done.final_label is None
+    (outcome,) = store.outcomes_for([done.origin or ""])[done.origin or ""]
+    assert outcome.edit == {"revision": "HUMAN REVISED TEXT"} and outcome.source == "human"
+
+
+def test_a_revision_takes_no_label_and_an_edit_needs_its_text(store: Store) -> None:
+    _revision_queue(store)
+    claim = store.claim("revise", "rita")
+    assert claim is not None
+    with pytest.raises(QueueError, match="takes no label"):
+        store.decide(claim.token, "edit", label="harmless")
+    with pytest.raises(QueueError, match="needs the edited text"):
+        store.decide(claim.token, "edit", edit={"revision": "  "})
+
+
+async def test_pairwise_labels_come_from_the_constitution_with_their_meaning(
+    client: Client, store: Store
+) -> None:
+    store.create_queue("pref", lease_seconds=300, members=["rita"])
+    meaning = {"A": "Response A: <b>better</b>", "B": "Response B", "tie": "tie"}
+    store.adopt_labels("pref", ["A", "B", "tie"], meaning)
+    store.enqueue("pref", [{"item_id": "p1", "item": {"prompt": "q", "a": "x", "b": "y"},
+                            "draft_label": "a"}])  # fmt: skip
+    assert store.task("pref", "p1").draft_label == "A"  # spelled as the set spells it
+    await client.login("rita")
+    page = await client.open("pref")
+    assert 'name="label" value="B"' in page.text and "Response B" in page.text
+    assert "Response A: &lt;b&gt;better&lt;/b&gt;" in page.text  # inert text
+    form = {**client.claim_form(), "action": "label", "label": "b"}  # any case: the set's B
+    assert (await client.post("/q/pref/decide", form)).status_code == 303
+    assert store.task("pref", "p1").final_label == "B"
+
+
+def test_a_label_outside_the_set_is_refused_naming_the_set(store: Store) -> None:
+    store.create_queue("pref", lease_seconds=300, members=["rita"])
+    store.adopt_labels("pref", ["A", "B", "tie"])
+    store.enqueue("pref", [{"item_id": "p1", "draft_label": "a"}])
+    claim = store.claim("pref", "rita")
+    assert claim is not None
+    with pytest.raises(QueueError, match=r"not one of queue 'pref'.s labels \(A, B, tie\)"):
+        store.decide(claim.token, "edit", label="C")
+    with pytest.raises(QueueError, match="has the labels"):
+        store.adopt_labels("pref", ["harmless", "harmful"])
