@@ -10,7 +10,9 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
 from ...errors import LeaseError, QueueError
+from ...evidence import read
 from ...models import Decision, Queue, User
+from ...raters import timing, too_fast
 from ...rules import same_answer
 from .. import metrics
 from ..deps import (
@@ -172,6 +174,12 @@ def dashboard(request: Request, w: WebState, me: Adjudicator, queue: str) -> Res
         "burn": metrics.burn_down(lines, now),
         "overrides": metrics.overrides_by_principle(lines, decided),
         "throughput": {t.reviewer: t for t in metrics.throughput(decided, now)},
+        # Scripted reviewers make decisions per hour meaningless: say so beside the figure.
+        "too_fast": {
+            name: flag
+            for name, seconds in timing(read(w.store, queue).judgments).items()
+            if (flag := too_fast(seconds)) is not None
+        },
         "recent": decided[-30:][::-1],
         # In a blind queue, an accept on an item still open for review names the critic's label
         # to an adjudicator who may review the item next.
