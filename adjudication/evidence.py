@@ -148,7 +148,10 @@ def rater_report(
     rules: FlagRules = FlagRules(),
 ) -> RaterReport:
     """Per reviewer of `queue`: decisions, gold accuracy, κ with peers, agreement with
-    adjudicated outcomes, timing, critic-match rate, undo rate and flags (see `raters`)."""
+    adjudicated outcomes, timing, critic-match rate, undo rate and flags (see `raters`).
+    `gold`: known answers; default the queue's gold items (`Store.gold_labels`)."""
+    if gold is None:
+        gold = store.gold_labels(queue)
     return assess(read(store, queue), gold=gold, rules=rules)
 
 
@@ -184,9 +187,11 @@ def label_model(
     """The Dawid–Skene model of `queue`'s latest-round reviews; None when nothing is rated yet.
 
     Args:
-        gold: known answers, held fixed as anchors.
+        gold: known answers, held fixed as anchors; default the queue's gold items.
         critics_as_raters: the critic's draft label joins as one more rater, `critic`.
     """
+    if gold is None:
+        gold = store.gold_labels(queue)
     evidence = read(store, queue)
     ratings = model_ratings(evidence, critics_as_raters=critics_as_raters)
     if not ratings:

@@ -246,3 +246,24 @@ def test_gold_items_are_never_exported(tmp_path: Path, two_runs: tuple[str, str,
     refused = runner.invoke(app, ["queue", "gold", "add", "q", str(missing), "--db", db,
                                   "--run", first])  # fmt: skip
     assert refused.exit_code != 0 and "not in queue 'q'" in refused.output
+
+
+def test_several_reviewers_ship_the_label_model_answer_until_adjudicated(
+    tmp_path: Path, two_runs: tuple[str, str, str]
+) -> None:
+    db, first, _ = two_runs
+    with open_queues(db) as queues:
+        queues.create_queue("trio", overlap=3)
+        for name in ("ann", "bob", "cy"):
+            queues.add_user(name, role="reviewer", queues=["trio"])
+    assert _route(tmp_path, db, first, "trio") == 5
+    with open_queues(db) as queues:
+        for name, label in (("ann", "harmful"), ("bob", "harmful"), ("cy", "harmless")):
+            while (claim := queues.claim("trio", name)) is not None:
+                queues.decide(claim.token, "edit", label=label)
+        assert {t.state for t in queues.tasks("trio")} == {"adjudication"}  # 2-1 everywhere
+    rows = _export(tmp_path, db, first)
+    shipped = [r for r in rows.values() if r["status"] == "decided"]
+    assert len(shipped) == 5 and {r["label"] for r in shipped} == {"harmful"}
+    assert all(r["posterior"] is not None and r["posterior"] > 0.5 for r in shipped)
+    assert all(r["reviewers"] == ["ann", "bob", "cy"] for r in shipped)
