@@ -263,7 +263,7 @@ def _005_webhooks(conn: Connection, now: datetime) -> None:
         Column("delivered_at", UTCDateTime, nullable=True),
         UniqueConstraint("webhook_id", "event_id", name="uq_webhook_deliveries_event"),
         CheckConstraint("state IN ('pending', 'delivered')", name="ck_webhook_deliveries_state"),
-        Index("ix_webhook_deliveries_due", "webhook_id", "state", "id"),
+        Index("ix_webhook_deliveries_due", "webhook_id", "state", "event_id"),
     ).create(conn)
 
 

@@ -224,7 +224,7 @@ def status(store: Store) -> list[WebhookStatus]:
                         webhook_deliveries.c.webhook_id == hook["id"],
                         webhook_deliveries.c.state == "pending",
                     )
-                    .order_by(webhook_deliveries.c.id)
+                    .order_by(webhook_deliveries.c.event_id)
                     .limit(1)
                 )
                 .mappings()
@@ -352,7 +352,7 @@ class Sender:
                         webhook_deliveries.c.webhook_id == self.webhook_id,
                         webhook_deliveries.c.state == "pending",
                     )
-                    .order_by(webhook_deliveries.c.id)
+                    .order_by(webhook_deliveries.c.event_id)
                     .limit(1)
                 )
                 .mappings()

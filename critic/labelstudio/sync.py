@@ -163,7 +163,8 @@ def push(
             project_id, title, updated, there = int(created["id"]), project, False, set()
         else:
             project_id, title = int(found["id"]), str(found.get("title") or project)
-            updated = found.get("label_config") != config or (
+            # Label Studio stores the config without its final newline.
+            updated = str(found.get("label_config") or "").strip() != config.strip() or (
                 overlap is not None and found.get("maximum_annotations") != overlap
             )
             if updated:
