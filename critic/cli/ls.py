@@ -15,6 +15,7 @@ import typer
 
 from critic.cli.common import err, out, reports_errors, shown
 from critic.cli.options import DEFAULT_DB, AllRunsOpt, DbOpt, JsonOpt, RunsOpt
+from critic.errors import UsageError
 
 if TYPE_CHECKING:
     from critic.labelstudio.sync import BroughtIn
@@ -155,9 +156,27 @@ def import_file(
         int,
         typer.Option(min=1, help="Reviews each item needs when the queue is created here."),
     ] = 1,
+    annotator: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--annotator",
+            metavar="ID=EMAIL",
+            help="Name Label Studio user ID by EMAIL (the export names annotators by id only; "
+            "unnamed ones become label-studio-user-ID). Repeat for several.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Bring in the annotations of a Label Studio JSON export (no server needed)."""
     from critic.labelstudio.sync import import_export
 
-    _report(import_export(db, path, queue=queue, overlap=overlap), json_out)
+    names: dict[int, str] = {}
+    for given in annotator or []:
+        user, sep, email = given.partition("=")
+        if not sep or not user.strip().isdigit() or not email.strip():
+            raise UsageError(
+                f"--annotator {given!r} is not ID=EMAIL", hint="e.g. --annotator 2=ann@lab.org"
+            )
+        names[int(user)] = email.strip()
+    result = import_export(db, path, queue=queue, overlap=overlap, annotators=names)
+    _report(result, json_out)

@@ -361,9 +361,19 @@ def pull(db: str, client: Client, project: str, *, queue: str | None = None) -> 
 
 
 def import_export(
-    db: str, path: str | Path, *, queue: str = "label-studio", overlap: int = 1
+    db: str,
+    path: str | Path,
+    *,
+    queue: str = "label-studio",
+    overlap: int = 1,
+    annotators: Mapping[int, str] | None = None,
 ) -> BroughtIn:
-    """Bring in the annotations of a Label Studio JSON export file (see `bring_in`)."""
+    """Bring in the annotations of a Label Studio JSON export file (see `bring_in`).
+
+    Args:
+        annotators: Label Studio user id -> email, for exports that name annotators by id only
+            (the JSON export does); others are named `label-studio-user-ID`.
+    """
     source = Path(path)
     try:
         exported = json.loads(source.read_text(encoding="utf-8"))
@@ -379,4 +389,5 @@ def import_export(
             f"{source}: not a Label Studio JSON export (a list of tasks)",
             hint="export the project from Label Studio as JSON (not JSON-MIN or CSV)",
         )
-    return bring_in(db, exported, queue=queue, overlap=overlap, project=source.name)
+    users = {k: {"id": k, "email": v} for k, v in (annotators or {}).items()}
+    return bring_in(db, exported, queue=queue, overlap=overlap, users=users, project=source.name)

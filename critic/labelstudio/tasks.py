@@ -43,8 +43,9 @@ def prediction_result(layout: Layout, verdict: str, target: str) -> list[dict[st
         return [{"id": "critic", "from_name": REVISION, "to_name": target, "type": "textarea",
                  "value": {"text": [verdict]}}]  # fmt: skip
     side = layout.side(verdict)
-    if side is not None:  # Pairwise results name the control twice (Label Studio's own shape)
-        return [{"id": "critic", "from_name": PREFERENCE, "to_name": PREFERENCE,
+    if side is not None:
+        # Label Studio 1.23's prediction check wants an object tag here: the first of the two.
+        return [{"id": "critic", "from_name": PREFERENCE, "to_name": "a",
                  "type": "pairwise", "value": {"selected": side}}]  # fmt: skip
     if layout.rating:
         return [{"id": "critic", "from_name": SCORE, "to_name": target, "type": "rating",
