@@ -172,6 +172,16 @@ def serve(
             help="Signs each post: X-Critic-Signature-256: sha256=HMAC-SHA256 of the body.",
         ),
     ] = None,
+    webhook_timeout: Annotated[
+        float,
+        typer.Option(
+            "--webhook-timeout",
+            envvar="CRITIC_WEBHOOK_TIMEOUT",
+            min=0.1,
+            help="Seconds a receiver gets to answer a post before it is retried (1 s later, "
+            "then twice as long each time, up to 10 minutes).",
+        ),
+    ] = 10.0,
 ) -> None:
     """Serve the review web app: log in, review with the keyboard, adjudicate, see dashboards."""
     try:
@@ -212,13 +222,15 @@ def serve(
             highlight=False,
         )
     out.print(f"critic review: http://{host}:{port}/ · database {store.url}", highlight=False)
-    with webhook_senders(db, webhook or [], webhook_secret):
+    with webhook_senders(db, webhook or [], webhook_secret, webhook_timeout):
         # The app reads X-Forwarded-For itself, from the trusted proxies only; uvicorn must not.
         uvicorn.run(web, host=host, port=port, log_level="info", proxy_headers=False)
 
 
 @contextmanager
-def webhook_senders(db: str, urls: Sequence[str], secret: str | None) -> Iterator[None]:
+def webhook_senders(
+    db: str, urls: Sequence[str], secret: str | None, timeout: float = 10.0
+) -> Iterator[None]:
     """Send decision events to each URL from a background thread while the block runs (each
     with its own database handle, so no reviewer's request waits on a receiver)."""
     from adjudication import open_store
@@ -226,7 +238,8 @@ def webhook_senders(db: str, urls: Sequence[str], secret: str | None) -> Iterato
 
     with ExitStack() as stack:
         for url in urls:
-            sender = Sender(stack.enter_context(open_store(db)), url, secret=secret)
+            store = stack.enter_context(open_store(db))
+            sender = Sender(store, url, secret=secret, timeout=timeout)
             stack.enter_context(sender)
             note = "signed" if secret else "unsigned: pass --webhook-secret to sign them"
             out.print(shown(f"decisions are posted to {url} ({note})"), highlight=False)

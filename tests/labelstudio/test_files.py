@@ -231,3 +231,28 @@ def test_a_file_that_is_not_a_label_studio_export_says_so(tmp_path: Path) -> Non
     assert "not a Label Studio JSON export" in result.output
     wrong = runner.invoke(app, ["ls", "import", str(listed), "--db", db, "--annotator", "ann"])
     assert wrong.exit_code == 2 and "is not ID=EMAIL" in wrong.output
+
+
+def test_label_studio_decisions_are_posted_to_webhooks_with_their_own_time(
+    tmp_path: Path,
+) -> None:
+    from adjudication.webhooks import Sender
+
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    run = routed_run(tmp_path, db)
+    posted: list[dict[str, Any]] = []
+
+    def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
+        posted.append(json.loads(body))
+        return 200
+
+    with open_queues(db) as queues:
+        sender = Sender(queues, "http://127.0.0.1:9/hook", post=post)
+        import_export(db, saved_export(tmp_path, run), overlap=2)
+        assert sender.send_due() == 4
+    saved = {a["id"]: a for t in json.loads(SAVED.read_text()) for a in t["annotations"]}
+    first = posted[0]
+    assert (first["queue"], first["origin"], first["reviewer"], first["label"]) == (
+        "label-studio", f"{run}/i0", "label-studio-user-2", "harmful")  # fmt: skip
+    assert first["time"].startswith(saved[min(saved)]["updated_at"][:19])
+    assert [p["state"] for p in posted] == ["pending", "done", "pending", "adjudication"]
