@@ -33,6 +33,7 @@ import fcntl
 import http.cookiejar
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -80,8 +81,8 @@ def install(venv: Path | None = None, *, timeout: float = 1800.0) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (venv / ".installed").is_file():
             return venv
-        if venv.exists():
-            subprocess.run(["rm", "-rf", str(venv)], check=True)
+        if venv.exists():  # a half-made one, from an install that was killed
+            shutil.rmtree(venv)
         steps = [
             [sys.executable, "-m", "venv", str(venv)],
             [str(venv / "bin" / "pip"), "install", "-q", f"label-studio=={VERSION}"],

@@ -256,3 +256,32 @@ def test_label_studio_decisions_are_posted_to_webhooks_with_their_own_time(
         "label-studio", f"{run}/i0", "label-studio-user-2", "harmful")  # fmt: skip
     assert first["time"].startswith(saved[min(saved)]["updated_at"][:19])
     assert [p["state"] for p in posted] == ["pending", "done", "pending", "adjudication"]
+
+
+def test_an_edited_revision_comes_back_as_an_edit_and_an_unchanged_one_as_accepted(
+    tmp_path: Path,
+) -> None:
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    run = routed_run(tmp_path, db, "cai-principles", items=2)
+    out = tmp_path / "ls"
+    export_db(db, out, "label-studio")
+    tasks = json.loads((out / "tasks.json").read_text())
+    critic_revisions = [t["predictions"][0]["result"][0]["value"]["text"][0] for t in tasks]
+
+    def annotated(k: int, text: str) -> dict[str, Any]:
+        result = [{"from_name": "revision", "to_name": "response", "type": "textarea",
+                   "value": {"text": [text]}}]  # fmt: skip
+        return {"id": 100 + k, "data": tasks[k]["data"], "annotations": [
+            {"id": 200 + k, "completed_by": 2, "result": result, "was_cancelled": False,
+             "lead_time": 12.0, "created_at": "2025-06-01T12:00:00Z"}]}  # fmt: skip
+
+    saved = tmp_path / "export.json"
+    saved.write_text(json.dumps([annotated(0, critic_revisions[0]),
+                                 annotated(1, "A kinder, shorter reply.")]))  # fmt: skip
+    result = import_export(db, saved)
+    assert (result.decisions, result.settled, result.problems) == (2, 2, ())
+    shipped = tmp_path / "shipped.jsonl"
+    export_db(db, shipped, "jsonl", run=run)
+    rows = {r["id"]: r for r in map(json.loads, shipped.read_text().splitlines())}
+    assert rows["i0"]["revision"] == critic_revisions[0] and rows["i0"]["human_edited"] is False
+    assert rows["i1"]["revision"] == "A kinder, shorter reply." and rows["i1"]["human_edited"]
