@@ -1,8 +1,10 @@
 """A small client for Label Studio's REST API (checked against Label Studio 1.23.2).
 
-Only the standard library: the few calls critic makes (find or create a project, update its
-labeling config, import tasks, export them with their annotations) did not justify
-`label-studio-sdk`, whose 2.1 release pulls in pandas, numpy, OpenCV, nltk and Pillow.
+Only the standard library. Measured before choosing: `label-studio-sdk==2.1.2` installs 71
+packages into an empty environment (`pip install --dry-run --report`), among them pandas, numpy,
+OpenCV, nltk, Pillow, black and httpx; the calls critic makes (list, create and update projects,
+import tasks, export them with their annotations, list users, exchange a token) take this one
+module, so there is nothing to pin and no extra to install.
 
 Authentication takes either kind of token Label Studio hands out:
 
