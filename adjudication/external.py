@@ -7,7 +7,8 @@ they decided. `record_external` writes them:
 
 - A reviewer who is not a user yet is added as a reviewer without a password (they cannot log
   in to the web app) and made a member of the queue.
-- A decision is a claim that ended `imported` and a decision row with the reviewer's own time and
+- A decision is a claim that ended `imported` (as `critic queue import`'s: reviewer quality
+  does not time it) and a decision row with the reviewer's own time and
   time spent, and a `decided` event naming the reviewer and where it came from (`source`), so
   the item's history, the dashboards, the agreement figures and the webhooks see it like any
   other.
@@ -37,6 +38,7 @@ from sqlalchemy import Connection, RowMapping, select
 from . import statements as st
 from .database import iso
 from .errors import QueueError
+from .evidence import IMPORTED
 from .rows import snapshot
 from .rules import Rules, answer, canonical, settle
 from .schema import claims, users
@@ -44,10 +46,8 @@ from .schema import claims, users
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["IMPORTED", "ExternalDecision", "ExternalResult", "record_external"]
+__all__ = ["ExternalDecision", "ExternalResult", "record_external"]
 
-#: How the claim of a decision made elsewhere ended.
-IMPORTED = "imported"
 _CHUNK = 200
 
 
@@ -219,7 +219,9 @@ def _record_item(
         written.append((d, chosen, decision_id, decided_at))
     reviews = task["reviews"] + len(new)
     changes: dict[str, Any] = {"reviews": reviews}
-    if reviews >= q["overlap"]:
+    if task.get("gold_label") is not None:
+        changes = {}  # a gold item measures the reviewers: it never settles (`adjudication.gold`)
+    elif reviews >= q["overlap"]:
         changes.update(settle(conn.execute(st.ROUND_REVIEWS, round_params).mappings().all()))
     after = {**task, **changes}
     store._save(conn, after, now)

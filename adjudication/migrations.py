@@ -233,7 +233,14 @@ def _004_task_origin(conn: Connection, now: datetime) -> None:
         )
 
 
-def _005_webhooks(conn: Connection, now: datetime) -> None:
+def _005_gold_items(conn: Connection, now: datetime) -> None:
+    """Gold items: a task's known answer (`gold_label`), which measures reviewers, and the share
+    of each reviewer's items that are gold (`queues.gold_rate`)."""
+    conn.execute(text("ALTER TABLE tasks ADD COLUMN gold_label TEXT"))
+    conn.execute(text("ALTER TABLE queues ADD COLUMN gold_rate FLOAT NOT NULL DEFAULT 0"))
+
+
+def _006_webhooks(conn: Connection, now: datetime) -> None:
     """Decision events for webhooks: the URLs, and a delivery log kept until each event is
     delivered (so a restart loses none)."""
     md = MetaData()
@@ -253,6 +260,7 @@ def _005_webhooks(conn: Connection, now: datetime) -> None:
         Column("id", Integer, primary_key=True),
         Column("webhook_id", Integer, ForeignKey("webhooks.id"), nullable=False),
         Column("event_id", Integer, ForeignKey("events.id"), nullable=False),
+        Column("position", Integer, nullable=False),
         Column("payload", JSON, nullable=False),
         Column("state", String(20), nullable=False),
         Column("attempts", Integer, nullable=False),
@@ -261,9 +269,9 @@ def _005_webhooks(conn: Connection, now: datetime) -> None:
         Column("last_error", Text, nullable=True),
         Column("created_at", UTCDateTime, nullable=False),
         Column("delivered_at", UTCDateTime, nullable=True),
-        UniqueConstraint("webhook_id", "event_id", name="uq_webhook_deliveries_event"),
+        UniqueConstraint("webhook_id", "event_id", "position", name="uq_webhook_deliveries_event"),
         CheckConstraint("state IN ('pending', 'delivered')", name="ck_webhook_deliveries_state"),
-        Index("ix_webhook_deliveries_due", "webhook_id", "state", "event_id"),
+        Index("ix_webhook_deliveries_due", "webhook_id", "state", "event_id", "position"),
     ).create(conn)
 
 
@@ -272,7 +280,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     _002_queue_members,
     _003_web_sessions,
     _004_task_origin,
-    _005_webhooks,
+    _005_gold_items,
+    _006_webhooks,
 )
 LATEST = len(MIGRATIONS)
 

@@ -23,8 +23,9 @@ Payload (JSON, one event per post):
      "final_label": "unsafe"}
 
 `decision` is the reviewer's action (accept, edit, reject, escalate); `event` is `withdrawn` when
-a reviewer took a decision back (then `decision` and `label` are the ones withdrawn). `state` and
-`final_label` are the item's after the event.
+a reviewer took a decision back (then `decision` and `label` are the ones withdrawn), and
+`imported` for each decision `critic queue import` brought in (one post per decision, ids
+`critic-event-N.K`). `state` and `final_label` are the item's after the event.
 
 PostgreSQL commits transactions in any order, so an event may become visible after a newer one.
 The collector therefore looks again at the last `RESCAN` events below its cursor each time; a
@@ -70,8 +71,9 @@ __all__ = [
     "verify",
 ]
 
-#: The event log's kinds that are decision events.
-EVENT_KINDS = ("decided", "withdrawn")
+#: The event log's kinds that are decision events (`imported`: decisions brought in by
+#: `critic queue import`, several in one event).
+EVENT_KINDS = ("decided", "withdrawn", "imported")
 SIGNATURE_HEADER = "X-Critic-Signature-256"
 #: Events below the cursor looked at again on each pass (see the module's docstring).
 RESCAN = 1000
@@ -118,33 +120,34 @@ def _webhook_id(store: Store, conn: Connection, url: str) -> int:
     )
 
 
-def _payloads(conn: Connection, rows: Sequence[Any]) -> list[tuple[int, dict[str, Any]]]:
-    """(event id, payload) for event rows (with their queue's name, task's item id and
-    origin)."""
+def _payloads(rows: Sequence[Any]) -> list[tuple[int, int, dict[str, Any]]]:
+    """(event id, position, payload) of each decision in event rows (with their queue's name,
+    task's item id and origin)."""
     found = []
     for row in rows:
         after: dict[str, Any] = row.after or {}
-        told = after if row.kind == "decided" else (row.before or {})
-        state = after
-        found.append(
-            (
-                row.id,
-                {
-                    "id": f"critic-event-{row.id}",
-                    "event": row.kind,
-                    "queue": row.queue,
-                    "item_id": row.item_id,
-                    "origin": row.origin,
-                    "decision": told.get("action"),
-                    "label": told.get("label"),
-                    "reviewer": row.actor,
-                    "kind": told.get("kind"),
-                    "time": after.get("decided_at") or iso(row.at),
-                    "state": state.get("state"),
-                    "final_label": state.get("final_label"),
-                },
-            )
-        )
+        if row.kind == "imported":
+            told = [{**d, "kind": "review", "reviewer": d.get("reviewer")}
+                    for d in after.get("decisions") or []]  # fmt: skip
+        else:
+            one = after if row.kind == "decided" else (row.before or {})
+            told = [{**one, "reviewer": row.actor}]
+        for position, decision in enumerate(told):
+            payload = {
+                "id": f"critic-event-{row.id}" + (f".{position}" if row.kind == "imported" else ""),
+                "event": row.kind,
+                "queue": row.queue,
+                "item_id": row.item_id,
+                "origin": row.origin,
+                "decision": decision.get("action"),
+                "label": decision.get("label"),
+                "reviewer": decision.get("reviewer"),
+                "kind": decision.get("kind"),
+                "time": after.get("decided_at") or iso(row.at),
+                "state": after.get("state"),
+                "final_label": after.get("final_label"),
+            }
+            found.append((row.id, position, payload))
     return found
 
 
@@ -168,16 +171,17 @@ def _collect(store: Store, conn: Connection, webhook_id: int, *, since: int | No
         if not rows:
             break
         values = [
-            {"webhook_id": webhook_id, "event_id": event_id, "payload": payload,
-             "state": "pending", "attempts": 0, "next_attempt_at": now, "locked_until": None,
-             "last_error": None, "created_at": now, "delivered_at": None}
-            for event_id, payload in _payloads(conn, rows)
+            {"webhook_id": webhook_id, "event_id": event_id, "position": position,
+             "payload": payload, "state": "pending", "attempts": 0, "next_attempt_at": now,
+             "locked_until": None, "last_error": None, "created_at": now, "delivered_at": None}
+            for event_id, position, payload in _payloads(rows)
         ]  # fmt: skip
         dialect_insert = pg_insert if store.dialect == "postgresql" else sqlite_insert
         statement = dialect_insert(webhook_deliveries).on_conflict_do_nothing(
-            index_elements=["webhook_id", "event_id"]
+            index_elements=["webhook_id", "event_id", "position"]
         )
-        added += conn.execute(statement, values).rowcount or 0
+        if values:
+            added += conn.execute(statement, values).rowcount or 0
         start = rows[-1].id
         newest = max(newest, start)
     conn.execute(update(webhooks).where(webhooks.c.id == webhook_id).values(cursor=newest))
@@ -224,7 +228,7 @@ def status(store: Store) -> list[WebhookStatus]:
                         webhook_deliveries.c.webhook_id == hook["id"],
                         webhook_deliveries.c.state == "pending",
                     )
-                    .order_by(webhook_deliveries.c.event_id)
+                    .order_by(webhook_deliveries.c.event_id, webhook_deliveries.c.position)
                     .limit(1)
                 )
                 .mappings()
@@ -352,7 +356,7 @@ class Sender:
                         webhook_deliveries.c.webhook_id == self.webhook_id,
                         webhook_deliveries.c.state == "pending",
                     )
-                    .order_by(webhook_deliveries.c.event_id)
+                    .order_by(webhook_deliveries.c.event_id, webhook_deliveries.c.position)
                     .limit(1)
                 )
                 .mappings()

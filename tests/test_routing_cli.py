@@ -123,7 +123,7 @@ def test_unknown_queue_is_a_clear_error(labelled_db: str, tmp_path: Path) -> Non
     policy = tmp_path / "policy.yaml"
     save_policy(Policy(threshold=0.5, target_agreement=0.9, delta=0.1), policy)
     result = runner.invoke(app, ["route", "--db", labelled_db, "--policy", str(policy),
-                                 "--queue", "nope"])  # fmt: skip
+                                 "--queue", "nope", "--force"])  # fmt: skip
     assert result.exit_code == 1 and "nope" in result.stderr and "Traceback" not in result.output
 
 
@@ -142,7 +142,7 @@ def test_quality_estimates_what_shipped_from_the_decided_audit_sample(
     empty = runner.invoke(app, ["quality", "--db", labelled_db])
     assert "no audited items yet" in empty.stdout
     routed = runner.invoke(app, ["route", "--db", labelled_db, "--policy", str(policy),
-                                 "--queue", "audit", "--json"])  # fmt: skip
+                                 "--queue", "audit", "--json", "--force"])  # fmt: skip
     audited = json.loads(routed.stdout)["counts"]["audit_sample"]
     assert 5 < audited < 25
     disagreed = 0

@@ -21,8 +21,24 @@ _LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": 
 
 
 def json_line(row: dict[str, Any]) -> str:
-    """One JSONL line (with its newline): UTF-8 text, with the Unicode line breaks escaped."""
-    return json.dumps(row, ensure_ascii=False, default=str).translate(_LINE_BREAKS) + "\n"
+    """One JSONL line (with its newline): strict JSON as UTF-8 text, with the Unicode line breaks
+    escaped. JSON has no NaN or infinity: a non-finite number (none comes from input rows, which
+    refuse them) is written as null rather than as a bare `NaN` strict parsers reject."""
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and (value != value or abs(value) == float("inf")):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [finite(v) for v in value]
+        return value
+
+    try:
+        text = json.dumps(row, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:  # a NaN or an infinity somewhere in the row
+        text = json.dumps(finite(row), ensure_ascii=False, default=str, allow_nan=False)
+    return text.translate(_LINE_BREAKS) + "\n"
 
 
 #: A leftover of an unknown writer older than this was left by a killed export.

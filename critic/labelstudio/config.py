@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from xml.sax.saxutils import quoteattr
 
 from critic.errors import UsageError
@@ -53,9 +53,10 @@ class Layout:
     """(part, input field) for each text shown: `prompt`, `response`, `text`, `a`, `b`."""
 
     @classmethod
-    def of(cls, constitution: str, fields: Mapping[str, str]) -> Layout:
+    def of(cls, constitution: str, fields: Mapping[str, Any]) -> Layout:
         """The layout of a stored constitution (canonical JSON) for a run whose input fields
-        played the parts in `fields` (`FinalRecord.fields`)."""
+        played the parts in `fields` (a run's stored `params["fields"]`: the prompt may be a
+        list of fields)."""
         data = json.loads(constitution)
         task = data.get("task") or {}
         kind = task.get("kind")
@@ -94,16 +95,20 @@ class Layout:
         return tuple(x for x in self.labels if self.side(x) is None)
 
 
-def shown_fields(kind: str, fields: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+def shown_fields(kind: str, fields: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     """(part, input field) of what the reviewer reads, as `critic.items.Fields.required`
-    chooses: `text` alone, or prompt with A and B, or prompt with response."""
+    chooses: `text` alone, or prompt with A and B, or prompt with response. A prompt read from
+    several fields shows each (`prompt`, `prompt_2`, ...)."""
     if fields.get("text"):
-        parts: tuple[str, ...] = ("text",)
-    elif kind == "pairwise" or (fields.get("a") and fields.get("b")):
-        parts = ("prompt", "a", "b")
+        return (("text", str(fields["text"])),)
+    prompt = fields.get("prompt") or "prompt"
+    names = [prompt] if isinstance(prompt, str) else [str(x) for x in prompt]
+    prompts = [("prompt" if k == 0 else f"prompt_{k + 1}", name) for k, name in enumerate(names)]
+    if kind == "pairwise" or (fields.get("a") and fields.get("b")):
+        rest: tuple[str, ...] = ("a", "b")
     else:
-        parts = ("prompt", "response")
-    return tuple((part, fields.get(part) or part) for part in parts)
+        rest = ("response",)
+    return (*prompts, *((part, str(fields.get(part) or part)) for part in rest))
 
 
 def _attrs(**values: object) -> str:
@@ -125,6 +130,7 @@ def labeling_config(layout: Layout) -> str:
         lines.append(f"  <Header {_attrs(value=_one_line(layout.instructions), size=5)}/>")
     target = layout.shown[-1][0]
     titles = {"a": "Response A", "b": "Response B", "prompt": "Prompt", "response": "Response"}
+    titles.update({part: field for part, field in layout.shown if part.startswith("prompt_")})
     if layout.kind == "pairwise":
         prompt = [p for p in layout.shown if p[0] not in ("a", "b")]
         for part, field in prompt:

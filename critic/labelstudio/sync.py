@@ -49,8 +49,7 @@ def layout_for(store: Store, runs: Sequence[RunInfo]) -> Layout:
                 f"run {run.id}: its constitution {run.constitution_hash[:12]} is not stored",
                 hint="the database lacks what the run was labelled with; re-run it",
             )
-        fields = {k: str(v) for k, v in (run.params.get("fields") or {}).items() if v}
-        layouts[run.id] = Layout.of(content, fields)
+        layouts[run.id] = Layout.of(content, run.params.get("fields") or {})
     first = next(iter(layouts.values()))
     for run_id, layout in layouts.items():
         if (layout.kind, layout.labels, layout.shown) != (first.kind, first.labels, first.shown):
