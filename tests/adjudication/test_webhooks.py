@@ -222,3 +222,19 @@ def test_a_webhook_url_must_be_http(team: Store) -> None:
 
     with pytest.raises(QueueError, match="not an http"):
         add_webhook(team, "ftp://example.com/x")
+
+
+def test_decisions_of_critic_queue_import_are_posted_one_each(team: Store) -> None:
+    from adjudication.importing import ImportSpec, import_decisions, plan
+
+    receiver = Receiver()
+    sender = Sender(team, URL, secret=SECRET, post=receiver)
+    rows = [("file.csv:2", "h5", {"ann": "unsafe", "bob": "safe"})]
+    found = plan(rows, ImportSpec(label_fields=("ann", "bob")))
+    import_decisions(team, "harm", found, by="importer")
+    assert sender.send_due() == 2
+    posted = [p for p, _ in receiver.posts]
+    assert [(p["event"], p["reviewer"], p["label"], p["item_id"]) for p in posted] == [
+        ("imported", "ann", "unsafe", "h5"), ("imported", "bob", "safe", "h5")]  # fmt: skip
+    assert posted[0]["id"].endswith(".0") and posted[1]["id"].endswith(".1")
+    assert posted[0]["origin"] == "run1/h5"

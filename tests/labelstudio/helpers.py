@@ -48,6 +48,9 @@ def routed_run(
     policy = tmp_path / "policy.yaml"
     save_policy(Policy(threshold=0.0 if audit else None, target_agreement=0.9, delta=0.1,
                        audit_rate=audit), policy)  # fmt: skip
-    routed = runner.invoke(app, ["route", "--db", db, "--policy", str(policy), "--run", run])
+    # An accepting policy calibrated elsewhere needs --force (its accepts carry no guarantee).
+    force = ["--force"] if audit else []
+    routed = runner.invoke(app, ["route", "--db", db, "--policy", str(policy), "--run", run,
+                                 *force])  # fmt: skip
     assert routed.exit_code == 0, routed.output
     return run

@@ -82,14 +82,16 @@ def test_decided_items_leave_the_default_export_and_all_keeps_them_with_their_st
 ) -> None:
     db = f"sqlite:///{tmp_path / 'c.db'}"
     run = routed_run(tmp_path, db)
-    import_export(db, saved_export(tmp_path, run), overlap=2)  # i0 decided, i2 disagreed
+    # i0: both annotators agree; i2: they disagree, and two reviews ship the label model's
+    # answer until an adjudicator decides; i4: one label outside the constitution and a skip.
+    import_export(db, saved_export(tmp_path, run), overlap=2)
     assert ls_export(db, tmp_path / "ls").exit_code == 0
     pending = json.loads((tmp_path / "ls" / "tasks.json").read_text())
-    assert [t["data"]["id"] for t in pending] == ["i1", "i2", "i3", "i4"]
+    assert [t["data"]["id"] for t in pending] == ["i1", "i3", "i4"]
     assert ls_export(db, tmp_path / "all", "--all").exit_code == 0
     every = json.loads((tmp_path / "all" / "tasks.json").read_text())
     assert [(t["data"]["id"], t["data"]["critic_status"]) for t in every] == [
-        ("i0", "decided"), ("i1", "pending"), ("i2", "pending"), ("i3", "pending"),
+        ("i0", "decided"), ("i1", "pending"), ("i2", "decided"), ("i3", "pending"),
         ("i4", "pending")]  # fmt: skip
 
 
@@ -208,11 +210,14 @@ def test_label_studio_decisions_reach_exports_calibration_and_quality(tmp_path: 
     assert rows["i0"]["status"] == "decided" and rows["i0"]["label"] == "harmful"
     assert rows["i0"]["label_source"] == "human"
     assert rows["i0"]["reviewers"] == ["label-studio-user-2", "label-studio-user-3"]
+    # i0 settled by agreement; i2 by the label model over its two reviews
+    decided = [rows[i] for i in ("i0", "i2")]
+    assert all(r["status"] == "decided" for r in decided)
     scores, agree = human_judgments(db, [run])
-    assert len(scores) == len(agree) == 1  # i0, the one item the annotators settled
+    assert agree == [r["critic_label"] == r["label"] for r in decided]
     quality = audit_quality(db, [run])
-    assert quality.n_audited == 1
-    assert quality.n_agree == int(rows["i0"]["critic_label"] == "harmful")
+    assert quality.n_audited == 2
+    assert quality.n_agree == sum(agree)
 
 
 def test_a_file_that_is_not_a_label_studio_export_says_so(tmp_path: Path) -> None:

@@ -99,13 +99,17 @@ def test_push_annotate_as_two_people_pull_and_ship(
 
     assert cli("ls", "pull", *where, "--db", db)["decisions"] == 0  # nothing new
 
+    # i0 ships the two annotators' label; i1 (they disagree) ships the label model's until an
+    # adjudicator decides; i2 and i3 have one decision each and still await review.
     shipped = tmp_path / "shipped.jsonl"
-    assert export_db(db, shipped, "jsonl", run=run).count == 1
-    (row,) = map(json.loads, shipped.read_text().splitlines())
-    assert (row["id"], row["status"], row["label"]) == ("i0", "decided", "harmful")
-    assert row["reviewers"] == ["ann-lab.org", "bob-lab.org"] and row["review_agreement"] == 1.0
+    assert export_db(db, shipped, "jsonl", run=run).count == 2
+    rows = {r["id"]: r for r in map(json.loads, shipped.read_text().splitlines())}
+    assert (rows["i0"]["status"], rows["i0"]["label"]) == ("decided", "harmful")
+    assert rows["i0"]["reviewers"] == ["ann-lab.org", "bob-lab.org"]
+    assert rows["i0"]["review_agreement"] == 1.0
+    assert rows["i1"]["posterior"] is not None
     still = tmp_path / "still"
-    assert export_db(db, still, "label-studio", run=run).count == 3  # i0 is decided
+    assert export_db(db, still, "label-studio", run=run).count == 2
 
 
 @pytest.mark.parametrize(
