@@ -214,6 +214,7 @@ def test_label_studio_decisions_reach_exports_calibration_and_quality(tmp_path: 
     decided = [rows[i] for i in ("i0", "i2")]
     assert all(r["status"] == "decided" for r in decided)
     scores, agree = human_judgments(db, [run])
+    assert scores == [r["confidence"] for r in decided]
     assert agree == [r["critic_label"] == r["label"] for r in decided]
     quality = audit_quality(db, [run])
     assert quality.n_audited == 2
