@@ -125,7 +125,7 @@ def test_joint_with_too_few_labels_says_how_many_more() -> None:
 
 
 def test_unknown_method_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match="--cascade-method must be one of joint, stagewise"):
+    with pytest.raises(UsageError, match="--cascade-method must be one of paths, joint, stagewise"):
         calibrate_cascade(["a"], [[0.5]], [[True]], 0.8, DELTA, method="both")  # type: ignore[arg-type]
 
 
@@ -221,7 +221,7 @@ def test_a_joint_policy_round_trips_states_its_guarantee_and_routes(tmp_path: Pa
     assert policy.cascade_method == "joint"
     save_policy(policy, tmp_path / "p.yaml")
     loaded = load_policy(tmp_path / "p.yaml")
-    assert loaded == policy
+    assert loaded.model_copy(update={"content_hash": None}) == policy  # save_policy adds it
     lines = (tmp_path / "p.yaml").read_text().splitlines()
     header = " ".join(line.removeprefix("# ") for line in lines if line.startswith("#"))
     assert "one test of the cascade as a whole at delta 0.1" in header

@@ -169,8 +169,10 @@ def calibrate(
     cascade_method: Annotated[
         str,
         typer.Option(
-            help="stagewise: each stage at delta / stages; joint: one test of the whole "
-            "cascade at delta, every stage at the same threshold (README: when each wins).",
+            help="stagewise: each stage at delta / stages; paths: the whole cascade tested "
+            "along each of a few paths fixed in advance, each at delta / paths, the best "
+            "passing policy; joint: one path, every stage at the same threshold, at delta "
+            "(README: when each wins).",
         ),
     ] = "stagewise",
     human_field: Annotated[
