@@ -233,11 +233,19 @@ def _004_task_origin(conn: Connection, now: datetime) -> None:
         )
 
 
+def _005_gold_items(conn: Connection, now: datetime) -> None:
+    """Gold items: a task's known answer (`gold_label`), which measures reviewers, and the share
+    of each reviewer's items that are gold (`queues.gold_rate`)."""
+    conn.execute(text("ALTER TABLE tasks ADD COLUMN gold_label TEXT"))
+    conn.execute(text("ALTER TABLE queues ADD COLUMN gold_rate FLOAT NOT NULL DEFAULT 0"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _001_initial,
     _002_queue_members,
     _003_web_sessions,
     _004_task_origin,
+    _005_gold_items,
 )
 LATEST = len(MIGRATIONS)
 

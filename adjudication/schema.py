@@ -60,6 +60,8 @@ queues = Table(
     Column("created_at", UTCDateTime, nullable=False),
     # `{label: description}`: what each label means, shown to reviewers (from a constitution).
     Column("label_descriptions", JSON, nullable=True),
+    # Share of each reviewer's items that are gold items (known answers), interleaved.
+    Column("gold_rate", Float, nullable=False, server_default="0"),
     CheckConstraint("overlap >= 1", name="ck_queues_overlap"),
     CheckConstraint("lease_seconds >= 1", name="ck_queues_lease"),
 )
@@ -105,6 +107,8 @@ tasks = Table(
     Column("origin", String(600), nullable=True),
     # What a decision settles: a label, or a text such as a revision (accepted or edited as is).
     Column("answer", String(20), nullable=False, server_default="label"),
+    # A gold item's known answer: every reviewer sees it once; it never settles or ships.
+    Column("gold_label", Text, nullable=True),
     UniqueConstraint("queue_id", "item_id", name="uq_tasks_queue_item"),
     CheckConstraint("state IN ('pending', 'adjudication', 'done')", name="ck_tasks_state"),
     CheckConstraint("answer IN ('label', 'revision')", name="ck_tasks_answer"),

@@ -28,7 +28,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .errors import LeaseError, QueueError
-from .models import Action, Claim, Queue, Task
+from .models import Action, Claim, Decision, Queue, Task
+from .rules import same_answer
 from .store import Store
 
 # C0 and C1 control characters (but tab and newline) and the bidirectional controls that can
@@ -523,6 +524,18 @@ def _decided(action: Action, item: str, label: str | None) -> Text:
     return text
 
 
+def _kept(decision: Decision, item: str) -> Text:
+    """The claim had been decided already (in another terminal or browser tab of the same
+    reviewer, which shares the claim): that decision stands, and the key just pressed was not
+    saved."""
+    first = decision.action + ("" if decision.label is None else f" as {decision.label}")
+    return _warn(
+        f"not saved: item {item} was already decided with this claim ({first}, at "
+        f"{decision.decided_at:%H:%M:%S} UTC, in another window), and that decision stands",
+        hint="u undoes your newest decision in this queue, to decide that item again",
+    )
+
+
 def _undo(store: Store, claim: Claim, session: Session) -> Text:
     """Take back the reviewer's newest decision in the queue; the store releases the item at
     hand and leases the undone one to them, so the next claim shows it again."""
@@ -621,5 +634,7 @@ def _decide_one(
         except QueueError as exc:
             message = _warn(exc.message, exc.hint)
             continue
+        if not same_answer(decision, action, label, edit, q.labels):
+            return _kept(decision, item), True
         session.decided[decision.action] += 1
         return _decided(decision.action, item, decision.label), True

@@ -18,9 +18,11 @@ in `common.py`. Command modules never import this package: it imports them and r
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 
 import typer
 
+from critic import __version__
 from critic.cli import constitution, data, queue, review, run, users
 
 app = typer.Typer(
@@ -30,6 +32,26 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"critic {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Model-assisted labeling and constitutional-AI feedback with calibrated human review."""
+
+
 COMMANDS: tuple[Callable[..., None], ...] = (
     *(run.label, run.revise, run.compare),
     *(data.export, data.runs, data.calibrate, data.route, data.quality),

@@ -93,22 +93,42 @@ def runs(db: DbOpt = DEFAULT_DB, json_out: JsonOpt = False) -> None:
     listed: list[dict[str, Any]] = []
     for r in store.runs():
         counts = store.counts(r.id)
-        listed.append({**r.__dict__, **counts["statuses"]})
+        listed.append({**r.__dict__, "fields": _input_fields(r.params), **counts["statuses"]})
     if json_out:
         print(json.dumps(listed, indent=2, default=str))
         return
-    table = Table("run", "task", "constitution", "model", "backend", "drafted", "failed", "input")
+    table = Table(
+        "run", "task", "constitution", "model", "backend", "drafted", "failed", "input", "fields"
+    )
     for entry in listed:
         table.add_row(
             entry["id"], entry["task"], entry["constitution_hash"][:12], shown(entry["model"]),
             shown(entry["backend"]), str(entry.get("drafted", 0)), str(entry.get("failed", 0)),
             shown(entry["input"]),
+            shown(" ".join(f"{k}={_column(v)}" for k, v in entry["fields"].items())),
         )  # fmt: skip
     out.print(table)
 
 
+def _input_fields(params: dict[str, Any]) -> dict[str, Any]:
+    """The input columns a run read (`--id-field`, `--prompt-field`, ...): stored in its params
+    when they were not the defaults, so two runs of one file over other columns tell apart."""
+    from dataclasses import asdict
+
+    from critic.items import Fields
+
+    stored = params.get("fields") or asdict(Fields())
+    return {name: column for name, column in stored.items() if column is not None}
+
+
+def _column(value: Any) -> str:
+    """A stored input column; several (joined in order) as `a+b`."""
+    return "+".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
 @reports_errors
 def calibrate(
+    ctx: typer.Context,
     output: Annotated[
         Path,
         typer.Option(
@@ -129,7 +149,8 @@ def calibrate(
         typer.Option(
             "--db",
             envvar="CRITIC_DB",
-            help="Use human decisions stored in this database.",
+            help="Use human decisions stored in this database. CRITIC_DB is used only "
+            "without --from-file.",
         ),
     ] = None,
     run: Annotated[str | None, typer.Option(help="Only drafts of this run (with --db).")] = None,
@@ -238,8 +259,15 @@ def calibrate(
     from critic.policies import calibrate_judgments
     from critic.routing import Policy, save_policy
 
+    source = ctx.get_parameter_source("db")  # typer's own click: compared by name
+    if from_file is not None and source is not None and source.name == "ENVIRONMENT":
+        db = None  # an explicit --from-file wins over a database set for every command
     if (from_file is None) == (db is None):
-        raise UsageError("give exactly one of --from-file and --db")
+        raise UsageError(
+            "give exactly one of --from-file and --db",
+            hint="--from-file FILE reads judgments from a JSONL file; --db URL (or CRITIC_DB) "
+            "reads the human decisions stored in a database",
+        )
     if combine is not None and combine not in COMBINE:
         raise UsageError(f"--combine must be one of {', '.join(COMBINE)}, got {combine!r}")
     if from_file is not None and (allow_seen_labels or recalibrate_from is not None):

@@ -344,6 +344,33 @@ def test_a_blind_number_key_records_the_pick_before_the_decision(store: Store) -
     assert session.finished and sum(session.decided.values()) == 3
 
 
+def test_a_key_after_another_window_decided_the_claim_says_the_first_decision_stands(
+    store: Store,
+) -> None:
+    """The same reviewer in two terminals (or a terminal and a browser tab) shares one claim:
+    the decision made first stands, and the other window says its key was not saved."""
+    make_queue(store, "harm", labels=LABELS)
+    store.enqueue("harm", [task(1), task(2)])
+
+    def other_window() -> None:
+        held = store.held("harm", "ann", kind="review")
+        if held is not None and not store.decisions("harm"):
+            store.decide(held.token, "accept")
+
+    console = plain()
+    keys = Script("2", "e", "UNSAFE", before=other_window)
+    session = review(store, "harm", "ann", keys, console)
+
+    decided = {d.item_id: (d.action, d.label) for d in store.decisions("harm")}
+    assert decided == {"item-1": ("accept", "safe"), "item-2": ("edit", "unsafe")}
+    output = shown(console)
+    assert "not saved: item item-1 was already decided with this claim (accept as safe" in output
+    assert "that decision stands" in output and "edited item item-1" not in output
+    # A label typed in another case is the set's label (the store's one matching rule): saved.
+    assert "✓ edited item item-2 as unsafe" in output
+    assert session.decided == {"edit": 1} and session.finished
+
+
 def test_an_adjudicator_cannot_escalate_and_decides_by_number(store: Store) -> None:
     make_queue(store, "harm", overlap=2, labels=LABELS)
     store.enqueue("harm", [task(1)])

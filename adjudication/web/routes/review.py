@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ...errors import LeaseError, QueueError
 from ...models import Queue, Task, User
+from ...rules import same_answer
 from ..deps import (
     NOTICES,
     Forbidden,
@@ -193,14 +194,15 @@ def decide(
     if kind in ("reject", "escalate"):
         edit = None
     try:
-        w.store.decide(token, kind, label=chosen, edit=edit, note=text or None)
+        decision = w.store.decide(token, kind, label=chosen, edit=edit, note=text or None)
     except LeaseError:
         w.store.claim(q.name, me.name, kind="review")
         return redirect(f"{queue_path(queue)}/review", notice="expired")
     except QueueError as exc:
         return _review_page(request, w, me, q, error=str(exc), note=note, status=400)
     w.store.claim(q.name, me.name, kind="review")  # the next item, shown by the GET
-    return redirect(f"{queue_path(queue)}/review", notice="saved")
+    saved = same_answer(decision, kind, chosen, edit, q.labels)
+    return redirect(f"{queue_path(queue)}/review", notice="saved" if saved else "kept")
 
 
 def _review_action(
