@@ -10,6 +10,8 @@ Where a command lives:
 | `queue.py` | `queue create / assign / unassign / members / list / stats / history` |
 | `users.py` | `users add / list` |
 | `review.py` | `review next / serve` |
+| `ls.py` | `ls push / pull / import` (Label Studio) |
+| `webhooks.py` | `webhooks list / replay` |
 
 Shared flags are declared once in `options.py`; error reporting, progress bars and backends are
 in `common.py`. Command modules never import this package: it imports them and registers them.
@@ -23,7 +25,7 @@ from typing import Annotated
 import typer
 
 from critic import __version__
-from critic.cli import constitution, data, queue, review, run, users
+from critic.cli import constitution, data, ls, queue, review, run, users, webhooks
 
 app = typer.Typer(
     name="critic",
@@ -62,6 +64,8 @@ app.add_typer(constitution.app, name="constitution")
 app.add_typer(review.app, name="review")
 app.add_typer(queue.app, name="queue")
 app.add_typer(users.app, name="users")
+app.add_typer(ls.app, name="ls")
+app.add_typer(webhooks.app, name="webhooks")
 
 
 def main() -> None:
