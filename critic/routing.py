@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from critic.calibrate import CalibrationResult
-from critic.cascade import CascadeMethod, CascadeResult, Stage
+from critic.cascade import CascadeMethod, CascadeResult, PathsTested, Stage
 from critic.errors import CriticError, did_you_mean
 from critic.text import printable
 
@@ -111,8 +111,13 @@ class Policy(BaseModel):
     )
     cascade_method: CascadeMethod | None = Field(
         default=None,
-        description="how the cascade was calibrated (`joint` or `stagewise`; none written: "
-        "stagewise)",
+        description="how the cascade was calibrated (`paths`, `joint` or `stagewise`; none "
+        "written: stagewise)",
+    )
+    cascade_paths: PathsTested | None = Field(
+        default=None,
+        description="`paths`: the family of paths tested (each at delta / their number) and "
+        "the one the stages' thresholds lie on",
     )
     calibration_rate: float = Field(
         default=0.0, ge=0, le=1,
@@ -152,6 +157,8 @@ class Policy(BaseModel):
                 raise ValueError("threshold: a cascade policy keeps its thresholds in stages")
         elif self.cascade_method is not None:
             raise ValueError("cascade_method: only a cascade policy (with stages) has one")
+        if (self.cascade_method == "paths") != (self.cascade_paths is not None):
+            raise ValueError("cascade_paths: recorded exactly when cascade_method is `paths`")
         return self
 
     @property
@@ -164,7 +171,7 @@ class Policy(BaseModel):
         if self.stages:
             method = self.cascade_method or "stagewise"
             result = CascadeResult.from_stages(
-                self.stages, self.target_agreement, self.delta, method
+                self.stages, self.target_agreement, self.delta, method, self.cascade_paths
             )
             return result.guarantee
         return self.calibration.guarantee if self.calibration else None
@@ -202,7 +209,7 @@ class Policy(BaseModel):
         return cls(
             threshold=None, target_agreement=result.target_agreement, delta=result.delta,
             stages=result.stages, audit_rate=audit_rate, budget=budget, seed=seed,
-            cascade_method=result.method,
+            cascade_method=result.method, cascade_paths=result.paths,
         )  # fmt: skip
 
 

@@ -190,8 +190,10 @@ def calibrate(
     cascade_method: Annotated[
         str,
         typer.Option(
-            help="stagewise: each stage at delta / stages; joint: one test of the whole "
-            "cascade at delta, every stage at the same threshold (README: when each wins).",
+            help="stagewise: each stage at delta / stages; paths: the whole cascade tested "
+            "along each of a few paths fixed in advance, each at delta / paths, the best "
+            "passing policy; joint: one path, every stage at the same threshold, at delta "
+            "(README: when each wins).",
         ),
     ] = "stagewise",
     human_field: Annotated[
@@ -274,7 +276,7 @@ def calibrate(
     if cascade_method not in CASCADE_METHODS:
         raise UsageError(f"--cascade-method must be one of {', '.join(CASCADE_METHODS)}, "
                          f"got {cascade_method!r}")  # fmt: skip
-    method: CascadeMethod = "joint" if cascade_method == "joint" else "stagewise"
+    method: CascadeMethod = next(m for m in CASCADE_METHODS if m == cascade_method)
     stages = [c.strip() for c in cascade.split(",") if c.strip()] if cascade else None
     how: Combine | None = "mean" if combine == "mean" else "vote" if combine == "vote" else None
     fields = Fields(id=id_field, label=label_field, confidence=confidence_field,
