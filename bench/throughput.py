@@ -35,8 +35,8 @@ Run it (from the repository root, with the project's venv)::
 Options: ``--items N`` (400), ``--concurrency C`` (64, critic's default), ``--max-tokens T`` (512,
 critic's default), ``--rounds R`` (5), ``--logprobs K`` (top-K logprobs; default 5, what
 ``critic label`` asks for by default; 0 for none), ``--samples N`` (``n`` samples per request,
-as ``critic label --samples N``), ``--max-reasks`` (0), ``--profile FILE`` (cProfile the critic passes into FILE;
-the timings of a profiled run are not representative).
+as ``critic label --samples N``), ``--max-reasks`` (0), ``--profile FILE`` (cProfile the
+critic passes into FILE; the timings of a profiled run are not representative).
 
 How to read it: one line per pass with wall time, items/s, completion tokens/s, requests sent
 and the CPU time this client process used; then the per-round ratios (critic items/s / raw
