@@ -138,6 +138,12 @@ class Rules:
     """What the decision settles: a label, or the draft's revision text (see `NewTask.answer`)."""
 
 
+def blind_for(queue_blind: bool, task_blind: bool | None) -> bool:
+    """An item's blindness: its own, pinned when the queue's changed after it was first claimed
+    (`Store.edit_queue`), else the queue's."""
+    return queue_blind if task_blind is None else task_blind
+
+
 def require_pick(queue: str, item: str, blind: bool, action: str, pick: str | None) -> None:
     """Refuse accept and edit on a blind review claim whose reviewer has not picked yet.
 
