@@ -11,7 +11,8 @@ from fastapi.responses import Response
 
 from ...errors import LeaseError, QueueError
 from ...models import Decision, Queue, User
-from ...rules import same_answer
+from ...parts import parts_of, visible
+from ...rules import blind_for, same_answer
 from .. import metrics
 from ..deps import (
     NOTICES,
@@ -39,13 +40,14 @@ class Answer:
     """The answer's edited revision as a diff against the original, if it edited one."""
 
 
-def _answers(shown: Screen) -> list[Answer]:
+def _answers(q: Queue, shown: Screen) -> list[Answer]:
     answers = []
+    item = visible(shown.task.item, q.hidden_fields)
     for d in shown.claim.answers:
         edited = dict(shown.task.draft)
         if d.edit:
             edited.update(d.edit)
-        view = draft_view(shown.task.item, edited, d.label) if d.edit else None
+        view = draft_view(item, edited, d.label) if d.edit else None
         answers.append(Answer(d, d.action != "escalate", view))
     return answers
 
@@ -79,7 +81,7 @@ def adjudication_page(
     context = {
         "q": q,
         "s": shown,
-        "answers": _answers(shown),
+        "answers": _answers(q, shown),
         "notice": notice,
         "error": error,
         "last": last,
@@ -103,12 +105,14 @@ def adjudicate(
     token: Text,
     sig: Text,
     item_id: Text,
-    adopt: Text,
+    adopt: Annotated[str, Form()] = "",
     label: OptionalText = None,
     note: Annotated[str, Form()] = "",
 ) -> Response:
-    """Settle a disagreement: adopt the critic's draft, one reviewer's answer, or a new label."""
+    """Settle a disagreement: adopt the critic's draft, one reviewer's answer, or a label (a
+    label button posts only its label)."""
     require_claim(w, me, queue, token, sig, item_id)
+    adopt = adopt or ("label" if label else "")
     q = queue_for(w, me, queue)
     task = w.store.task(queue, item_id)
     action: Any
@@ -175,7 +179,9 @@ def dashboard(request: Request, w: WebState, me: Adjudicator, queue: str) -> Res
         "recent": decided[-30:][::-1],
         # In a blind queue, an accept on an item still open for review names the critic's label
         # to an adjudicator who may review the item next.
-        "open_blind": {t.item_id for t in lines if t.state == "pending"} if q.blind else set(),
+        "open_blind": {
+            t.item_id for t in lines if t.state == "pending" and blind_for(q.blind, t.blind)
+        },
         "gaps": gaps[-20:][::-1],
     }
     return w.render(request, "dashboard.html", context)
@@ -196,12 +202,13 @@ def item_history(
     # picked, the page shows the item alone, and of its history only who did what when.
     hidden = draft_hidden(w, me, q, task)
     draft: dict[str, Any] = {} if hidden else task.draft
+    item = visible(task.item, q.hidden_fields)
     context = {
         "q": q,
         "task": task,
         "hidden": hidden,
-        "item": item_view(task.item, draft),
-        "draft": draft_view(task.item, draft, task.draft_label),
+        "item": item_view(item, draft, parts=parts_of(item, task.draft.get("fields"))),
+        "draft": draft_view(item, draft, task.draft_label),
         "principles": principles(task.principle_ids, draft),
         "decisions": w.store.decisions(queue, item_id),
         "events": w.store.history(queue, item_id),
