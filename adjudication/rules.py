@@ -301,6 +301,23 @@ def settle(reviews: Sequence[Mapping[Any, Any]]) -> dict[str, Any]:
     return final(first["label"], first["action"] == "reject", first["edit"], "human")
 
 
+GAP_PREFIX = "[constitution gap] "
+"""Note prefix of an escalation that flags a gap in the constitution (the review page's key)."""
+
+GAP_NOTE = re.compile(
+    r"^\s*\[constitution gap\]|#(?:constitution[-_]?)?gap\b|^\s*(?:constitution[ -])?gap\s*:",
+    re.I,
+)
+"""A note that flags a constitution gap: the review page's `[constitution gap] ` prefix (its
+"flag a gap" key escalates with it), `#gap` or `#constitution-gap` anywhere, or `gap:` first.
+One rule for every count of gaps: the queue dashboard and `critic constitution stats`."""
+
+
+def is_gap_note(note: str | None) -> bool:
+    """Whether a reviewer's note flags a gap in the constitution (see `GAP_NOTE`)."""
+    return bool(note and GAP_NOTE.search(note))
+
+
 def rating(kind: str, action: str, label: str | None) -> str | None:
     """A review decision as a rating for agreement statistics; None if it is not one."""
     if kind != "review" or action == "escalate":

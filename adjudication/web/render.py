@@ -35,8 +35,6 @@ CONVERSATION_FIELDS = ("conversation", "messages")
 HIGH_CONFIDENCE = 0.9
 """Overriding a draft at or above this confidence needs a note."""
 
-GAP_PREFIX = "[constitution gap] "
-"""Note prefix of an escalation that flags a gap in the constitution."""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -10,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from adjudication.rules import GAP_NOTE, is_gap_note
 from critic.calibrate import clopper_pearson
 from critic.constitution import (
     parse_constitution,
@@ -19,18 +19,6 @@ from critic.errors import (
 )
 from critic.store import Store
 from critic.workbench.common import snippet
-
-GAP_NOTE = re.compile(
-    r"^\s*\[constitution gap\]|#(?:constitution[-_]?)?gap\b|^\s*(?:constitution[ -])?gap\s*:",
-    re.I,
-)
-"""A note that flags a constitution gap: the review app's `[constitution gap] ` prefix (its
-"flag a gap" key escalates with it), `#gap` or `#constitution-gap` anywhere, or `gap:` first."""
-
-
-def is_gap_note(note: str | None) -> bool:
-    """Whether a reviewer's note flags a gap in the constitution (see `GAP_NOTE`)."""
-    return bool(note and GAP_NOTE.search(note))
 
 
 def _note_key(note: str) -> str:

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from ...errors import LeaseError, QueueError
 from ...models import Decision, Queue, User
 from ...parts import parts_of, visible
-from ...rules import blind_for, same_answer
+from ...rules import blind_for, is_gap_note, same_answer
 from .. import metrics
 from ..deps import (
     NOTICES,
@@ -26,7 +26,7 @@ from ..deps import (
     queue_path,
     redirect,
 )
-from ..render import GAP_PREFIX, draft_view, item_view, principles
+from ..render import draft_view, item_view, principles
 from ..screen import Screen, draft_hidden, require_claim, screen, undoable
 
 router = APIRouter(dependencies=[Depends(check_csrf)])
@@ -168,7 +168,8 @@ def dashboard(request: Request, w: WebState, me: Adjudicator, queue: str) -> Res
     now = w.now()
     lines = w.store.task_lines(queue)
     decided = w.store.decision_lines(queue)
-    gaps = [d for d in decided if d.action == "escalate" and (d.note or "").startswith(GAP_PREFIX)]
+    # The rule `critic constitution stats` counts by: any review decision whose note flags one.
+    gaps = [d for d in decided if d.kind == "review" and is_gap_note(d.note)]
     context = {
         "q": q,
         "stats": w.store.stats(queue),
@@ -183,6 +184,9 @@ def dashboard(request: Request, w: WebState, me: Adjudicator, queue: str) -> Res
             t.item_id for t in lines if t.state == "pending" and blind_for(q.blind, t.blind)
         },
         "gaps": gaps[-20:][::-1],
+        "gap_count": len(gaps),
+        "min_rate_count": metrics.MIN_RATE_COUNT,
+        "min_rate_seconds": metrics.MIN_RATE_SECONDS,
     }
     return w.render(request, "dashboard.html", context)
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ...errors import LeaseError, QueueError
 from ...models import Queue, Task, User
-from ...rules import blind_for, same_answer
+from ...rules import GAP_PREFIX, blind_for, same_answer
 from ..deps import (
     NOTICES,
     Forbidden,
@@ -24,7 +24,7 @@ from ..deps import (
     queue_path,
     redirect,
 )
-from ..render import GAP_PREFIX, needs_note
+from ..render import needs_note
 from ..screen import require_claim, screen, sees_draft, undoable
 from .adjudicate import adjudication_page
 
