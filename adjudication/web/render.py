@@ -36,7 +36,6 @@ HIGH_CONFIDENCE = 0.9
 """Overriding a draft at or above this confidence needs a note."""
 
 
-
 @dataclass(frozen=True)
 class Finding:
     number: int
