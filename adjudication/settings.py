@@ -28,7 +28,7 @@ from . import statements as st
 from .database import StoreBase
 from .errors import QueueError
 from .guidelines import Guidelines
-from .models import Queue
+from .models import Event, Queue
 from .rows import queue_of, snapshot
 from .rules import check_queue_settings, settle
 from .schema import (
@@ -417,6 +417,21 @@ class Settings(StoreBase):
                 )
             ).scalar()
         return None if content is None else Guidelines.model_validate(content)
+
+    def queue_events(self, queue: str) -> list[Event]:
+        """The queue's own history, oldest first: created, edited, archived, members and
+        guidelines added (each item's events are in `history`)."""
+        with self._read() as conn:
+            q = self._queue_row(conn, queue)
+            rows = conn.execute(
+                select(events)
+                .where(events.c.queue_id == q["id"], events.c.task_id.is_(None))
+                .order_by(events.c.id)
+            ).mappings()
+            return [
+                Event(r["id"], queue, None, r["actor"], r["at"], r["kind"], r["before"], r["after"])
+                for r in rows
+            ]
 
     def blind_origins(self, queue: str) -> dict[str, bool]:
         """`{origin: blindness}` of the tasks whose blindness differs from the queue's now

@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from adjudication.rules import GAP_NOTE, is_gap_note
+from adjudication.rules import GAP_NOTE
+from adjudication.rules import is_gap_note as is_gap_note
 from critic.calibrate import clopper_pearson
 from critic.constitution import (
     parse_constitution,
