@@ -47,7 +47,8 @@ def home_page(
 ) -> Response:
     """The queues the user works in, with their counts."""
     rows = [(q, w.store.stats(q.name)) for q in w.store.queues_for(me.name)]
-    context = {"rows": rows, "notice": notice, "error": error}
+    archived = [q for q in w.store.queues() if q.archived_at] if me.role == "admin" else []
+    context = {"rows": rows, "archived": archived, "notice": notice, "error": error}
     return w.render(request, "home.html", context, status=status)
 
 
