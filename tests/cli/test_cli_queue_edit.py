@@ -92,3 +92,39 @@ def test_delete_needs_an_empty_queue_or_force_with_confirmation(db: str, store: 
     assert store.queues() == []
     store.create_queue("empty")
     assert run("queue", "delete", "empty", "--db", db).exit_code == 0
+
+
+def test_a_hidden_field_is_hidden_from_reviewers_and_still_exported(tmp_path: Path) -> None:
+    """hh-rlhf's gold `human_preference` column: off the review screens, in the export."""
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(
+        json.dumps({"id": f"i{k}", "prompt": "Human: q", "response": f"r{k}",
+                    "human_preference": f"GOLD{k}"}) + "\n" for k in range(2)
+    ))  # fmt: skip
+    labelled = run("label", str(items), "-c", "harmlessness", "--backend", "fake", "--db", db,
+                   "-q")  # fmt: skip
+    assert labelled.exit_code == 0, labelled.output
+    assert run("queue", "create", "harm", "--db", db).exit_code == 0
+    assert run("users", "add", "ann", "--queue", "harm", "--db", db).exit_code == 0
+    hidden = run("queue", "edit", "harm", "--hide-fields", "human_preference", "--db", db)
+    assert hidden.exit_code == 0, hidden.output
+    routed = run("route", "--db", db, "--accept-all", "--queue", "harm")
+    assert routed.exit_code == 0, routed.output
+    with open_store(db) as queues:  # accept-all routes nothing to review: queue the run by hand
+        from critic.review import enqueue_review
+        from critic.store import open_store as open_runs
+
+        runs = open_runs(db)
+        rows = [{**row, "route_reason": "audit_sample"} for row in runs.rows()]
+        runs.close()
+        enqueue_review(db, "harm", rows)
+        assert len(queues.tasks("harm")) == 2
+    shown = run("review", "next", "--queue", "harm", "--as", "ann", "--db", db, input="q\n")
+    assert "r0" in shown.output or "r1" in shown.output
+    assert "GOLD" not in shown.output and "human_preference" not in shown.output
+    out = tmp_path / "out.jsonl"
+    exported = run("export", str(out), "--db", db, "--format", "jsonl", "--all")
+    assert exported.exit_code == 0, exported.output
+    inputs = [json.loads(json.loads(line)["input"]) for line in out.read_text().splitlines()]
+    assert sorted(i["human_preference"] for i in inputs) == ["GOLD0", "GOLD1"]
