@@ -3,6 +3,7 @@ are written at the top of `store.py`."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import replace
@@ -63,7 +64,32 @@ class Claims(Reports):
                 picked = self._pick(conn, q, u["id"], wanted, now)
                 if picked is not None:
                     return self._lease(conn, q, user, u["id"], picked, wanted, now)
+            if "review" in kinds and q["gold_rate"]:
+                # Nothing else is left for this reviewer: the gold items they have not answered
+                # yet, so every reviewer answers each one, whatever the overlap.
+                gold = self._pick_gold(conn, q, u["id"])
+                if gold is not None:
+                    return self._lease(conn, q, user, u["id"], gold, "review", now)
             return None
+
+    def _gold_due(self, conn: Connection, q: RowMapping, user: str, user_id: int) -> bool:
+        """Whether this reviewer's next item should be a gold item: a seeded draw per reviewer
+        and position, below the queue's gold rate, so about that share of their items are gold,
+        interleaved unpredictably (and the same on a retry)."""
+        if not q["gold_rate"]:
+            return False
+        made = conn.execute(st.REVIEWS_BY_USER, {"user_id": user_id, "queue_id": q["id"]}).one()
+        digest = hashlib.sha256(f"gold\x00{q['name']}\x00{user}\x00{made[0]}".encode()).digest()
+        return bool(int.from_bytes(digest[:8], "big") / 2**64 < q["gold_rate"])
+
+    def _pick_gold(self, conn: Connection, q: RowMapping, user_id: int) -> RowMapping | None:
+        params: dict[str, Any] = {"queue_id": q["id"], "user_id": user_id, "tried": []}
+        while (task_id := conn.execute(st.GOLD_PICK, params).scalar()) is not None:
+            row = conn.execute(st.GOLD_RECHECK, {**params, "task_id": task_id}).mappings().first()
+            if row is not None:
+                return row
+            params["tried"] = [*params["tried"], task_id]
+        return None
 
     def held(self, queue: str, user: str, *, kind: ClaimKind) -> Claim | None:
         """The live claim of this kind that `user` holds in `queue`, or None. Reads only: it
@@ -131,6 +157,12 @@ class Claims(Reports):
     def _pick(
         self, conn: Connection, q: RowMapping, user_id: int, kind: ClaimKind, now: datetime
     ) -> RowMapping | None:
+        if kind == "review" and q["gold_rate"]:
+            name = conn.execute(st.USER_NAME, {"user_id": user_id}).scalar_one()
+            if self._gold_due(conn, q, name, user_id):
+                gold = self._pick_gold(conn, q, user_id)
+                if gold is not None:
+                    return gold
         params: dict[str, Any] = {
             "queue_id": q["id"],
             "user_id": user_id,
@@ -232,11 +264,16 @@ class Claims(Reports):
         if claim["kind"] == "adjudication":
             rows = conn.execute(st.ROUND_REVIEWS, {"task_id": task["id"], "round": task["round"]})
             answers = tuple(decision_of(row) for row in rows.mappings())
-        elif blind:
-            view = replace(view, draft={}, draft_label=None, confidence=None)
-            if claim.get("pick") is None:
-                # Why the critic sent the item and what it cited come from the draft too.
-                view = replace(view, route_reason=None, principle_ids=())
+        else:
+            if task["gold_label"] is not None:
+                # A gold item looks like any item waiting for its first review.
+                view = replace(view, state="pending", round=1, reviews=0, final_label=None,
+                               final_source=None, final_edit=None, rejected=False)  # fmt: skip
+            if blind:
+                view = replace(view, draft={}, draft_label=None, confidence=None)
+                if claim.get("pick") is None:
+                    # Why the critic sent the item and what it cited come from the draft too.
+                    view = replace(view, route_reason=None, principle_ids=())
         return Claim(
             token=claim["token"],
             queue=q["name"],

@@ -233,6 +233,13 @@ def _004_task_origin(conn: Connection, now: datetime) -> None:
         )
 
 
+def _005_gold_items(conn: Connection, now: datetime) -> None:
+    """Gold items: a task's known answer (`gold_label`), which measures reviewers, and the share
+    of each reviewer's items that are gold (`queues.gold_rate`)."""
+    conn.execute(text("ALTER TABLE tasks ADD COLUMN gold_label TEXT"))
+    conn.execute(text("ALTER TABLE queues ADD COLUMN gold_rate FLOAT NOT NULL DEFAULT 0"))
+
+
 def _007_queue_settings(conn: Connection, now: datetime) -> None:
     """Queues that change and explain themselves: a description, the item fields hidden from
     reviewers, an archived time; per task, the guidelines it is reviewed under and its pinned
@@ -265,8 +272,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     _002_queue_members,
     _003_web_sessions,
     _004_task_origin,
-    # Numbered 7 on purpose: versions 5 and 6 are taken by branches that merge first; the
-    # position in this tuple is what counts, and is fixed when the branches meet.
+    _005_gold_items,
+    # Numbered 7: version 6 is another branch's; the position here is what counts.
     _007_queue_settings,
 )
 LATEST = len(MIGRATIONS)

@@ -91,6 +91,8 @@ class Queue:
     """Item fields reviewers are not shown (they stay in the item and in exports)."""
     archived_at: datetime | None = None
     """When the queue was archived: hidden from the queue lists, no claims; None while in use."""
+    gold_rate: float = 0.0
+    """About this share of each reviewer's items are gold items (known answers)."""
 
 
 @dataclass(frozen=True)
@@ -236,6 +238,19 @@ class OriginOutcome:
     agreement: float | None
     settled_at: datetime | None
     """When the task was settled (its last change while `done`); None while not settled."""
+
+
+@dataclass(frozen=True)
+class GoldResult:
+    """One reviewer's answer on a gold item, scored against its known answer."""
+
+    item_id: str
+    reviewer: str
+    answer: str | None
+    """The label the reviewer gave (their blind pick in a blind queue); None for a reject."""
+    gold_label: str
+    correct: bool
+    decided_at: datetime
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ def queue_of(row: RowMapping) -> Queue:
         description=row.get("description"),
         hidden_fields=tuple(row.get("hidden_fields") or ()),
         archived_at=row.get("archived_at"),
+        gold_rate=row.get("gold_rate") or 0.0,
     )
 
 

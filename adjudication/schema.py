@@ -60,6 +60,8 @@ queues = Table(
     Column("created_at", UTCDateTime, nullable=False),
     # `{label: description}`: what each label means, shown to reviewers (from a constitution).
     Column("label_descriptions", JSON, nullable=True),
+    # Share of each reviewer's items that are gold items (known answers), interleaved.
+    Column("gold_rate", Float, nullable=False, server_default="0"),
     # What the queue is for, shown to its reviewers; the item fields they must not see (gold
     # columns such as a dataset's own preference); archived queues are hidden and take no claims.
     Column("description", Text, nullable=True),
@@ -110,6 +112,8 @@ tasks = Table(
     Column("origin", String(600), nullable=True),
     # What a decision settles: a label, or a text such as a revision (accepted or edited as is).
     Column("answer", String(20), nullable=False, server_default="label"),
+    # A gold item's known answer: every reviewer sees it once; it never settles or ships.
+    Column("gold_label", Text, nullable=True),
     # Which of the queue's guidelines (`queue_guidelines.key`) the item is reviewed under.
     Column("guidelines", String(200), nullable=True),
     # The queue's blindness as it held when the item was first claimed, pinned when the queue's

@@ -126,3 +126,18 @@ def test_json_lines_are_strict_json_a_non_finite_number_is_written_as_null() -> 
     expected = {"a": None, "b": [None, {"c": None}], "d": 1.5}
     assert json.loads(line, parse_constant=refuse) == expected
     assert json_line({"x": "NaN", "y": 2}) == '{"x": "NaN", "y": 2}\n'
+
+
+@pytest.mark.parametrize("fmt", ["hf", "trl-dpo"])
+def test_export_shows_critics_progress_not_datasets_own_bars(tmp_path: Path, fmt: str) -> None:
+    from typer.testing import CliRunner
+
+    from critic.cli import app
+
+    db, _, _ = filled_store(tmp_path)
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "out"), "--db", db, "--format",
+                                      fmt, "--all-runs"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "export" in result.stderr and "items/s" in result.stderr  # critic's own bar
+    for datasets_bar in ("Saving the dataset", "Generating train split", "examples/s"):
+        assert datasets_bar not in result.stderr

@@ -198,9 +198,10 @@ def test_prompt_field_repeats_to_join_columns_and_one_field_keeps_the_runs_key(
 
     old_fields = {"id": "idx", "prompt": "instruction", "response": "response1", "text": None,
                   "a": None, "b": None}  # fmt: skip
-    identity = {**label_identity(Sampling()), "fields": old_fields}
+    sampling = Sampling(top_logprobs=5)  # `critic label`'s default with the fake backend
+    identity = {**label_identity(sampling), "fields": old_fields}
     fields = Fields(id="idx", prompt=("instruction",), response="response1")
-    assert label_identity(Sampling(), fields) == identity
+    assert label_identity(sampling, fields) == identity
     c = load_constitution("harmlessness")
     key = run_key("label", c.hash, Templates.load().hash(LABEL_TEMPLATES), "fake",
                   store.run(run_single).model, identity, source_name(path))  # fmt: skip

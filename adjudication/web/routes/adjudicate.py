@@ -10,8 +10,10 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
 from ...errors import LeaseError, QueueError
+from ...evidence import read
 from ...models import Decision, Queue, User
 from ...parts import parts_of, visible
+from ...raters import timing, too_fast
 from ...rules import blind_for, is_gap_note, same_answer
 from .. import metrics
 from ..deps import (
@@ -177,6 +179,12 @@ def dashboard(request: Request, w: WebState, me: Adjudicator, queue: str) -> Res
         "burn": metrics.burn_down(lines, now),
         "overrides": metrics.overrides_by_principle(lines, decided),
         "throughput": {t.reviewer: t for t in metrics.throughput(decided, now)},
+        # Scripted reviewers make decisions per hour meaningless: say so beside the figure.
+        "too_fast": {
+            name: flag
+            for name, seconds in timing(read(w.store, queue).judgments).items()
+            if (flag := too_fast(seconds)) is not None
+        },
         "recent": decided[-30:][::-1],
         # In a blind queue, an accept on an item still open for review names the critic's label
         # to an adjudicator who may review the item next.
@@ -215,7 +223,18 @@ def item_history(
         "draft": draft_view(item, draft, task.draft_label),
         "principles": principles(task.principle_ids, draft),
         "decisions": w.store.decisions(queue, item_id),
-        "events": w.store.history(queue, item_id),
+        # Gold items must look like any other item to everyone who may review them: their
+        # known answer and scores are for admins only.
+        "events": [
+            e
+            for e in w.store.history(queue, item_id)
+            if me.role == "admin" or not e.kind.startswith("gold")
+        ],
+        "gold": (
+            [g for g in w.store.gold_results(queue) if g.item_id == item_id]
+            if me.role == "admin"
+            else []
+        ),
         "notice": NOTICES.get(notice),
     }
     return w.render(request, "item.html", context)

@@ -1,4 +1,4 @@
-"""Admin pages: queues, who works in which queue, and users."""
+"""Admin pages: queues, who works in which queue, reviewer quality, and users."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
 from ...errors import QueueError
+from ...evidence import rater_report
 from ...models import ROLES, Queue, Role
 from ..auth import Busy, hash_password
 from ..deps import (
@@ -185,6 +186,16 @@ def change_members(
     except QueueError as exc:
         return _members_page(request, w, q, error=str(exc), status=400)
     return redirect(f"{queue_path(queue)}/members", notice="members")
+
+
+# -- reviewer quality ------------------------------------------------------------------------
+
+
+@router.get("/q/{queue}/raters")
+def raters(request: Request, w: WebState, me: Admin, queue: str) -> Response:
+    """Per reviewer: gold accuracy, κ with peers, timing, the critic's label, undo rate, flags."""
+    q = w.store.queue(queue)
+    return w.render(request, "raters.html", {"q": q, "report": rater_report(w.store, q.name)})
 
 
 # -- users -----------------------------------------------------------------------------------
