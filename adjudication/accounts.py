@@ -246,12 +246,13 @@ class Accounts(StoreBase):
             return [user_of(row) for row in rows]
 
     def queues_for(self, user: str) -> list[Queue]:
-        """The queues a user may work in, by name: every queue for an admin, none if inactive."""
+        """The queues a user may work in, by name: every queue for an admin, none if inactive;
+        archived queues are left out."""
         with self._read() as conn:
             u = self._user_row(conn, user)
             if not u["active"]:
                 return []
-            query = select(queues).order_by(queues.c.name)
+            query = select(queues).where(queues.c.archived_at.is_(None)).order_by(queues.c.name)
             if u["role"] != "admin":
                 query = query.join(queue_members, queue_members.c.queue_id == queues.c.id).where(
                     queue_members.c.user_id == u["id"]

@@ -18,8 +18,9 @@ from .errors import LeaseError, QueueError
 from .models import Claim, ClaimKind, Decision
 from .reports import Reports
 from .rows import decision_of, snapshot, task_of
-from .rules import claim_kinds
+from .rules import blind_for, claim_kinds
 from .schema import claims, tasks
+from .settings import refuse_archived
 
 
 class Claims(Reports):
@@ -42,6 +43,7 @@ class Claims(Reports):
         """
         with self._write() as conn:
             q = self._queue_row(conn, queue)
+            refuse_archived(q, "claims")
             u = self._user_row(conn, user, lock=True)
             kinds = claim_kinds(user, u["role"], u["active"], kind)
             self._require_member(conn, q, u)
@@ -114,7 +116,7 @@ class Claims(Reports):
             held, task, q = self._held(conn, token)
             now = self._now()
             self._require_live(held, task, q, now)
-            if not q["blind"] or held["kind"] != "review":
+            if not blind_for(q["blind"], task["blind"]) or held["kind"] != "review":
                 raise QueueError(
                     f"queue {q['name']!r} is not blind: there is nothing to pick before deciding",
                     hint="decide with accept or a label",
@@ -258,6 +260,7 @@ class Claims(Reports):
     ) -> Claim:
         view = task_of(q["name"], task)
         answers: tuple[Decision, ...] = ()
+        blind = claim["kind"] == "review" and blind_for(q["blind"], task["blind"])
         if claim["kind"] == "adjudication":
             rows = conn.execute(st.ROUND_REVIEWS, {"task_id": task["id"], "round": task["round"]})
             answers = tuple(decision_of(row) for row in rows.mappings())
@@ -266,7 +269,7 @@ class Claims(Reports):
                 # A gold item looks like any item waiting for its first review.
                 view = replace(view, state="pending", round=1, reviews=0, final_label=None,
                                final_source=None, final_edit=None, rejected=False)  # fmt: skip
-            if q["blind"]:
+            if blind:
                 view = replace(view, draft={}, draft_label=None, confidence=None)
                 if claim.get("pick") is None:
                     # Why the critic sent the item and what it cited come from the draft too.
@@ -281,6 +284,7 @@ class Claims(Reports):
             expires_at=claim["expires_at"],
             answers=answers,
             pick=claim.get("pick"),
+            blind=blind,
         )
 
     def _held(self, conn: Connection, token: str) -> tuple[RowMapping, RowMapping, RowMapping]:

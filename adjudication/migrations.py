@@ -275,6 +275,33 @@ def _006_webhooks(conn: Connection, now: datetime) -> None:
     ).create(conn)
 
 
+def _007_queue_settings(conn: Connection, now: datetime) -> None:
+    """Queues that change and explain themselves: a description, the item fields hidden from
+    reviewers, an archived time; per task, the guidelines it is reviewed under and its pinned
+    blindness (set when the queue's blindness changes after the task was claimed); and the
+    guidelines themselves, one set per version of what feeds the queue."""
+    conn.execute(text("ALTER TABLE queues ADD COLUMN description TEXT"))
+    conn.execute(text("ALTER TABLE queues ADD COLUMN hidden_fields JSON"))
+    conn.execute(text(f"ALTER TABLE queues ADD COLUMN archived_at {_timestamp(conn)}"))
+    conn.execute(text("ALTER TABLE tasks ADD COLUMN guidelines VARCHAR(200)"))
+    conn.execute(text("ALTER TABLE tasks ADD COLUMN blind BOOLEAN"))
+    md = MetaData()
+    Table("queues", md, Column("id", Integer, primary_key=True))  # for the foreign key only
+    Table(
+        "queue_guidelines",
+        md,
+        Column("queue_id", Integer, ForeignKey("queues.id"), primary_key=True),
+        Column("key", String(200), primary_key=True),
+        Column("content", JSON, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+    ).create(conn)
+
+
+def _timestamp(conn: Connection) -> str:
+    """The SQL type `UTCDateTime` columns have on this database."""
+    return "TIMESTAMP WITHOUT TIME ZONE" if conn.dialect.name == "postgresql" else "DATETIME"
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _001_initial,
     _002_queue_members,
@@ -282,6 +309,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _004_task_origin,
     _005_gold_items,
     _006_webhooks,
+    _007_queue_settings,
 )
 LATEST = len(MIGRATIONS)
 

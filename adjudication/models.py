@@ -57,6 +57,12 @@ class NewTask(BaseModel):
         description="what a decision settles: a label, or the draft's `revision` text, which a "
         "reviewer accepts as it is or edits (no label needed)",
     )
+    guidelines: str | None = Field(
+        default=None,
+        max_length=200,
+        description="the key of the queue's guidelines (`Store.set_guidelines`) this item is "
+        "reviewed under (critic: the hash of the constitution that drafted it)",
+    )
 
     @field_validator("draft_label", mode="before")
     @classmethod
@@ -79,6 +85,12 @@ class Queue:
     created_at: datetime
     label_descriptions: dict[str, str] | None = None
     """What each label means, shown to reviewers (a constitution's label descriptions)."""
+    description: str | None = None
+    """What the queue is for, shown to its reviewers."""
+    hidden_fields: tuple[str, ...] = ()
+    """Item fields reviewers are not shown (they stay in the item and in exports)."""
+    archived_at: datetime | None = None
+    """When the queue was archived: hidden from the queue lists, no claims; None while in use."""
     gold_rate: float = 0.0
     """About this share of each reviewer's items are gold items (known answers)."""
 
@@ -119,6 +131,11 @@ class Task:
     updated_at: datetime
     origin: str | None = None
     answer: Answer = "label"
+    guidelines: str | None = None
+    """The key of the queue's guidelines this item is reviewed under (`Store.guidelines`)."""
+    blind: bool | None = None
+    """The item's own blindness, pinned when the queue's changed after it was claimed; None:
+    the queue's (`rules.is_blind`)."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +175,9 @@ class Claim:
     """For an adjudication claim: every reviewer's decision in this round, side by side."""
     pick: str | None = None
     """In a blind queue: the label the reviewer picked before seeing the draft (`Store.pick`)."""
+    blind: bool = False
+    """A review claim under blindness (the queue's, or the item's pinned one): the draft stays
+    hidden until the pick."""
 
 
 @dataclass(frozen=True)
@@ -269,6 +289,8 @@ class TaskLine:
     principle_ids: tuple[str, ...]
     created_at: datetime
     updated_at: datetime
+    blind: bool | None = None
+    """The item's pinned blindness (`Task.blind`); None: the queue's."""
 
 
 @dataclass(frozen=True)

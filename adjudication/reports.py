@@ -88,9 +88,10 @@ class Reports(StoreBase):
                     tasks.c.principle_ids,
                     tasks.c.created_at,
                     tasks.c.updated_at,
+                    tasks.c.blind,
                 ).where(tasks.c.queue_id == q["id"])
             ).all()
-        return [TaskLine(r[0], r[1], r[2], tuple(r[3] or ()), r[4], r[5]) for r in rows]
+        return [TaskLine(r[0], r[1], r[2], tuple(r[3] or ()), r[4], r[5], r[6]) for r in rows]
 
     def decision_lines(self, queue: str) -> list[DecisionLine]:
         """Every decision of a queue, oldest first, without the edited fields."""

@@ -42,6 +42,9 @@ def queue_of(row: RowMapping) -> Queue:
         ordinal=row["ordinal"],
         created_at=row["created_at"],
         label_descriptions=row.get("label_descriptions"),
+        description=row.get("description"),
+        hidden_fields=tuple(row.get("hidden_fields") or ()),
+        archived_at=row.get("archived_at"),
         gold_rate=row.get("gold_rate") or 0.0,
     )
 
@@ -79,4 +82,6 @@ def task_of(queue: str, row: Mapping[Any, Any]) -> Task:
         updated_at=row["updated_at"],
         origin=row.get("origin"),
         answer=row.get("answer") or "label",
+        guidelines=row.get("guidelines"),
+        blind=row.get("blind"),
     )

@@ -138,6 +138,12 @@ class Rules:
     """What the decision settles: a label, or the draft's revision text (see `NewTask.answer`)."""
 
 
+def blind_for(queue_blind: bool, task_blind: bool | None) -> bool:
+    """An item's blindness: its own, pinned when the queue's changed after it was first claimed
+    (`Store.edit_queue`), else the queue's."""
+    return queue_blind if task_blind is None else task_blind
+
+
 def require_pick(queue: str, item: str, blind: bool, action: str, pick: str | None) -> None:
     """Refuse accept and edit on a blind review claim whose reviewer has not picked yet.
 
@@ -293,6 +299,23 @@ def settle(reviews: Sequence[Mapping[Any, Any]]) -> dict[str, Any]:
         return {"state": "adjudication"}
     first = reviews[0]
     return final(first["label"], first["action"] == "reject", first["edit"], "human")
+
+
+GAP_PREFIX = "[constitution gap] "
+"""Note prefix of an escalation that flags a gap in the constitution (the review page's key)."""
+
+GAP_NOTE = re.compile(
+    r"^\s*\[constitution gap\]|#(?:constitution[-_]?)?gap\b|^\s*(?:constitution[ -])?gap\s*:",
+    re.I,
+)
+"""A note that flags a constitution gap: the review page's `[constitution gap] ` prefix (its
+"flag a gap" key escalates with it), `#gap` or `#constitution-gap` anywhere, or `gap:` first.
+One rule for every count of gaps: the queue dashboard and `critic constitution stats`."""
+
+
+def is_gap_note(note: str | None) -> bool:
+    """Whether a reviewer's note flags a gap in the constitution (see `GAP_NOTE`)."""
+    return bool(note and GAP_NOTE.search(note))
 
 
 def rating(kind: str, action: str, label: str | None) -> str | None:

@@ -62,6 +62,11 @@ queues = Table(
     Column("label_descriptions", JSON, nullable=True),
     # Share of each reviewer's items that are gold items (known answers), interleaved.
     Column("gold_rate", Float, nullable=False, server_default="0"),
+    # What the queue is for, shown to its reviewers; the item fields they must not see (gold
+    # columns such as a dataset's own preference); archived queues are hidden and take no claims.
+    Column("description", Text, nullable=True),
+    Column("hidden_fields", JSON, nullable=True),
+    Column("archived_at", UTCDateTime, nullable=True),
     CheckConstraint("overlap >= 1", name="ck_queues_overlap"),
     CheckConstraint("lease_seconds >= 1", name="ck_queues_lease"),
 )
@@ -109,6 +114,11 @@ tasks = Table(
     Column("answer", String(20), nullable=False, server_default="label"),
     # A gold item's known answer: every reviewer sees it once; it never settles or ships.
     Column("gold_label", Text, nullable=True),
+    # Which of the queue's guidelines (`queue_guidelines.key`) the item is reviewed under.
+    Column("guidelines", String(200), nullable=True),
+    # The queue's blindness as it held when the item was first claimed, pinned when the queue's
+    # blindness changes later (NULL: the item follows the queue).
+    Column("blind", Boolean, nullable=True),
     UniqueConstraint("queue_id", "item_id", name="uq_tasks_queue_item"),
     CheckConstraint("state IN ('pending', 'adjudication', 'done')", name="ck_tasks_state"),
     CheckConstraint("answer IN ('label', 'revision')", name="ck_tasks_answer"),
@@ -179,6 +189,17 @@ events = Table(
     Column("before", JSON, nullable=True),
     Column("after", JSON, nullable=True),
     Index("ix_events_task", "task_id", "id"),
+)
+
+# What reviewers read beside each item: one set of guidelines per version of what feeds the
+# queue (critic: per constitution hash), as a JSON object (`adjudication.guidelines.Guidelines`).
+queue_guidelines = Table(
+    "queue_guidelines",
+    metadata,
+    Column("queue_id", Integer, ForeignKey("queues.id"), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("content", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
 )
 
 # Secrets the app generates and keeps (the web app's cookie-signing key when none is given).

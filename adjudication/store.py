@@ -48,6 +48,7 @@ from .rows import decision_of, queue_of, snapshot, task_of
 from .rules import (
     Rules,
     answer,
+    blind_for,
     check_name,
     check_queue_settings,
     claim_kinds,
@@ -58,6 +59,7 @@ from .rules import (
     settle,
 )
 from .schema import claims, decisions, events, queues, tasks
+from .settings import Settings, refuse_archived
 
 __all__ = ["UNDO_SECONDS", "Clock", "Store", "open_store", "utc_now"]
 
@@ -79,7 +81,7 @@ def open_store(url: str, *, clock: Clock = utc_now, busy_timeout: float = 30.0) 
     return Store(engine_for(url, busy_timeout), clock)
 
 
-class Store(Claims, Gold, Accounts):
+class Store(Claims, Gold, Accounts, Settings):
     """A handle on one queue database; safe to share between threads. Use `open_store`."""
 
     # -- queues and users -------------------------------------------------------------------
@@ -166,10 +168,11 @@ class Store(Claims, Gold, Accounts):
         """Give a queue the label set of what feeds it (a run's constitution), with what each
         label means.
 
-        A queue created without labels takes these; a queue with the same labels (matched as
-        `match_label` does) keeps its own spelling and gains the descriptions it lacks. A queue
-        whose labels differ is refused, naming both sets: its decisions would not be labels the
-        feeding run knows. Recorded as a `labels_adopted` event when anything changes.
+        A queue created without labels takes these; a queue that has every one of them
+        (matched as `match_label` does; an admin may have added labels since, see
+        `edit_queue`) keeps its own spelling and gains the descriptions it lacks. A queue
+        lacking any of them is refused, naming both sets: its reviewers could not give a label
+        the feeding run drafts. Recorded as a `labels_adopted` event when anything changes.
         """
         wanted = [str(label) for label in labels]
         if not wanted or len({w.casefold() for w in wanted}) != len(wanted):
@@ -178,8 +181,8 @@ class Store(Claims, Gold, Accounts):
             q = self._queue_row(conn, queue)
             have = q["labels"]
             if have is not None:
-                folded = sorted(label.casefold() for label in have)
-                if folded != sorted(w.casefold() for w in wanted):
+                folded = {label.casefold() for label in have}
+                if not {w.casefold() for w in wanted} <= folded:
                     raise QueueError(
                         f"queue {queue!r} has the labels ({', '.join(have)}), but the items "
                         f"sent to it are labelled ({', '.join(wanted)})",
@@ -249,6 +252,7 @@ class Store(Claims, Gold, Accounts):
                 ) from exc
         with self._read() as conn:
             q = self._queue_row(conn, queue)
+        refuse_archived(q, "new items")
         allowed = q["labels"]
         for index, task in enumerate(new):
             if allowed is not None and task.draft_label is not None:
@@ -289,6 +293,8 @@ class Store(Claims, Gold, Accounts):
                 "updated_at": now,
                 "origin": t.origin,
                 "answer": t.answer,
+                "guidelines": t.guidelines,
+                "blind": None,
             }
             for t in batch
         ]
@@ -357,9 +363,10 @@ class Store(Claims, Gold, Accounts):
             if held["pick"] is not None and action in ("accept", "edit") and label != held["pick"]:
                 raise pick_locked(held["pick"])
             # A revision has no label to pick: blindness does not apply to it.
-            blind_review = q["blind"] and kind == "review" and task["answer"] == "label"
+            blind = blind_for(q["blind"], task["blind"])
+            blind_review = blind and kind == "review" and task["answer"] == "label"
             require_pick(q["name"], task["item_id"], blind_review, action, held["pick"])
-            rules = Rules(q["name"], q["labels"], q["blind"], task["item_id"], task["draft_label"],
+            rules = Rules(q["name"], q["labels"], blind, task["item_id"], task["draft_label"],
                           task["answer"])  # fmt: skip
             chosen = answer(rules, kind, action, label, edit)
             spent = (now - held["claimed_at"]).total_seconds() if seconds is None else seconds

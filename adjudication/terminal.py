@@ -28,9 +28,13 @@ from rich.table import Table
 from rich.text import Text
 
 from .errors import LeaseError, QueueError
+from .guidelines import Arranged, GuidelinePrinciple, arrange
 from .models import Action, Claim, Decision, Queue, Task
+from .pairs import captions, pair_draft, words
+from .parts import Parts, parts_of, visible
 from .rules import same_answer
 from .store import Store
+from .text import word_diff
 
 # C0 and C1 control characters (but tab and newline) and the bidirectional controls that can
 # reorder what a reviewer sees ("Trojan Source"), each mapped to a visible escape.
@@ -53,7 +57,7 @@ def inert(value: object, style: str = "") -> Text:
 # -- keys -----------------------------------------------------------------------------------
 
 CommandName = Literal[
-    "accept", "edit", "reject", "skip", "escalate", "note", "undo", "quit", "pick"
+    "accept", "edit", "reject", "skip", "escalate", "note", "undo", "quit", "pick", "guidelines"
 ]
 KEYS: dict[str, CommandName] = {
     "a": "accept",
@@ -63,6 +67,7 @@ KEYS: dict[str, CommandName] = {
     "x": "escalate",
     "n": "note",
     "u": "undo",
+    "g": "guidelines",
     "q": "quit",
 }
 
@@ -108,8 +113,9 @@ def choices(queue: Queue, claim: Claim) -> tuple[str, ...]:
 
 
 def is_blind(queue: Queue, claim: Claim) -> bool:
-    """The reviewer gives their own label without seeing the critic's (adjudicators see all)."""
-    return queue.blind and claim.kind == "review"
+    """The reviewer gives their own label without seeing the critic's (adjudicators see all).
+    The claim says: an item claimed before the queue's blindness changed keeps its own."""
+    return claim.blind
 
 
 def unpicked(queue: Queue, claim: Claim) -> bool:
@@ -175,15 +181,41 @@ def _why(claim: Claim, queue: Queue) -> Text:
     return why
 
 
-def _fields(values: Mapping[str, Any]) -> Text:
+def _fields(values: Mapping[str, Any], judged: str | None = None) -> Text:
     text = Text()
     for index, (key, value) in enumerate(values.items()):
         if index:
             text.append("\n\n")
         text.append_text(inert(key, "bold"))
+        if key == judged:
+            text.append(" (judged by the critic)", style="bold cyan")
         text.append("\n" if isinstance(value, str) and "\n" in value else ": ")
         text.append_text(inert(value))
     return text
+
+
+def _item(task: Task, queue: Queue, parts: Parts | None) -> RenderableType:
+    """The item without its hidden fields; a pair as the prompt, then Response A and
+    Response B side by side, then the rest; the judged field marked."""
+    item = visible(task.item, queue.hidden_fields)
+    parts = parts or parts_of(item, task.draft.get("fields"))
+    if not (parts.pairwise and parts.a in item and parts.b in item):
+        return _fields(item, parts.judged) or Text("(empty)")
+    assert parts.a is not None and parts.b is not None
+    head = {k: item[k] for k in parts.prompt if k in item}
+    rest = {k: v for k, v in item.items() if k not in {*parts.prompt, parts.a, parts.b}}
+    pair = Table.grid(expand=True, padding=(0, 1))
+    pair.add_column(ratio=1)
+    pair.add_column(ratio=1)
+    pair.add_row(
+        Panel(inert(item[parts.a]), title="Response A", title_align="left"),
+        Panel(inert(item[parts.b]), title="Response B", title_align="left"),
+    )
+    shown: list[RenderableType] = [_fields(head)] if head else []
+    shown.append(pair)
+    if rest:
+        shown.append(_fields(rest))
+    return Group(*shown)
 
 
 def _texts_in(values: Mapping[str, Any]) -> dict[str, str]:
@@ -225,7 +257,38 @@ def _findings(findings: Any) -> Text:
     return text
 
 
-def _draft(task: Task) -> Text:
+def _diff(before: str, after: str) -> Text:
+    """A word diff: `[-deleted-]` in red, `{+inserted+}` in green (readable without colour)."""
+    text = Text()
+    for part in word_diff(before, after):
+        if part.op == "del":
+            text.append("[-", style="red").append_text(inert(part.text, "red strike"))
+            text.append("-]", style="red")
+        elif part.op == "ins":
+            text.append("{+", style="green").append_text(inert(part.text, "green"))
+            text.append("+}", style="green")
+        else:
+            text.append_text(inert(part.text))
+    return text
+
+
+def _pair(draft: Mapping[str, Any]) -> Text | None:
+    """A pairwise draft in words: the preference probability, each order's verdict with its
+    rationale."""
+    pair = pair_draft(draft)
+    if pair is None:
+        return None
+    text = Text("\n\npreference\n", style="bold").append_text(inert(pair.summary))
+    if pair.orders:
+        text.append("\n").append_text(inert(pair.orders, "yellow" if pair.disagreeing else "dim"))
+    for verdict in pair.verdicts:
+        text.append("\n  • ").append_text(inert(verdict.sentence))
+        if verdict.rationale:
+            text.append("\n    ").append_text(inert(verdict.rationale, "dim"))
+    return text
+
+
+def _draft(task: Task, item: Mapping[str, Any], parts: Parts | None = None) -> Text:
     draft = task.draft
     text = Text("label: ", style="bold")
     if task.answer == "revision":
@@ -234,11 +297,16 @@ def _draft(task: Task) -> Text:
         text.append("none", style="dim")
     else:
         text.append_text(inert(task.draft_label, "bold green"))
+        if words(task.draft_label) != task.draft_label:
+            text.append_text(inert(f" ({words(task.draft_label)})", "green"))
     if draft.get("failure"):
         text.append("\nthe critic's output failed: ", style="bold red")
         text.append_text(inert(str(draft["failure"])))
         if draft.get("detail"):
             text.append(": ").append_text(inert(str(draft["detail"])))
+    pair = _pair(draft)
+    if pair is not None:
+        text.append_text(pair)
     if draft.get("rationale"):
         text.append("\n\nrationale\n", style="bold").append_text(inert(str(draft["rationale"])))
     rounds = [r for r in draft.get("rounds") or [] if isinstance(r, Mapping)]
@@ -254,8 +322,66 @@ def _draft(task: Task) -> Text:
         )
         text.append_text(_findings(draft.get("findings")))
     if draft.get("revision"):
-        text.append("\n\nrevision\n", style="bold").append_text(inert(str(draft["revision"])))
+        revision = str(draft["revision"])
+        judged = (parts or parts_of(item, draft.get("fields"))).judged
+        original = draft.get("original") or (item.get(judged) if judged else None)
+        if isinstance(original, str) and original and original != revision:
+            text.append("\n\nrevision ", style="bold")
+            text.append("([-removed-] {+added+} against the original reply)\n", style="dim")
+            text.append_text(_diff(original, revision))
+        else:
+            text.append("\n\nrevision\n", style="bold").append_text(inert(revision))
     return text
+
+
+def _principle_lines(text: Text, principles: Sequence[GuidelinePrinciple]) -> None:
+    for p in principles:
+        text.append("\n  ").append_text(inert(p.id, "bold yellow")).append("  ")
+        text.append_text(inert(p.text))
+        for example in p.examples:
+            shown = example.text or example.response or example.prompt or ""
+            text.append("\n      example: ", style="dim").append_text(inert(shown))
+            if example.label:
+                text.append(" → ", style="dim").append_text(inert(example.label, "bold"))
+            if example.explanation:
+                text.append("\n        why: ", style="dim")
+                text.append_text(inert(example.explanation))
+
+
+def _guidelines(queue: Queue, found: Arranged | None) -> Panel:
+    """The guidelines of the version that drafted the item (g shows and hides them)."""
+    text = Text()
+    if queue.description:
+        text.append("this queue: ", style="bold").append_text(inert(queue.description))
+        text.append("\n\n")
+    if found is None:
+        text.append("no guidelines are stored for this item", style="dim")
+        return Panel(text, title="guidelines (g hides them)")
+    g = found.guidelines
+    if g.question:
+        text.append("question: ", style="bold").append_text(inert(g.question)).append("\n\n")
+    if g.instructions:
+        text.append("instructions\n", style="bold").append_text(inert(g.instructions))
+        text.append("\n\n")
+    if g.labels:
+        text.append("labels", style="bold")
+        for label in g.labels:
+            text.append("\n  ").append_text(inert(label.name, "bold green"))
+            text.append("  ").append_text(inert(label.description or "–"))
+        text.append("\n\n")
+    if found.cited:
+        text.append("principles this item cites", style="bold")
+        _principle_lines(text, found.cited)
+        text.append("\n\n")
+    if found.others:
+        text.append("other principles" if found.cited else "principles", style="bold")
+        _principle_lines(text, found.others)
+    title = "guidelines"
+    if g.title:
+        title += f": {g.title}"
+    if g.version:
+        title += f" (version {g.version})"
+    return Panel(text, title=inert(title + " · g hides them"))
 
 
 def _answers(claim: Claim) -> Table:
@@ -273,8 +399,10 @@ def _answers(claim: Claim) -> Table:
 
 def _legend(queue: Queue, claim: Claim, labels: Sequence[str]) -> Text:
     legend = Text("labels ", style="bold")
+    named = captions(labels, queue.label_descriptions)
     for key, label in label_keys(labels).items():
-        legend.append(f" {key} ", style="reverse").append(" ").append_text(inert(label))
+        legend.append(f" {key} ", style="reverse").append(" ")
+        legend.append_text(inert(named[label].words if label in named else label))
         if label == claim.task.draft_label and not is_blind(queue, claim):
             legend.append(" (critic)", style="dim")
         legend.append("  ")
@@ -297,6 +425,9 @@ def render(
     principles: Mapping[str, str] | None = None,
     note: str | None = None,
     message: Text | None = None,
+    fields: Parts | None = None,
+    guidelines: Arranged | None = None,
+    show_guidelines: bool = False,
 ) -> RenderableType:
     """One review screen: why the item is here, the item, the cited principles, the critic's
     draft (or the reviewers' answers to adjudicate), the labels and the keys.
@@ -306,18 +437,26 @@ def render(
             are used too).
         note: the note typed so far, sent with the decision.
         message: the outcome of the last key (trusted text from the loop).
+        fields: which item field is the prompt, the judged response, Response A and B
+            (default: from the draft's `fields`; a blind claim's draft is hidden, so the loop
+            passes them).
+        guidelines: the guidelines of the version that drafted the item.
+        show_guidelines: show them (the g key).
     """
     task = claim.task
     parts: list[RenderableType] = []
     if message is not None:
         parts.append(message)
     parts += [_header(claim, queue, position), _why(claim, queue)]
-    parts.append(Panel(_fields(task.item) or Text("(empty)"), title=inert(f"item {task.item_id}")))
+    parts.append(Panel(_item(task, queue, fields), title=inert(f"item {task.item_id}")))
+    if show_guidelines:
+        parts.append(_guidelines(queue, guidelines))
     cited = None if unpicked(queue, claim) else _principles(task, principles or {})
     if cited is not None:
         parts.append(Panel(cited, title="cited principles"))
     if not is_blind(queue, claim):
-        parts.append(Panel(_draft(task), title="the critic's draft"))
+        item = visible(task.item, queue.hidden_fields)
+        parts.append(Panel(_draft(task, item, fields), title="the critic's draft"))
     if claim.answers:
         parts.append(_answers(claim))
     if note:
@@ -478,12 +617,19 @@ def review(
         settled = False
         try:
             stats = store.stats(queue)
+            # Which field plays which part, and the guidelines, are not the critic's: a blind
+            # claim (whose draft is hidden) reads them from the full task.
+            full = store.task(queue, claim.task.item_id) if claim.blind else claim.task
+            found = store.guidelines(queue, full.guidelines)
+            cited = () if unpicked(q, claim) else claim.task.principle_ids
             screen = _Screen(
                 claim,
                 q,
                 Position(session.seen + 1, stats.pending + stats.adjudication),
                 choices(q, claim),
                 principles(claim.task) if principles else {},
+                parts_of(visible(full.item, q.hidden_fields), full.draft.get("fields")),
+                None if found is None else arrange(found, cited),
             )
             with heartbeat(store, claim.token, every):
                 message, settled = _decide_one(store, screen, keys, console, session, message)
@@ -507,6 +653,8 @@ class _Screen:
     position: Position
     labels: tuple[str, ...]
     principles: Mapping[str, str]
+    fields: Parts | None = None
+    guidelines: Arranged | None = None
 
 
 def _warn(message: str, hint: str | None = None) -> Text:
@@ -569,6 +717,7 @@ def _decide_one(
     claim, q, labels = screen.claim, screen.queue, screen.labels
     item = claim.task.item_id
     note: str | None = None
+    guidelines = False
     while True:
         console.clear()
         console.print(
@@ -580,6 +729,9 @@ def _decide_one(
                 principles=screen.principles,
                 note=note,
                 message=message,
+                fields=screen.fields,
+                guidelines=screen.guidelines,
+                show_guidelines=guidelines,
             )
         )
         message = None
@@ -592,6 +744,9 @@ def _decide_one(
             return None, False
         if command.name == "note":
             note = keys.line("note (empty keeps the current one): ") or note
+            continue
+        if command.name == "guidelines":
+            guidelines = not guidelines
             continue
         label: str | None = None
         try:

@@ -79,6 +79,7 @@ def new_task(
         provenance["principle_texts"] = {p: texts[p] for p in cited if p in texts}
     revision = row.get("task") == "revise" and row["status"] == "drafted"
     return {
+        "guidelines": row["constitution_hash"] or None,
         "item_id": key or row["item_id"],
         "item": row.get("row") or {},
         "draft": {**draft, **provenance},
@@ -123,6 +124,8 @@ def enqueue_review(
                 labels = contents[digest][1]
                 if labels is not None:
                     queues.adopt_labels(queue, labels.labels, labels.descriptions, by="route")
+                if content is not None:
+                    queues.set_guidelines(queue, digest, guidelines(content), by="route")
         spelled = queues.queue(queue).labels
         taken = queues.origins_in(queue, _candidate_keys(batch))
         tasks = []
@@ -145,6 +148,47 @@ def _candidate_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
             keys.append(key)
             key = f"{key}@{row['run_id']}"
     return keys
+
+
+def guidelines(content: str) -> dict[str, Any]:
+    """What reviewers read beside an item (`adjudication.guidelines.Guidelines`), from a stored
+    constitution's canonical JSON: its instructions, labels (or score levels) with what they
+    mean, and principles with their examples."""
+    data = json.loads(content)
+    task = data.get("task") or {}
+    found = label_set(content)
+    labels = [{"name": name, "description": (found.descriptions if found else {}).get(name, "")}
+              for name in (found.labels if found else ())]  # fmt: skip
+    return {
+        "title": data.get("title"),
+        "version": data.get("version"),
+        "kind": task.get("kind"),
+        "instructions": "\n\n".join(
+            text for text in (data.get("description"), data.get("instructions")) if text
+        )
+        or None,
+        "question": task.get("question"),
+        "labels": labels,
+        "principles": [
+            {
+                "id": str(p["id"]),
+                "text": str(p["text"]),
+                "examples": [_example(e) for e in p.get("examples") or ()],
+            }
+            for p in data.get("principles") or ()
+        ],
+    }
+
+
+def _example(example: Mapping[str, Any]) -> dict[str, Any]:
+    label = example.get("label")
+    if label is None and example.get("score") is not None:
+        label = str(example["score"])
+    keys = ("prompt", "response", "text", "explanation")
+    return {
+        **{k: example[k] for k in keys if example.get(k)},
+        **({"label": label} if label else {}),
+    }
 
 
 def _principle_texts(content: str | None) -> dict[str, str]:
@@ -204,6 +248,7 @@ def decided_labels(store: Store, queues: QueueStore, run_ids: Sequence[str]) -> 
 
     policies: dict[str, Policy | None] = {}
     blind: dict[str, bool] = {}
+    pinned: dict[tuple[str, str], bool] = {}
     incomplete: set[str] = set()
     found: list[tuple[FinalRecord, str, Policy]] = []
     for row, record in joined(store, queues, run_ids):
@@ -230,6 +275,12 @@ def decided_labels(store: Store, queues: QueueStore, run_ids: Sequence[str]) -> 
             continue
         if record.queue is not None and record.queue not in blind:
             blind[record.queue] = queues.queue(record.queue).blind
+            # Items claimed before an admin changed the queue's blindness keep their own.
+            pinned.update({(record.queue, o): b for o, b in
+                           queues.blind_origins(record.queue).items()})  # fmt: skip
+        queue_blind = blind.get(record.queue or "", False)
+        was_blind = pinned.get((record.queue or "", origin_of(record.run_id, record.item_id)),
+                               queue_blind)  # fmt: skip
         labels.append(
             Label(
                 confidence=float(record.confidence),
@@ -239,7 +290,7 @@ def decided_labels(store: Store, queues: QueueStore, run_ids: Sequence[str]) -> 
                 threshold=policy.threshold,
                 in_draw=in_draw(record.item_id, policy.seed, policy.calibration_rate,
                                 policy.audit_rate),
-                seen=not blind.get(record.queue or "", False),
+                seen=not was_blind,
                 draw_complete=draw not in incomplete,
             )
         )  # fmt: skip

@@ -42,6 +42,8 @@ NOTICES = {
     "updated": "Updated.",
     "undone": "Undone: your last decision is withdrawn. Here is that item again; decide anew.",
     "members": "Members updated.",
+    "archived": "Archived: the queue is hidden and takes no claims; unarchive it here.",
+    "deleted": "Deleted.",
     "empty": "Nothing for you in this queue right now.",
 }
 
@@ -203,11 +205,14 @@ def queue_for(w: Web, me: User, name: str) -> Queue:
     """The queue `name`, if `me` may work in it. To anyone but an admin, a queue that does not
     exist looks like one they are not in: the answer must not tell which queue names exist."""
     try:
-        return w.store.queue_for(me.name, name)
+        found = w.store.queue_for(me.name, name)
     except NotFoundError as exc:
         if me.role == "admin":
             raise
         raise Forbidden(f"{me.name} asked for {name!r}: {exc.message}") from exc
+    if found.archived_at is not None and me.role != "admin":  # archived: hidden as if not there
+        raise Forbidden(f"{me.name} asked for archived queue {name!r}")
+    return found
 
 
 Signed = Annotated[User, Depends(current_user)]

@@ -8,7 +8,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ..models import DecisionLine, TaskLine
-from .render import GAP_PREFIX
+from ..rules import is_gap_note
+
+MIN_RATE_COUNT = 10
+MIN_RATE_SECONDS = 600.0
+"""A rate per hour is shown only over at least `MIN_RATE_COUNT` events in at least
+`MIN_RATE_SECONDS` (ten minutes): three decisions in four seconds are not 2,700 an hour."""
+
+
+def rate_per_hour(count: int, seconds: float) -> float | None:
+    """`count` per hour over `seconds`, or None when the window is too short or too sparse
+    to mean anything (see `MIN_RATE_COUNT`, `MIN_RATE_SECONDS`)."""
+    if count < MIN_RATE_COUNT or seconds < MIN_RATE_SECONDS:
+        return None
+    return count / seconds * 3600
 
 
 @dataclass(frozen=True)
@@ -17,7 +30,8 @@ class BurnDown:
     open: tuple[int, ...]
     """Items not yet done (pending or awaiting adjudication) at each time."""
     done_per_hour: float | None
-    """Items settled per hour over the last `recent` window."""
+    """Items settled per hour over the last `recent` window (or since the first enqueue, if
+    later); None while that is too short or too sparse to give a rate (`rate_per_hour`)."""
     eta_hours: float | None
     """Hours until the queue is empty at that rate."""
 
@@ -60,9 +74,8 @@ def burn_down(
             s += 1
         counts.append(c - s)
     window_start = now - recent
-    hours = min(recent, now - start).total_seconds() / 3600
     done_recently = sum(1 for t in settled if t > window_start)
-    rate = done_recently / hours if hours > 0 else None
+    rate = rate_per_hour(done_recently, min(recent, now - start).total_seconds())
     remaining = len(lines) - len(settled)
     eta = remaining / rate if rate else None
     return BurnDown(times, tuple(counts), rate, eta)
@@ -78,7 +91,8 @@ class PrincipleOverrides:
     """Of those, rejections and changed labels."""
     edited: int
     gaps: int
-    """Escalations that flag a gap in the constitution."""
+    """Review decisions whose note flags a gap in the constitution (`rules.is_gap_note`, the
+    rule `critic constitution stats` counts by)."""
 
     @property
     def rate(self) -> float | None:
@@ -102,8 +116,8 @@ def overrides_by_principle(
         if task is None or d.kind != "review":
             continue
         for principle in set(task.principle_ids):
+            gaps[principle] += is_gap_note(d.note)
             if d.action == "escalate":
-                gaps[principle] += bool(d.note and d.note.startswith(GAP_PREFIX))
                 continue
             reviews[principle] += 1
             overridden[principle] += d.action == "reject" or d.label != task.draft_label
@@ -126,8 +140,9 @@ class Throughput:
 
     @property
     def per_hour(self) -> float | None:
-        decisions = self.reviews + self.adjudications
-        return decisions / self.seconds * 3600 if self.seconds > 0 else None
+        """Decisions per hour of review time; None under `MIN_RATE_COUNT` decisions or
+        `MIN_RATE_SECONDS` of review time."""
+        return rate_per_hour(self.reviews + self.adjudications, self.seconds)
 
     @property
     def mean_seconds(self) -> float | None:

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from adjudication.pairs import PAIR_KEYS, PairDraft, pair_draft
+from adjudication.parts import Parts, parts_of, visible
 from adjudication.text import DiffPart, Segment, find_spans, highlight, word_diff
 
 # Item fields shown as the item itself, in this order; any other field is listed after them.
@@ -33,9 +35,6 @@ CONVERSATION_FIELDS = ("conversation", "messages")
 HIGH_CONFIDENCE = 0.9
 """Overriding a draft at or above this confidence needs a note."""
 
-GAP_PREFIX = "[constitution gap] "
-"""Note prefix of an escalation that flags a gap in the constitution."""
-
 
 @dataclass(frozen=True)
 class Finding:
@@ -52,6 +51,10 @@ class Finding:
 class Field:
     name: str
     segments: tuple[Segment, ...]
+    caption: str | None = None
+    """What the field is to the reviewer ("Response A"), shown instead of its name."""
+    judged: bool = False
+    """The field the critic judged (marked on the page)."""
 
 
 @dataclass(frozen=True)
@@ -69,9 +72,14 @@ class Principle:
 @dataclass(frozen=True)
 class ItemView:
     fields: tuple[Field, ...]
+    """The item's text, the prompt first (for a pair: only what comes before the pair)."""
     conversation: tuple[Turn, ...]
     other: tuple[tuple[str, str], ...]
     findings: tuple[Finding, ...]
+    pair: tuple[Field, Field] | None = None
+    """Response A and Response B, shown side by side after `fields`."""
+    rest: tuple[Field, ...] = ()
+    """For a pair: the item's other text fields, after the pair."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,8 @@ class DraftView:
     failure: str | None
     rounds: tuple[Mapping[str, Any], ...]
     other: tuple[tuple[str, str], ...] = field(default=())
+    pair: PairDraft | None = None
+    """A pairwise draft in words: the preference probability and each order's verdict."""
 
 
 def as_text(value: Any) -> str:
@@ -121,29 +131,54 @@ def _quote(finding: Mapping[str, Any]) -> str:
     return as_text(finding.get("quote") or finding.get("evidence") or "")
 
 
-def item_view(item: Mapping[str, Any], draft: Mapping[str, Any]) -> ItemView:
-    """The item's text fields and conversation, with the draft's evidence highlighted."""
+def item_view(
+    item: Mapping[str, Any],
+    draft: Mapping[str, Any],
+    *,
+    parts: Parts | None = None,
+    hidden: Iterable[str] = (),
+) -> ItemView:
+    """The item's text fields and conversation, with the draft's evidence highlighted.
+
+    Args:
+        parts: which field is the prompt, the judged response, Response A and B (default: from
+            the draft's `fields`, else the usual names).
+        hidden: fields the queue hides from reviewers; they are left out entirely.
+    """
+    item = visible(item, hidden)
+    parts = parts or parts_of(item, draft.get("fields"))
     raw = findings_of(draft)
     quotes = [(n, _quote(f)) for n, (_, f) in enumerate(raw, start=1) if _quote(f).strip()]
     texts: list[str] = []
-    fields: list[Field] = []
-    for name in TEXT_FIELDS:
-        if name in item and item[name] is not None:
-            text = as_text(item[name])
-            texts.append(text)
-            fields.append(Field(name, highlight(text, quotes)))
+
+    def shown(name: str, caption: str | None = None) -> Field:
+        text = as_text(item[name])
+        texts.append(text)
+        return Field(name, highlight(text, quotes), caption, name == parts.judged)
+
+    paired = {parts.a, parts.b} - {None}
+    names = [*parts.prompt, *([parts.judged] if parts.judged else []), *TEXT_FIELDS]
+    present = [n for n in dict.fromkeys(names) if n in item and item[n] is not None]
+    fields = [shown(n) for n in present if n not in paired]
+    pair = None
+    rest: list[Field] = []
+    if parts.pairwise and parts.a in item and parts.b in item:
+        assert parts.a is not None and parts.b is not None
+        pair = (shown(parts.a, "Response A"), shown(parts.b, "Response B"))
+        rest = [f for f in fields if f.name not in parts.prompt]
+        fields = [f for f in fields if f.name in parts.prompt]
     turns: list[Turn] = []
-    shown = set(TEXT_FIELDS)
+    listed = {*present, *paired}
     for name in CONVERSATION_FIELDS:
         value = item.get(name)
         if isinstance(value, list) and all(isinstance(t, Mapping) for t in value):
-            shown.add(name)
+            listed.add(name)
             for turn in value:
                 text = as_text(turn.get("content", ""))
                 texts.append(text)
                 turns.append(Turn(as_text(turn.get("role", "?")), highlight(text, quotes)))
             break
-    other = tuple((k, as_text(v)) for k, v in item.items() if k not in shown)
+    other = tuple((k, as_text(v)) for k, v in item.items() if k not in listed)
     # A quote may come from the draft's original reply rather than a field of the item.
     original = _str(draft.get("original"))
     if original is not None and original not in texts:
@@ -160,7 +195,7 @@ def item_view(item: Mapping[str, Any], draft: Mapping[str, Any]) -> ItemView:
         )
         for n, (round_number, f) in enumerate(raw, start=1)
     )
-    return ItemView(tuple(fields), tuple(turns), other, findings)
+    return ItemView(tuple(fields), tuple(turns), other, findings, pair, tuple(rest))
 
 
 _DRAFT_SHOWN = {
@@ -177,6 +212,7 @@ _DRAFT_SHOWN = {
     "principle_texts",
     "failure",
     "detail",
+    "fields",
 }
 
 
@@ -198,6 +234,8 @@ def draft_view(
     failure = _str(draft.get("failure"))
     if failure and _str(draft.get("detail")):
         failure = f"{failure}: {draft['detail']}"
+    pair = pair_draft(draft)
+    shown = _DRAFT_SHOWN | PAIR_KEYS if pair is not None else _DRAFT_SHOWN
     return DraftView(
         label=draft_label,
         rationale=_str(draft.get("rationale")),
@@ -207,7 +245,8 @@ def draft_view(
         diff=diff,
         failure=failure,
         rounds=rounds,
-        other=tuple((k, as_text(v)) for k, v in draft.items() if k not in _DRAFT_SHOWN),
+        other=tuple((k, as_text(v)) for k, v in draft.items() if k not in shown),
+        pair=pair,
     )
 
 

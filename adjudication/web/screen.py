@@ -6,7 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..guidelines import Arranged, arrange
 from ..models import Claim, ClaimKind, Decision, Queue, Task, User
+from ..pairs import Caption, captions
+from ..parts import parts_of, visible
+from ..rules import blind_for
 from .deps import Forbidden, Web
 from .render import draft_view, item_view, principles
 
@@ -30,18 +34,30 @@ class Screen:
     draft: Any
     principles: Any
     pick: str | None
+    blind: bool = False
+    """A review under blindness (the queue's, or the item's own pinned one)."""
+    guidelines: Arranged | None = None
+    """The guidelines of the version that drafted the item; None when none are stored."""
+    captions: dict[str, Caption] | None = None
+    """The queue's labels as their buttons read ("Response A" for a pairwise `A`)."""
 
 
 def screen(w: Web, me: User, q: Queue, claim: Claim) -> Screen:
     """The screen for `claim`. In a blind review queue nothing derived from the draft shows
     until the reviewer's own pick is recorded on the claim (`Store.pick`): not the draft, its
     label or confidence, why the item was sent, the principles it cites, nor the item's place
-    in the queue's order (which is by confidence)."""
-    blind = claim.kind == "review" and q.blind
+    in the queue's order (which is by confidence). The guidelines and which field plays which
+    part are not the critic's and show from the start."""
+    blind = claim.blind
     pick = claim.pick if blind else None
     revealed = not blind or pick is not None
-    task = w.store.task(q.name, claim.task.item_id) if blind and revealed else claim.task
+    full = w.store.task(q.name, claim.task.item_id) if blind else claim.task
+    task = full if revealed else claim.task
     draft = task.draft if revealed else {}
+    item = visible(task.item, q.hidden_fields)
+    parts = parts_of(item, full.draft.get("fields"))
+    found = w.store.guidelines(q.name, full.guidelines)
+    cited = task.principle_ids if revealed else ()
     return Screen(
         claim=claim,
         task=task,
@@ -50,10 +66,13 @@ def screen(w: Web, me: User, q: Queue, claim: Claim) -> Screen:
         ahead=w.store.position(q.name, claim.task.item_id) if revealed else None,
         pending=w.pending(q.name),
         expires_in=max(0.0, (claim.expires_at - w.now()).total_seconds()),
-        item=item_view(task.item, draft),
-        draft=draft_view(task.item, draft, task.draft_label if revealed else None),
+        item=item_view(item, draft, parts=parts),
+        draft=draft_view(item, draft, task.draft_label if revealed else None),
         principles=principles(task.principle_ids, draft) if revealed else (),
         pick=pick,
+        blind=blind,
+        guidelines=None if found is None else arrange(found, cited),
+        captions=captions(q.labels, q.label_descriptions),
     )
 
 
@@ -61,10 +80,10 @@ def sees_draft(w: Web, me: User, q: Queue, token: str) -> bool:
     """Whether the holder of claim `token` has been shown the draft: always, but in a blind
     queue only once their pick is recorded on that claim (a claim that is not live counts as
     unpicked; the store answers a retried decision on it by itself)."""
-    if not q.blind:
-        return True
     held = w.store.held(q.name, me.name, kind="review")
-    return held is not None and held.token == token and held.pick is not None
+    if held is None or held.token != token:
+        return not q.blind
+    return not held.blind or held.pick is not None
 
 
 def draft_hidden(w: Web, me: User, q: Queue, task: Task) -> bool:
@@ -72,7 +91,7 @@ def draft_hidden(w: Web, me: User, q: Queue, task: Task) -> bool:
     while the item is open for review and `me` (who may review it, if an adjudicator or admin)
     has not picked a label for it in this round."""
     return (
-        q.blind
+        blind_for(q.blind, task.blind)
         and task.state == "pending"
         and w.store.picked(q.name, task.item_id, me.name) is None
     )

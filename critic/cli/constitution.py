@@ -492,6 +492,14 @@ def constitution_stats(
             help="Only items drafted under this constitution id.",
         ),
     ] = None,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            "--version",
+            help="Only items drafted under this constitution version (e.g. 1.1, or a hash "
+            "prefix); decisions always count under the version that drafted their item.",
+        ),
+    ] = None,
     html: Annotated[
         Path | None,
         typer.Option(
@@ -509,13 +517,15 @@ def constitution_stats(
     confidence: IntervalOpt = 0.95,
     json_out: JsonOpt = False,
 ) -> None:
-    """What humans overturn, by principle: override rate with an exact interval, agreement,
-    constitution-gap flags (notes with #gap) and examples."""
+    """What humans overturn, by principle and constitution version: override rate with an
+    exact interval, agreement, constitution-gap flags (notes with #gap) and examples, next to
+    each version's own principle text."""
     from critic.workbench import decision_stats, write_stats_html
 
     report = decision_stats(
-        db, queues=queue or [], constitution=constitution, examples=examples, confidence=confidence
-    )
+        db, queues=queue or [], constitution=constitution, version=version, examples=examples,
+        confidence=confidence,
+    )  # fmt: skip
     if html is not None:
         page = write_stats_html(report, html)
         err.print(Text(f"wrote {page}"))
@@ -527,7 +537,7 @@ def constitution_stats(
 
 def _print_stats(report: StatsReport) -> None:
     o = report.overall
-    constitutions = sorted({p.constitution or "?" for p in report.principles})
+    constitutions = report.versions or sorted({p.constitution or "?" for p in report.principles})
     multi = len(constitutions) > 1
     table = Table(
         Column("principle", no_wrap=True), Column("n", no_wrap=True),
@@ -538,7 +548,8 @@ def _print_stats(report: StatsReport) -> None:
                     f"{', '.join(report.queues) or 'none'}"),
     )  # fmt: skip
     for p in [*report.principles, o]:
-        name = f"{p.constitution}:{p.principle}" if multi and p.constitution else p.principle
+        name = (f"{p.constitution} {p.version}:{p.principle}" if multi and p.constitution
+                else p.principle)  # fmt: skip
         note = f"{p.top_notes[0][0]} ×{p.top_notes[0][1]}" if p.top_notes else ""
         rate = "–" if p.override_rate is None else f"{p.override_rate:.0%}"
         table.add_row(
@@ -548,6 +559,14 @@ def _print_stats(report: StatsReport) -> None:
             str(p.escalations), str(p.gap_flags), shown(clip(note, 60)),
         )  # fmt: skip
     out.print(table)
+    texts = Table(Column("version", no_wrap=True), Column("principle", no_wrap=True), "text",
+                  title="principle texts, as each version wrote them")  # fmt: skip
+    for p in report.principles:
+        if p.text is not None:
+            texts.add_row(shown(f"{p.constitution} {p.version}"), shown(p.principle),
+                          shown(p.text))  # fmt: skip
+    if texts.row_count:
+        out.print(texts)
     ex = Table(Column("principle", no_wrap=True), Column("item", no_wrap=True), "critic",
                "human", "note", "text", title="overturned drafts")  # fmt: skip
     for p in report.principles:

@@ -7,6 +7,7 @@ wrote are printed as plain text (rich `Text`), never as console markup.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Any
@@ -16,13 +17,13 @@ from rich.table import Table
 from rich.text import Text
 
 from adjudication.rules import MAX_LEASE_SECONDS, MAX_OVERLAP
-from critic.cli.common import actor, dump, out, queue_store, reports_errors, shown
+from critic.cli.common import actor, dump, err, out, queue_store, reports_errors, shown
 from critic.cli.gold import app as gold_app
 from critic.cli.options import DEFAULT_DB, DbOpt, JsonOpt
 from critic.errors import UsageError
 
 if TYPE_CHECKING:
-    from adjudication import QueueStats, User
+    from adjudication import Queue, QueueStats, User
     from adjudication.agreement import Agreement, AgreementReport
 
 app = typer.Typer(help="Create review queues; see their items, agreement and history.",
@@ -115,19 +116,179 @@ def queue_create(
     if json_out:
         dump({**asdict(queue), "members": members})
         return
-    shape = [f"overlap {queue.overlap}", f"lease {queue.lease_seconds} s"]
-    if queue.blind:
-        shape.append("blind")
-    if queue.labels:
-        shape.append(("scale " if queue.ordinal else "labels ") + ", ".join(queue.labels))
-    if members:
-        shape.append("members " + ", ".join(members))
-    out.print(shown(f"created queue '{queue.name}' ({'; '.join(shape)})"), soft_wrap=True)
+    shape = _shape(queue) + ("; members " + ", ".join(members) if members else "")
+    out.print(shown(f"created queue '{queue.name}' ({shape})"), soft_wrap=True)
     if not members:
         hint = f"only admins can work in it until you add members: critic queue assign {name} USER"
         out.print(shown(hint, "dim"), soft_wrap=True)
     next_step = f"next: critic route --db {db} --policy policy.yaml --queue {queue.name}"
     out.print(shown(next_step, "dim"), soft_wrap=True)
+
+
+def _shape(queue: Queue) -> str:
+    """A queue's settings on one line: `overlap 2; lease 600 s; blind; labels a, b`."""
+    shape = [f"overlap {queue.overlap}", f"lease {queue.lease_seconds} s"]
+    if queue.blind:
+        shape.append("blind")
+    if queue.labels:
+        shape.append(("scale " if queue.ordinal else "labels ") + ", ".join(queue.labels))
+    if queue.hidden_fields:
+        shape.append("hidden fields " + ", ".join(queue.hidden_fields))
+    if queue.archived_at is not None:
+        shape.append("archived")
+    return "; ".join(shape)
+
+
+def _names(text: str | None, flag: str) -> list[str] | None:
+    """A comma-separated list; "" is the empty list (clears the setting)."""
+    if text is None:
+        return None
+    names = [part.strip() for part in text.split(",")]
+    if names == [""]:
+        return []
+    if not all(names):
+        raise UsageError(
+            f"{flag} {text!r} has an empty name", hint=f"separate by commas: {flag} a,b"
+        )
+    return names
+
+
+@app.command("edit")
+@reports_errors
+def queue_edit(
+    name: Annotated[str, typer.Argument(help="The queue's name.")],
+    db: DbOpt = DEFAULT_DB,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            help="The new label list, comma-separated. Once decisions use the labels, only "
+            "additions are allowed; labels in use are always kept.",
+        ),
+    ] = None,
+    overlap: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=MAX_OVERLAP,
+            help="Reviews per item. Open items need the new number; lowering it settles the "
+            "open items that already have enough reviews.",
+        ),
+    ] = None,
+    blind: Annotated[
+        bool | None,
+        typer.Option(
+            "--blind/--not-blind",
+            help="Reviewers pick a label before they see the critic's draft. Applies to items "
+            "nobody has claimed yet; claimed items keep theirs.",
+        ),
+    ] = None,
+    lease_seconds: Annotated[
+        int | None,
+        typer.Option(min=1, max=MAX_LEASE_SECONDS, help="How long a claim lasts unrenewed."),
+    ] = None,
+    description: Annotated[
+        str | None,
+        typer.Option(help='What the queue is for, shown to reviewers ("" clears it).'),
+    ] = None,
+    hide_fields: Annotated[
+        str | None,
+        typer.Option(
+            "--hide-fields",
+            help="Item fields reviewers are not shown, comma-separated, e.g. a dataset's gold "
+            'column ("" shows every field). They stay in the items and in exports.',
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Change a queue's labels, overlap, blindness, lease, description or hidden fields.
+
+    Every change is recorded in the queue's history (`queue_edited`)."""
+    with queue_store(db) as store:
+        queue = store.edit_queue(
+            name,
+            labels=_labels(labels),
+            overlap=overlap,
+            blind=blind,
+            lease_seconds=lease_seconds,
+            description=description,
+            hidden_fields=_names(hide_fields, "--hide-fields"),
+            by=actor(),
+        )
+    if json_out:
+        dump(asdict(queue))
+        return
+    out.print(shown(f"queue '{queue.name}': {_shape(queue)}"), soft_wrap=True)
+    if queue.description:
+        out.print(shown(queue.description, "dim"), soft_wrap=True)
+
+
+@app.command("archive")
+@reports_errors
+def queue_archive(
+    name: Annotated[str, typer.Argument(help="The queue's name.")],
+    db: DbOpt = DEFAULT_DB,
+) -> None:
+    """Hide a queue: no new items or claims; its decisions and history stay (unarchive undoes)."""
+    with queue_store(db) as store:
+        store.archive_queue(name, by=actor())
+    out.print(shown(f"archived queue '{name}' (critic queue unarchive {name} brings it back)"),
+              soft_wrap=True)  # fmt: skip
+
+
+@app.command("unarchive")
+@reports_errors
+def queue_unarchive(
+    name: Annotated[str, typer.Argument(help="The queue's name.")],
+    db: DbOpt = DEFAULT_DB,
+) -> None:
+    """Bring an archived queue back into use."""
+    with queue_store(db) as store:
+        store.archive_queue(name, archived=False, by=actor())
+    out.print(shown(f"queue '{name}' is in use again"), soft_wrap=True)
+
+
+@app.command("delete")
+@reports_errors
+def queue_delete(
+    name: Annotated[str, typer.Argument(help="The queue's name.")],
+    db: DbOpt = DEFAULT_DB,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Delete a queue that has items, with its items, claims and decisions (exports "
+            "then no longer see them). Asks you to type the queue's name.",
+        ),
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="With --force: do not ask (for scripts).")
+    ] = False,
+) -> None:
+    """Delete a queue: an empty one at once, one with items only with --force."""
+    with queue_store(db) as store:
+        if force and not yes:
+            tasks = store.stats(name).tasks
+            if tasks:
+                _confirm_delete(name, tasks)
+        gone = store.delete_queue(name, force=force, by=actor())
+    text = f"deleted queue '{gone.queue}'"
+    if gone.items:
+        text += f" with {gone.items} item(s) and {gone.decisions} decision(s)"
+    out.print(shown(text), soft_wrap=True)
+
+
+def _confirm_delete(name: str, tasks: int) -> None:
+    """Ask for the queue's name on a terminal; refuse without one (use --yes in scripts)."""
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"queue '{name}' has {tasks} item(s); deleting it with --force needs a "
+            "confirmation, and there is no terminal to ask on",
+            hint=f"add --yes: critic queue delete {name} --force --yes",
+        )
+    err.print(shown(f"queue '{name}' has {tasks} item(s); their decisions go with them."))
+    typed = input(f"type the queue's name ({name}) to delete it: ").strip()
+    if typed != name:
+        raise UsageError("not deleted: the name typed does not match", hint="nothing changed")
 
 
 def _print_membership(
@@ -196,10 +357,15 @@ def queue_members(
 
 @app.command("list")
 @reports_errors
-def queue_list(db: DbOpt = DEFAULT_DB, json_out: JsonOpt = False) -> None:
-    """Every queue with its settings and how many items are open and done."""
+def queue_list(
+    db: DbOpt = DEFAULT_DB,
+    archived: Annotated[bool, typer.Option("--archived", help="List archived queues too.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Every queue in use with its settings and how many items are open and done."""
     with queue_store(db) as store:
-        rows = [(q, store.stats(q.name)) for q in store.queues()]
+        found = [q for q in store.queues() if archived or q.archived_at is None]
+        rows = [(q, store.stats(q.name)) for q in found]
     if json_out:
         dump([{**asdict(q), "tasks": s.tasks, "open": s.pending + s.adjudication,
                 "done": s.done} for q, s in rows])  # fmt: skip
@@ -216,7 +382,7 @@ def queue_list(db: DbOpt = DEFAULT_DB, json_out: JsonOpt = False) -> None:
             shown(q.name),
             str(q.overlap),
             "yes" if q.blind else "no",
-            f"{q.lease_seconds} s",
+            f"{q.lease_seconds} s" + (" · archived" if q.archived_at else ""),
             shown(", ".join(q.labels) if q.labels else "any"),
             str(s.tasks),
             str(s.pending + s.adjudication),
@@ -326,19 +492,23 @@ def _change(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -
 @reports_errors
 def queue_history(
     name: Annotated[str, typer.Argument(help="The queue's name.")],
-    item_id: Annotated[str, typer.Argument(help="The item's id.")],
+    item_id: Annotated[
+        str | None,
+        typer.Argument(help="The item's id; without it, the queue's own changes."),
+    ] = None,
     db: DbOpt = DEFAULT_DB,
     json_out: JsonOpt = False,
 ) -> None:
-    """Every event of one item, oldest first: who did what, when, and what it changed."""
+    """Every event of one item (or of the queue itself: created, edited, archived, members),
+    oldest first: who did what, when, and what it changed."""
     from adjudication.terminal import inert
 
     with queue_store(db) as store:
-        events = store.history(name, item_id)
+        events = store.history(name, item_id) if item_id else store.queue_events(name)
     if json_out:
         dump([asdict(event) for event in events])
         return
-    title = inert(f"history of {item_id} in {name}")
+    title = inert(f"history of {item_id} in {name}" if item_id else f"changes of queue {name}")
     table = Table("#", "at", "who", "event", "change", title=title)
     for event in events:
         table.add_row(

@@ -43,7 +43,8 @@ def write_stats_html(report: StatsReport, directory: str | Path) -> Path:
     except OSError as exc:
         raise CriticError(f"{out}: cannot create the report directory: {exc.strerror}") from None
     shown = [p for p in report.principles if p.decisions]
-    names = [f"{p.constitution}:{p.principle}" if p.constitution else p.principle for p in shown]
+    names = [f"{p.constitution} {p.version}:{p.principle}" if p.constitution else p.principle
+             for p in shown]  # fmt: skip
     plots: list[str] = []
     if shown:
         height = 1.2 + 0.35 * len(shown)

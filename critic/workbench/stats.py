@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -10,27 +9,18 @@ from typing import Any
 
 import yaml
 
+from adjudication.rules import GAP_NOTE
+from adjudication.rules import is_gap_note as is_gap_note
 from critic.calibrate import clopper_pearson
 from critic.constitution import (
     parse_constitution,
 )
 from critic.errors import (
     ConstitutionError,
+    UsageError,
 )
 from critic.store import Store
 from critic.workbench.common import snippet
-
-GAP_NOTE = re.compile(
-    r"^\s*\[constitution gap\]|#(?:constitution[-_]?)?gap\b|^\s*(?:constitution[ -])?gap\s*:",
-    re.I,
-)
-"""A note that flags a constitution gap: the review app's `[constitution gap] ` prefix (its
-"flag a gap" key escalates with it), `#gap` or `#constitution-gap` anywhere, or `gap:` first."""
-
-
-def is_gap_note(note: str | None) -> bool:
-    """Whether a reviewer's note flags a gap in the constitution (see `GAP_NOTE`)."""
-    return bool(note and GAP_NOTE.search(note))
 
 
 def _note_key(note: str) -> str:
@@ -56,6 +46,7 @@ class PrincipleStats:
     principle: str
     constitution: str | None
     text: str | None
+    """The principle's text in the version the decisions were made under."""
     items: int
     decisions: int
     """Review decisions that accept, edit or reject (escalations are counted apart)."""
@@ -73,6 +64,9 @@ class PrincipleStats:
     """(note, count, flags a gap) among notes of overriding or gap-flagging decisions: gap
     flags first, then by frequency."""
     examples: tuple[DecisionExample, ...]
+    version: str | None = None
+    """The constitution version the items were drafted under (its `version`; with `@HASH`
+    when two stored contents share one version string)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -88,11 +82,14 @@ class StatsReport:
     confidence: float
     overall: PrincipleStats
     principles: list[PrincipleStats]
+    versions: list[str] = field(default_factory=list)
+    """`ID VERSION` of every constitution version the counted decisions were made under."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "db": self.db,
             "queues": self.queues,
+            "versions": self.versions,
             "confidence": self.confidence,
             "overall": self.overall.to_dict(),
             "principles": [p.to_dict() for p in self.principles],
@@ -130,17 +127,21 @@ def decision_stats(
     *,
     queues: Sequence[str] = (),
     constitution: str | None = None,
+    version: str | None = None,
     examples: int = 3,
     confidence: float = 0.95,
     top_notes: int = 5,
 ) -> StatsReport:
-    """Per principle: how often humans overturn the critic (with an exact interval), reviewer
-    agreement, the most frequent gap flags and notes, and example items.
+    """Per principle and constitution version: how often humans overturn the critic (with an
+    exact interval), reviewer agreement, the most frequent gap flags and notes, and example
+    items. Decisions count under the version that drafted their item, next to that version's
+    own principle text.
 
     Args:
         db: the database holding the review queues (and the runs, for principle texts).
         queues: only these queues (default: all).
         constitution: only items drafted under this constitution id.
+        version: only items drafted under this version (`1.1`, `1.1@HASH` or a hash prefix).
         examples: overridden items kept per principle.
         confidence: of the Clopper–Pearson interval on each override rate.
     """
@@ -148,7 +149,17 @@ def decision_stats(
     from adjudication.store import open_store as open_queue_store
     from critic.store import open_store
 
-    constitution_ids, texts = _constitution_index(open_store(db))
+    runs = open_store(db)
+    try:
+        versions = _constitution_index(runs)
+    finally:
+        runs.close()
+    if version is not None and not any(_is_version(v, version) for v in versions.values()):
+        known = sorted({f"{v.id} {v.label}" for v in versions.values()})
+        raise UsageError(
+            f"--version {version!r}: no stored constitution has that version",
+            hint="stored versions: " + (", ".join(known) or "none (no runs in this database)"),
+        )
     qs = open_queue_store(db)
     try:
         names = [q.name for q in qs.queues()]
@@ -158,15 +169,22 @@ def decision_stats(
         chosen = list(queues) or names
         tallies: dict[tuple[str | None, str], _Tally] = defaultdict(_Tally)
         overall = _Tally()
+        seen: set[str] = set()
         for name in chosen:
             tasks = {t.item_id: t for t in qs.tasks(name)}
             ratings = qs.ratings(name)
             for d in qs.decisions(name):
                 task = tasks[d.item_id]
-                cid = constitution_ids.get(str(task.draft.get("constitution") or ""))
-                if constitution is not None and cid != constitution:
+                digest = str(task.draft.get("constitution") or "")
+                made = versions.get(digest)
+                if constitution is not None and (made is None or made.id != constitution):
                     continue
-                groups = [(cid, p) for p in task.principle_ids] or [(cid, "(none)")]
+                if version is not None and (made is None or not _is_version(made, version)):
+                    continue
+                if made is not None:
+                    seen.add(digest)
+                key = digest if made is not None else None
+                groups = [(key, p) for p in task.principle_ids] or [(key, "(none)")]
                 for tally in [overall, *(tallies[g] for g in groups)]:
                     _count(tally, name, task, d)
                     if d.item_id in ratings:
@@ -176,12 +194,14 @@ def decision_stats(
     alpha = round(1.0 - confidence, 12)  # 1 - 0.95 is 0.05000000000000004 in floating point
 
     def build(key: tuple[str | None, str], t: _Tally) -> PrincipleStats:
-        cid, pid = key
+        digest, pid = key
+        made = versions.get(digest or "")
         agreement = summarize(t.ratings)
         return PrincipleStats(
             principle=pid,
-            constitution=cid,
-            text=texts.get(cid or "", {}).get(pid),
+            constitution=None if made is None else made.id,
+            version=None if made is None else made.label,
+            text=None if made is None else made.texts.get(pid),
             items=len(t.items),
             decisions=t.decisions,
             overrides=t.overrides,
@@ -206,6 +226,7 @@ def decision_stats(
         confidence=confidence,
         overall=build((None, "all"), overall),
         principles=principles,
+        versions=sorted({f"{versions[d].id} {versions[d].label}" for d in seen}),
     )
 
 
@@ -244,18 +265,39 @@ def _count(tally: _Tally, queue: str, task: Any, d: Any) -> None:
                 tally.gap_notes.add(key)
 
 
-def _constitution_index(store: Store) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    """Stored versions: constitution id by hash, and each id's principle texts (newest wins)."""
-    ids: dict[str, str] = {}
-    texts: dict[str, dict[str, str]] = defaultdict(dict)
+@dataclass(frozen=True)
+class _Version:
+    """One stored constitution content: its id, version and principle texts."""
+
+    id: str
+    version: str
+    digest: str
+    texts: dict[str, str]
+    label: str
+    """`version`, with `@HASH` when another stored content has the same id and version."""
+
+
+def _is_version(made: _Version, wanted: str) -> bool:
+    """`--version` names `made`: its version, its label, or a prefix of its hash."""
+    prefix = len(wanted) >= 6 and made.digest.startswith(wanted)
+    return wanted in (made.version, made.label) or prefix
+
+
+def _constitution_index(store: Store) -> dict[str, _Version]:
+    """Every stored constitution version by content hash, each with its own principle texts."""
+    found: dict[str, tuple[str, str, dict[str, str]]] = {}
     for run in store.runs():
         digest = run.constitution_hash
-        if digest in ids:
+        if digest in found:
             continue
         try:
             c = parse_constitution(store.constitution_content(digest) or "", source=digest)
         except (ConstitutionError, yaml.YAMLError):
             continue
-        ids[digest] = c.id
-        texts[c.id].update({p.id: p.text for p in c.principles})
-    return ids, dict(texts)
+        found[digest] = (c.id, c.version, {p.id: p.text for p in c.principles})
+    shared = Counter((cid, version) for cid, version, _ in found.values())
+    return {
+        digest: _Version(cid, version, digest, texts,
+                         version if shared[(cid, version)] == 1 else f"{version}@{digest[:8]}")
+        for digest, (cid, version, texts) in found.items()
+    }  # fmt: skip

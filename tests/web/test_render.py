@@ -126,10 +126,27 @@ def test_burn_down_counts_open_items_and_the_recent_rate() -> None:
     lines = [_line("a", "done", 1), _line("b", "done", 3), _line("c", "pending", 0)]
     burn = burn_down(lines, T0 + timedelta(hours=4), steps=4)
     assert burn.open == (3, 2, 2, 1, 1)
-    assert burn.done_per_hour == 0.5
-    assert burn.eta_hours == 2.0
+    assert burn.done_per_hour is None and burn.eta_hours is None  # 2 settled: too few for a rate
     assert burn.points().startswith("0.0,0.0 ")
     assert burn_down([], T0).times == ()
+    many = [_line(f"d{i}", "done", 1 + i % 3) for i in range(20)] + [_line("open", "pending", 0)]
+    burn = burn_down(many, T0 + timedelta(hours=4), steps=4)
+    assert (burn.done_per_hour, burn.eta_hours) == (5.0, 0.2)
+
+
+def test_rates_need_ten_events_over_ten_minutes() -> None:
+    """Three items settled in a few seconds are not thousands an hour."""
+
+    def settled(n: int) -> list[TaskLine]:
+        at = [T0 + timedelta(seconds=i) for i in range(n)]
+        return [TaskLine(f"q{i}", "done", "safe", (), T0, t) for i, t in enumerate(at)]
+
+    assert burn_down(settled(3), T0 + timedelta(seconds=4)).done_per_hour is None
+    burst = settled(50)
+    assert burn_down(burst, T0 + timedelta(seconds=60)).done_per_hour is None  # under 10 min
+    assert burn_down(burst, T0 + timedelta(minutes=10)).done_per_hour == 300.0
+    fast = [DecisionLine("x", "rita", "review", "accept", "safe", False, None, 0.5, 1, T0)] * 30
+    assert throughput(fast, T0)[0].per_hour is None  # 15 s of review time
 
 
 def test_overrides_per_principle_and_throughput_per_reviewer() -> None:
@@ -143,6 +160,19 @@ def test_overrides_per_principle_and_throughput_per_reviewer() -> None:
     assert (by_principle["P1"].reviews, by_principle["P1"].overridden) == (2, 1)
     assert by_principle["P1"].rate == 0.5
     assert (by_principle["P2"].rate, by_principle["P2"].gaps) == (1.0, 1)
-    speed = {t.reviewer: t for t in throughput(decided, T0 + timedelta(hours=30))}
-    assert (speed["rita"].reviews, speed["rita"].per_hour, speed["rita"].last_day) == (2, 120.0, 0)
+    steady = [_decision(f"s{i}", "sam", "accept", "safe", 29) for i in range(20)]  # 30 s each
+    speed = {t.reviewer: t for t in throughput(decided + steady, T0 + timedelta(hours=30))}
+    assert (speed["rita"].reviews, speed["rita"].per_hour, speed["rita"].last_day) == (2, None, 0)
     assert speed["rick"].last_day == 1
+    assert speed["sam"].per_hour == 120.0  # 20 decisions over 10 minutes of review time
+
+
+def test_gaps_are_counted_by_the_rule_constitution_stats_uses() -> None:
+    lines = [_line("a", "done", 1, ("P1",)), _line("b", "done", 1, ("P1",))]
+    hashed = [
+        DecisionLine("a", "rita", "review", "accept", "safe", False, "fine #gap", 30.0, 1, T0),
+        DecisionLine("b", "rita", "review", "edit", "unsafe", False, "gap: no rule", 30.0, 1, T0),
+        DecisionLine("b", "adam", "adjudication", "accept", "safe", False, "#gap", 30.0, 1, T0),
+    ]
+    (p1,) = overrides_by_principle(lines, hashed)
+    assert p1.gaps == 2  # review decisions only, as `critic constitution stats` counts them

@@ -148,7 +148,7 @@ async def test_every_post_route_refuses_a_missing_or_foreign_csrf_token(
     await other.get("/")
     foreign = other.csrf()
     paths = _post_routes(app)
-    assert len(paths) == 15  # 13, and since claiming and blind picks are POSTs, 15
+    assert len(paths) == 18  # 15, and a queue's settings, archive and delete: 18
     for path in paths:
         assert (await client.post(path, {})).status_code == 403, path
         assert (await client.post(path, {"csrf": foreign})).status_code == 403, path

@@ -747,7 +747,7 @@ def test_stats_cli(tmp_path: Path) -> None:
         app, ["constitution", "stats", "--db", db, "--html", str(tmp_path / "r")]
     )
     assert result.exit_code == 0, result.output
-    assert "stats · harmlessness · 11 review" in result.stdout
+    assert "stats · harmlessness 1.0 · 11 review" in result.stdout  # the version counted
     assert "│ H2 " in result.stdout and (tmp_path / "r" / "index.html").exists()
     assert "<script>aler" in result.stdout  # shown as plain text, not as console markup
     result = runner.invoke(app, ["constitution", "stats", "--db", db, "--queue", "harn"])

@@ -12,8 +12,9 @@ from fastapi.responses import Response
 from ...errors import LeaseError, QueueError
 from ...evidence import read
 from ...models import Decision, Queue, User
+from ...parts import parts_of, visible
 from ...raters import timing, too_fast
-from ...rules import same_answer
+from ...rules import blind_for, is_gap_note, same_answer
 from .. import metrics
 from ..deps import (
     NOTICES,
@@ -27,7 +28,7 @@ from ..deps import (
     queue_path,
     redirect,
 )
-from ..render import GAP_PREFIX, draft_view, item_view, principles
+from ..render import draft_view, item_view, principles
 from ..screen import Screen, draft_hidden, require_claim, screen, undoable
 
 router = APIRouter(dependencies=[Depends(check_csrf)])
@@ -41,13 +42,14 @@ class Answer:
     """The answer's edited revision as a diff against the original, if it edited one."""
 
 
-def _answers(shown: Screen) -> list[Answer]:
+def _answers(q: Queue, shown: Screen) -> list[Answer]:
     answers = []
+    item = visible(shown.task.item, q.hidden_fields)
     for d in shown.claim.answers:
         edited = dict(shown.task.draft)
         if d.edit:
             edited.update(d.edit)
-        view = draft_view(shown.task.item, edited, d.label) if d.edit else None
+        view = draft_view(item, edited, d.label) if d.edit else None
         answers.append(Answer(d, d.action != "escalate", view))
     return answers
 
@@ -81,7 +83,7 @@ def adjudication_page(
     context = {
         "q": q,
         "s": shown,
-        "answers": _answers(shown),
+        "answers": _answers(q, shown),
         "notice": notice,
         "error": error,
         "last": last,
@@ -105,12 +107,14 @@ def adjudicate(
     token: Text,
     sig: Text,
     item_id: Text,
-    adopt: Text,
+    adopt: Annotated[str, Form()] = "",
     label: OptionalText = None,
     note: Annotated[str, Form()] = "",
 ) -> Response:
-    """Settle a disagreement: adopt the critic's draft, one reviewer's answer, or a new label."""
+    """Settle a disagreement: adopt the critic's draft, one reviewer's answer, or a label (a
+    label button posts only its label)."""
     require_claim(w, me, queue, token, sig, item_id)
+    adopt = adopt or ("label" if label else "")
     q = queue_for(w, me, queue)
     task = w.store.task(queue, item_id)
     action: Any
@@ -166,7 +170,8 @@ def dashboard(request: Request, w: WebState, me: Adjudicator, queue: str) -> Res
     now = w.now()
     lines = w.store.task_lines(queue)
     decided = w.store.decision_lines(queue)
-    gaps = [d for d in decided if d.action == "escalate" and (d.note or "").startswith(GAP_PREFIX)]
+    # The rule `critic constitution stats` counts by: any review decision whose note flags one.
+    gaps = [d for d in decided if d.kind == "review" and is_gap_note(d.note)]
     context = {
         "q": q,
         "stats": w.store.stats(queue),
@@ -183,8 +188,13 @@ def dashboard(request: Request, w: WebState, me: Adjudicator, queue: str) -> Res
         "recent": decided[-30:][::-1],
         # In a blind queue, an accept on an item still open for review names the critic's label
         # to an adjudicator who may review the item next.
-        "open_blind": {t.item_id for t in lines if t.state == "pending"} if q.blind else set(),
+        "open_blind": {
+            t.item_id for t in lines if t.state == "pending" and blind_for(q.blind, t.blind)
+        },
         "gaps": gaps[-20:][::-1],
+        "gap_count": len(gaps),
+        "min_rate_count": metrics.MIN_RATE_COUNT,
+        "min_rate_seconds": metrics.MIN_RATE_SECONDS,
     }
     return w.render(request, "dashboard.html", context)
 
@@ -204,12 +214,13 @@ def item_history(
     # picked, the page shows the item alone, and of its history only who did what when.
     hidden = draft_hidden(w, me, q, task)
     draft: dict[str, Any] = {} if hidden else task.draft
+    item = visible(task.item, q.hidden_fields)
     context = {
         "q": q,
         "task": task,
         "hidden": hidden,
-        "item": item_view(task.item, draft),
-        "draft": draft_view(task.item, draft, task.draft_label),
+        "item": item_view(item, draft, parts=parts_of(item, task.draft.get("fields"))),
+        "draft": draft_view(item, draft, task.draft_label),
         "principles": principles(task.principle_ids, draft),
         "decisions": w.store.decisions(queue, item_id),
         # Gold items must look like any other item to everyone who may review them: their

@@ -55,6 +55,92 @@ def create_queue(
     return redirect(f"{queue_path(name.strip())}/members", notice="created")
 
 
+# -- a queue's settings ----------------------------------------------------------------------
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _settings_page(
+    request: Request,
+    w: Web,
+    q: Queue,
+    *,
+    notice: str | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    context = {
+        "q": q,
+        "stats": w.store.stats(q.name),
+        "changes": w.store.queue_events(q.name)[-30:][::-1],
+        "notice": notice,
+        "error": error,
+    }
+    return w.render(request, "queue_settings.html", context, status=status)
+
+
+@router.get("/q/{queue}/settings")
+def settings(request: Request, w: WebState, me: Admin, queue: str, notice: str = "") -> Response:
+    return _settings_page(request, w, w.store.queue(queue), notice=NOTICES.get(notice))
+
+
+@router.post("/q/{queue}/settings")
+def change_settings(
+    request: Request,
+    w: WebState,
+    me: Admin,
+    queue: str,
+    labels: Annotated[str, Form()] = "",
+    overlap: Annotated[int, Form()] = 1,
+    lease_seconds: Annotated[int, Form()] = 600,
+    blind: Annotated[bool, Form()] = False,
+    description: Annotated[str, Form()] = "",
+    hidden_fields: Annotated[str, Form()] = "",
+) -> Response:
+    """Change what the form shows; every change is one `queue_edited` event."""
+    q = w.store.queue(queue)
+    try:
+        w.store.edit_queue(
+            q.name,
+            labels=_names(labels) or None,
+            overlap=overlap,
+            blind=blind,
+            lease_seconds=lease_seconds,
+            description=description.replace("\r\n", "\n"),
+            hidden_fields=_names(hidden_fields),
+            by=me.name,
+        )
+    except QueueError as exc:
+        return _settings_page(request, w, q, error=str(exc), status=400)
+    return redirect(f"{queue_path(queue)}/settings", notice="updated")
+
+
+@router.post("/q/{queue}/archive")
+def archive(
+    w: WebState, me: Admin, queue: str, archived: Annotated[bool, Form()] = False
+) -> Response:
+    w.store.archive_queue(queue, archived=archived, by=me.name)
+    return redirect(f"{queue_path(queue)}/settings", notice="archived" if archived else "updated")
+
+
+@router.post("/q/{queue}/delete")
+def delete(
+    request: Request, w: WebState, me: Admin, queue: str, confirm: Annotated[str, Form()] = ""
+) -> Response:
+    """Delete a queue: an empty one at once; one with items only when its name is typed."""
+    q = w.store.queue(queue)
+    items = w.store.stats(q.name).tasks
+    if items and confirm.strip() != q.name:
+        error = (
+            f"Not deleted: type the queue's name ({q.name}) to delete it with its {items} items."
+        )
+        return _settings_page(request, w, q, error=error, status=400)
+    w.store.delete_queue(q.name, force=bool(items), by=me.name)
+    return redirect("/", notice="deleted")
+
+
 # -- who works in which queue ----------------------------------------------------------------
 
 

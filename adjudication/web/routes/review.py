@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ...errors import LeaseError, QueueError
 from ...models import Queue, Task, User
-from ...rules import same_answer
+from ...rules import GAP_PREFIX, blind_for, same_answer
 from ..deps import (
     NOTICES,
     Forbidden,
@@ -24,7 +24,7 @@ from ..deps import (
     queue_path,
     redirect,
 )
-from ..render import GAP_PREFIX, needs_note
+from ..render import needs_note
 from ..screen import require_claim, screen, sees_draft, undoable
 from .adjudicate import adjudication_page
 
@@ -47,7 +47,8 @@ def home_page(
 ) -> Response:
     """The queues the user works in, with their counts."""
     rows = [(q, w.store.stats(q.name)) for q in w.store.queues_for(me.name)]
-    context = {"rows": rows, "notice": notice, "error": error}
+    archived = [q for q in w.store.queues() if q.archived_at] if me.role == "admin" else []
+    context = {"rows": rows, "archived": archived, "notice": notice, "error": error}
     return w.render(request, "home.html", context, status=status)
 
 
@@ -175,7 +176,8 @@ def decide(
         revision = revision.replace("\r\n", "\n")
         if revision != original_revision.replace("\r\n", "\n"):
             edit = {"revision": revision}
-    kind, chosen = _review_action(q, task, action or "label", label or pick, edit is not None)
+    blind = blind_for(q.blind, task.blind)
+    kind, chosen = _review_action(blind, task, action or "label", label or pick, edit is not None)
     # Before a blind pick the confidence check would answer against the hidden draft; the store
     # refuses accept and edit then, and reject and escalate need no note.
     seen = sees_draft(w, me, q, token)
@@ -206,7 +208,7 @@ def decide(
 
 
 def _review_action(
-    q: Queue, task: Task, action: str, label: str | None, edited: bool
+    blind: bool, task: Task, action: str, label: str | None, edited: bool
 ) -> tuple[Any, str | None]:
     """The store action and label for what the reviewer pressed."""
     if action == "reject":
@@ -217,7 +219,7 @@ def _review_action(
         raise QueueError(f"unknown decision {action!r}", hint="use the buttons on the page")
     if task.answer == "revision":  # the decision is the revision's text: there is no label
         return ("edit" if edited else "accept"), None
-    if q.blind:
+    if blind:
         if label is None:
             raise QueueError(
                 "this queue is blind: pick your own label first (number keys)",

@@ -14,6 +14,8 @@
   }
 
   function keyName(e) {
+    // Shift with a digit names the digit, whatever the keyboard layout puts on it.
+    if (e.shiftKey && /^Digit[0-9]$/.test(e.code || "")) return "shift+" + e.code.slice(5);
     const key = e.key.length === 1 ? e.key.toLowerCase() : e.key.toLowerCase();
     return (e.ctrlKey || e.metaKey ? "ctrl+" : "") + key;
   }
