@@ -217,7 +217,9 @@ class Claims(Reports):
             rows = conn.execute(st.ROUND_REVIEWS, {"task_id": task["id"], "round": task["round"]})
             answers = tuple(decision_of(row) for row in rows.mappings())
         elif q["blind"]:
-            view = replace(view, draft={}, draft_label=None, confidence=None)
+            # Which input field is which (`fields`: Response A, B) is no judgment: it stays.
+            kept = {"fields": view.draft["fields"]} if "fields" in view.draft else {}
+            view = replace(view, draft=kept, draft_label=None, confidence=None)
         return Claim(
             token=claim["token"],
             queue=q["name"],

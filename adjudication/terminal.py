@@ -30,6 +30,7 @@ from rich.text import Text
 from .errors import LeaseError, QueueError
 from .models import Action, Claim, Queue, Task
 from .store import Store
+from .text import field_titles
 
 # C0 and C1 control characters (but tab and newline) and the bidirectional controls that can
 # reorder what a reviewer sees ("Trojan Source"), each mapped to a visible escape.
@@ -164,12 +165,16 @@ def _why(claim: Claim, queue: Queue) -> Text:
     return why
 
 
-def _fields(values: Mapping[str, Any]) -> Text:
+def _fields(values: Mapping[str, Any], titles: Mapping[str, str] | None = None) -> Text:
+    """The fields, those with a title (`field_titles`: `Response B · rejected`) first."""
+    titles = titles or {}
+    ordered = [(k, values[k]) for k in titles if k in values]
+    ordered += [(k, v) for k, v in values.items() if k not in titles]
     text = Text()
-    for index, (key, value) in enumerate(values.items()):
+    for index, (key, value) in enumerate(ordered):
         if index:
             text.append("\n\n")
-        text.append_text(inert(key, "bold"))
+        text.append_text(inert(titles.get(key, key), "bold"))
         text.append("\n" if isinstance(value, str) and "\n" in value else ": ")
         text.append_text(inert(value))
     return text
@@ -301,7 +306,8 @@ def render(
     if message is not None:
         parts.append(message)
     parts += [_header(claim, queue, position), _why(claim, queue)]
-    parts.append(Panel(_fields(task.item) or Text("(empty)"), title=inert(f"item {task.item_id}")))
+    item = _fields(task.item, field_titles(task.draft)) or Text("(empty)")
+    parts.append(Panel(item, title=inert(f"item {task.item_id}")))
     cited = _principles(task, principles or {})
     if cited is not None:
         parts.append(Panel(cited, title="cited principles"))

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,36 @@ class Segment:
 class DiffPart:
     op: Literal["same", "del", "ins"]
     text: str
+
+
+# -- what each field of the item is ---------------------------------------------------------
+
+#: The parts an input field can play, in the order a review screen shows them, and what each is
+#: called there. A queued draft may say which field played which part (`"fields": {"a":
+#: "chosen", "b": "rejected"}`; critic puts it there), so a reviewer asked for `Response B` sees
+#: which text that is, whatever the dataset calls its fields and in whatever order it has them.
+PARTS = {
+    "prompt": "prompt",
+    "text": "text",
+    "response": "response",
+    "a": "Response A",
+    "b": "Response B",
+}
+
+
+def field_titles(draft: Mapping[str, Any]) -> dict[str, str]:
+    """{input field: its title on a review screen} for the fields the draft says played a part,
+    in the order of `PARTS`: `chosen` as Response A is `Response A · chosen`. Empty when the
+    draft names no parts."""
+    given = draft.get("fields")
+    if not isinstance(given, Mapping):
+        return {}
+    titles: dict[str, str] = {}
+    for part, title in PARTS.items():
+        name = given.get(part)
+        if isinstance(name, str) and name and name not in titles:
+            titles[name] = title if name == title else f"{title} · {name}"
+    return titles
 
 
 # -- evidence highlighting -------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from adjudication.text import DiffPart, Segment, find_spans, highlight, word_diff
+from adjudication.text import DiffPart, Segment, field_titles, find_spans, highlight, word_diff
 
 # Item fields shown as the item itself, in this order; any other field is listed after them.
 TEXT_FIELDS = (
@@ -122,18 +122,22 @@ def _quote(finding: Mapping[str, Any]) -> str:
 
 
 def item_view(item: Mapping[str, Any], draft: Mapping[str, Any]) -> ItemView:
-    """The item's text fields and conversation, with the draft's evidence highlighted."""
+    """The item's text fields and conversation, with the draft's evidence highlighted.
+
+    The fields the draft says played a part come first, titled by it (`Response B · rejected`,
+    see `field_titles`), then the other known text fields."""
     raw = findings_of(draft)
     quotes = [(n, _quote(f)) for n, (_, f) in enumerate(raw, start=1) if _quote(f).strip()]
+    titles = {k: v for k, v in field_titles(draft).items() if k not in CONVERSATION_FIELDS}
     texts: list[str] = []
     fields: list[Field] = []
-    for name in TEXT_FIELDS:
+    shown = {*titles, *TEXT_FIELDS}
+    for name in dict.fromkeys([*titles, *TEXT_FIELDS]):
         if name in item and item[name] is not None:
             text = as_text(item[name])
             texts.append(text)
-            fields.append(Field(name, highlight(text, quotes)))
+            fields.append(Field(titles.get(name, name), highlight(text, quotes)))
     turns: list[Turn] = []
-    shown = set(TEXT_FIELDS)
     for name in CONVERSATION_FIELDS:
         value = item.get(name)
         if isinstance(value, list) and all(isinstance(t, Mapping) for t in value):

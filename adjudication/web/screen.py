@@ -47,7 +47,8 @@ def screen(w: Web, me: User, q: Queue, claim: Claim) -> Screen:
         ahead=w.store.position(q.name, claim.task.item_id),
         pending=w.pending(q.name),
         expires_in=max(0.0, (claim.expires_at - w.now()).total_seconds()),
-        item=item_view(task.item, draft),
+        # Unrevealed, the blinded draft still says which field is which (Response A, B).
+        item=item_view(task.item, draft if revealed else claim.task.draft),
         draft=draft_view(task.item, draft, task.draft_label if revealed else None),
         principles=principles(task.principle_ids, draft),
         pick=pick,

@@ -22,6 +22,8 @@ training test; each skips with its reason locally and fails in CI.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +65,7 @@ QUEUES = {"label": "labels", "revise": "revisions", "compare": "pairs"}
 POLICIES = {
     "label": Policy(threshold=None, target_agreement=0.9, delta=0.1, budget=3),
     "revise": Policy(threshold=None, target_agreement=0.9, delta=0.1),
-    "compare": Policy(threshold=None, target_agreement=0.9, delta=0.1, budget=2),
+    "compare": Policy(threshold=None, target_agreement=0.9, delta=0.1, budget=3),
 }
 TRL = ("trl-sft", "trl-dpo")
 
@@ -113,7 +115,13 @@ def draft(server: VLLMServer, db: str, source: Path) -> dict[str, str]:
     }  # fmt: skip
     runs = {}
     for task, args in commands.items():
-        result = runner.invoke(app, [*args, *backend])
+        # A process of its own, as a user runs it (and asyncio cannot start inside Playwright's
+        # running event loop).
+        result = subprocess.run(
+            [sys.executable, "-m", "critic.cli", *args, *backend],
+            capture_output=True, text=True, timeout=900, check=False,
+        )  # fmt: skip
+        assert result.stdout, result.stderr[-3000:]
         summary = json.loads(result.stdout)
         assert summary["items"] == N, result.stderr[-3000:]
         assert summary["drafted"] >= N - 1, summary  # constrained decoding: nearly all parse
@@ -180,6 +188,14 @@ def open_item(
     return None
 
 
+def item_field(page: Any, title: str) -> str:
+    """The text of the item's field shown under `title` (e.g. `Response B · rejected`)."""
+    name = page.locator(".panel.item .field-name", has_text=title)
+    assert name.count() == 1, f"no field {title!r} on the page"
+    text: str = name.locator("xpath=following-sibling::div[1]").inner_text()
+    return text
+
+
 def note(page: Any, text: str) -> None:
     """Write a note (needed when overriding a confident draft), then leave the text box."""
     page.fill("textarea[name=note]", text)
@@ -201,6 +217,7 @@ def decide_in_browser(browser: Any, shipped: Shipped) -> None:
         # Accept the critic's label (A).
         task = open_item(page, url, queues, "labels", lambda t, _: t.draft_label is not None)
         assert task is not None, "every label review item failed to parse"
+        assert item_field(page, "response · chosen") == BY_ID[task.item_id]["chosen"]
         with page.expect_navigation():
             page.keyboard.press("a")
         assert (done(task).state, done(task).source) == ("done", "human")
@@ -213,6 +230,7 @@ def decide_in_browser(browser: Any, shipped: Shipped) -> None:
         task = open_item(page, url, queues, "revisions", revision)
         assert task is not None, "no revision to review"
         assert page.locator("button[name=label]").count() == 0  # a revision takes no label
+        assert item_field(page, "response · rejected") == BY_ID[task.item_id]["rejected"]
         note(page, "the revision still explained how to get in")
         page.keyboard.press("e")
         box = page.locator("textarea[name=revision]")
@@ -240,6 +258,9 @@ def decide_in_browser(browser: Any, shipped: Shipped) -> None:
         task = open_item(page, url, queues, "pairs", pair)
         assert task is not None, "no pair to review"
         shipped.critic_label_b = task.draft_label == "B"
+        # The page says which text is Response B: the input's `rejected` (--b-field).
+        assert item_field(page, "Response A · chosen") == BY_ID[task.item_id]["chosen"]
+        assert item_field(page, "Response B · rejected") == BY_ID[task.item_id]["rejected"]
         button = page.locator("button[name=label][value=B]")
         assert "Response B" in button.inner_text()  # the constitution's label, with its meaning
         note(page, "B refuses to help with breaking in")

@@ -84,3 +84,21 @@ def test_a_label_outside_the_set_is_refused_naming_the_set(store: Store) -> None
         store.decide(claim.token, "edit", label="C")
     with pytest.raises(QueueError, match="has the labels"):
         store.adopt_labels("pref", ["harmless", "harmful"])
+
+
+async def test_a_blind_pair_says_which_text_is_response_b_before_the_pick(
+    client: Client, store: Store
+) -> None:
+    store.create_queue("bpref", lease_seconds=300, members=["rita"], blind=True)
+    store.adopt_labels("bpref", ["A", "B", "tie"])
+    store.enqueue("bpref", [{
+        "item_id": "p1",
+        "item": {"chosen": "Call a locksmith.", "prompt": "How?", "rejected": "Break it."},
+        "draft": {"rationale": "SECRET RATIONALE", "fields": {"a": "rejected", "b": "chosen"}},
+        "draft_label": "a",
+    }])  # fmt: skip
+    await client.login("rita")
+    page = (await client.open("bpref")).text
+    assert "SECRET RATIONALE" not in page  # still blind
+    a, b = page.index("Response A · rejected"), page.index("Response B · chosen")
+    assert a < page.index("Break it.") < b < page.index("Call a locksmith.")
