@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,8 @@ class Shipped:
     """The pair decided B was one the critic had not answered B (a real change)."""
     exports: dict[tuple[str, bool], list[dict[str, Any]]] = field(default_factory=dict)
     """(format, --all) -> the rows it wrote."""
+    summaries: dict[tuple[str, bool], dict[str, Any]] = field(default_factory=dict)
+    """(format, --all) -> what `critic export --json` said."""
     dirs: dict[str, Path] = field(default_factory=dict)
     """TRL format -> the default export's directory."""
 
@@ -293,8 +296,9 @@ def export_everything(shipped: Shipped, tmp: Path) -> None:
         for everything in (False, True):
             out = tmp / f"{fmt}{'-all' if everything else ''}"
             flags = ["--all"] if everything else []
-            cli("export", str(out), "--db", shipped.db, "--format", fmt, "--all-runs",
-                *flags, "--quiet")  # fmt: skip
+            result = cli("export", str(out), "--db", shipped.db, "--format", fmt,
+                         "--all-runs", *flags, "--json")  # fmt: skip
+            shipped.summaries[fmt, everything] = json.loads(result.stdout)
             shipped.exports[fmt, everything] = read(fmt, out)
             if fmt in TRL and not everything:
                 shipped.dirs[fmt] = out
@@ -366,12 +370,18 @@ def test_only_what_was_decided_ships_and_all_adds_the_rest_with_its_status(
         else:  # routed to review, in its queue, and nobody decided it
             assert (row["route"], row["status"]) == ("review", "pending"), row
             assert row["queue"] == QUEUES[row["task"]] and row["label"] is None
-    assert [row["status"] for row in everything.values()].count("decided") == 4
+    statuses = [row["status"] for row in everything.values()]
+    assert statuses.count("decided") == 4
     pending = {k for k, r in everything.items() if r["status"] == "pending"}
     assert pending, "nothing was left undecided"
     shipping = {k for k, r in everything.items() if r["status"] in SHIPPED}
 
     for fmt in formats():
+        for with_all in (False, True):
+            summary = shipped.summaries[fmt, with_all]
+            assert summary["rows"] == len(shipped.exports[fmt, with_all]), fmt
+            assert summary["statuses"] == dict(Counter(statuses)), fmt  # every item read
+            assert summary["conflicts"] == 0
         default = keyed(shipped.exports[fmt, False])
         assert not pending & set(default), f"{fmt} ships pending items"
         assert {r["status"] for r in default.values()} <= set(SHIPPED), fmt
@@ -384,6 +394,14 @@ def test_only_what_was_decided_ships_and_all_adds_the_rest_with_its_status(
         assert {k: r["status"] for k, r in full.items()} == {
             k: r["status"] for k, r in everything.items()
         }, fmt
+
+
+def test_the_record_formats_hold_the_same_rows(shipped: Shipped) -> None:
+    """jsonl, parquet and hf: the same columns with the same values (one type per field)."""
+    for everything in (False, True):
+        jsonl = shipped.exports["jsonl", everything]
+        for fmt in ("parquet", "hf"):
+            assert shipped.exports[fmt, everything] == jsonl, (fmt, everything)
 
 
 def test_jsonl_says_who_decided_and_what_a_human_changed(shipped: Shipped) -> None:
