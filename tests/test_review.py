@@ -222,3 +222,23 @@ def test_a_decision_on_an_impact_flip_belongs_to_the_new_versions_run(tmp_path: 
     assert rows[(new_run, flipped)]["label_source"] == "human"
     assert rows[(new_run, flipped)]["label"] == "harmless"
     assert rows[(old.run_id, flipped)]["status"] == "pending"  # the old run is untouched
+
+
+def test_a_task_carries_the_text_of_every_principle_its_draft_names() -> None:
+    """A revise round asked about C3 may find a problem under C6: the screen shows both texts."""
+    from critic.review import new_task
+
+    row = {
+        "run_id": "r1", "item_id": "i1", "task": "revise", "status": "drafted",
+        "constitution_hash": "h", "row": {"prompt": "q", "response": "r"},
+        "output": {
+            "revision": "better", "principles": ["C3"],
+            "rounds": [{"round": 1, "principle": "C3", "findings": [
+                {"principle": "C6", "quote": "r", "problem": "p"}, {"quote": "no principle"}]}],
+            "findings": [{"principle": "C1", "quote": "q"}],
+        },
+    }  # fmt: skip
+    texts = {"C1": "one", "C3": "three", "C6": "six", "C9": "nine"}
+    task = new_task(row, principle_texts=texts)
+    assert task["draft"]["principle_texts"] == {"C3": "three", "C6": "six", "C1": "one"}
+    assert task["principle_ids"] == ["C3"]

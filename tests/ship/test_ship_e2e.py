@@ -199,6 +199,12 @@ def item_field(page: Any, title: str) -> str:
     return text
 
 
+def principles_have_text(page: Any) -> bool:
+    """Every principle the page cites (the round's, and any a finding names) shows its text."""
+    cited = page.locator(".panel.principles")
+    return bool(cited.count()) and "was not included" not in cited.inner_text()
+
+
 def note(page: Any, text: str) -> None:
     """Write a note (needed when overriding a confident draft), then leave the text box."""
     page.fill("textarea[name=note]", text)
@@ -221,6 +227,7 @@ def decide_in_browser(browser: Any, shipped: Shipped) -> None:
         task = open_item(page, url, queues, "labels", lambda t, _: t.draft_label is not None)
         assert task is not None, "every label review item failed to parse"
         assert item_field(page, "response · chosen") == BY_ID[task.item_id]["chosen"]
+        assert principles_have_text(page)
         with page.expect_navigation():
             page.keyboard.press("a")
         assert (done(task).state, done(task).source) == ("done", "human")
@@ -234,6 +241,7 @@ def decide_in_browser(browser: Any, shipped: Shipped) -> None:
         assert task is not None, "no revision to review"
         assert page.locator("button[name=label]").count() == 0  # a revision takes no label
         assert item_field(page, "response · rejected") == BY_ID[task.item_id]["rejected"]
+        assert principles_have_text(page)
         note(page, "the revision still explained how to get in")
         page.keyboard.press("e")
         box = page.locator("textarea[name=revision]")
@@ -264,6 +272,7 @@ def decide_in_browser(browser: Any, shipped: Shipped) -> None:
         # The page says which text is Response B: the input's `rejected` (--b-field).
         assert item_field(page, "Response A · chosen") == BY_ID[task.item_id]["chosen"]
         assert item_field(page, "Response B · rejected") == BY_ID[task.item_id]["rejected"]
+        assert principles_have_text(page)
         button = page.locator("button[name=label][value=B]")
         assert "Response B" in button.inner_text()  # the constitution's label, with its meaning
         note(page, "B refuses to help with breaking in")
