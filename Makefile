@@ -23,7 +23,7 @@ test: install
 	$(VENV)/bin/pytest -q
 
 test-fast: install
-	$(VENV)/bin/pytest -q -m "not vllm and not transformers and not postgres and not browser and not trl and not ray"
+	$(VENV)/bin/pytest -q -m "not vllm and not transformers and not postgres and not browser and not trl and not ray and not label_studio"
 
 lint: install
 	$(VENV)/bin/ruff check critic adjudication tests bench

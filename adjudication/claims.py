@@ -3,6 +3,7 @@ are written at the top of `store.py`."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import replace
@@ -61,7 +62,32 @@ class Claims(Reports):
                 picked = self._pick(conn, q, u["id"], wanted, now)
                 if picked is not None:
                     return self._lease(conn, q, user, u["id"], picked, wanted, now)
+            if "review" in kinds and q["gold_rate"]:
+                # Nothing else is left for this reviewer: the gold items they have not answered
+                # yet, so every reviewer answers each one, whatever the overlap.
+                gold = self._pick_gold(conn, q, u["id"])
+                if gold is not None:
+                    return self._lease(conn, q, user, u["id"], gold, "review", now)
             return None
+
+    def _gold_due(self, conn: Connection, q: RowMapping, user: str, user_id: int) -> bool:
+        """Whether this reviewer's next item should be a gold item: a seeded draw per reviewer
+        and position, below the queue's gold rate, so about that share of their items are gold,
+        interleaved unpredictably (and the same on a retry)."""
+        if not q["gold_rate"]:
+            return False
+        made = conn.execute(st.REVIEWS_BY_USER, {"user_id": user_id, "queue_id": q["id"]}).one()
+        digest = hashlib.sha256(f"gold\x00{q['name']}\x00{user}\x00{made[0]}".encode()).digest()
+        return bool(int.from_bytes(digest[:8], "big") / 2**64 < q["gold_rate"])
+
+    def _pick_gold(self, conn: Connection, q: RowMapping, user_id: int) -> RowMapping | None:
+        params: dict[str, Any] = {"queue_id": q["id"], "user_id": user_id, "tried": []}
+        while (task_id := conn.execute(st.GOLD_PICK, params).scalar()) is not None:
+            row = conn.execute(st.GOLD_RECHECK, {**params, "task_id": task_id}).mappings().first()
+            if row is not None:
+                return row
+            params["tried"] = [*params["tried"], task_id]
+        return None
 
     def held(self, queue: str, user: str, *, kind: ClaimKind) -> Claim | None:
         """The live claim of this kind that `user` holds in `queue`, or None. Reads only: it
@@ -113,9 +139,28 @@ class Claims(Reports):
                 raise pick_locked(held["pick"])
             return self._claim_view(conn, q, held["reviewer"], {**held, "pick": label}, task)
 
+    def picked(self, queue: str, item_id: str, user: str) -> str | None:
+        """The label `user` picked for an item in its current round (`pick`), or None. Reads only.
+
+        In a blind queue this is what lets pages show them the draft: before a pick, nothing
+        derived from the draft is shown to someone who may still review the item."""
+        with self._read() as conn:
+            q = self._queue_row(conn, queue)
+            task = self._task_row(conn, q, item_id)
+            u = self._user_row(conn, user)
+            params = {"task_id": task["id"], "user_id": u["id"], "round": task["round"]}
+            found: str | None = conn.execute(st.EARLIER_PICK, params).scalar()
+            return found
+
     def _pick(
         self, conn: Connection, q: RowMapping, user_id: int, kind: ClaimKind, now: datetime
     ) -> RowMapping | None:
+        if kind == "review" and q["gold_rate"]:
+            name = conn.execute(st.USER_NAME, {"user_id": user_id}).scalar_one()
+            if self._gold_due(conn, q, name, user_id):
+                gold = self._pick_gold(conn, q, user_id)
+                if gold is not None:
+                    return gold
         params: dict[str, Any] = {
             "queue_id": q["id"],
             "user_id": user_id,
@@ -216,10 +261,18 @@ class Claims(Reports):
         if claim["kind"] == "adjudication":
             rows = conn.execute(st.ROUND_REVIEWS, {"task_id": task["id"], "round": task["round"]})
             answers = tuple(decision_of(row) for row in rows.mappings())
-        elif q["blind"]:
-            # Which input field is which (`fields`: Response A, B) is no judgment: it stays.
-            kept = {"fields": view.draft["fields"]} if "fields" in view.draft else {}
-            view = replace(view, draft=kept, draft_label=None, confidence=None)
+        else:
+            if task["gold_label"] is not None:
+                # A gold item looks like any item waiting for its first review.
+                view = replace(view, state="pending", round=1, reviews=0, final_label=None,
+                               final_source=None, final_edit=None, rejected=False)  # fmt: skip
+            if q["blind"]:
+                # Which input field is which (`fields`: Response A, B) is no judgment: it stays.
+                kept = {"fields": view.draft["fields"]} if "fields" in view.draft else {}
+                view = replace(view, draft=kept, draft_label=None, confidence=None)
+                if claim.get("pick") is None:
+                    # Why the critic sent the item and what it cited come from the draft too.
+                    view = replace(view, route_reason=None, principle_ids=())
         return Claim(
             token=claim["token"],
             queue=q["name"],

@@ -233,11 +233,55 @@ def _004_task_origin(conn: Connection, now: datetime) -> None:
         )
 
 
+def _005_gold_items(conn: Connection, now: datetime) -> None:
+    """Gold items: a task's known answer (`gold_label`), which measures reviewers, and the share
+    of each reviewer's items that are gold (`queues.gold_rate`)."""
+    conn.execute(text("ALTER TABLE tasks ADD COLUMN gold_label TEXT"))
+    conn.execute(text("ALTER TABLE queues ADD COLUMN gold_rate FLOAT NOT NULL DEFAULT 0"))
+
+
+def _006_webhooks(conn: Connection, now: datetime) -> None:
+    """Decision events for webhooks: the URLs, and a delivery log kept until each event is
+    delivered (so a restart loses none)."""
+    md = MetaData()
+    Table("events", md, Column("id", Integer, primary_key=True))  # for the foreign key only
+    Table(
+        "webhooks",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("url", String(2000), nullable=False, unique=True),
+        Column("since_event", Integer, nullable=False),
+        Column("cursor", Integer, nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+    ).create(conn)
+    Table(
+        "webhook_deliveries",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("webhook_id", Integer, ForeignKey("webhooks.id"), nullable=False),
+        Column("event_id", Integer, ForeignKey("events.id"), nullable=False),
+        Column("position", Integer, nullable=False),
+        Column("payload", JSON, nullable=False),
+        Column("state", String(20), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("next_attempt_at", UTCDateTime, nullable=False),
+        Column("locked_until", UTCDateTime, nullable=True),
+        Column("last_error", Text, nullable=True),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("delivered_at", UTCDateTime, nullable=True),
+        UniqueConstraint("webhook_id", "event_id", "position", name="uq_webhook_deliveries_event"),
+        CheckConstraint("state IN ('pending', 'delivered')", name="ck_webhook_deliveries_state"),
+        Index("ix_webhook_deliveries_due", "webhook_id", "state", "event_id", "position"),
+    ).create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _001_initial,
     _002_queue_members,
     _003_web_sessions,
     _004_task_origin,
+    _005_gold_items,
+    _006_webhooks,
 )
 LATEST = len(MIGRATIONS)
 

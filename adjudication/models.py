@@ -79,6 +79,8 @@ class Queue:
     created_at: datetime
     label_descriptions: dict[str, str] | None = None
     """What each label means, shown to reviewers (a constitution's label descriptions)."""
+    gold_rate: float = 0.0
+    """About this share of each reviewer's items are gold items (known answers)."""
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,19 @@ class OriginOutcome:
     agreement: float | None
     settled_at: datetime | None
     """When the task was settled (its last change while `done`); None while not settled."""
+
+
+@dataclass(frozen=True)
+class GoldResult:
+    """One reviewer's answer on a gold item, scored against its known answer."""
+
+    item_id: str
+    reviewer: str
+    answer: str | None
+    """The label the reviewer gave (their blind pick in a blind queue); None for a reject."""
+    gold_label: str
+    correct: bool
+    decided_at: datetime
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ def queue_of(row: RowMapping) -> Queue:
         ordinal=row["ordinal"],
         created_at=row["created_at"],
         label_descriptions=row.get("label_descriptions"),
+        gold_rate=row.get("gold_rate") or 0.0,
     )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import PermissionDenied, QueueError
-from .models import ACTIONS, REJECTED, ROLES, ClaimKind, NewTask, Source
+from .models import ACTIONS, REJECTED, ROLES, ClaimKind, Decision, NewTask, Source
 
 
 def suggest(word: str, choices: Iterable[str]) -> str | None:
@@ -50,6 +50,28 @@ def check_name(kind: str, name: str) -> None:
         f"{kind} name {name!r} {problem}",
         hint=f"use letters, digits, '-', '_' and '.', e.g. {cleaned!r}",
     )
+
+
+MAX_OVERLAP = 100
+"""The most independent reviews one item may need (a larger number is a typo, and would leave
+every item waiting for reviewers the team does not have)."""
+MAX_LEASE_SECONDS = 24 * 3600
+"""The longest lease: a claim nobody renews for a day is abandoned; the web page renews its
+lease while it is open, and a reviewer who comes back later claims again."""
+
+
+def check_queue_settings(overlap: int, lease_seconds: int) -> None:
+    """Refuse a queue's overlap or lease outside their bounds, saying which and why."""
+    if not 1 <= overlap <= MAX_OVERLAP:
+        raise QueueError(
+            f"overlap must be between 1 and {MAX_OVERLAP} reviews per item, not {overlap}",
+            hint="most teams use 1 to 3; with 2 or more, disagreements go to an adjudicator",
+        )
+    if not 1 <= lease_seconds <= MAX_LEASE_SECONDS:
+        raise QueueError(
+            f"lease_seconds must be between 1 and {MAX_LEASE_SECONDS} (a day), not {lease_seconds}",
+            hint="the default is 600 (10 minutes); the web page renews the lease while it is open",
+        )
 
 
 def claim_kinds(user: str, role: str, active: bool, kind: str | None) -> list[ClaimKind]:
@@ -114,6 +136,26 @@ class Rules:
     draft_label: str | None
     answer: str = "label"
     """What the decision settles: a label, or the draft's revision text (see `NewTask.answer`)."""
+
+
+def require_pick(queue: str, item: str, blind: bool, action: str, pick: str | None) -> None:
+    """Refuse accept and edit on a blind review claim whose reviewer has not picked yet.
+
+    Accept and edit are told apart by the draft's label, and `answer` checks them against it,
+    so either one before the pick would answer against the hidden draft. Reject and escalate
+    do not depend on the draft and may come without a pick.
+
+    Args:
+        blind: the claim is a review claim in a blind queue.
+        pick: the label recorded on the claim by `Store.pick`, or None.
+    """
+    if blind and pick is None and action in ("accept", "edit"):
+        # One message for both: which of the two a guess was sent as can depend on the draft.
+        raise QueueError(
+            f"queue {queue!r} is blind: pick your own label for item {item!r} first, "
+            "then confirm it",
+            hint="pick a label (the number keys; Store.pick), then accept with that label",
+        )
 
 
 def answer(
@@ -199,6 +241,28 @@ def _check_revision(
                 hint="pass edit={'revision': 'the corrected reply'}, or accept the revision",
             )
     return None
+
+
+def same_answer(
+    decision: Decision,
+    action: str,
+    label: str | None,
+    edit: Mapping[str, Any] | None,
+    labels: Sequence[str] | None,
+) -> bool:
+    """Whether a decision `Store.decide` returned is the answer just sent (a retry of the same
+    submit) rather than an earlier, different one made with the same claim token, which stands:
+    the caller must then say that the new answer was not saved.
+
+    Args:
+        label: as sent; None means the critic's (accept) or the decision's own (an edit of
+            other fields). Matched to the queue's `labels` as the store matches it.
+    """
+    return (
+        decision.action == action
+        and (label is None or match_label(label, labels) == decision.label)
+        and canonical(decision.edit) == canonical(None if edit is None else dict(edit))
+    )
 
 
 def canonical(value: Any) -> str:

@@ -60,6 +60,8 @@ queues = Table(
     Column("created_at", UTCDateTime, nullable=False),
     # `{label: description}`: what each label means, shown to reviewers (from a constitution).
     Column("label_descriptions", JSON, nullable=True),
+    # Share of each reviewer's items that are gold items (known answers), interleaved.
+    Column("gold_rate", Float, nullable=False, server_default="0"),
     CheckConstraint("overlap >= 1", name="ck_queues_overlap"),
     CheckConstraint("lease_seconds >= 1", name="ck_queues_lease"),
 )
@@ -105,6 +107,8 @@ tasks = Table(
     Column("origin", String(600), nullable=True),
     # What a decision settles: a label, or a text such as a revision (accepted or edited as is).
     Column("answer", String(20), nullable=False, server_default="label"),
+    # A gold item's known answer: every reviewer sees it once; it never settles or ships.
+    Column("gold_label", Text, nullable=True),
     UniqueConstraint("queue_id", "item_id", name="uq_tasks_queue_item"),
     CheckConstraint("state IN ('pending', 'adjudication', 'done')", name="ck_tasks_state"),
     CheckConstraint("answer IN ('label', 'revision')", name="ck_tasks_answer"),
@@ -184,4 +188,41 @@ app_secrets = Table(
     Column("name", String(100), primary_key=True),
     Column("value", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Decision events sent to webhooks (`adjudication.webhooks`): one row per URL, and one delivery
+# per (URL, event), kept until delivered, so a restart loses none.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("url", String(2000), nullable=False, unique=True),
+    # Events up to this id were in the database before the webhook was added: not sent unless
+    # replayed.
+    Column("since_event", Integer, nullable=False),
+    # The newest event id the collector has looked at.
+    Column("cursor", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("webhook_id", Integer, ForeignKey("webhooks.id"), nullable=False),
+    Column("event_id", Integer, ForeignKey("events.id"), nullable=False),
+    # Which decision of the event (an `imported` event holds several; others one, at 0).
+    Column("position", Integer, nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    # A sender's lease on the delivery while it posts, so two senders do not post it at once.
+    Column("locked_until", UTCDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    UniqueConstraint("webhook_id", "event_id", "position", name="uq_webhook_deliveries_event"),
+    CheckConstraint("state IN ('pending', 'delivered')", name="ck_webhook_deliveries_state"),
+    Index("ix_webhook_deliveries_due", "webhook_id", "state", "event_id", "position"),
 )

@@ -67,8 +67,52 @@ def _claimable(kind: ClaimKind) -> ColumnElement[bool]:
     else:
         state, room = "adjudication", live < 1
     return and_(
-        tasks.c.queue_id == bindparam("queue_id"), tasks.c.state == state, ~mine, ~skipped, room
+        tasks.c.queue_id == bindparam("queue_id"),
+        tasks.c.state == state,
+        ~mine,
+        ~skipped,
+        room,
+        tasks.c.gold_label.is_(None),  # gold items are served by GOLD_PICK, to each reviewer
     )
+
+
+def _gold_claimable() -> ColumnElement[bool]:
+    """Gold items of :queue_id that :user_id has not answered (in any round) nor skipped, and
+    does not hold: each reviewer sees each gold item once, whatever the overlap."""
+    user_id: BindParameter[int] = bindparam("user_id")
+    answered = exists().where(decisions.c.task_id == tasks.c.id, decisions.c.user_id == user_id)
+    skipped = exists().where(
+        claims.c.task_id == tasks.c.id,
+        claims.c.user_id == user_id,
+        claims.c.end_reason == "skipped",
+    )
+    return and_(
+        tasks.c.queue_id == bindparam("queue_id"),
+        tasks.c.gold_label.is_not(None),
+        ~answered,
+        ~skipped,
+    )
+
+
+# A gold item :user_id has not answered yet, in a fixed order, not yet :tried.
+GOLD_PICK = (
+    select(tasks.c.id)
+    .where(_gold_claimable(), tasks.c.id.not_in(bindparam("tried", expanding=True)))
+    .order_by(tasks.c.id)
+    .limit(1)
+    .with_for_update(skip_locked=True, key_share=True, of=tasks)
+)
+GOLD_RECHECK = select(tasks).where(tasks.c.id == bindparam("task_id"), _gold_claimable())
+# How many review decisions :user_id has made in :queue_id, and how many on gold items.
+REVIEWS_BY_USER = (
+    select(func.count(), func.count(tasks.c.gold_label))
+    .select_from(decisions.join(tasks, tasks.c.id == decisions.c.task_id))
+    .where(
+        decisions.c.user_id == bindparam("user_id"),
+        tasks.c.queue_id == bindparam("queue_id"),
+        decisions.c.kind == "review",
+    )
+)
 
 
 # The most urgent claimable task not yet :tried, locked unless another transaction holds it.
@@ -90,6 +134,7 @@ QUEUE_BY_NAME = select(queues).where(queues.c.name == bindparam("name"))
 QUEUE_BY_ID = select(queues).where(queues.c.id == bindparam("queue_id"))
 APP_SECRET = select(app_secrets.c.value).where(app_secrets.c.name == bindparam("name"))
 USER_BY_NAME = select(users).where(users.c.name == bindparam("name"))
+USER_NAME = select(users.c.name).where(users.c.id == bindparam("user_id"))
 USER_BY_NAME_LOCKED = USER_BY_NAME.with_for_update(key_share=True)
 # FOR NO KEY UPDATE, not FOR UPDATE: it does not block inserts whose foreign keys point here.
 TASK_LOCKED = (

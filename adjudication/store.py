@@ -19,8 +19,7 @@ reaper job is needed; expired claims are marked as such when their task is next 
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -30,9 +29,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from . import statements as st
+from .accounts import Accounts
 from .claims import Claims
-from .database import Clock, engine_for, not_a_member, pick_locked, utc_now
+from .database import Clock, engine_for, pick_locked, utc_now
 from .errors import PermissionDenied, QueueError
+from .gold import Gold, check_gold_rate
 from .models import (
     Action,
     ClaimKind,
@@ -40,24 +41,23 @@ from .models import (
     EnqueueResult,
     NewTask,
     Queue,
-    Role,
     Task,
     Undone,
-    User,
 )
-from .rows import decision_of, queue_of, snapshot, task_of, user_of
+from .rows import decision_of, queue_of, snapshot, task_of
 from .rules import (
     Rules,
     answer,
     check_name,
-    check_role,
+    check_queue_settings,
     claim_kinds,
     final,
     in_label_set,
     priority,
+    require_pick,
     settle,
 )
-from .schema import app_secrets, claims, decisions, events, queue_members, queues, tasks, users
+from .schema import claims, decisions, events, queues, tasks
 
 __all__ = ["UNDO_SECONDS", "Clock", "Store", "open_store", "utc_now"]
 
@@ -79,7 +79,7 @@ def open_store(url: str, *, clock: Clock = utc_now, busy_timeout: float = 30.0) 
     return Store(engine_for(url, busy_timeout), clock)
 
 
-class Store(Claims):
+class Store(Claims, Gold, Accounts):
     """A handle on one queue database; safe to share between threads. Use `open_store`."""
 
     # -- queues and users -------------------------------------------------------------------
@@ -94,27 +94,30 @@ class Store(Claims):
         labels: Sequence[str] | None = None,
         ordinal: bool = False,
         members: Sequence[str] = (),
+        gold_rate: float = 0.0,
         by: str | None = None,
     ) -> Queue:
         """Create a review queue.
 
         Args:
             name: the queue's name, unique in the database.
-            overlap: independent reviews each item needs; if they disagree, an adjudicator decides.
+            overlap: independent reviews each item needs (1 to `MAX_OVERLAP`); if they
+                disagree, an adjudicator decides.
             blind: reviewers do not see the critic's draft (label, critique, confidence) and
                 give their own label; adjudicators always see everything.
-            lease_seconds: how long a claim lasts without a heartbeat.
+            lease_seconds: how long a claim lasts without a heartbeat (1 to
+                `MAX_LEASE_SECONDS`, a day).
             labels: the allowed labels; None allows any label.
             ordinal: the labels are a scale, given lowest first (agreement then includes
                 ordinal alpha in this order).
             members: users who may work in it (see `add_members`); admins always may.
+            gold_rate: about this share of each reviewer's items are gold items
+                (`adjudication.gold`).
             by: who is creating it, for the history.
         """
         check_name("queue", name)
-        if overlap < 1:
-            raise QueueError(f"overlap must be at least 1, not {overlap}")
-        if lease_seconds < 1:
-            raise QueueError(f"lease_seconds must be at least 1, not {lease_seconds}")
+        check_gold_rate(gold_rate)
+        check_queue_settings(overlap, lease_seconds)
         label_list = None if labels is None else [str(label) for label in labels]
         if label_list is not None and (not label_list or len(set(label_list)) != len(label_list)):
             raise QueueError(f"labels must be a non-empty list without repeats, not {labels!r}")
@@ -136,6 +139,7 @@ class Store(Claims):
                 "labels": label_list,
                 "ordinal": ordinal,
                 "created_at": now,
+                "gold_rate": gold_rate,
             }
             queue_id = conn.execute(
                 insert(queues).values(**values).returning(queues.c.id)
@@ -210,259 +214,6 @@ class Store(Claims):
         with self._read() as conn:
             rows = conn.execute(select(queues).order_by(queues.c.name)).mappings()
             return [queue_of(row) for row in rows]
-
-    def add_user(
-        self,
-        name: str,
-        role: Role = "reviewer",
-        *,
-        password_hash: str | None = None,
-        queues: Sequence[str] = (),
-        by: str | None = None,
-    ) -> User:
-        """Add a user.
-
-        Args:
-            name: unique login name.
-            role: reviewer, adjudicator (also adjudicates disagreements) or admin.
-            password_hash: an already hashed password for the web app; never a plain password.
-            queues: the queues they may work in (see `add_members`); admins work in all.
-            by: who is adding them, for the history.
-        """
-        check_role(role)
-        check_name("user", name)
-        with self._write() as conn:
-            if conn.execute(select(users.c.id).where(users.c.name == name)).first():
-                raise QueueError(f"user {name!r} already exists", hint="pick another name")
-            now = self._now()
-            conn.execute(
-                insert(users).values(
-                    name=name, role=role, password_hash=password_hash, active=True, created_at=now
-                )
-            )
-            self._event(conn, "user_added", at=now, actor=by, after={"user": name, "role": role})
-            for queue in queues:
-                self._add_members(conn, self._queue_row(conn, queue), [name], by, now)
-            return user_of(self._user_row(conn, name))
-
-    def update_user(
-        self,
-        name: str,
-        *,
-        role: Role | None = None,
-        password_hash: str | None = None,
-        active: bool | None = None,
-        by: str | None = None,
-    ) -> User:
-        """Change a user's role, password hash or active flag (inactive users cannot claim)."""
-        if role is not None:
-            check_role(role)
-        with self._write() as conn:
-            row = self._user_row(conn, name, lock=True)
-            changes: dict[str, Any] = {}
-            if role is not None:
-                changes["role"] = role
-            if password_hash is not None:
-                changes["password_hash"] = password_hash
-            if active is not None:
-                changes["active"] = active
-            if changes:
-                # A new password or deactivation ends every web session of the user.
-                if (password_hash is not None and password_hash != row["password_hash"]) or (
-                    active is False and row["active"]
-                ):
-                    changes["session_epoch"] = row["session_epoch"] + 1
-                conn.execute(update(users).where(users.c.id == row["id"]).values(**changes))
-                shown = {
-                    k: v for k, v in changes.items() if k not in ("password_hash", "session_epoch")
-                }
-                if "password_hash" in changes:
-                    shown["password"] = "changed"
-                self._event(
-                    conn,
-                    "user_updated",
-                    at=self._now(),
-                    actor=by,
-                    before={"user": name, **{k: row[k] for k in shown if k in row}},
-                    after={"user": name, **shown},
-                )
-            return user_of(self._user_row(conn, name))
-
-    def user(self, name: str) -> User:
-        """The user called `name`."""
-        with self._read() as conn:
-            return user_of(self._user_row(conn, name))
-
-    def end_sessions(self, name: str) -> User:
-        """End every web session of a user (log-out): bumps their session epoch."""
-        with self._write() as conn:
-            row = self._user_row(conn, name, lock=True)
-            conn.execute(
-                update(users)
-                .where(users.c.id == row["id"])
-                .values(session_epoch=users.c.session_epoch + 1)
-            )
-            return user_of(self._user_row(conn, name))
-
-    def app_secret(self, name: str, make: Callable[[], str]) -> str:
-        """The secret stored under `name`, made with `make()` and stored on first use. Two
-        processes starting at once agree: the first insert wins and both read it back."""
-        with self._read() as conn:
-            found = conn.execute(st.APP_SECRET, {"name": name}).scalar()
-        if found is not None:
-            return str(found)
-        with self._write() as conn:
-            dialect_insert = pg_insert if self.dialect == "postgresql" else sqlite_insert
-            conn.execute(
-                dialect_insert(app_secrets)
-                .values(name=name, value=make(), created_at=self._now())
-                .on_conflict_do_nothing(index_elements=["name"])
-            )
-            return str(conn.execute(st.APP_SECRET, {"name": name}).scalar_one())
-
-    def users(self) -> list[User]:
-        """Every user, by name."""
-        with self._read() as conn:
-            return [
-                user_of(row)
-                for row in conn.execute(select(users).order_by(users.c.name)).mappings()
-            ]
-
-    # -- membership -------------------------------------------------------------------------
-
-    def add_members(self, queue: str, names: Iterable[str], *, by: str | None = None) -> list[str]:
-        """Let users work in a queue. Reviewers and adjudicators see and claim items only in
-        the queues they are members of; admins work in every queue without being members.
-
-        Returns:
-            The names added now, in the order given (members already in are left alone).
-        """
-        with self._write() as conn:
-            return self._add_members(conn, self._queue_row(conn, queue), names, by, self._now())
-
-    def _add_members(
-        self,
-        conn: Connection,
-        q: RowMapping,
-        names: Iterable[str],
-        by: str | None,
-        now: datetime,
-    ) -> list[str]:
-        added = []
-        for name in dict.fromkeys(names):
-            u = self._user_row(conn, name)
-            if conn.execute(st.MEMBER, {"queue_id": q["id"], "user_id": u["id"]}).first():
-                continue
-            conn.execute(
-                insert(queue_members).values(queue_id=q["id"], user_id=u["id"], added_at=now)
-            )
-            self._event(
-                conn,
-                "member_added",
-                at=now,
-                actor=by,
-                queue_id=q["id"],
-                after={"user": name, "role": u["role"]},
-            )
-            added.append(name)
-        return added
-
-    def remove_members(
-        self, queue: str, names: Iterable[str], *, by: str | None = None
-    ) -> list[str]:
-        """Stop users working in a queue. Items they hold in it go back to the pool at once.
-
-        Returns:
-            The names removed now (users who were not members are left alone).
-        """
-        with self._write() as conn:
-            q = self._queue_row(conn, queue)
-            now = self._now()
-            removed = []
-            for name in dict.fromkeys(names):
-                u = self._user_row(conn, name, lock=True)
-                gone = conn.execute(
-                    delete(queue_members).where(
-                        queue_members.c.queue_id == q["id"], queue_members.c.user_id == u["id"]
-                    )
-                ).rowcount
-                if not gone:
-                    continue
-                held = conn.execute(
-                    st.LIVE_OF_USER, {"user_id": u["id"], "queue_id": q["id"], "now": now}
-                ).all()
-                if held:
-                    ids = [row.id for row in held]
-                    conn.execute(st.END_CLAIMS, {"claim_ids": ids, "now": now, "reason": "removed"})
-                self._event(
-                    conn,
-                    "member_removed",
-                    at=now,
-                    actor=by,
-                    queue_id=q["id"],
-                    before={"user": name, "role": u["role"]},
-                    after={"user": name, "claims_ended": len(held)},
-                )
-                removed.append(name)
-            return removed
-
-    def members(self, queue: str) -> list[User]:
-        """The users who may work in a queue besides the admins, by name."""
-        with self._read() as conn:
-            q = self._queue_row(conn, queue)
-            rows = conn.execute(
-                select(users)
-                .join(queue_members, queue_members.c.user_id == users.c.id)
-                .where(queue_members.c.queue_id == q["id"])
-                .order_by(users.c.name)
-            ).mappings()
-            return [user_of(row) for row in rows]
-
-    def queues_for(self, user: str) -> list[Queue]:
-        """The queues a user may work in, by name: every queue for an admin, none if inactive."""
-        with self._read() as conn:
-            u = self._user_row(conn, user)
-            if not u["active"]:
-                return []
-            query = select(queues).order_by(queues.c.name)
-            if u["role"] != "admin":
-                query = query.join(queue_members, queue_members.c.queue_id == queues.c.id).where(
-                    queue_members.c.user_id == u["id"]
-                )
-            return [queue_of(row) for row in conn.execute(query).mappings()]
-
-    def memberships(self) -> dict[str, list[str]]:
-        """Every user's name -> the names of the queues they may work in (as `queues_for`),
-        read in three queries however many users there are."""
-        with self._read() as conn:
-            everything = list(conn.execute(select(queues.c.name).order_by(queues.c.name)).scalars())
-            pairs = conn.execute(
-                select(users.c.name, queues.c.name)
-                .join(queue_members, queue_members.c.user_id == users.c.id)
-                .join(queues, queues.c.id == queue_members.c.queue_id)
-                .order_by(queues.c.name)
-            ).all()
-            people = conn.execute(select(users.c.name, users.c.role, users.c.active)).all()
-        listed: defaultdict[str, list[str]] = defaultdict(list)
-        for user, queue in pairs:
-            listed[user].append(queue)
-        return {
-            name: [] if not active else list(everything) if role == "admin" else listed[name]
-            for name, role, active in people
-        }
-
-    def queue_for(self, user: str, queue: str) -> Queue:
-        """The queue called `queue`, if `user` may work in it; PermissionDenied otherwise."""
-        with self._read() as conn:
-            row = conn.execute(st.QUEUE_FOR, {"queue": queue, "user": user}).mappings().first()
-            if row is None:
-                self._queue_row(conn, queue)  # raises, naming the queues there are
-            assert row is not None
-            if row["user_id"] is None:
-                self._user_row(conn, user)  # raises, naming the users there are
-            if row["user_role"] != "admin" and row["member"] is None:
-                raise not_a_member(user, queue)
-            return queue_of(row)
 
     # -- enqueue ----------------------------------------------------------------------------
 
@@ -584,7 +335,8 @@ class Store(Claims):
             token: the token of a live claim.
             action: "accept" the critic's draft, "edit" it (new `label` and/or edited fields in
                 `edit`, such as a corrected revision), "reject" the item, or "escalate" it to an
-                adjudicator. In a blind queue reviewers give their own `label` with accept/edit.
+                adjudicator. In a blind queue reviewers give their own `label` with accept/edit,
+                after recording it with `pick` (without a pick, accept and edit are refused).
             label: the label for edit (or for accept in a blind queue).
             edit: edited draft fields, as a JSON object.
             note: free text for the history and the adjudicator.
@@ -604,6 +356,9 @@ class Store(Claims):
             kind = cast(ClaimKind, held["kind"])
             if held["pick"] is not None and action in ("accept", "edit") and label != held["pick"]:
                 raise pick_locked(held["pick"])
+            # A revision has no label to pick: blindness does not apply to it.
+            blind_review = q["blind"] and kind == "review" and task["answer"] == "label"
+            require_pick(q["name"], task["item_id"], blind_review, action, held["pick"])
             rules = Rules(q["name"], q["labels"], q["blind"], task["item_id"], task["draft_label"],
                           task["answer"])  # fmt: skip
             chosen = answer(rules, kind, action, label, edit)
@@ -627,7 +382,10 @@ class Store(Claims):
             conn.execute(
                 st.END_CLAIMS, {"claim_ids": [held["id"]], "now": now, "reason": "decided"}
             )
-            after = {**task, **self._advance(conn, q, task, kind, action, chosen, edit)}
+            if task["gold_label"] is not None and kind == "review":
+                after = dict(task)  # a gold item measures the reviewer: it never settles
+            else:
+                after = {**task, **self._advance(conn, q, task, kind, action, chosen, edit)}
             self._save(conn, after, now)
             self._event(
                 conn,

@@ -28,7 +28,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .errors import LeaseError, QueueError
-from .models import Action, Claim, Queue, Task
+from .models import Action, Claim, Decision, Queue, Task
+from .rules import same_answer
 from .store import Store
 from .text import field_titles
 
@@ -112,6 +113,12 @@ def is_blind(queue: Queue, claim: Claim) -> bool:
     return queue.blind and claim.kind == "review"
 
 
+def unpicked(queue: Queue, claim: Claim) -> bool:
+    """A blind review before the reviewer's pick: nothing derived from the draft may show (not
+    why the item is here, the principles it cites, nor its priority, which is its confidence)."""
+    return is_blind(queue, claim) and claim.pick is None
+
+
 def pick_action(queue: Queue, claim: Claim, label: str) -> Action:
     """A picked label accepts the critic's draft when it is the draft's label, else edits it."""
     if is_blind(queue, claim) or label == claim.task.draft_label:
@@ -156,9 +163,13 @@ def _why(claim: Claim, queue: Queue) -> Text:
         else:
             why.append("the reviewers disagree")
         why.append(" · ")
+    if unpicked(queue, claim):
+        why.append("hidden until you pick · blind queue: the critic's draft is hidden")
+        return why
     why.append(inert(task.route_reason) if task.route_reason else Text("no route reason"))
     if is_blind(queue, claim):
-        why.append(" · blind queue: the critic's draft is hidden")
+        why.append(" · blind queue: the critic's draft is hidden · your pick: ")
+        why.append_text(inert(claim.pick or "", "bold")).append(" (recorded; a confirms it)")
     else:
         why.append(f" · confidence {_decimal(task.confidence)}")
     why.append(f" · priority {task.priority:.2f}", style="dim")
@@ -308,7 +319,7 @@ def render(
     parts += [_header(claim, queue, position), _why(claim, queue)]
     item = _fields(task.item, field_titles(task.draft)) or Text("(empty)")
     parts.append(Panel(item, title=inert(f"item {task.item_id}")))
-    cited = _principles(task, principles or {})
+    cited = None if unpicked(queue, claim) else _principles(task, principles or {})
     if cited is not None:
         parts.append(Panel(cited, title="cited principles"))
     if not is_blind(queue, claim):
@@ -519,6 +530,18 @@ def _decided(action: Action, item: str, label: str | None) -> Text:
     return text
 
 
+def _kept(decision: Decision, item: str) -> Text:
+    """The claim had been decided already (in another terminal or browser tab of the same
+    reviewer, which shares the claim): that decision stands, and the key just pressed was not
+    saved."""
+    first = decision.action + ("" if decision.label is None else f" as {decision.label}")
+    return _warn(
+        f"not saved: item {item} was already decided with this claim ({first}, at "
+        f"{decision.decided_at:%H:%M:%S} UTC, in another window), and that decision stands",
+        hint="u undoes your newest decision in this queue, to decide that item again",
+    )
+
+
 def _undo(store: Store, claim: Claim, session: Session) -> Text:
     """Take back the reviewer's newest decision in the queue; the store releases the item at
     hand and leases the undone one to them, so the next claim shows it again."""
@@ -601,10 +624,15 @@ def _decide_one(
                 label = label_keys(labels).get(typed, typed)
                 action = pick_action(q, claim, label)
             elif command.name == "accept" and is_blind(q, claim):
-                message = _warn("this queue is blind: pick your own label with a number key")
-                continue
+                if claim.pick is None:
+                    message = _warn("this queue is blind: pick your own label with a number key")
+                    continue
+                action, label = "accept", claim.pick
             elif command.name in ("accept", "reject", "escalate"):
                 action = command.name
+            if is_blind(q, claim) and label is not None:
+                # Recorded first, as on the web: the store takes accept and edit only on a pick.
+                store.pick(claim.token, label)
             decision = store.decide(claim.token, action, label=label, edit=edit, note=note)
         except LeaseError as exc:
             session.lost += 1
@@ -612,5 +640,7 @@ def _decide_one(
         except QueueError as exc:
             message = _warn(exc.message, exc.hint)
             continue
+        if not same_answer(decision, action, label, edit, q.labels):
+            return _kept(decision, item), True
         session.decided[decision.action] += 1
         return _decided(decision.action, item, decision.label), True

@@ -21,19 +21,23 @@ Procedures:
 - oracle: the largest threshold set on the calibration half whose agreement meets the target
   (no guarantee).
 Panels (items present in several files) combine judges by `mean` and `vote`. Cascades ask the
-judges in order, the strongest judge (PaLM2) last, and are calibrated both ways
-(`critic.cascade`): joint (one fixed sequence over equal thresholds at delta) and stage-wise
-(each stage at delta / stages); beside them the strongest judge alone. Per procedure: coverage,
-violations (whole-file agreement of what the cascade accepts below target) and requests to the
-strongest judge per routed item (all judges' requests in the detail columns). The aim (issue
-19): coverage at least 0.9 x the strongest judge alone with fewer than 0.7 requests to it.
-`--cascade-splits` sets how many splits the cascade table uses (default 200).
+judges in order, the strongest judge (PaLM2) last, and are calibrated three ways
+(`critic.cascade`): paths (one fixed sequence along each path of `critic.cascade.PATHS`, each at
+delta / paths, the best policy passed), joint (one fixed sequence over equal thresholds at
+delta) and stage-wise (each stage at delta / stages); beside them the strongest judge alone, and
+the best cascade policy on the whole file asking it for fewer than 0.7 of the items (in-sample,
+no test: whether the aim can be reached at all). Per procedure: coverage, violations (whole-file
+agreement of what the cascade accepts below target) and requests to the strongest judge per
+routed item. The aim (issue 19): coverage at least 0.9 x the strongest judge alone with fewer
+than 0.7 requests to it. A last table shows how the family of paths was chosen.
+`--cascade-splits` sets how many splits the cascade tables use (default 200).
 The figures are deterministic (seeded splits); nothing is timed.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import sys
@@ -43,7 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from critic.calibrate import ThresholdRow, calibrate, grid_table, min_labels_to_pass
-from critic.cascade import CascadeMethod, accepts, calibrate_cascade
+from critic.cascade import EQUAL, PATHS, CascadeMethod, CascadePath, accepts, calibrate_cascade
 from critic.judgments import Verdict, combine
 from critic.stats import binomial_sf, passes
 
@@ -210,18 +214,22 @@ def measure(
 
 CascadePick = Callable[[list[list[float]], list[list[bool]], float, float],
                        list[float | None]]  # fmt: skip
+METHODS = ("paths", "joint", "stagewise", "alone")
 
 
-def cascade_pick(names: Sequence[str], method: str) -> CascadePick:
-    """Thresholds per stage from critic's `calibrate_cascade`; `alone`: the last judge only."""
+def cascade_pick(names: Sequence[str], method: str,
+                 family: Sequence[CascadePath] = PATHS) -> CascadePick:  # fmt: skip
+    """Thresholds per stage from critic's `calibrate_cascade` (`paths` over `family`); `alone`:
+    the last judge only, by `calibrate`."""
 
     def pick(sc: list[list[float]], ok: list[list[bool]], target: float, delta: float
              ) -> list[float | None]:  # fmt: skip
         if method == "alone":
             t = calibrate([r[-1] for r in sc], [r[-1] for r in ok], target, delta).threshold
             return [None] * (len(names) - 1) + [t]
-        how: CascadeMethod = "joint" if method == "joint" else "stagewise"
-        result = calibrate_cascade(names, sc, ok, target, delta, method=how)
+        how: CascadeMethod = "paths" if method == "paths" else (
+            "joint" if method == "joint" else "stagewise")  # fmt: skip
+        result = calibrate_cascade(names, sc, ok, target, delta, method=how, paths=family)
         return [s.threshold for s in result.stages]
 
     return pick
@@ -253,6 +261,25 @@ def cascade_measure(
     return cov / count, viol / count, [r / count for r in requests]
 
 
+def best_in_sample(scores: Sequence[Sequence[float]], correct: Sequence[Sequence[bool]],
+                   target: float, most: float = 0.7) -> tuple[float, float]:  # fmt: skip
+    """Whether the aim is reachable at all: the cascade policy (any threshold per stage, from
+    the judges' distinct confidences or none) with the most coverage on the whole file whose
+    agreement meets the target and that asks the last judge for fewer than `most` of the
+    items. No test, no guarantee: an upper reference. Returns (coverage, requests)."""
+    stages = len(scores[0])
+    levels: list[list[float | None]] = [[*sorted({r[s] for r in scores}), None]
+                                        for s in range(stages)]  # fmt: skip
+    best = (0.0, 1.0)
+    for ts in itertools.product(*levels):
+        got = [(s, correct[i][s]) for i, r in enumerate(scores)
+               if (s := accepts(ts, r)) is not None]  # fmt: skip
+        last = (len(scores) - sum(s < stages - 1 for s, _ in got)) / len(scores)
+        if got and last < most and sum(ok for _, ok in got) / len(got) >= target:
+            best = max(best, (len(got) / len(scores), last), key=lambda b: (b[0], -b[1]))
+    return best
+
+
 def calibrated_world(n: int, seed: int) -> tuple[list[list[float]], list[list[bool]]]:
     """A synthetic panel whose confidences mean what they say (as Trust or Escalate's judges
     roughly do, unlike LLMBar's): per item a difficulty d; the weak judge is right with
@@ -275,17 +302,24 @@ def calibrated_world(n: int, seed: int) -> tuple[list[list[float]], list[list[bo
 CASCADES = (["chatgpt", "palm2"], ["llama2", "palm2"], ["falcon", "palm2"],
             ["llama2", "chatgpt", "palm2"], ["falcon", "llama2", "palm2"])  # fmt: skip
 CASCADE_TARGETS = (0.65, 0.70, 0.75)
+FAMILIES: dict[str, tuple[CascadePath, ...]] = {
+    "critic (equal, hold 0.99)": PATHS,
+    "equal, hold 0.99, hold 0.95": (EQUAL, CascadePath("hold 0.99", 0.99),
+                                    CascadePath("hold 0.95", 0.95)),
+    "equal, hold 1, hold 0.99, hold 0.95": (EQUAL, CascadePath("hold 1", 1.0),
+                                            CascadePath("hold 0.99", 0.99),
+                                            CascadePath("hold 0.95", 0.95)),
+    "hold 0.99 alone": (CascadePath("hold 0.99", 0.99),),
+}  # fmt: skip
 
 
-def cascade_table(judges: dict[str, dict[str, tuple[Verdict, str]]], delta: float,
-                  count: int) -> None:  # fmt: skip
-    print(f"\n## Cascades: joint, stage-wise and the strongest judge alone ({count} splits)\n")
-    print("cov / viol / req = coverage of the routed half / share of splits below target on "
-          "the whole file / requests to the strongest (last) judge per item. aim: joint cov ≥ "
-          "0.9 × alone and req < 0.7\n")  # fmt: skip
-    print("| cascade | n | target | joint cov / viol / req | stage-wise cov / viol / req | "
-          "alone cov / viol | joint requests per judge | aim (joint) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+Panel = tuple[str, list[str], list[list[float]], list[list[bool]], tuple[float, ...]]
+
+
+def _panels(judges: dict[str, dict[str, tuple[Verdict, str]]]) -> list[Panel]:
+    """The cascades of LLMBar judges (items judged by all of a cascade's judges) with their
+    targets, then the synthetic calibrated panel."""
+    out: list[Panel] = []
     for names in CASCADES:
         if not set(names) <= set(judges):
             continue
@@ -294,28 +328,67 @@ def cascade_table(judges: dict[str, dict[str, tuple[Verdict, str]]], delta: floa
         scores = [[judges[m][i][0].confidence for m in names] for i in ids]
         correct = [[judges[m][i][0].label == h for m in names]
                    for i, h in zip(ids, humans, strict=True)]  # fmt: skip
-        for target in CASCADE_TARGETS:
+        out.append((" → ".join(names), list(names), scores, correct, CASCADE_TARGETS))
+    scores, correct = calibrated_world(800, 0)
+    out.append(("synthetic calibrated weak → strong", ["weak", "strong"], scores, correct,
+                (0.80, 0.85, 0.90)))  # fmt: skip
+    return out
+
+
+def cascade_table(judges: dict[str, dict[str, tuple[Verdict, str]]], delta: float,
+                  count: int) -> None:  # fmt: skip
+    print(f"\n## Cascades: joint over paths, joint over one path, stage-wise and the strongest "
+          f"judge alone ({count} splits)\n")  # fmt: skip
+    print("cov / viol / req = coverage of the routed half / share of splits below target on "
+          "the whole file / requests to the strongest (last) judge per item. paths: "
+          f"{', '.join(p.name for p in PATHS)}, each at delta / {len(PATHS)}; joint: equal "
+          "thresholds at delta. aim: cov ≥ 0.9 × alone and req < 0.7. best in-sample: the "
+          "best policy on the whole file with req < 0.7 (no test: can the aim be reached at "
+          "all)\n")  # fmt: skip
+    print("| cascade | n | target | paths cov / viol / req | joint cov / viol / req | "
+          "stage-wise cov / viol / req | alone cov / viol | best in-sample cov / req | "
+          "aim: paths / joint / stage-wise |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    tally = {m: 0 for m in METHODS[:3]}
+    cases = 0
+    for label, names, scores, correct, targets in _panels(judges):
+        for target in targets:
             got = {m: cascade_measure(scores, correct, cascade_pick(names, m), target, delta,
                                       count, alone=m == "alone")
-                   for m in ("joint", "stagewise", "alone")}  # fmt: skip
-            (jc, jv, jr), (sc_, sv, sr), (ac, av, _) = got.values()
-            met = jc >= 0.9 * ac and jr[-1] < 0.7
-            per = ", ".join(f"{m} {r:.2f}" for m, r in zip(names, jr, strict=True))
-            print(f"| {' → '.join(names)} | {len(ids)} | {target:.2f} | "
-                  f"{jc:.3f} / {jv:.3f} / {jr[-1]:.2f} | {sc_:.3f} / {sv:.3f} / {sr[-1]:.2f} | "
-                  f"{ac:.3f} / {av:.3f} | {per} | {'yes' if met else 'no'} |")  # fmt: skip
-    scores, correct = calibrated_world(800, 0)
-    names = ["weak", "strong"]
-    for target in (0.80, 0.85, 0.90):
-        got = {m: cascade_measure(scores, correct, cascade_pick(names, m), target, delta, count,
-                                  alone=m == "alone")
-               for m in ("joint", "stagewise", "alone")}  # fmt: skip
-        (jc, jv, jr), (sc_, sv, sr), (ac, av, _) = got.values()
-        met = jc >= 0.9 * ac and jr[-1] < 0.7
-        print(f"| synthetic calibrated weak → strong | 800 | {target:.2f} | "
-              f"{jc:.3f} / {jv:.3f} / {jr[-1]:.2f} | {sc_:.3f} / {sv:.3f} / {sr[-1]:.2f} | "
-              f"{ac:.3f} / {av:.3f} | weak {jr[0]:.2f}, strong {jr[1]:.2f} | "
-              f"{'yes' if met else 'no'} |")  # fmt: skip
+                   for m in METHODS}  # fmt: skip
+            alone_cov, alone_viol, _ = got["alone"]
+            best_cov, best_req = best_in_sample(scores, correct, target)
+            aims = ["yes" if got[m][0] >= 0.9 * alone_cov and got[m][2][-1] < 0.7 else "no"
+                    for m in METHODS[:3]]  # fmt: skip
+            cells = " | ".join(f"{got[m][0]:.3f} / {got[m][1]:.3f} / {got[m][2][-1]:.2f}"
+                               for m in METHODS[:3])  # fmt: skip
+            if not label.startswith("synthetic"):
+                cases += 1
+                top = max(got[m][0] for m in METHODS[:3])
+                for m in METHODS[:3]:
+                    tally[m] += top > 0 and got[m][0] == top
+            print(f"| {label} | {len(scores)} | {target:.2f} | {cells} | "
+                  f"{alone_cov:.3f} / {alone_viol:.3f} | {best_cov:.3f} / {best_req:.2f} | "
+                  f"{' / '.join(aims)} |")  # fmt: skip
+    print(f"\nmost coverage, ties counted for each (LLMBar cascades and targets, of {cases}): "
+          + ", ".join(f"{m} {n}" for m, n in tally.items()))  # fmt: skip
+
+
+def family_table(judges: dict[str, dict[str, tuple[Verdict, str]]], delta: float,
+                 count: int) -> None:  # fmt: skip
+    """How the family of paths was chosen: cov / req of `paths` over candidate families."""
+    print(f"\n## Candidate families of paths (how `PATHS` was chosen; {count} splits): "
+          "cov / req\n")  # fmt: skip
+    print("| cascade | target | " + " | ".join(FAMILIES) + " |")
+    print("|" + "---|" * (len(FAMILIES) + 2))
+    for label, names, scores, correct, targets in _panels(judges):
+        for target in targets:
+            cells = []
+            for family in FAMILIES.values():
+                c, _, r = cascade_measure(scores, correct, cascade_pick(names, "paths", family),
+                                          target, delta, count)  # fmt: skip
+                cells.append(f"{c:.3f} / {r[-1]:.2f}")
+            print(f"| {label} | {target:.2f} | {' | '.join(cells)} |")
 
 
 def main() -> None:
@@ -325,7 +398,7 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=50)
     parser.add_argument("--delta", type=float, default=0.1)
     parser.add_argument("--cascade-splits", type=int, default=200)
-    parser.add_argument("--only-cascades", action="store_true", help="print the cascade table")
+    parser.add_argument("--only-cascades", action="store_true", help="print the cascade tables")
     args = parser.parse_args()
     files = sorted(args.data.glob("*.jsonl"))
     if not files:
@@ -334,6 +407,7 @@ def main() -> None:
     delta, count = args.delta, args.splits
     if args.only_cascades:
         cascade_table(judges, delta, args.cascade_splits)
+        family_table(judges, delta, args.cascade_splits)
         return
     print(f"# Calibration on {args.data.name}: {count} random half splits, delta {delta}\n")
     print("cov = mean coverage of the routed half; viol = share of splits below target on the "
@@ -393,6 +467,7 @@ def main() -> None:
                   f"{' | '.join(cells)} | {len(members)} |")  # fmt: skip
 
     cascade_table(judges, delta, args.cascade_splits)
+    family_table(judges, delta, args.cascade_splits)
 
 
 if __name__ == "__main__":

@@ -33,10 +33,10 @@ Run it (from the repository root, with the project's venv)::
     .venv/bin/python bench/throughput.py --start-server --items 400 --concurrency 64
 
 Options: ``--items N`` (400), ``--concurrency C`` (64, critic's default), ``--max-tokens T`` (512,
-critic's default), ``--rounds R`` (5), ``--logprobs K`` (ask for top-K logprobs, as ``critic
-label --logprobs K`` does), ``--samples N`` (``n`` samples per request, as ``critic label
---samples N``), ``--max-reasks`` (0), ``--profile FILE`` (cProfile the critic passes into FILE;
-the timings of a profiled run are not representative).
+critic's default), ``--rounds R`` (5), ``--logprobs K`` (top-K logprobs; default 5, what
+``critic label`` asks for by default; 0 for none), ``--samples N`` (``n`` samples per request,
+as ``critic label --samples N``), ``--max-reasks`` (0), ``--profile FILE`` (cProfile the
+critic passes into FILE; the timings of a profiled run are not representative).
 
 How to read it: one line per pass with wall time, items/s, completion tokens/s, requests sent
 and the CPU time this client process used; then the per-round ratios (critic items/s / raw
@@ -80,6 +80,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from critic import get_backend
+from critic.backends import DEFAULT_LOGPROBS
 from critic.backends.vllm_server import encode_body, request_body
 from critic.constitution import Constitution, load_constitution
 from critic.items import Fields, Item, load_items
@@ -148,7 +149,7 @@ def options_from(args: argparse.Namespace) -> LabelOptions:
         temperature=1.0 if args.samples > 1 else 0.0,  # vLLM refuses n > 1 when greedy
         samples=args.samples,
         seed=None if args.samples > 1 else 0,  # seeded sampling crashes vLLM CPU (see above)
-        top_logprobs=args.logprobs,
+        top_logprobs=args.logprobs or None,
         max_reasks=args.max_reasks,
     )
 
@@ -346,7 +347,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=5, help="raw/critic pairs after warm-up")
-    parser.add_argument("--logprobs", type=int, default=None, metavar="K")
+    parser.add_argument(
+        "--logprobs",
+        type=int,
+        default=DEFAULT_LOGPROBS,
+        metavar="K",
+        help=f"top-K logprobs, as `critic label` asks by default ({DEFAULT_LOGPROBS}); 0: none",
+    )
     parser.add_argument("--samples", type=int, default=1, metavar="N")
     parser.add_argument("--max-reasks", type=int, default=0)
     parser.add_argument("--profile", metavar="FILE", help="cProfile the critic passes into FILE")

@@ -1,33 +1,45 @@
 """Cascades of critics (Trust or Escalate, arXiv 2407.18370): a cheap critic first, the next one
 only for what the previous stage did not accept, humans for what the last cannot settle.
 
-Two ways to calibrate one (`calibrate --cascade-method`).
+Three ways to calibrate one (`calibrate --cascade-method`). A cascade policy is a threshold per
+stage: an item is accepted by the first critic whose confidence reaches its stage's threshold,
+and that critic's label ships; stage s is asked only when no earlier stage accepted.
 
-**joint**: one fixed-sequence test over a path of cascade policies fixed before any
-data are seen. Policy pi_l puts every stage's threshold at l, for l on `calibrate`'s grid 1.0,
-0.995, ..., 0.0: an item is accepted by the first critic whose confidence is at least l (so it is
-accepted at all iff its highest confidence across the critics is at least l), and that critic's
-label ships; stage s is asked only when every earlier critic's confidence was below l. The
-policies are tested from l = 1.0 down; pi_l is tested once at least `least` calibration items are
-accepted by it (as in `calibrate`: a rule on the scores alone); it passes when the exact binomial
-tail P(X >= k | n, target) is at most delta, k of the n calibration items it accepts agreeing with
-the human label; the sequence stops at the first failure and the loosest policy passed is chosen.
+**paths** (joint over a family of paths): `PATHS` fixes, in the code, before any data are seen,
+P = 2 paths, each a sequence of cascade policies from strict to loose over `calibrate`'s grid
+l = 1.0, 0.995, ..., 0.0:
+- `equal`: every stage at l;
+- `hold 0.99`: every stage but the last at 0.99 (the critic's near-certain items), the last at l.
+Each path is one fixed-sequence test at level delta / P: its policies are tested in order, a
+policy once at least `least` calibration items are accepted by it (a rule on the scores alone,
+as in `calibrate`), passing when the exact binomial tail P(X >= k | n, target) is at most
+delta / P, k of the n calibration items it accepts agreeing with the human label; the path stops
+at its first failure. Of every policy passed on any path, the one accepting the most calibration
+items is chosen (ties: the one asking the last critic least); on each path that is the last
+policy passed, as acceptance only grows along a path.
 
 Why what the cascade accepts meets the target with probability >= 1 - delta:
-1. For a fixed l, whether pi_l accepts an item, and whether the label it ships agrees with the
-   human, are functions of that item alone. Given that n calibration items are accepted, they
-   are an i.i.d. sample of the items pi_l accepts in the population (the calibration items are
-   exchangeable with the items to route), so the number agreeing is Binomial(n, a(l)), a(l) the
-   agreement of pi_l on the population. The test of H_l: "a(l) < target" has level delta.
-2. The order of the tests is fixed before the labels are seen. A policy with a(l) < target is
-   chosen only if some true H_l is rejected; since the sequence stops at its first failure, the
-   first true H_l it tests must be rejected, which has probability at most delta. This needs a
-   fixed order, not nested sets: as l falls an item can move from the strong critic's label to
-   the weak one's, and the accepted labels are not nested, but nothing in the argument uses that.
-3. There is one sequence for the whole cascade, so delta is not split across stages.
-Where the sequence starts (the first policy accepting `least` items) depends on the scores alone,
-as in `calibrate`; tests/test_cascade_joint.py checks the level by simulation with that rule,
-including cheap critics that are confidently wrong.
+1. For a fixed policy pi, whether pi accepts an item, and whether the label it ships agrees with
+   the human, are functions of that item alone. Given that n calibration items are accepted,
+   they are an i.i.d. sample of the items pi accepts in the population (the calibration items are
+   exchangeable with the items to route), so the number agreeing is Binomial(n, a(pi)), a(pi) the
+   agreement of pi on the population. The test of H_pi: "a(pi) < target" at level delta / P
+   rejects a true H_pi with probability at most delta / P.
+2. On one path the order is fixed before the labels are seen. Some policy with a(pi) < target is
+   passed only if the first true H_pi the path tests is rejected (the path stops at its first
+   failure), probability at most delta / P. This needs a fixed order, not nested sets: as l falls
+   on `equal` an item can move from the strong critic's label to the weak one's, and the accepted
+   labels are not nested, but nothing in the argument uses that.
+3. Union bound over the P paths: with probability at least 1 - delta no path passes any policy
+   with a(pi) < target. On that event every policy passed is good, so any rule choosing among
+   them (here: the most coverage) chooses a good one; the choice may look at the labels.
+The family is fixed in the code, not chosen on the calibration data; `calibrate_cascade(paths=)`
+takes another family fixed in advance (the level is then delta / its size).
+tests/test_cascade_joint.py checks the level by simulation, including cheap critics that are
+confidently wrong.
+
+**joint** (one path): the `equal` path alone, tested at the full delta (P = 1; the argument
+above with no union bound). Kept for policies calibrated that way and for comparison.
 
 **stagewise** (the default, as measured below): stage s is calibrated on the calibration items
 that reach it (those no earlier stage accepted), by `calibrate`'s procedure, at level delta / S.
@@ -45,15 +57,29 @@ Why its union holds:
    each tested at delta could fail with probability about 2 delta (for example when the first
    stage accepts nothing and the second is tested on every item).
 
-When each wins (bench/calibration.py on the LLMBar judges; README, `critic calibrate`): joint
-needs no split of delta and lets a stage accept items below the target when the others make up
-for it, so it asks the last critic less; but its path moves every stage at once, so an early
-critic whose most confident items are often wrong stops the sequence near the top, while
-stagewise just leaves that stage at a strict threshold (or none) and keeps the last one's
-coverage. On LLMBar's judges, confidently wrong on its adversarial sets, stage-wise keeps more
-coverage on every panel (ChatGPT -> PaLM2 at 0.70: 0.69 against 0.58; PaLM2 alone 0.87) and joint
-asks PaLM2 less (0.64 against 0.84 per item); hence stage-wise is the default. On a synthetic
-panel whose confidences are calibrated, joint matches stage-wise's coverage with fewer requests.
+When each wins (bench/calibration.py on the LLMBar judges, PaLM2 last, 200 random half splits,
+delta 0.1; README, `critic calibrate`). A path moves the cheap critics' thresholds along a line
+fixed in advance; stagewise sets each on its own data and can leave it at none. So:
+- paths wins when the cheap critic's near-certain items agree clearly above the target: `hold
+  0.99` lets it settle them and the last critic scans the rest. ChatGPT -> PaLM2 at target 0.65
+  (ChatGPT's items at confidence 1.0 agree 77%): coverage 0.986 with 0.66 requests to PaLM2 per
+  item, against 0.862 stage-wise and 0.997 for PaLM2 alone.
+- stagewise wins when the cheap critic's most confident items agree near or below the target
+  (LLMBar's judges are confidently wrong on its adversarial sets: LLaMA2's 311 items at
+  confidence 1.0 agree 66%): every path starts with those items and stops near the top, while
+  stagewise leaves that stage at none and keeps the last critic's coverage, at about one request
+  to it per item. LLaMA2 -> PaLM2 at 0.70: 0.827 stage-wise, 0.012 paths.
+- joint (`equal` alone, at the full delta) asks the last critic least when every critic's
+  confidence means what it says (the synthetic calibrated panel at 0.80: 0.704 coverage with
+  0.67 requests), but keeps less coverage; paths, choosing by coverage, takes `hold 0.99` there
+  (0.988 with 0.98 requests, near the strong critic alone).
+Stagewise keeps the most coverage on 14 of the 15 LLMBar cascades and targets, hence it stays
+the default. Each path costs its share of delta: on LLMBar `hold 0.99` alone at the full delta
+would do better than this family (ChatGPT -> PaLM2 at 0.70: 0.792 with 0.69 requests, against
+0.676 with 0.73), and families with `hold 0.95` and `hold 1` added did worse; `equal` stays in
+the family for judges whose confidences are calibrated (on Trust or Escalate's data, issue 19,
+it beat the strong judge alone). The aim of issue 19 (coverage >= 0.9 x the strongest judge
+alone with < 0.7 requests to it) is met only by paths on ChatGPT -> PaLM2 at 0.65.
 """
 
 from __future__ import annotations
@@ -75,14 +101,37 @@ from critic.calibrate import (
     check_calibration_input,
     fixed_sequence,
     forecast_coverage,
+    grid_table,
     labels_needed_more,
     threshold_grid,
 )
 from critic.errors import UsageError
 from critic.stats import binomial_lower_bound, min_labels_to_pass
 
-CascadeMethod = Literal["joint", "stagewise"]
-CASCADE_METHODS: tuple[CascadeMethod, ...] = ("joint", "stagewise")
+CascadeMethod = Literal["paths", "joint", "stagewise"]
+CASCADE_METHODS: tuple[CascadeMethod, ...] = ("paths", "joint", "stagewise")
+
+
+@dataclass(frozen=True)
+class CascadePath:
+    """A path of cascade policies fixed before any data are seen, tested strictest first.
+
+    `hold` None: every stage at the same threshold l, l = 1.0, 0.995, ..., 0.0. Otherwise every
+    stage but the last stays at `hold` while the last stage's threshold l runs down the grid."""
+
+    name: str
+    hold: float | None
+
+    def thresholds(self, stages: int, level: float) -> tuple[float, ...]:
+        """The stages' thresholds of this path's policy at grid level `level`."""
+        earlier = level if self.hold is None else self.hold
+        return (earlier,) * (stages - 1) + (level,)
+
+
+EQUAL = CascadePath("equal", None)
+# The family `paths` tests, fixed before any data (module doc). Each path costs a share of delta;
+# on LLMBar's judges `hold 1` and `hold 0.95` were tried as well and measured worse (README).
+PATHS: tuple[CascadePath, ...] = (EQUAL, CascadePath("hold 0.99", 0.99))
 
 
 class Stage(BaseModel):
@@ -112,6 +161,22 @@ class Stage(BaseModel):
         return data
 
 
+class PathsTested(BaseModel):
+    """`paths`: the family of paths tested, each at delta / len(family), and the path of the
+    policy chosen (None: nothing passed)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    family: list[str] = Field(min_length=1, description="the paths' names, in the order tested")
+    chosen: str | None = Field(description="the path the chosen policy lies on")
+
+    @model_validator(mode="after")
+    def _chosen_in_family(self) -> PathsTested:
+        if self.chosen is not None and self.chosen not in self.family:
+            raise ValueError(f"chosen: {self.chosen!r} is not one of the family {self.family}")
+        return self
+
+
 class CascadeResult(BaseModel):
     """The outcome of `calibrate_cascade`: each stage, and the cascade as a whole."""
 
@@ -131,11 +196,20 @@ class CascadeResult(BaseModel):
         default=None,
         description="joint, when nothing passes: estimated further human labels needed",
     )
+    paths: PathsTested | None = Field(
+        default=None, description="`paths`: the family tested and the path chosen"
+    )
+
+    @model_validator(mode="after")
+    def _paths_for_paths(self) -> CascadeResult:
+        if (self.method == "paths") != (self.paths is not None):
+            raise ValueError("paths: recorded exactly when the method is `paths`")
+        return self
 
     @classmethod
     def from_stages(
         cls, stages: Sequence[Stage], target_agreement: float, delta: float,
-        method: CascadeMethod,
+        method: CascadeMethod, paths: PathsTested | None = None,
     ) -> CascadeResult:  # fmt: skip
         """The result as a policy file records it (its stages), for the guarantee in words."""
         n = stages[0].reached if stages else 0
@@ -144,6 +218,7 @@ class CascadeResult(BaseModel):
             n_calibration=n, n_accepted=sum(s.accepted for s in stages),
             n_agree=sum(s.agree for s in stages),
             requests_per_item={s.critic: s.reached / n if n else 0.0 for s in stages},
+            paths=paths,
         )  # fmt: skip
 
     @property
@@ -155,23 +230,39 @@ class CascadeResult(BaseModel):
         return self.n_agree / self.n_accepted if self.n_accepted else None
 
     @property
+    def level(self) -> float:
+        """The level each test was run at: delta, or its share per path or per stage."""
+        if self.paths is not None:
+            return self.delta / len(self.paths.family)
+        return self.delta if self.method == "joint" else self.delta / max(1, len(self.stages))
+
+    @property
     def lower_bound(self) -> float | None:
-        """joint: the one-sided 1 - delta lower bound on the cascade's agreement."""
-        if self.method != "joint" or not self.n_accepted:
+        """joint or paths: the one-sided lower bound on the cascade's agreement at the level
+        its test was run at (for paths it holds jointly with the others, at 1 - delta)."""
+        if self.method == "stagewise" or not self.n_accepted:
             return None
-        return binomial_lower_bound(self.n_agree, self.n_accepted, self.delta)
+        return binomial_lower_bound(self.n_agree, self.n_accepted, self.level)
 
     @property
     def guarantee(self) -> str:
         stages = len(self.stages)
         conf = f"{(1 - self.delta) * 100:.4g}%"
         each = f"{self.delta / stages:.4g}"
-        how = (
-            f"one test of the cascade as a whole at delta {self.delta:.4g}, every stage at the "
-            "same threshold"
-            if self.method == "joint"
-            else f"each of the {stages} stages calibrated at delta {each} on the items reaching it"
-        )
+        if self.paths is not None:
+            family = len(self.paths.family)
+            chosen = f"; chosen on path '{self.paths.chosen}'" if self.paths.chosen else ""
+            how = (
+                f"the cascade as a whole tested along {family} paths fixed in advance "
+                f"({', '.join(self.paths.family)}), each at delta {self.level:.4g}{chosen}"
+            )
+        elif self.method == "joint":
+            how = (
+                f"one test of the cascade as a whole at delta {self.delta:.4g}, every stage at "
+                "the same threshold"
+            )
+        else:
+            how = f"each of the {stages} stages calibrated at delta {each} on the items reaching it"
         settled = ", ".join(
             f"{s.critic} ≥ {s.threshold:.4g} ({s.accepted})"
             if s.threshold is not None
@@ -232,20 +323,29 @@ def calibrate_cascade(
     *,
     method: CascadeMethod = "stagewise",
     min_accepted: int = MIN_ACCEPTED,
+    paths: Sequence[CascadePath] = PATHS,
 ) -> CascadeResult:
-    """Calibrate a cascade, jointly or stage by stage (module doc).
+    """Calibrate a cascade, jointly over paths, over one path, or stage by stage (module doc).
 
     Args:
         critics: the critics' names, cheapest (first asked) first.
         scores: per item, each critic's confidence, in the order of `critics`.
         correct: per item, whether each critic's label agreed with the human label.
         target_agreement, delta: as for `calibrate`.
-        method: `joint` (one test over the path of equal thresholds, at delta) or `stagewise`
-            (each stage on the items reaching it, at delta / S).
+        method: `paths` (one test along each path of `paths`, each at delta / len(paths), the
+            best policy passed), `joint` (one test along the path of equal thresholds, at delta)
+            or `stagewise` (each stage on the items reaching it, at delta / S).
+        paths: `paths`: the family of paths, fixed before the data are seen (`PATHS`).
     """
     _check(critics, scores, correct, target_agreement, delta)
+    if method == "paths":
+        if not paths:
+            raise UsageError("a joint calibration over paths needs at least one path")
+        return _joint(critics, scores, correct, target_agreement, delta, min_accepted, paths,
+                      "paths")  # fmt: skip
     if method == "joint":
-        return _joint(critics, scores, correct, target_agreement, delta, min_accepted)
+        return _joint(critics, scores, correct, target_agreement, delta, min_accepted, (EQUAL,),
+                      "joint")  # fmt: skip
     if method != "stagewise":
         raise UsageError(f"--cascade-method must be one of {', '.join(CASCADE_METHODS)}, "
                          f"got {method!r}")  # fmt: skip
@@ -296,22 +396,68 @@ def _stagewise(
 
 @dataclass(frozen=True)
 class PathRow:
-    """The calibration items under one policy of the joint path (every stage at `threshold`)."""
+    """The calibration items under one policy of a path (its stages at `thresholds`)."""
 
-    threshold: float
+    thresholds: tuple[float, ...]
     reached: tuple[int, ...]  # per stage: items asked
     accepted: tuple[int, ...]  # per stage: items it accepted
     agree: tuple[int, ...]  # per stage: of those, agreeing with the human label
+
+    @property
+    def threshold(self) -> float:
+        """The level the path scans: the last stage's threshold."""
+        return self.thresholds[-1]
 
     def total(self) -> ThresholdRow:
         return ThresholdRow(self.threshold, sum(self.accepted), sum(self.agree))
 
 
 def path_table(
-    scores: Sequence[Sequence[float]], correct: Sequence[Sequence[bool]], step: float = GRID_STEP
+    scores: Sequence[Sequence[float]],
+    correct: Sequence[Sequence[bool]],
+    path: CascadePath = EQUAL,
+    step: float = GRID_STEP,
 ) -> list[PathRow]:
-    """One row per grid threshold l, strictest first: what the cascade with every stage at l
-    does on these items. Stage s accepts an item for l in (max of earlier confidences, its own
+    """One row per grid level l, strictest first: what the cascade policy of `path` at l does on
+    these items."""
+    if path.hold is None:
+        return _equal_table(scores, correct, step)
+    return _hold_table(scores, correct, path, step)
+
+
+def _hold_table(
+    scores: Sequence[Sequence[float]], correct: Sequence[Sequence[bool]], path: CascadePath,
+    step: float,
+) -> list[PathRow]:  # fmt: skip
+    """Earlier stages fixed at `path.hold`: who they accept does not move, so the last stage's
+    rows are `grid_table` over the items reaching it."""
+    hold = path.hold
+    assert hold is not None
+    stages = len(scores[0]) if scores else 0
+    reached, accepted, agree = [0] * stages, [0] * stages, [0] * stages
+    last_scores: list[float] = []
+    last_correct: list[bool] = []
+    for row_s, row_c in zip(scores, correct, strict=True):
+        for s in range(stages):
+            reached[s] += 1
+            if s == stages - 1:
+                last_scores.append(row_s[s])
+                last_correct.append(row_c[s])
+            elif row_s[s] >= hold:
+                accepted[s] += 1
+                agree[s] += row_c[s]
+                break
+    return [
+        PathRow(path.thresholds(stages, r.threshold), tuple(reached),
+                (*accepted[:-1], r.n_accepted), (*agree[:-1], r.n_agree))
+        for r in grid_table(last_scores, last_correct, step)
+    ]  # fmt: skip
+
+
+def _equal_table(
+    scores: Sequence[Sequence[float]], correct: Sequence[Sequence[bool]], step: float
+) -> list[PathRow]:
+    """Every stage at l. Stage s accepts an item for l in (max of earlier confidences, its own
     confidence], so each item adds one interval of the grid per stage (difference arrays)."""
     grid = threshold_grid(step)  # descending
     ascending = grid[::-1]
@@ -346,10 +492,16 @@ def path_table(
     rows = []
     for j in range(size):  # descending grid index j is ascending index size - 1 - j
         a = size - 1 - j
-        row = PathRow(grid[j], *(tuple(c[a] for c in counts)
-                                 for counts in (reached, accepted, agreeing)))  # fmt: skip
+        counts = (reached, accepted, agreeing)
+        row = PathRow((grid[j],) * stages, *(tuple(c[a] for c in count) for count in counts))
         rows.append(row)
     return rows
+
+
+@dataclass(frozen=True)
+class _Passed:
+    path: CascadePath
+    row: PathRow
 
 
 def _joint(
@@ -359,32 +511,49 @@ def _joint(
     target_agreement: float,
     delta: float,
     min_accepted: int,
+    family: Sequence[CascadePath],
+    method: CascadeMethod,
 ) -> CascadeResult:
+    """One fixed sequence per path of `family`, each at delta / len(family); of the last
+    policies passed, the one accepting most, then asking the last critic least."""
     n = len(scores)
-    least = max(min_labels_to_pass(target_agreement, delta), min_accepted)
-    path = path_table(scores, correct)
-    by_threshold = {r.threshold: r for r in path}
-    totals = [r.total() for r in path]
-    chosen = fixed_sequence(totals, target_agreement, delta, least)
-    if chosen is None:
+    level = delta / len(family)
+    least = max(min_labels_to_pass(target_agreement, level), min_accepted)
+    passed: list[_Passed] = []
+    needed: list[int] = []
+    for path in family:
+        rows = path_table(scores, correct, path)
+        totals = [r.total() for r in rows]
+        chosen = fixed_sequence(totals, target_agreement, level, least)
+        if chosen is not None:
+            passed.append(_Passed(path, rows[totals.index(chosen)]))
+        elif (more := labels_needed_more(totals, n, target_agreement, level, least)) is not None:
+            needed.append(more)
+    tested = (
+        PathsTested(family=[p.name for p in family], chosen=None) if method == "paths" else None
+    )
+    if not passed:
         stages = [Stage(critic=c, threshold=None, reached=n, accepted=0, agree=0)
                   for c in critics]  # fmt: skip
         return CascadeResult(
-            method="joint", stages=stages, target_agreement=target_agreement, delta=delta,
+            method=method, stages=stages, target_agreement=target_agreement, delta=delta,
             n_calibration=n, n_accepted=0, n_agree=0,
             requests_per_item=dict.fromkeys(critics, 1.0 if n else 0.0),
-            needed_more=labels_needed_more(totals, n, target_agreement, delta, least),
+            needed_more=min(needed) if needed else None, paths=tested,
         )  # fmt: skip
-    row = by_threshold[chosen.threshold]
+    best = max(passed, key=lambda p: (sum(p.row.accepted), -p.row.reached[-1]))
+    row = best.row
     stages = [
-        Stage(critic=c, threshold=row.threshold, reached=row.reached[s],
+        Stage(critic=c, threshold=row.thresholds[s], reached=row.reached[s],
               accepted=row.accepted[s], agree=row.agree[s])
         for s, c in enumerate(critics)
     ]  # fmt: skip
+    if tested is not None:
+        tested = tested.model_copy(update={"chosen": best.path.name})
     return CascadeResult(
-        method="joint", stages=stages, target_agreement=target_agreement, delta=delta,
-        n_calibration=n, n_accepted=chosen.n_accepted, n_agree=chosen.n_agree,
-        requests_per_item={c: row.reached[s] / n for s, c in enumerate(critics)},
+        method=method, stages=stages, target_agreement=target_agreement, delta=delta,
+        n_calibration=n, n_accepted=sum(row.accepted), n_agree=sum(row.agree),
+        requests_per_item={c: row.reached[s] / n for s, c in enumerate(critics)}, paths=tested,
     )  # fmt: skip
 
 
@@ -403,7 +572,7 @@ def forecast_cascade(
     target_agreement: float,
     delta: float,
     *,
-    method: CascadeMethod = "joint",
+    method: CascadeMethod = "stagewise",
     draws: int = 50,
     seed: int = 0,
 ) -> list[Forecast]:

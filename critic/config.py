@@ -16,7 +16,7 @@ from pydantic import ConfigDict, model_validator
 from pydantic.dataclasses import dataclass
 
 from critic.errors import ConfigError
-from critic.items import Fields
+from critic.items import MAX_LINE_BYTES, Fields
 
 if TYPE_CHECKING:
     from critic.backends.base import Backend
@@ -68,11 +68,16 @@ class InputSpec:
     split: str | None = None
     limit: int | None = None
     prompts: str | Path | None = None
+    #: The longest JSONL line read, in bytes; a longer line is a bad row, skipped without being
+    #: held in memory (a parsed line takes about ten times its size). Default 8 MiB.
+    max_line_bytes: int = MAX_LINE_BYTES
 
     @model_validator(mode="after")
     def _check(self) -> InputSpec:
         if self.limit is not None and self.limit < 1:
             raise ConfigError("limit", "{limit} must be at least 1")
+        if self.max_line_bytes < 1:
+            raise ConfigError("max_line_bytes", "{max_line_bytes} must be at least 1")
         return self
 
 

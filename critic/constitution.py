@@ -6,6 +6,8 @@ default) and every problem is reported with the file, the line, the field path a
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import hashlib
 import json
 from collections.abc import Iterator
@@ -84,9 +86,14 @@ class Constitution(_Strict):
 
     @field_validator("version", mode="before")
     @classmethod
-    def _version_as_text(cls, value: Any) -> Any:
-        # `version: 1.0` in YAML is a float; users mean the text "1.0".
-        return str(value) if isinstance(value, int | float) else value
+    def _version_is_text(cls, value: Any) -> Any:
+        # YAML reads `version: 1.10` as the float 1.1, which would collide with the real 1.1.
+        if isinstance(value, int | float):
+            raise ValueError(
+                f"YAML reads this version as the number {value!r}, not as text, so 1.10 would "
+                'become 1.1; put it in quotes as you mean it, e.g. version: "1.10"'
+            )
+        return value
 
     @property
     def label_names(self) -> list[str]:
@@ -170,16 +177,36 @@ def resolve(path_or_name: str | Path) -> Path:
     )
 
 
+class _AliasFound(yaml.YAMLError):
+    def __init__(self, event: yaml.AliasEvent) -> None:
+        super().__init__(f"alias *{event.anchor}")
+        self.event = event
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing aliases (`*name`, `<<: *name`) where it meets them.
+
+    An alias is a reference, so a few kilobytes of nested aliases stand for billions of nodes:
+    a 4 KB file with 7 levels of 10 took 21.6 s and 1.48 GB, then crashed, in the walk that
+    finds line numbers. No constitution needs one; each text is written out instead.
+    """
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            raise _AliasFound(self.peek_event())  # type: ignore[no-untyped-call]
+        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+
+
 def line_index(text: str) -> dict[tuple[str | int, ...], int]:
     """Map each YAML node path to its 1-based line, so errors can name the line."""
     index: dict[tuple[str | int, ...], int] = {}
     try:
-        root = yaml.compose(text)
+        root = yaml.compose(text, Loader=_NoAliasLoader)
     except yaml.YAMLError:
         return index
 
     def walk(node: yaml.Node, path: tuple[str | int, ...]) -> None:
-        index[path] = node.start_mark.line + 1
+        index.setdefault(path, node.start_mark.line + 1)  # a key's own line, not its value's
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 index[(*path, key.value)] = key.start_mark.line + 1
@@ -200,23 +227,38 @@ def field_path(loc: tuple[str | int, ...]) -> str:
     return out
 
 
+class _Unreadable(ConstitutionError):
+    """The file cannot be read as YAML: `problem` at `line` (1-based, if known)."""
+
+    def __init__(self, path: Path, problem: str, line: int | None, hint: str | None) -> None:
+        super().__init__(f"{path}{f':{line}' if line else ''}: {problem}", hint)
+        self.problem, self.line = problem, line
+
+
 def _read(path: Path) -> tuple[str, Any]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise ConstitutionError(f"{path}: no such constitution file") from None
+        raise _Unreadable(path, "no such constitution file", None, None) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConstitutionError(f"{path}: cannot read the constitution: {exc}") from None
+        raise _Unreadable(path, f"cannot read the constitution: {exc}", None, None) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader
+    except _AliasFound as exc:
+        mark = exc.event.start_mark
+        raise _Unreadable(
+            path, f"YAML aliases are not allowed in a constitution ({exc})",
+            mark.line + 1 if mark else None,
+            "write the text out where the alias stands; a few nested aliases can expand a "
+            "small file into gigabytes",
+        ) from None  # fmt: skip
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConstitutionError(
-            f"{path}{line}: not valid YAML: {problem}",
-            hint="check indentation and quoting; a ':' inside text needs quotes",
-        ) from None
+        raise _Unreadable(
+            path, f"not valid YAML: {problem}", mark.line + 1 if mark is not None else None,
+            "check indentation and quoting; a ':' inside text needs quotes",
+        ) from None  # fmt: skip
     return text, data
 
 
@@ -225,8 +267,8 @@ def check(path: str | Path) -> tuple[Constitution | None, list[Problem]]:
     path = Path(path)
     try:
         text, data = _read(path)
-    except ConstitutionError as exc:
-        return None, [Problem(str(path), "", exc.message, exc.hint)]
+    except _Unreadable as exc:
+        return None, [Problem(str(path), "", exc.problem, exc.hint, exc.line)]
     lines = line_index(text)
     if not isinstance(data, dict):
         return None, [
@@ -239,12 +281,81 @@ def check(path: str | Path) -> tuple[Constitution | None, list[Problem]]:
         for err in exc.errors():
             loc = tuple(err["loc"])
             line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
-            problems.append(
-                Problem(str(path), field_path(loc), err["msg"], _HINTS.get(err["type"]), line)
-            )
+            hint = _HINTS.get(err["type"])
+            if err["type"] == "extra_forbidden":
+                hint = _meant_hint(data, loc) or hint
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(Problem(str(path), field_path(loc), message, hint, line))
+        # The other checks still run, on the file as written, so one pass reports everything.
+        renamed: list[tuple[tuple[str | int, ...], tuple[str | int, ...]]] = []
+        lenient = _lenient(Constitution, data, (), renamed)
+        for old, new in renamed:  # a misspelt key's lines, under the name it was meant to have
+            lines.update({(*new, *k[len(old) :]): v for k, v in list(lines.items())
+                          if k[: len(old)] == old})  # fmt: skip
+        # Too broken to check further: the schema errors say what to fix first.
+        with contextlib.suppress(AttributeError, TypeError, ValueError):
+            problems += _semantic_problems(lenient, str(path), lines)  # type: ignore[arg-type]
         return None, problems
     problems = list(_semantic_problems(constitution, str(path), lines))
     return constitution, problems
+
+
+_NESTED: dict[tuple[type[BaseModel], str], type[BaseModel]] = {}
+
+
+def _meant(key: object, model: type[BaseModel], given: dict[Any, Any]) -> str | None:
+    """The field of `model` that an unknown `key` most likely misspells (and `given` lacks)."""
+    free = [name for name in model.model_fields if name not in given]
+    match = difflib.get_close_matches(str(key), free, n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _meant_hint(data: Any, loc: tuple[Any, ...]) -> str | None:
+    model: type[BaseModel] = Constitution
+    node = data
+    for part in loc[:-1]:
+        node = node[part] if isinstance(node, dict | list) else None
+        if isinstance(part, str):
+            model = _NESTED.get((model, part), model)
+    if not isinstance(node, dict):
+        return None
+    meant = _meant(loc[-1], model, node)
+    return f"did you mean '{meant}'?" if meant else None
+
+
+def _lenient(
+    model: type[BaseModel],
+    value: Any,
+    path: tuple[str | int, ...],
+    renamed: list[tuple[tuple[str | int, ...], tuple[str | int, ...]]],
+) -> Any:
+    """`value` as `model`, validated where it can be and built unvalidated where it cannot, with
+    unknown keys dropped and misspelt ones read under the name they were meant to have."""
+    if not isinstance(value, dict):
+        return value
+    fields: dict[str, Any] = {}
+    for key, item in value.items():
+        name = key if key in model.model_fields else _meant(key, model, value)
+        if name is None or name in fields:
+            continue
+        if name != key:
+            renamed.append(((*path, key), (*path, name)))
+        inner = _NESTED.get((model, name))
+        if inner is not None and isinstance(item, list):
+            item = tuple(_lenient(inner, x, (*path, key, i), renamed) for i, x in enumerate(item))
+        elif inner is not None:
+            item = _lenient(inner, item, (*path, key), renamed)
+        fields[name] = item
+    try:
+        return model.model_validate(fields)
+    except ValidationError:
+        return model.model_construct(**fields)
+
+
+_NESTED.update({
+    (Constitution, "task"): Task, (Constitution, "principles"): Principle,
+    (Task, "labels"): LabelDef, (Task, "levels"): ScoreLevel, (Principle, "examples"): Example,
+})  # fmt: skip
 
 
 def _semantic_problems(
@@ -368,7 +479,7 @@ def load_constitution(path: str | Path) -> Constitution:
 
 def parse_constitution(content: str, *, source: str = "<text>") -> Constitution:
     """Build a constitution from YAML or JSON text (used for versions stored in a database)."""
-    data = yaml.safe_load(content)
+    data = yaml.load(content, Loader=_NoAliasLoader)  # a SafeLoader
     try:
         return Constitution.model_validate(data)
     except ValidationError as exc:

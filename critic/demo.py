@@ -140,6 +140,10 @@ def _route_and_enqueue(db: str, store: Any, policy: Any, run_id: str) -> Any:
         queues.create_queue(QUEUE, overlap=1)  # takes the constitution's labels when fed
     finally:
         queues.close()
+    from critic.triage import run_binding
+
+    # The policy was calibrated on this run's own reviewed half: bound to it.
+    policy = policy.model_copy(update={"binding": run_binding(store.run(run_id))})
     routed = route_run(store, policy, run_id)
     routed.enqueued = enqueue_review(db, QUEUE, routed.review_rows)
     return routed

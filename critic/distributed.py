@@ -103,7 +103,9 @@ class DraftWorker:
         report: dict[str, list[Any]] = {"part": [], "processed": [], "already": [], "bad": []}
         for text in batch["part"]:
             part = Part(**json.loads(str(text)))
-            intake = Intake(self.store, self.job.run_id, load_part(part, self.job.input.fields))
+            read = self.job.input
+            entries = load_part(part, read.fields, max_line_bytes=read.max_line_bytes)
+            intake = Intake(self.store, self.job.run_id, entries)
             processed = self.loop.run_until_complete(
                 run_items(
                     self.drafter, self.store, self.job.run_id, intake.pending(),
@@ -187,7 +189,7 @@ async def arun_on_ray(
     control = control or RunControl()
     opts = options or task.options()
     started = time.perf_counter()
-    input, fields, templates = prepare_run(task, constitution, input, critics)  # sent to workers
+    input, fields, templates = prepare_run(task, constitution, input, critics, source=source)
     store = open_store(db)
     in_process = backend.backend in ("vllm", "transformers")
     probe: Any = _Named(backend) if in_process else backend.build()

@@ -162,20 +162,33 @@ def import_constitutions(
 ) -> list[tuple[Path, Constitution]]:
     """Convert `source` and write critic YAML: one file for hf-cai (`out` is the file, or a
     directory to put `<id>.yaml` in), one file per rubric into the directory `out` for
-    prometheus. Returns what was written, each checked with `critic.constitution.check`."""
+    prometheus (or, for a single rubric, the file `out` when it ends in .yaml). Returns what was
+    written, each checked with `critic.constitution.check`."""
     source, out = Path(source), Path(out)
     if fmt == "hf-cai":
         data = from_hf_cai(source, constitution_id)
         target = out / f"{data['id']}.yaml" if out.is_dir() else out
         return [(target, _write_checked(data, target, source, fmt))]
     if fmt == "prometheus":
+        if constitution_id:
+            raise UsageError("--id applies to hf-cai; prometheus ids come from the rubric names")
+        rubrics = from_prometheus(source)
+        if out.suffix.lower() in (".yaml", ".yml") and not out.is_dir():
+            # A file name: right for a single rubric, never a directory of that name.
+            if len(rubrics) != 1:
+                raise UsageError(
+                    f"{out}: {source} has {len(rubrics)} rubrics, and prometheus import writes "
+                    "one file per rubric",
+                    hint=f"give a directory with -o (such as {out.with_suffix('')}), or a file "
+                    "with one rubric",
+                )
+            ((_, data),) = rubrics.items()
+            return [(out, _write_checked(data, out, source, fmt))]
         if out.exists() and not out.is_dir():
             raise UsageError(f"{out} is a file; prometheus import writes one file per rubric",
                              hint="give a directory with -o")  # fmt: skip
-        if constitution_id:
-            raise UsageError("--id applies to hf-cai; prometheus ids come from the rubric names")
         written = []
-        for cid, data in from_prometheus(source).items():
+        for cid, data in rubrics.items():
             target = out / f"{cid}.yaml"
             written.append((target, _write_checked(data, target, source, fmt)))
         return written

@@ -2,8 +2,10 @@
 
 A bad row never stops a run: it comes back as a `BadRow` naming `FILE:LINE` and the reason, and
 the run records it as a failed item. Hostile rows are bad rows too: invalid UTF-8, nesting deeper
-than `MAX_DEPTH`, CSV fields over `CSV_FIELD_LIMIT` characters. Reasons quote data only through
-`critic.text.printable`, so a field name cannot send escape sequences to the terminal.
+than `MAX_DEPTH`, CSV fields over `CSV_FIELD_LIMIT` characters, JSONL lines over
+`MAX_LINE_BYTES`, ids over `MAX_ID_CHARS`, the NUL character anywhere, and JSON that only lenient
+parsers read (see `strict_json`). Reasons quote data only through `critic.text.printable`, so a
+field name cannot send escape sequences to the terminal.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from critic.errors import InputError
+from critic.errors import ConfigError, InputError
 from critic.text import printable
 
 MAX_DEPTH = 100
@@ -26,26 +30,61 @@ and they would overflow the recursion of every JSON encoder, validator and templ
 CSV_FIELD_LIMIT = 16 * 1024 * 1024
 """The longest CSV field read, in characters (Python's default is 128 KiB). Longer is a bad row."""
 
+MAX_LINE_BYTES = 8 * 1024 * 1024
+"""The longest JSONL line read, in bytes (the default of `InputSpec.max_line_bytes`, the
+`--max-line-bytes` flag). A longer line is a bad row, skipped without being held in memory: parsed,
+a line takes about ten times its size (a 30 MB line took 310 MB)."""
+
+MAX_ID_CHARS = 255
+"""The longest item id, in characters: the stores' id columns hold 255 (PostgreSQL enforces it).
+A longer id is a bad row on every store."""
+
+FIELD_CHECK_ROWS = 20
+"""How many rows `check_fields` reads before a run starts."""
+
 
 @dataclass(frozen=True)
 class Fields:
-    """Which input columns hold what. `text` replaces prompt + response when given."""
+    """Which input columns hold what. `text` replaces prompt + response when given.
+
+    `prompt` may name several columns (a tuple): the prompt is then their values joined in that
+    order, each under its column's name (see `Item.prompt`). One column is kept as a plain
+    string, so a run reading one prompt column keeps the identity it always had.
+    """
 
     id: str | None = None
-    prompt: str = "prompt"
+    prompt: str | tuple[str, ...] = "prompt"
     response: str = "response"
     text: str | None = None
     # Pairwise inputs (compare): the two responses.
     a: str | None = None
     b: str | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str):
+            names = tuple(self.prompt)  # a list, read back from a stored run's JSON
+            if not names:
+                raise ConfigError("prompt_field", "{prompt_field} needs at least one column")
+            object.__setattr__(self, "prompt", names[0] if len(names) == 1 else names)
+
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        """The prompt column(s), in order."""
+        return (self.prompt,) if isinstance(self.prompt, str) else self.prompt
+
     @property
     def required(self) -> list[str]:
+        return [column for _, column in self.named()]
+
+    def named(self) -> list[tuple[str, str]]:
+        """(setting, column) for every column a row must have: the setting is the option that
+        names the column (`prompt_field`, ...), so an error can say which one to fix."""
         if self.text:
-            return [self.text]
+            return [("text_field", self.text)]
+        prompts = [("prompt_field", name) for name in self.prompts]
         if self.a and self.b:
-            return [self.prompt, self.a, self.b]
-        return [self.prompt, self.response]
+            return [*prompts, ("a_field", self.a), ("b_field", self.b)]
+        return [*prompts, ("response_field", self.response)]
 
 
 @dataclass(frozen=True)
@@ -63,7 +102,15 @@ class Item:
 
     @property
     def prompt(self) -> str | None:
-        return None if self.fields.text else self.get(self.fields.prompt)
+        """The prompt column's value; with several, each non-empty one under its column's name
+        (`instruction:\n...\n\ninput:\n...`), in the order they were given."""
+        if self.fields.text:
+            return None
+        names = self.fields.prompts
+        if len(names) == 1:
+            return self.get(names[0])
+        parts = ((name, self.get(name)) for name in names)
+        return "\n\n".join(f"{name}:\n{value}" for name, value in parts if value != "")
 
     @property
     def response(self) -> str | None:
@@ -76,6 +123,18 @@ class Item:
     @property
     def text(self) -> str | None:
         return self.get(self.fields.text) if self.fields.text else None
+
+
+def prompt_of(row: Mapping[str, Any], prompt: str | Sequence[str]) -> Any:
+    """The prompt of a stored `row` as its run read it: `prompt` is the run's prompt field(s)
+    (`Fields.prompt`, or the list a run's stored params hold). One field's value comes as it is;
+    several are joined as `Item.prompt` joins them (None when one is missing)."""
+    fields = Fields(prompt=prompt if isinstance(prompt, str) else tuple(prompt))
+    if isinstance(fields.prompt, str):
+        return row.get(fields.prompt)
+    if any(row.get(name) is None for name in fields.prompts):
+        return None
+    return Item("", row, "", fields).prompt
 
 
 @dataclass(frozen=True)
@@ -107,8 +166,9 @@ def _to_item(row: Any, source: str, fields: Fields, raw: str) -> Item | BadRow:
     if not isinstance(row, dict):
         kind = type(row).__name__ if row is not None else "null"
         return BadRow(_bad_id(f"{source}:{raw}"), source, f"expected a JSON object, got {kind}")
-    if _deeper_than(row, MAX_DEPTH):
-        return BadRow(_bad_id(f"{source}:{raw}"), source, f"nested deeper than {MAX_DEPTH} levels")
+    problem = _unstorable(row)
+    if problem is not None:  # the row itself is not kept: a store could not hold it either
+        return BadRow(_bad_id(f"{source}:{raw}"), source, problem)
     if fields.id is not None:
         if fields.id not in row or row[fields.id] in (None, ""):
             return BadRow(
@@ -119,6 +179,11 @@ def _to_item(row: Any, source: str, fields: Fields, raw: str) -> Item | BadRow:
         item_id = str(row["id"])
     else:
         item_id = content_id(row)
+    if len(item_id) > MAX_ID_CHARS:
+        return BadRow(
+            _bad_id(f"{source}:{raw}"), source,
+            f"the id is {len(item_id):,} characters long; ids are at most {MAX_ID_CHARS}", row,
+        )  # fmt: skip
     missing = [name for name in fields.required if name not in row or row[name] is None]
     if missing:
         present = ", ".join(printable(name) for name in sorted(row)[:8]) or "none"
@@ -131,22 +196,86 @@ def _to_item(row: Any, source: str, fields: Fields, raw: str) -> Item | BadRow:
     return Item(item_id, row, source, fields)
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
-    stack = [(value, 1)]
+def _unstorable(row: dict[Any, Any]) -> str | None:
+    """Why no store can hold `row` as data, or None: nesting deeper than `MAX_DEPTH`, or the NUL
+    character (U+0000) in a key or a value, which PostgreSQL text cannot hold (and which is not
+    text a critic is meant to read)."""
+    stack: list[tuple[Any, int, Any]] = [(value, 2, key) for key, value in row.items()]
+    stack.extend((key, 1, key) for key in row)
     while stack:
-        current, depth = stack.pop()
+        current, depth, top = stack.pop()
+        if isinstance(current, str):
+            if "\x00" in current:
+                return (
+                    f"field '{printable(top)}' holds the NUL character (U+0000), which the "
+                    "stores cannot keep; remove it from the input"
+                )
+            continue
         if isinstance(current, dict):
+            stack.extend((key, depth, top) for key in current)
             current = list(current.values())
         if isinstance(current, list):
-            if depth > limit:
-                return True
-            stack.extend((child, depth + 1) for child in current)
-    return False
+            if depth > MAX_DEPTH:
+                return f"nested deeper than {MAX_DEPTH} levels"
+            stack.extend((child, depth + 1, top) for child in current)
+    return None
 
 
 @dataclass(frozen=True)
 class _Malformed:
     reason: str
+
+
+class _NotStrict(ValueError):
+    """JSON that Python's parser reads but the standard does not define."""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    row = dict(pairs)
+    if len(row) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _NotStrict(
+                    f"the key '{printable(key)}' appears twice in one object (JSON does not say "
+                    "which value counts); keep one"
+                )
+            seen.add(key)
+    return row
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NotStrict(
+            f"the number {printable(text[:40])} is too large for a 64-bit float (it would read "
+            "as infinity); write it as a string"
+        )
+    return value
+
+
+def _constant(name: str) -> Any:
+    raise _NotStrict(f"{name} is not a JSON value; write null or a string")
+
+
+def strict_json(text: str) -> Any:
+    """`text` parsed as standard JSON (RFC 8259), which Python's `json.loads` is not.
+
+    Python reads `NaN`, `Infinity` and `-Infinity`, turns `1e999` into infinity, and keeps the
+    last of two equal keys; each of these raises `ValueError` here, saying what to fix.
+    Integers longer than Python reads (4,300 digits) raise `ValueError` too.
+    """
+    return _STRICT.decode(text)
+
+
+_STRICT = json.JSONDecoder(object_pairs_hook=_object, parse_float=_float, parse_constant=_constant)
+
+
+@dataclass(frozen=True)
+class _LongLine:
+    """A line over the length limit, skipped: only its size is kept."""
+
+    size: int
 
 
 def _decode(line: bytes) -> str | _Malformed:
@@ -160,27 +289,50 @@ def _decode(line: bytes) -> str | _Malformed:
 
 
 def _raw_lines(
-    path: Path, start: int = 0, stop: int | None = None, first: int = 1
-) -> Iterator[tuple[int, bytes]]:
+    path: Path,
+    start: int = 0,
+    stop: int | None = None,
+    first: int = 1,
+    max_bytes: int | None = None,
+) -> Iterator[tuple[int, bytes | _LongLine]]:
     """Numbered lines with their endings, split on "\\n" only (U+2028, U+2029 and U+0085 are
     legal inside JSON strings and CSV fields), without a BOM; read as a stream. `start`/`stop`
-    are byte offsets at line starts (a `Part`), `first` the number of the line at `start`."""
+    are byte offsets at line starts (a `Part`), `first` the number of the line at `start`.
+    A line longer than `max_bytes` (its ending not counted) comes as a `_LongLine`, read past in
+    blocks, never held whole."""
     with path.open("rb") as handle:
         handle.seek(start)
         offset, number = start, first
         while stop is None or offset < stop:
-            line = handle.readline()
+            line = handle.readline(-1 if max_bytes is None else max_bytes + 2)
             if not line:
                 return
             offset += len(line)
-            yield number, line[3:] if number == 1 and line.startswith(b"\xef\xbb\xbf") else line
+            if max_bytes is not None and len(line.rstrip(b"\r\n")) > max_bytes:
+                size = len(line.rstrip(b"\r\n"))
+                while not line.endswith(b"\n") and (line := handle.readline(1 << 20)):
+                    offset += len(line)
+                    size += len(line.rstrip(b"\r\n"))
+                yield number, _LongLine(size)
+            else:
+                yield number, line[3:] if number == 1 and line.startswith(b"\xef\xbb\xbf") else line
             number += 1
 
 
 def _read_jsonl(
-    path: Path, start: int = 0, stop: int | None = None, first: int = 1
+    path: Path,
+    start: int = 0,
+    stop: int | None = None,
+    first: int = 1,
+    max_bytes: int = MAX_LINE_BYTES,
 ) -> Iterator[tuple[int, str, Any]]:
-    for number, raw in _raw_lines(path, start, stop, first):
+    for number, raw in _raw_lines(path, start, stop, first, max_bytes):
+        if isinstance(raw, _LongLine):
+            yield number, f"{number}:{raw.size}", _Malformed(
+                f"the line is {raw.size:,} bytes long, over the limit of {max_bytes:,}; "
+                "split the row, or raise the limit (--max-line-bytes)"
+            )  # fmt: skip
+            continue
         raw = raw.removesuffix(b"\n").removesuffix(b"\r")
         line = _decode(raw)
         if isinstance(line, _Malformed):
@@ -189,9 +341,20 @@ def _read_jsonl(
         if not line.strip():
             continue
         try:
-            yield number, line, json.loads(line)
+            yield number, line, strict_json(line)
         except json.JSONDecodeError as exc:
             yield number, line, _Malformed(f"not valid JSON: {exc.msg} at column {exc.colno}")
+        except _NotStrict as exc:
+            yield number, line, _Malformed(f"not standard JSON: {exc}")
+        except ValueError as exc:  # an integer longer than Python reads (4,300 digits)
+            digits = re.search(r"value has (\d+) digits", str(exc))
+            problem = (
+                f"not standard JSON: an integer of {digits.group(1)} digits is longer than JSON "
+                "readers take; write it as a string"
+                if digits
+                else f"not readable as JSON: {exc}"
+            )
+            yield number, line, _Malformed(problem)
         except RecursionError:
             yield number, line, _Malformed(f"nested deeper than {MAX_DEPTH} levels")
 
@@ -204,6 +367,7 @@ def _read_csv(path: Path) -> Iterator[tuple[int, str, Any]]:
 
     def decoded() -> Iterator[str]:
         for number, raw in _raw_lines(path):  # endings kept: quoted fields may span lines
+            assert isinstance(raw, bytes)  # no max_bytes: every line comes whole
             line = _decode(raw)
             if isinstance(line, _Malformed):
                 invalid[number] = line
@@ -257,8 +421,14 @@ def _read_table(
     for number, row in enumerate(rows, start=first):
         plain = dict(row)
         try:
-            raw = json.dumps(plain, default=str, sort_keys=True)
-        except (RecursionError, ValueError) as exc:
+            raw = json.dumps(plain, default=str, sort_keys=True, allow_nan=False)
+        except ValueError as exc:
+            problem = str(exc)
+            if "float" in problem:  # allow_nan=False: "Out of range float values are not ..."
+                problem = "a value is NaN or infinite, which JSON cannot hold; write null"
+            yield number, f"row {number}", _Malformed(f"cannot be read as JSON: {problem}")
+            continue
+        except RecursionError as exc:
             yield number, f"row {number}", _Malformed(f"cannot be read as JSON: {exc}")
             continue
         yield number, raw, plain
@@ -310,6 +480,7 @@ def load_items(
     *,
     split: str | None = None,
     check_duplicates: bool = True,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Iterator[Item | BadRow]:
     """Yield an `Item` for every good row and a `BadRow` for every bad one.
 
@@ -320,16 +491,67 @@ def load_items(
         split: the split to read from a Hub dataset or a saved DatasetDict.
         check_duplicates: report a repeated id as a bad row. This keeps every id seen, so the
             run engine, which streams datasets of any size, turns it off and asks its store.
+        max_line_bytes: a longer JSONL line is a bad row (see `MAX_LINE_BYTES`).
     """
     fields = fields or Fields()
     path = Path(source)
     if path.is_dir() and not _is_saved_dataset(path):
         named = (
-            row for file in data_files(path) for row in _named(*_rows_of(file, str(file), split))
+            row
+            for file in data_files(path)
+            for row in _named(*_rows_of(file, str(file), split, max_line_bytes))
         )
         yield from _entries(named, fields, check_duplicates)
         return
-    yield from _entries(_named(*_rows_of(path, str(source), split)), fields, check_duplicates)
+    rows = _rows_of(path, str(source), split, max_line_bytes)
+    yield from _entries(_named(*rows), fields, check_duplicates)
+
+
+def check_fields(
+    source: str | Path,
+    fields: Fields,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
+) -> None:
+    """Check, before a run starts, that the columns `fields` names exist in `source`.
+
+    Reads the first `FIELD_CHECK_ROWS` rows (at most `limit`). When rows were read and a named
+    column is in none of them, the name is wrong, not the rows: every row would be a bad row.
+
+    Raises:
+        ConfigError: naming the setting (`id_field`, `response_field`, ...), the missing column
+            and the columns the rows have.
+    """
+    named = [("id_field", fields.id)] if fields.id else []
+    named += fields.named()
+    seen: dict[str, None] = {}  # the columns of the rows read, in order
+    rows = 0
+    entries = load_items(source, fields, split=split, check_duplicates=False,
+                         max_line_bytes=max_line_bytes)  # fmt: skip
+    for count, entry in enumerate(entries):
+        if count >= min(FIELD_CHECK_ROWS, limit or FIELD_CHECK_ROWS):
+            break
+        if entry.row is not None:
+            rows += 1
+            seen.update(dict.fromkeys(entry.row))
+    missing = [(setting, column) for setting, column in named if column not in seen]
+    if not rows or not missing:
+        return
+    braces = str.maketrans({"{": "{{", "}": "}}"})  # ConfigError formats its text
+
+    def quoted(name: object) -> str:
+        return f"'{printable(name)}'".translate(braces)
+
+    listed = " or ".join(f"{quoted(column)} ({{{setting}}})" for setting, column in missing)
+    present = ", ".join(quoted(name) for name in list(seen)[:30])
+    raise ConfigError(
+        missing[0][0],
+        f"{printable(source)}: ".translate(braces)
+        + f"none of the first {rows} row(s) has the column {listed}; nothing was stored",
+        hint=f"the rows have {present}; name one of them",
+    )
 
 
 _DATA_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".parquet", ".pq")
@@ -355,7 +577,7 @@ def data_files(directory: Path) -> list[Path]:
 
 
 def _rows_of(
-    path: Path, name: str, split: str | None
+    path: Path, name: str, split: str | None, max_line_bytes: int = MAX_LINE_BYTES
 ) -> tuple[Iterable[tuple[int, str, Any]], str]:
     """The numbered rows of one input, and the prefix that names them (`FILE:` or `FILE:row `)."""
     if path.is_dir():
@@ -363,7 +585,7 @@ def _rows_of(
     if path.exists():
         suffix = path.suffix.lower()
         if suffix in (".jsonl", ".json", ".ndjson"):
-            return _read_jsonl(path), f"{name}:"
+            return _read_jsonl(path, max_bytes=max_line_bytes), f"{name}:"
         if suffix == ".csv":
             return _read_csv(path), f"{name}:"
         if suffix in (".parquet", ".pq"):
@@ -535,14 +757,17 @@ def plan_parts(
     return kept
 
 
-def load_part(part: Part, fields: Fields | None = None) -> Iterator[tuple[int, Item | BadRow]]:
+def load_part(
+    part: Part, fields: Fields | None = None, *, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[tuple[int, Item | BadRow]]:
     """`(input position, item or bad row)` for each row of `part`, named as `load_items` names
     them (`FILE:LINE`, `FILE:row N`). Duplicate ids are the store's to find (see `critic.runs`)."""
     fields = fields or Fields()
     path = Path(part.source)
     rows: Iterable[tuple[int, str, Any]]
     if part.kind == "lines":
-        rows, label = _read_jsonl(path, part.start, part.stop, part.first_line), f"{part.source}:"
+        lines = _read_jsonl(path, part.start, part.stop, part.first_line, max_line_bytes)
+        rows, label = lines, f"{part.source}:"
     elif part.kind == "row_groups":
         import pyarrow.parquet as pq
 

@@ -301,18 +301,15 @@ class Fields:
 
 
 def parse_label_map(text: str) -> dict[str, str]:
-    """`"0=tie,1=a,2=b"` as {"0": "tie", "1": "a", "2": "b"}; usage errors say what is wrong."""
-    out: dict[str, str] = {}
-    for part in text.split(","):
-        raw, sep, label = (p.strip() for p in part.partition("="))
-        if not sep or not raw or not label:
-            raise UsageError(
-                f"--label-map: {part.strip()!r} is not RAW=LABEL", hint='e.g. "0=tie,1=a,2=b"'
-            )
-        if raw in out:
-            raise UsageError(f"--label-map: {raw!r} is mapped twice")
-        out[raw] = label
-    return out
+    """`"0=tie,1=a,2=b"` as {"0": "tie", "1": "a", "2": "b"} (the one parser, shared with
+    `critic queue import`); usage errors say what is wrong."""
+    from adjudication.errors import QueueError
+    from adjudication.importing import parse_label_map as parse
+
+    try:
+        return parse(text)
+    except QueueError as exc:
+        raise UsageError(f"--label-map: {exc.message}", hint=exc.hint) from None
 
 
 def parse_critic_fields(specs: Sequence[str]) -> tuple[tuple[str, str], ...]:

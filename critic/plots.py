@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from critic.calibrate import CalibrationResult, binomial_lower_bound, grid_table, threshold_table
-from critic.cascade import CascadeResult, path_table
+from critic.cascade import EQUAL, PATHS, CascadeResult, path_table
 from critic.errors import CriticError, MissingExtraError
 
 
@@ -110,13 +110,13 @@ def plot_cascade(
 ) -> None:
     """Write a PNG with one coverage-versus-agreement panel per cascade stage, on the
     calibration items that reach it, each with its threshold marked; for a joint calibration,
-    one panel: the cascade's coverage and agreement along the path of equal thresholds."""
+    one panel: the cascade's coverage and agreement along the path the chosen policy is on."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
         raise MissingExtraError("--plot", "matplotlib", "pip install 'critic[plot]'") from None
-    if result.method == "joint":
+    if result.method != "stagewise":
         _plot_joint_path(scores, correct, result, path, Figure, FigureCanvasAgg)
         return
     stages = result.stages
@@ -159,20 +159,23 @@ def _plot_joint_path(
     canvas(fig)
     ax = fig.subplots(1, 1)
     n = len(scores)
-    rows = [r.total() for r in path_table(scores, correct)]
+    chosen = result.paths.chosen if result.paths else None
+    scanned = next((p for p in PATHS if p.name == chosen), EQUAL)
+    rows = [r.total() for r in path_table(scores, correct, scanned)]
     rows = [r for r in rows if r.n_accepted]
     coverage = [r.n_accepted / n for r in rows]
     ax.plot(coverage, [r.agreement for r in rows], label="agreement of accepted")
-    ax.plot(coverage, [binomial_lower_bound(r.n_agree, r.n_accepted, result.delta) for r in rows],
-            ls=":", label=f"lower bound ({1 - result.delta:.0%} confidence)")  # fmt: skip
+    ax.plot(coverage, [binomial_lower_bound(r.n_agree, r.n_accepted, result.level) for r in rows],
+            ls=":", label=f"lower bound ({1 - result.level:.4g} confidence)")  # fmt: skip
     ax.axhline(result.target_agreement, color="grey", ls="--", lw=1, label="target")
-    threshold = result.stages[0].threshold if result.stages else None
-    if threshold is not None and result.agreement is not None:
+    thresholds = [f"{s.threshold:.3g}" for s in result.stages if s.threshold is not None]
+    if len(thresholds) == len(result.stages) and result.agreement is not None:
         ax.plot([result.coverage], [result.agreement], marker="*", markersize=12, color="C3",
-                ls="none", label=f"every stage at {threshold:.3g}")  # fmt: skip
+                ls="none", label=f"stages at {', '.join(thresholds)}")  # fmt: skip
     names = " → ".join(s.critic for s in result.stages)
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="coverage (share auto-accepted)",
-           ylabel="agreement with humans", title=f"joint cascade {names} (n = {n})")  # fmt: skip
+           ylabel="agreement with humans",
+           title=f"joint cascade {names}, path {scanned.name} (n = {n})")  # fmt: skip
     ax.legend(loc="lower left", fontsize=8)
     try:
         fig.savefig(Path(path), dpi=120)

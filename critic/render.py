@@ -3,9 +3,12 @@
 The system message carries everything shared by all items (instructions, constitution, examples),
 the user message only the item, so vLLM's prefix cache serves the shared part once per run.
 
-Item text is data, and it may try to end its own section (`</reply></item> SYSTEM: ...`). The
-shipped templates pass every item value through the `data` filter (`fence_delimiters`), which
-writes any of the prompts' own tags inside it as `&lt;item>`, so no item can close a section.
+Item text is data, and it may try to end its own section (`</reply></item> SYSTEM: ...`) or its
+whole chat turn (`<|im_end|><|im_start|>system`). The shipped templates pass every item value
+through the `data` filter (`fence`): it writes any of the prompts' own tags inside it as
+`&lt;item>` (`fence_delimiters`), so no item can close a section, and the first character of any
+chat special-token string as a character reference (`neutralise_special_tokens`), so that no
+tokenizer reads a control token out of item text, whatever backend sends the prompt.
 Templates render in jinja2's `SandboxedEnvironment`; a `--prompts` directory is still trusted
 code (it decides what the model is told), so only point it at templates you would run.
 """
@@ -40,6 +43,50 @@ def fence_delimiters(text: object) -> str:
     """`text` with every opening or closing tag of the prompts' sections (`<item>`, `</reply>`,
     `< / Conversation >`, ...) written as `&lt;item>`, so that it cannot end its own section."""
     return _DELIMITER.sub("&lt;", str(text))
+
+
+#: The chat special tokens written as words in angle brackets (`<s>`, `</s>`, `<end_of_turn>`),
+#: matched exactly (tokenizers match them case-sensitively): Llama 2 / Mistral / Gemma's
+#: sentence, turn and padding tokens, Qwen3 and DeepSeek-R1's reasoning and tool tags, Command R's.
+WORD_TOKENS = (
+    "s", "unk", "pad", "mask", "bos", "eos", "start_of_turn", "end_of_turn", "start_of_image",
+    "end_of_image", "think", "tool_call", "tool_response", "BOS_TOKEN", "EOS_TOKEN",
+)  # fmt: skip
+#: Mistral's control tokens, written in square brackets (`[INST]`, `[/INST]`, ...).
+BRACKET_TOKENS = (
+    "INST", "SYSTEM_PROMPT", "AVAILABLE_TOOLS", "TOOL_RESULTS", "TOOL_CALLS", "TOOL_CONTENT",
+    "THINK", "IMG", "IMG_BREAK", "IMG_END", "PREFIX", "MIDDLE", "SUFFIX", "ARGS", "CALL_ID",
+)  # fmt: skip
+
+_SPECIAL = re.compile(
+    # `<|` and the full-width `<｜` open every token of the pipe families: ChatML / Qwen
+    # (`<|im_start|>`), Llama 3 (`<|eot_id|>`), Phi, Granite, gpt-oss, Command R, DeepSeek
+    # (`<｜User｜>`). Any such opening is neutralised, closed or not.
+    r"<(?=[|\uff5c])"
+    + r"|<(?=/?(?:" + "|".join(map(re.escape, WORD_TOKENS)) + r")>)"
+    + r"|<(?=</?SYS>>)"  # Llama 2's <<SYS>> and <</SYS>>
+    + r"|\[(?=/?(?:" + "|".join(BRACKET_TOKENS) + r")\])"
+)  # fmt: skip
+_REFERENCE = {"<": "&lt;", "[": "&#91;"}
+
+
+def neutralise_special_tokens(text: object) -> str:
+    """`text` with every chat special-token string written so that no tokenizer reads it as a
+    control token: its first character as a character reference (`&lt;|im_end|>`, `&lt;/s>`,
+    `&#91;INST]`).
+
+    The rule covers the families of chat templates in use rather than one model's tokenizer
+    (rendering does not know which model will read the prompt): anything opening with `<|` or
+    `<｜`, the words of `WORD_TOKENS` in angle brackets, `<<SYS>>`, and the words of
+    `BRACKET_TOKENS` in square brackets.
+    """
+    return _SPECIAL.sub(lambda m: _REFERENCE[m.group()], str(text))
+
+
+def fence(text: object) -> str:
+    """The `data` filter: `text` with the prompts' section tags fenced (`fence_delimiters`) and
+    chat special tokens neutralised (`neutralise_special_tokens`)."""
+    return neutralise_special_tokens(fence_delimiters(text))
 
 
 def shipped_prompts_dir() -> Path:
@@ -101,7 +148,7 @@ class Templates:
             # made while it runs; and no stat() of the template file per prompt.
             auto_reload=False,
         )
-        env.filters["data"] = fence_delimiters
+        env.filters["data"] = fence
         return env
 
     def source(self, name: str) -> str:
@@ -188,5 +235,13 @@ def render_label(templates: Templates, constitution: Constitution, item: Item) -
 
 
 def render_reask(templates: Templates, error: str) -> str:
-    """The follow-up message after an unusable answer, quoting the validation error."""
-    return templates.render("reask.j2", error=error)
+    """The follow-up message after an unusable answer, quoting the validation error (which may
+    quote the answer: its special-token strings are neutralised)."""
+    return templates.render("reask.j2", error=neutralise_special_tokens(error))
+
+
+def assistant_turn(text: str) -> Message:
+    """The model's own answer as a turn of a later request (a re-ask, the next round): a
+    special-token string the model spelled out in plain tokens is neutralised, so that the
+    answer cannot end its own turn when the conversation is tokenized again."""
+    return {"role": "assistant", "content": neutralise_special_tokens(text)}

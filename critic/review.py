@@ -22,6 +22,8 @@ from critic.store import Store, open_store, verdict
 
 if TYPE_CHECKING:
     from adjudication.store import Store as QueueStore
+    from critic.routing import Policy
+    from critic.valid_labels import Label
 
 
 @contextmanager
@@ -191,6 +193,78 @@ def human_panel_judgments(db: str, run_ids: Sequence[str]) -> list[Judgment]:
             continue
         found.append(Judgment(row["item_id"], verdicts, record.human_label))
     return found
+
+
+#: Route reasons whose items a pass's seeded draw may have picked and sent to review.
+_DRAWN = ("calibration_sample", "audit_sample", "low_confidence", "budget")
+
+
+def decided_labels(store: Store, queues: QueueStore, run_ids: Sequence[str]) -> list[Label]:
+    """Every human label on a drafted item of the runs, as `critic.valid_labels` weighs it: how
+    its draft came to be reviewed (the route's reason, under which policy's seeded draw), whether
+    the reviewer saw the critic's label (a queue that is not blind), and whether its draw is
+    complete (every item the draw picked below the threshold decided, none accepted by a
+    budget). `calibrate_labels` then keeps only the labels that are a fair sample."""
+    from critic.valid_labels import Label, in_draw
+
+    policies: dict[str, Policy | None] = {}
+    blind: dict[str, bool] = {}
+    incomplete: set[str] = set()
+    found: list[tuple[FinalRecord, str, Policy]] = []
+    for row, record in joined(store, queues, run_ids):
+        if row["status"] != "drafted" or record.policy is None:
+            continue
+        if record.policy not in policies:
+            policies[record.policy] = _policy(store.policy_content(record.policy))
+        policy = policies[record.policy]
+        if policy is None:  # routed with --accept-all: no draw, no threshold
+            continue
+        draw = f"{record.policy}/{record.run_id}"
+        picked = in_draw(record.item_id, policy.seed, policy.calibration_rate, policy.audit_rate)
+        if (
+            picked
+            and record.route_reason in _DRAWN
+            and (record.route_reason == "budget" or record.status == "pending")
+        ):
+            incomplete.add(draw)
+        if record.status in ("decided", "adjudicated") and record.human_label is not None:
+            found.append((record, draw, policy))
+    labels = []
+    for record, draw, policy in found:
+        if record.confidence is None:
+            continue
+        if record.queue is not None and record.queue not in blind:
+            blind[record.queue] = queues.queue(record.queue).blind
+        labels.append(
+            Label(
+                confidence=float(record.confidence),
+                agrees=record.critic_label == record.human_label,
+                reason=record.route_reason or "",
+                draw=draw,
+                threshold=policy.threshold,
+                in_draw=in_draw(record.item_id, policy.seed, policy.calibration_rate,
+                                policy.audit_rate),
+                seen=not blind.get(record.queue or "", False),
+                draw_complete=draw not in incomplete,
+            )
+        )  # fmt: skip
+    return labels
+
+
+def _policy(content: str | None) -> Policy | None:
+    """A stored policy, or None for `--accept-all` (or content no longer readable)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from critic.routing import Policy
+
+    data = yaml.safe_load(content or "") if content else None
+    if not isinstance(data, dict) or data.get("accept_all"):
+        return None
+    try:
+        return Policy.model_validate(data)
+    except ValidationError:
+        return None
 
 
 def _audited(db: str, run_ids: Sequence[str]) -> Iterator[FinalRecord]:

@@ -18,13 +18,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from critic.calibrate import CalibrationResult
-from critic.cascade import CascadeMethod, CascadeResult, Stage
+from critic.cascade import CascadeMethod, CascadeResult, PathsTested, Stage
 from critic.errors import CriticError, did_you_mean
+from critic.text import printable
 
 Decision = Literal["accept", "review"]
 Reason = Literal[
     "confident",
     "accept_all",
+    "calibration_sample",
     "low_confidence",
     "swap_inconsistent",
     "critics_disagree",
@@ -41,7 +43,38 @@ REASONS: tuple[Reason, ...] = (
     "critics_disagree",
     "parse_failure",
     "audit_sample",
+    "calibration_sample",
 )
+
+
+class Binding(BaseModel):
+    """What a policy was calibrated on: `route` applies it only to runs that match."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    constitution: str = Field(description="content hash of the constitution version")
+    task: str = Field(description="label, compare, revise, ...")
+    model: str = Field(description="the critic model")
+    template: str = Field(description="hash of the prompt templates")
+
+    def differences(self, other: Binding) -> list[str]:
+        """`field: policy X, run Y` for each field that differs."""
+        return [
+            f"{name}: policy {mine!r}, run {theirs!r}"
+            for name, mine, theirs in (
+                (n, getattr(self, n), getattr(other, n)) for n in type(self).model_fields
+            )
+            if mine != theirs
+        ]
+
+
+class Lineage(BaseModel):
+    """Where a recalibrated policy comes from: the policy it replaces and the labels behind it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    previous: str | None = Field(description="policy_hash of the policy this one replaces")
+    labels: dict[str, int] = Field(description="labels used, by how they were sampled")
 
 
 class Policy(BaseModel):
@@ -78,8 +111,31 @@ class Policy(BaseModel):
     )
     cascade_method: CascadeMethod | None = Field(
         default=None,
-        description="how the cascade was calibrated (`joint` or `stagewise`; none written: "
-        "stagewise)",
+        description="how the cascade was calibrated (`paths`, `joint` or `stagewise`; none "
+        "written: stagewise)",
+    )
+    cascade_paths: PathsTested | None = Field(
+        default=None,
+        description="`paths`: the family of paths tested (each at delta / their number) and "
+        "the one the stages' thresholds lie on",
+    )
+    calibration_rate: float = Field(
+        default=0.0, ge=0, le=1,
+        description="share of all drafts, whatever their confidence, sent to review as "
+        "calibration samples (a seeded draw; review them in a blind queue): the labels that "
+        "keep recalibration valid",
+    )  # fmt: skip
+    binding: Binding | None = Field(
+        default=None,
+        description="what the policy was calibrated on; `route` refuses other runs",
+    )
+    lineage: Lineage | None = Field(
+        default=None, description="the policy this one recalibrates, and the labels used"
+    )
+    content_hash: str | None = Field(
+        default=None,
+        description="policy_hash of everything above, written by save_policy: a hand edit "
+        "shows as a mismatch",
     )
 
     @model_validator(mode="after")
@@ -101,6 +157,8 @@ class Policy(BaseModel):
                 raise ValueError("threshold: a cascade policy keeps its thresholds in stages")
         elif self.cascade_method is not None:
             raise ValueError("cascade_method: only a cascade policy (with stages) has one")
+        if (self.cascade_method == "paths") != (self.cascade_paths is not None):
+            raise ValueError("cascade_paths: recorded exactly when cascade_method is `paths`")
         return self
 
     @property
@@ -113,7 +171,7 @@ class Policy(BaseModel):
         if self.stages:
             method = self.cascade_method or "stagewise"
             result = CascadeResult.from_stages(
-                self.stages, self.target_agreement, self.delta, method
+                self.stages, self.target_agreement, self.delta, method, self.cascade_paths
             )
             return result.guarantee
         return self.calibration.guarantee if self.calibration else None
@@ -151,20 +209,51 @@ class Policy(BaseModel):
         return cls(
             threshold=None, target_agreement=result.target_agreement, delta=result.delta,
             stages=result.stages, audit_rate=audit_rate, budget=budget, seed=seed,
-            cascade_method=result.method,
+            cascade_method=result.method, cascade_paths=result.paths,
         )  # fmt: skip
 
 
 def policy_hash(policy: Policy) -> str:
-    """sha256 of the policy's canonical JSON (sorted keys, no whitespace): stored with routes."""
+    """sha256 of the policy's canonical JSON (sorted keys, no whitespace, its own
+    `content_hash` left out): stored with routes."""
     canonical = json.dumps(
-        policy.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+        policy.model_dump(mode="json", exclude={"content_hash"}),
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    )  # fmt: skip
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def edited(policy: Policy) -> bool:
+    """The policy's content differs from what `save_policy` wrote (a hand edit)."""
+    return policy.content_hash is not None and policy.content_hash != policy_hash(policy)
+
+
+def binding_problems(policy: Policy, run: Binding) -> list[str]:
+    """Why this policy's guarantee does not carry to a run (empty: it does).
+
+    A policy that accepts nothing (no threshold) needs no binding; one with a threshold must
+    have been calibrated on the same constitution, task, model and templates, and not edited.
+    """
+    if policy.threshold is None and not policy.stages:
+        return []
+    problems: list[str] = []
+    if edited(policy):
+        problems.append("the policy file was edited after critic calibrate wrote it")
+    if policy.binding is None:
+        problems.append(
+            "the policy is bound to no run (calibrated from a file): critic cannot check that "
+            "its critic, constitution and templates are this run's"
+        )
+    else:
+        problems += policy.binding.differences(run)
+    return problems
+
+
 def save_policy(policy: Policy, path: str | Path) -> None:
-    """Write the policy as YAML, headed by its guarantee in words as a comment."""
+    """Write the policy as YAML, headed by its guarantee in words as a comment, with its own
+    `content_hash` so a later hand edit is detected."""
+    policy = policy.model_copy(update={"content_hash": None})
+    policy = policy.model_copy(update={"content_hash": policy_hash(policy)})
     lines = ["# critic routing policy, written by `critic calibrate`."]
     if policy.guarantee is not None:
         lines += [f"# {line}" for line in _wrap(policy.guarantee, 96)]
@@ -185,6 +274,15 @@ def _wrap(text: str, width: int) -> list[str]:
         else:
             current = f"{current} {word}" if current else word
     return [*lines, current] if current else lines
+
+
+def _other_kind(data: dict[Any, Any]) -> str | None:
+    """What kind of critic file a mapping that is not a policy is, if it is one."""
+    if {"principles", "task"} <= data.keys():
+        return f"a constitution ('{printable(data.get('id'))}'; give it with -c/--constitution)"
+    if "cases" in data:
+        return "a constitution's test cases (for `critic constitution test`)"
+    return None
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -209,6 +307,11 @@ def load_policy(path: str | Path) -> Policy:
         raise CriticError(f"{where}: {problem}") from None
     if not isinstance(data, dict):
         raise CriticError(f"{path}: a policy is a YAML mapping of keys to values")
+    if "threshold" not in data and (kind := _other_kind(data)):
+        raise CriticError(
+            f"{path}: this is {kind}, not a routing policy",
+            hint="--policy takes the file `critic calibrate ... -o policy.yaml` writes",
+        )
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
@@ -272,6 +375,13 @@ class Route:
             "id": self.id, "route": self.decision, "reason": self.reason,
             "critic": self.critic, "label": self.label, "critics_asked": list(self.critics_asked),
         }  # fmt: skip
+
+
+def calibration_draw(seed: int, item_id: str) -> float:
+    """A uniform number in [0, 1) fixed by (seed, id), independent of the audit draw: an item is
+    a calibration sample when it falls below the policy's calibration rate."""
+    digest = hashlib.sha256(f"calibration\x00{seed}\x00{item_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def audit_draw(seed: int, item_id: str) -> float:
@@ -379,7 +489,10 @@ def route(drafts: Sequence[RouteInput], policy: Policy) -> list[Route]:
     for draft in drafts:
         trust = trusts[draft.id] = _trust(draft, policy)
         reason = trust.reason
-        if reason is None:
+        sampled = calibration_draw(policy.seed, draft.id) < policy.calibration_rate
+        if reason in (None, "low_confidence") and sampled:
+            reason = "calibration_sample"  # whatever its confidence: a uniform sample
+        elif reason is None:
             audited = audit_draw(policy.seed, draft.id) < policy.audit_rate
             reason = "audit_sample" if audited else "confident"
         reasons[draft.id] = reason

@@ -69,6 +69,7 @@ class RunArgs(TypedDict, total=False):
     prompts: str | Path | None
     split: str | None
     limit: int | None
+    max_line_bytes: int
     retry_failed: bool
     concurrency: int
     progress: Progress | None
@@ -90,6 +91,7 @@ def configure(args: RunArgs) -> Configured:
             prompts=args.get("prompts"),
             split=args.get("split"),
             limit=args.get("limit"),
+            **({"max_line_bytes": args["max_line_bytes"]} if "max_line_bytes" in args else {}),
         ),
         control=RunControl(
             concurrency=args.get("concurrency", 64), retry_failed=args.get("retry_failed", False)
@@ -413,7 +415,8 @@ class Intake:
 
 def numbered_items(source: str | Path, input: InputSpec) -> Iterator[tuple[int, Item | BadRow]]:
     """`(position, item or bad row)` for the first `input.limit` rows of `source`, streamed."""
-    entries = load_items(source, input.fields, split=input.split, check_duplicates=False)
+    entries = load_items(source, input.fields, split=input.split, check_duplicates=False,
+                         max_line_bytes=input.max_line_bytes)  # fmt: skip
     for seq, entry in enumerate(entries):
         if input.limit is not None and seq >= input.limit:
             return

@@ -10,19 +10,22 @@ from typing import Any
 import yaml
 
 from critic.calibrate import Judgment
+from critic.errors import UsageError
 from critic.judgments import combine, stored_verdicts
 from critic.policies import route_inputs
 from critic.routing import (
+    Binding,
     Policy,
     Route,
     RouteInput,
     StageVerdict,
+    binding_problems,
     policy_hash,
     requests_per_item,
     route,
     route_counts,
 )
-from critic.store import Store, verdict
+from critic.store import RunInfo, Store, verdict
 
 # Failures the model caused go to a human; unreadable input rows have nothing to review.
 NOT_ROUTABLE = {"invalid_input"}
@@ -48,6 +51,8 @@ class RouteSummary:
     pending: int
     guarantee: str | None
     enqueued: int | None = None
+    forced: list[str] = field(default_factory=list)
+    """Why the policy did not fit the run, when routed anyway with --force."""
     requests_per_item: dict[str, float] = field(default_factory=dict)
     review_rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -82,12 +87,32 @@ def route_input(row: dict[str, Any], policy: Policy | None = None) -> RouteInput
     )
 
 
-def route_run(store: Store, policy: Policy | None, run_id: str) -> RouteSummary:
+def run_binding(run: RunInfo) -> Binding:
+    """What a run was drafted with, as a policy's binding names it."""
+    return Binding(constitution=run.constitution_hash, task=run.task, model=run.model,
+                   template=run.template_hash)  # fmt: skip
+
+
+def route_run(
+    store: Store, policy: Policy | None, run_id: str, *, force: bool = False
+) -> RouteSummary:
     """Route every finished item of one run and store the routes.
 
     `policy=None` is `--accept-all`: every parsed draft is accepted (reason `accept_all`, no
-    guarantee), and only drafts without a valid output go to review (`parse_failure`)."""
+    guarantee), and only drafts without a valid output go to review (`parse_failure`).
+
+    A policy with a threshold routes only runs that match what it was calibrated on
+    (`routing.binding_problems`); `force` routes anyway, and the routes record it (their
+    accepts carry no guarantee).
+    """
     run = store.run(run_id)
+    problems = binding_problems(policy, run_binding(run)) if policy is not None else []
+    if problems and not force:
+        raise UsageError(
+            f"this policy was not calibrated on run {run.id}: " + "; ".join(problems),
+            hint="calibrate a policy on this run (critic calibrate --db ... --run "
+            f"{run.id}), or route anyway with --force (its accepts then carry no guarantee)",
+        )
     rows = list(store.rows(run.id))
     routable = [r for r in rows if r["status"] != "pending" and r.get("reason") not in NOT_ROUTABLE]
     if policy is None:
@@ -103,6 +128,7 @@ def route_run(store: Store, policy: Policy | None, run_id: str) -> RouteSummary:
         content,
         [(run.id, rt.id, rt.decision, rt.reason, r.get("confidence"))
          for rt, r in zip(routes, routable, strict=True)],
+        forced=bool(problems),
     )  # fmt: skip
     by_id = {r["item_id"]: r for r in routable}
     review_rows = [
@@ -110,7 +136,9 @@ def route_run(store: Store, policy: Policy | None, run_id: str) -> RouteSummary:
         for rt in routes
         if rt.decision == "review"
     ]
-    return _summary(run.id, digest, policy, routes, rows, routable, review_rows)
+    summary = _summary(run.id, digest, policy, routes, rows, routable, review_rows)
+    summary.forced = problems
+    return summary
 
 
 def accept_all(draft: RouteInput) -> Route:

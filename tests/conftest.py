@@ -9,7 +9,7 @@ import pytest
 
 pytest_plugins = ["tests.fixtures_real"]
 
-REAL_MARKERS = ("vllm", "transformers", "postgres", "browser", "trl", "ray")
+REAL_MARKERS = ("vllm", "transformers", "postgres", "browser", "trl", "ray", "label_studio")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from critic.constitution import check, load_constitution, shipped_dir
+from critic.constitution import check, line_index, load_constitution, shipped_dir
 from critic.errors import ConstitutionError
 
 SHIPPED = [
@@ -81,7 +81,7 @@ def test_semantic_problems_are_all_reported(tmp_path: Path) -> None:
         tmp_path,
         """
         id: x
-        version: 1.0
+        version: "1.0"
         title: T
         task:
           kind: rubric
@@ -127,3 +127,104 @@ def test_critique_revise_needs_both_requests(tmp_path: Path) -> None:
     )
     _, problems = check(path)
     assert [p.field for p in problems] == ["principles[0].revision_request"]
+
+
+# -- issue 20 ---------------------------------------------------------------------------------
+
+
+def _bomb(levels: int = 7, width: int = 10) -> str:
+    lines = ['a0: &a0 "lol"']
+    for level in range(1, levels + 1):
+        refs = ", ".join([f"*a{level - 1}"] * width)
+        lines.append(f"a{level}: &a{level} [{refs}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_naming_the_file_and_line(tmp_path: Path) -> None:
+    import time
+
+    from typer.testing import CliRunner
+
+    from critic.cli import app
+
+    # The constitution of VALID (below), with a bomb as its description from line 8 on.
+    text = (
+        'id: x\nversion: "1"\ntitle: T\n'
+        "task: {kind: categorical, labels: [{name: a, description: A}, {name: b, description: B}]}"
+        "\nprinciples: [{id: P1, text: t}]\n"
+        "description:\n" + "".join(f"  {line}\n" for line in _bomb().splitlines())
+    )
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text)
+    started = time.perf_counter()
+    constitution, problems = check(path)
+    assert time.perf_counter() - started < 0.5
+    assert constitution is None
+    assert [str(p) for p in problems] == [
+        f"{path}:8: YAML aliases are not allowed in a constitution (alias *a0) (hint: write the "
+        "text out where the alias stands; a few nested aliases can expand a small file into "
+        "gigabytes)"
+    ]
+    started = time.perf_counter()
+    result = CliRunner().invoke(app, ["constitution", "lint", str(path)])
+    assert result.exit_code == 1 and "YAML aliases are not allowed" in result.stderr
+    result = CliRunner().invoke(app, ["label", str(tmp_path / "x.jsonl"), "-c", str(path),
+                                      "--backend", "fake"])  # fmt: skip
+    assert result.exit_code == 1 and f"{path}:8: YAML aliases" in result.stderr
+    assert time.perf_counter() - started < 5  # two CLI runs, no expansion
+    assert line_index(_bomb()) == {}  # the walk never follows an alias
+
+
+VALID = """
+id: x
+version: "1.0"
+title: T
+task: {kind: categorical, labels: [{name: a, description: A}, {name: b, description: B}]}
+principles: [{id: P1, text: t}]
+"""
+
+
+@pytest.mark.parametrize("written", ["1.10", "2", "1.0"])
+def test_a_version_yaml_reads_as_a_number_is_refused_with_a_hint_to_quote_it(
+    tmp_path: Path, written: str
+) -> None:
+    path = write(tmp_path, VALID.replace('version: "1.0"', f"version: {written}"))
+    constitution, problems = check(path)
+    assert constitution is None
+    (problem,) = problems
+    assert problem.field == "version" and problem.line == 3
+    assert "YAML reads this version as the number" in problem.message
+    assert 'put it in quotes as you mean it, e.g. version: "1.10"' in problem.message
+    path = write(tmp_path, VALID.replace('version: "1.0"', 'version: "1.10"'))
+    assert load_constitution(path).version == "1.10"
+
+
+def test_lint_reports_schema_and_semantic_problems_in_one_pass(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        id: x
+        version: "1.0"
+        title: T
+        task:
+          kind: categorical
+          lables:
+            - {name: harmless, description: fine}
+            - {name: harmful, description: not fine}
+        principles:
+          - {id: H1, text: one}
+          - id: H3
+            text: two
+            examples: [{response: r, label: benign}]
+          - {id: H3, text: three}
+        """,
+    )
+    constitution, problems = check(path)
+    assert constitution is None
+    assert [str(p) for p in problems] == [
+        f"{path}:7: task.lables: Extra inputs are not permitted (hint: did you mean 'labels'?)",
+        f"{path}:15: principles[2].id: 'H3' is used twice (first at principles[1]) (hint: "
+        "principle ids must be unique and stable: give this one a new id)",
+        f"{path}:14: principles[1].examples[0].label: 'benign' is not a label of this "
+        "constitution (hint: use one of: harmless, harmful)",
+    ]

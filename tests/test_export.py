@@ -15,7 +15,9 @@ from critic.exports import export_db, formats
 from critic.exports.files import replacing
 from tests.test_trl import filled_store
 
-FORMATS = list(formats())
+# label-studio holds what awaits review, so these runs (accepted with --accept-all) give it
+# nothing: tests/labelstudio/test_files.py checks its replacing and interruption instead.
+FORMATS = [name for name, fmt in formats().items() if not fmt.review_only]
 
 
 def _export(db: str, out: Path, fmt: str, run_id: str | None = None) -> int:
@@ -112,3 +114,32 @@ def test_a_directory_export_never_replaces_a_folder_of_other_files(tmp_path: Pat
     assert (precious / "thesis.tex").read_text() == "years of work"
     with pytest.raises(UsageError, match="is a directory"), replacing(precious):
         pass
+
+
+def test_json_lines_are_strict_json_a_non_finite_number_is_written_as_null() -> None:
+    import json
+
+    from critic.exports.files import json_line
+
+    def refuse(name: str) -> object:
+        raise AssertionError(f"non-JSON constant {name}")
+
+    line = json_line({"a": float("nan"), "b": [float("inf"), {"c": -float("inf")}], "d": 1.5})
+    expected = {"a": None, "b": [None, {"c": None}], "d": 1.5}
+    assert json.loads(line, parse_constant=refuse) == expected
+    assert json_line({"x": "NaN", "y": 2}) == '{"x": "NaN", "y": 2}\n'
+
+
+@pytest.mark.parametrize("fmt", ["hf", "trl-dpo"])
+def test_export_shows_critics_progress_not_datasets_own_bars(tmp_path: Path, fmt: str) -> None:
+    from typer.testing import CliRunner
+
+    from critic.cli import app
+
+    db, _, _ = filled_store(tmp_path)
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "out"), "--db", db, "--format",
+                                      fmt, "--all-runs"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "export" in result.stderr and "items/s" in result.stderr  # critic's own bar
+    for datasets_bar in ("Saving the dataset", "Generating train split", "examples/s"):
+        assert datasets_bar not in result.stderr

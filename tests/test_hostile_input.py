@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,3 +122,55 @@ def test_text_from_data_reaches_the_terminal_only_as_visible_escapes(tmp_path: P
     assert refused.returncode == 1
     _assert_clean(refused.stdout + refused.stderr)
     assert "'\\x1b[2J\\x1b[H'" in refused.stderr
+
+
+def _strict_loads(line: str) -> object:
+    def refuse(name: str) -> object:
+        raise AssertionError(f"the export wrote the non-JSON constant {name}")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_rows_a_store_cannot_hold_or_json_does_not_define_are_bad_rows_on_both_stores(
+    tmp_path: Path, store_url: str
+) -> None:
+    # On PostgreSQL each of these made the whole run exit 1 with a raw SQLAlchemy traceback
+    # (issue 20, findings 2, 6 and 7); SQLite stored them, or changed them silently.
+    path = tmp_path / "odd.jsonl"
+    lines = [
+        _good(0),
+        json.dumps({"id": "x" * 256, "prompt": "p", "response": "r"}).encode(),
+        json.dumps({"id": "nul", "prompt": "p", "response": "a\x00b"}).encode(),
+        json.dumps({"id": "nulkey", "prompt": "p", "response": "r", "k\x00": 1}).encode(),
+        b'{"id": 1e999, "prompt": "p", "response": "r"}',
+        b'{"id": "dup", "prompt": "p", "response": "first", "response": "second"}',
+        b'{"id": "nan", "prompt": "p", "response": "r", "score": NaN}',
+        b'{"id": "inf", "prompt": "p", "response": "r", "score": -Infinity}',
+        b'{"id": ' + b"9" * 5000 + b', "prompt": "p", "response": "r"}',
+        json.dumps({"id": "long", "prompt": "p", "response": "y" * 7000}).encode(),
+        _good(1),
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    result = _critic("label", str(path), "-c", "harmlessness", "--backend", "fake",
+                     "--db", store_url, "--max-line-bytes", "6000", "-q")  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    _assert_clean(result.stdout + result.stderr)
+    for line, reason in [
+        (2, "the id is 256 characters long; ids are at most 255"),
+        (3, "field 'response' holds the NUL character (U+0000)"),
+        (4, "field 'k\\x00' holds the NUL character (U+0000)"),
+        (5, "not standard JSON: the number 1e999 is too large for a 64-bit float"),
+        (6, "not standard JSON: the key 'response' appears twice in one object"),
+        (7, "not standard JSON: NaN is not a JSON value"),
+        (8, "not standard JSON: -Infinity is not a JSON value"),
+        (9, "not standard JSON: an integer of 5000 digits is longer than JSON readers take"),
+        (10, "the line is 7,045 bytes long, over the limit of 6,000"),
+    ]:
+        assert f"{path}:{line}: {reason}" in result.stderr, result.stderr
+    out = tmp_path / "out.jsonl"
+    exported = _critic("export", str(out), "--db", store_url, "--all")
+    assert exported.returncode == 0, exported.stderr
+    rows: list[Any] = [_strict_loads(line) for line in out.read_text("utf-8").splitlines()]
+    assert {r["id"] for r in rows if r["status"] == "pending"} == {"g0", "g1"}  # never routed
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 9 and all(r["failure_reason"] == "invalid_input" for r in failed)

@@ -90,3 +90,26 @@ def test_bad_inputs_are_reported(tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 1 and "no such file" in result.output
+
+
+def test_prometheus_import_to_a_yaml_name_writes_a_file_or_says_why_not(tmp_path: Path) -> None:
+    # Issue 20, finding 13: `-o x.yaml` silently created a directory named x.yaml.
+    several = tmp_path / "rubrics.json"
+    several.write_text(json.dumps({"rubrics": {
+        "kind_rubric": "[Is it kind?]\nScore 1: Rude.\nScore 2: Kind.",
+        "brief_rubric": "[Is it brief?]\nScore 1: Long.\nScore 2: Short.",
+    }}))  # fmt: skip
+    out = tmp_path / "x.yaml"
+    result = runner.invoke(app, ["constitution", "import", "--from", "prometheus", str(several),
+                                 "-o", str(out)])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert f"{out}: {several} has 2 rubrics, and prometheus import writes one file per rubric" in (
+        " ".join(result.stderr.split())
+    )
+    assert not out.exists()
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps({"rubrics": {"kind_rubric": "[Is it kind?]\nScore 1: Rude.\n"
+                                                          "Score 2: Kind."}}))  # fmt: skip
+    [(path, c)] = import_constitutions("prometheus", one, out)
+    assert path == out and out.is_file() and c.id == "prometheus-kind"
+    assert errors_of(out) == []

@@ -171,3 +171,139 @@ def test_printable_escapes_controls_and_keeps_text() -> None:
     assert printable("one\ntwo\tthree\r", lines=True) == "one\ntwo\tthree\\r"
     assert printable("\u2028\u202e\u2066") == "\\u2028\\u202e\\u2066"
     assert printable(printable("\x1b")) == "\\x1b"
+
+
+# -- issue 20: JSON only lenient parsers read, long lines, ids and text no store can hold -------
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ('{"id": 1e999, "prompt": "p", "response": "r"}',
+         "not standard JSON: the number 1e999 is too large for a 64-bit float"),
+        ('{"id": "a", "prompt": "p", "response": "r", "id": "b"}',
+         "not standard JSON: the key 'id' appears twice in one object"),
+        ('{"id": "a", "prompt": "p", "response": {"x": 1, "x": 2}}',
+         "not standard JSON: the key 'x' appears twice in one object"),
+        ('{"id": "a", "prompt": "p", "response": "r", "s": NaN}',
+         "not standard JSON: NaN is not a JSON value"),
+        ('{"id": "a", "prompt": "p", "response": [Infinity]}',
+         "not standard JSON: Infinity is not a JSON value"),
+    ],
+)  # fmt: skip
+def test_json_that_only_lenient_parsers_read_is_a_named_bad_row(
+    tmp_path: Path, line: str, reason: str
+) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_text(_good(0) + "\n" + line + "\n" + _good(1) + "\n")
+    out = list(load_items(path))
+    assert [type(x).__name__ for x in out] == ["Item", "BadRow", "Item"]
+    assert str(out[1]).startswith(f"{path}:2: {reason}"), str(out[1])
+    assert [x.row["response"] for x in out if isinstance(x, Item)] == ["r0", "r1"]
+
+
+def test_large_finite_numbers_and_long_integers_python_reads_stay_items(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"id": 1e300, "prompt": "p", "response": "r", "n": ' + "9" * 4000 + "}\n")
+    (item,) = load_items(path)
+    assert isinstance(item, Item) and item.id == "1e+300" and item.row["n"] == int("9" * 4000)
+
+
+def test_a_parquet_row_holding_nan_is_a_bad_row(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "x.parquet"
+    table = pa.table({"id": ["a", "b"], "prompt": ["p", "p"], "response": ["r", "r"],
+                      "score": [1.0, float("nan")]})  # fmt: skip
+    pq.write_table(table, path)
+    out = list(load_items(path))
+    assert isinstance(out[0], Item) and isinstance(out[1], BadRow)
+    assert str(out[1]) == (
+        f"{path}:row 2: cannot be read as JSON: a value is NaN or infinite, which JSON cannot "
+        "hold; write null"
+    )
+
+
+def test_a_line_over_the_cap_is_a_bad_row_read_past_without_holding_it(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from critic.items import MAX_LINE_BYTES
+
+    path = tmp_path / "big.jsonl"
+    body = 30 * 1024 * 1024  # the 30 MB line of issue 20 (it took 310 MB)
+    with path.open("w") as handle:
+        handle.write(_good(0) + "\n")
+        handle.write('{"id": "big", "prompt": "p", "response": "' + "x" * body + '"}\r\n')
+        handle.write(_good(1) + "\n")
+    tracemalloc.start()
+    try:
+        out = list(load_items(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [type(x).__name__ for x in out] == ["Item", "BadRow", "Item"]
+    size = body + len('{"id": "big", "prompt": "p", "response": ""}')
+    assert str(out[1]) == (
+        f"{path}:2: the line is {size:,} bytes long, over the limit of {MAX_LINE_BYTES:,}; "
+        "split the row, or raise the limit (--max-line-bytes)"
+    )
+    assert out[2].source == f"{path}:3"
+    assert peak < 3 * MAX_LINE_BYTES, f"peak {peak / 2**20:.1f} MiB"
+    # The cap is a setting: raised, the same line is an item.
+    (_, item, _) = load_items(path, max_line_bytes=body + 100)
+    assert isinstance(item, Item) and len(item.row["response"]) == body
+
+
+def test_a_line_of_exactly_the_cap_is_read_and_the_cap_counts_no_line_ending(
+    tmp_path: Path,
+) -> None:
+    line = _good(0)
+    path = tmp_path / "x.jsonl"
+    path.write_text(line + "\r\n" + line.replace("r0", "r01") + "\n")
+    first, second = load_items(path, max_line_bytes=len(line), check_duplicates=False)
+    assert isinstance(first, Item) and isinstance(second, BadRow)
+    assert f"the line is {len(line) + 1:,} bytes long" in second.reason
+
+
+def test_an_id_longer_than_the_stores_hold_and_nul_characters_are_bad_rows(tmp_path: Path) -> None:
+    from critic.items import MAX_ID_CHARS
+
+    path = tmp_path / "x.jsonl"
+    rows = [
+        {"id": "x" * MAX_ID_CHARS, "prompt": "p", "response": "r"},
+        {"id": "x" * (MAX_ID_CHARS + 1), "prompt": "p", "response": "r"},
+        {"id": "n", "prompt": "p", "response": {"deep": ["a\x00"]}},
+        {"id": "k", "prompt": "p", "response": "r", "\x00": "v"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = list(load_items(path))
+    assert isinstance(out[0], Item)
+    assert [str(x) for x in out[1:]] == [
+        f"{path}:2: the id is 256 characters long; ids are at most 255",
+        f"{path}:3: field 'response' holds the NUL character (U+0000), which the stores cannot "
+        "keep; remove it from the input",
+        f"{path}:4: field '\\x00' holds the NUL character (U+0000), which the stores cannot "
+        "keep; remove it from the input",
+    ]
+    assert out[2].row is None  # not kept: no store could hold it
+
+
+# -- issue 20: several prompt fields -----------------------------------------------------------
+
+
+def test_several_prompt_fields_are_joined_in_order_each_under_its_name() -> None:
+    fields = Fields(prompt=("instruction", "input"), response="output")
+    row = {"instruction": "Summarise.", "input": "A long text.", "output": "Short."}
+    item = Item("1", row, "x:1", fields)
+    assert item.prompt == "instruction:\nSummarise.\n\ninput:\nA long text."
+    assert Item("2", {**row, "input": ""}, "x:2", fields).prompt == "instruction:\nSummarise."
+    assert fields.required == ["instruction", "input", "output"]
+    assert Fields(prompt=["q"]) == Fields(prompt="q") and Fields(prompt=("prompt",)) == Fields()
+
+
+def test_a_row_lacking_one_of_several_prompt_fields_is_a_bad_row(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"id": "1", "instruction": "i", "output": "o"}\n')
+    (bad,) = load_items(path, Fields(prompt=("instruction", "input"), response="output"))
+    assert isinstance(bad, BadRow) and "missing field 'input'" in bad.reason

@@ -41,7 +41,7 @@ def _route(tmp_path: Path, db: str, run: str, queue: str, audit: float = 0.0) ->
     save_policy(Policy(threshold=threshold, target_agreement=0.9, delta=0.1, audit_rate=audit),
                 policy)  # fmt: skip
     result = runner.invoke(app, ["route", "--db", db, "--policy", str(policy), "--run", run,
-                                 "--queue", queue, "--json"])  # fmt: skip
+                                 "--queue", queue, "--json", "--force"])  # fmt: skip
     assert result.exit_code == 0, result.output
     return int(json.loads(result.stdout)["enqueued"])
 
@@ -222,6 +222,51 @@ def test_a_decision_on_an_impact_flip_belongs_to_the_new_versions_run(tmp_path: 
     assert rows[(new_run, flipped)]["label_source"] == "human"
     assert rows[(new_run, flipped)]["label"] == "harmless"
     assert rows[(old.run_id, flipped)]["status"] == "pending"  # the old run is untouched
+
+
+def test_gold_items_are_never_exported(tmp_path: Path, two_runs: tuple[str, str, str]) -> None:
+    db, first, _ = two_runs
+    assert _route(tmp_path, db, first, "q") == 5
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text(json.dumps({"id": "tpl", "gold_label": "harmful"}) + "\n")
+    added = runner.invoke(app, ["queue", "gold", "add", "q", str(gold), "--db", db, "--run",
+                                first, "--json"])  # fmt: skip
+    assert added.exit_code == 0, added.output
+    assert json.loads(added.stdout)["gold"] == 1
+    with open_queues(db) as queues:
+        queues.set_gold_rate("q", 0.5)
+        while (claim := queues.claim("q", "alice")) is not None:  # tpl is answered too
+            queues.decide(claim.token, "edit", label="harmless")
+        assert [r.item_id for r in queues.gold_results("q")] == ["tpl"]
+    rows = _export(tmp_path, db, first)
+    assert rows[(first, "tpl")]["status"] == "pending" and rows[(first, "tpl")]["label"] is None
+    assert sum(r["status"] == "decided" for r in rows.values()) == 4
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text(json.dumps({"id": "nope", "gold_label": "harmful"}) + "\n")
+    refused = runner.invoke(app, ["queue", "gold", "add", "q", str(missing), "--db", db,
+                                  "--run", first])  # fmt: skip
+    assert refused.exit_code != 0 and "not in queue 'q'" in refused.output
+
+
+def test_several_reviewers_ship_the_label_model_answer_until_adjudicated(
+    tmp_path: Path, two_runs: tuple[str, str, str]
+) -> None:
+    db, first, _ = two_runs
+    with open_queues(db) as queues:
+        queues.create_queue("trio", overlap=3)
+        for name in ("ann", "bob", "cy"):
+            queues.add_user(name, role="reviewer", queues=["trio"])
+    assert _route(tmp_path, db, first, "trio") == 5
+    with open_queues(db) as queues:
+        for name, label in (("ann", "harmful"), ("bob", "harmful"), ("cy", "harmless")):
+            while (claim := queues.claim("trio", name)) is not None:
+                queues.decide(claim.token, "edit", label=label)
+        assert {t.state for t in queues.tasks("trio")} == {"adjudication"}  # 2-1 everywhere
+    rows = _export(tmp_path, db, first)
+    shipped = [r for r in rows.values() if r["status"] == "decided"]
+    assert len(shipped) == 5 and {r["label"] for r in shipped} == {"harmful"}
+    assert all(r["posterior"] is not None and r["posterior"] > 0.5 for r in shipped)
+    assert all(r["reviewers"] == ["ann", "bob", "cy"] for r in shipped)
 
 
 def test_a_task_carries_the_text_of_every_principle_its_draft_names() -> None:

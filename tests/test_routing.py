@@ -176,6 +176,7 @@ def test_route_counts_lists_every_reason() -> None:
     assert counts == {
         "confident": 1,
         "accept_all": 0,
+        "calibration_sample": 0,
         "budget": 0,
         "low_confidence": 1,
         "swap_inconsistent": 0,
@@ -204,7 +205,8 @@ def test_policy_round_trips_through_yaml(tmp_path: Path) -> None:
     assert text.startswith("# critic routing policy")
     assert "With probability" in text
     loaded = load_policy(path)
-    assert loaded == p
+    # The file carries its own content hash, so a later hand edit shows.
+    assert loaded == p.model_copy(update={"content_hash": policy_hash(p)})
     assert policy_hash(loaded) == policy_hash(p)
 
 
@@ -256,3 +258,25 @@ def test_policy_must_match_its_calibration(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(CriticError, match="recalibrate"):
         load_policy(path)
+
+
+def test_a_constitution_or_its_cases_given_as_a_policy_is_named_for_what_it_is() -> None:
+    from typer.testing import CliRunner
+
+    from critic.cli import app
+    from critic.constitution import shipped_dir
+
+    constitution = shipped_dir() / "harmlessness.yaml"
+    with pytest.raises(CriticError) as info:
+        load_policy(constitution)
+    assert info.value.message == (
+        f"{constitution}: this is a constitution ('harmlessness'; give it with -c/--constitution), "
+        "not a routing policy"
+    )
+    assert "critic calibrate" in (info.value.hint or "")
+    with pytest.raises(CriticError, match="this is a constitution's test cases"):
+        load_policy(shipped_dir() / "harmlessness.cases.yaml")
+    result = CliRunner().invoke(app, ["route", "--policy", str(constitution),
+                                      "--db", "sqlite:///nowhere.db"])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "this is a constitution" in result.stderr and "threshold" not in result.stderr

@@ -123,7 +123,7 @@ def test_unknown_queue_is_a_clear_error(labelled_db: str, tmp_path: Path) -> Non
     policy = tmp_path / "policy.yaml"
     save_policy(Policy(threshold=0.5, target_agreement=0.9, delta=0.1), policy)
     result = runner.invoke(app, ["route", "--db", labelled_db, "--policy", str(policy),
-                                 "--queue", "nope"])  # fmt: skip
+                                 "--queue", "nope", "--force"])  # fmt: skip
     assert result.exit_code == 1 and "nope" in result.stderr and "Traceback" not in result.output
 
 
@@ -142,7 +142,7 @@ def test_quality_estimates_what_shipped_from_the_decided_audit_sample(
     empty = runner.invoke(app, ["quality", "--db", labelled_db])
     assert "no audited items yet" in empty.stdout
     routed = runner.invoke(app, ["route", "--db", labelled_db, "--policy", str(policy),
-                                 "--queue", "audit", "--json"])  # fmt: skip
+                                 "--queue", "audit", "--json", "--force"])  # fmt: skip
     audited = json.loads(routed.stdout)["counts"]["audit_sample"]
     assert 5 < audited < 25
     disagreed = 0
@@ -167,22 +167,26 @@ def test_quality_estimates_what_shipped_from_the_decided_audit_sample(
 
 
 def test_calibrate_from_human_decisions_in_the_store(labelled_db: str, tmp_path: Path) -> None:
+    """Calibration samples (every draft, --calibration-rate 1.0) decided blind: all 30 count.
+    (Decisions on low-confidence items seen next to the critic's label are left out by default:
+    tests/test_trust_loop.py.)"""
     from adjudication.store import open_store as open_queues
     from critic.routing import Policy, save_policy
 
     policy = tmp_path / "review-all.yaml"
     save_policy(Policy(threshold=None, target_agreement=0.9, delta=0.1), policy)
     queues = open_queues(labelled_db)
-    queues.create_queue("gold", overlap=1)
+    queues.create_queue("gold", overlap=1, blind=True)
     queues.add_user("carol", role="reviewer", queues=["gold"])
-    runner.invoke(app, ["route", "--db", labelled_db, "--policy", str(policy), "--queue", "gold"])
+    runner.invoke(app, ["route", "--db", labelled_db, "--policy", str(policy), "--queue", "gold",
+                        "--calibration-rate", "1.0"])  # fmt: skip
     decided = 0
     while (claim := queues.claim("gold", "carol")) is not None:
-        if decided == 0:  # one human overrule among 30 decisions
-            other = "harmless" if claim.task.draft_label == "harmful" else "harmful"
-            queues.decide(claim.token, "edit", label=other)
-        else:
-            queues.decide(claim.token, "accept")
+        draft = queues.task("gold", claim.task.item_id).draft_label or "harmless"
+        # one human overrule among 30 decisions
+        mine = ("harmless" if draft == "harmful" else "harmful") if decided == 0 else draft
+        queues.pick(claim.token, mine)
+        queues.decide(claim.token, "accept", label=mine)
         decided += 1
     out = tmp_path / "calibrated.yaml"
     result = runner.invoke(app, ["calibrate", "--db", labelled_db, "--target-agreement", "0.8",
@@ -190,6 +194,7 @@ def test_calibrate_from_human_decisions_in_the_store(labelled_db: str, tmp_path:
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["n_calibration"] == decided == 30
+    assert summary["labels_used"]["calibration_sample"] == 30
     assert summary["n_agree"] == 29 and summary["threshold"] is not None
 
 

@@ -19,10 +19,12 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from ..errors import AdjudicationError, LeaseError, NotFoundError, PermissionDenied
+from ..rules import MAX_LEASE_SECONDS, MAX_OVERLAP
 from ..store import UNDO_SECONDS, Clock, open_store, utc_now
 from .auth import ClientAddress, LoginLimiter, PasswordSlots, Signer, signing_secret
 from .deps import FORBIDDEN, NOT_FOUND, Forbidden, LoginRequired, Web, log
-from .middleware import BodyLimit, Sessions
+from .middleware import NUL_HINT, NUL_MESSAGE, BodyLimit, NulInRequest, RefuseNul, Sessions
+from .passwords import MIN_PASSWORD_LENGTH
 from .render import as_text
 from .routes import ROUTERS
 
@@ -38,6 +40,10 @@ def _templates() -> Jinja2Templates:
         lstrip_blocks=True,
     )
     env.filters.update(pct=_pct, num=_num, when=_when, seconds=_seconds, part=_part, pretty=as_text)
+    # The bounds the store enforces, so the forms can say them too.
+    env.globals.update(
+        min_password=MIN_PASSWORD_LENGTH, max_overlap=MAX_OVERLAP, max_lease=MAX_LEASE_SECONDS
+    )
     return Jinja2Templates(env=env)
 
 
@@ -146,14 +152,15 @@ def create_app(
     app.state.web = state
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
+    app.add_middleware(RefuseNul, state=state)  # inside Sessions: its page needs the session
     app.add_middleware(Sessions, state=state)
     app.add_middleware(BodyLimit, limit=max_body_bytes)  # outermost: before anything reads
+    page = state.error_page
 
-    def page(request: Request, status: int, message: str, hint: str | None = None) -> Response:
-        if _wants_json(request):
-            return JSONResponse({"error": message, "hint": hint}, status_code=status)
-        context = {"message": message, "hint": hint}
-        return state.render(request, "error.html", context, status=status)
+    @app.exception_handler(NulInRequest)
+    async def nul(request: Request, _exc: NulInRequest) -> Response:
+        log.info("400 %s %s: a NUL character in the body", request.method, request.url.path)
+        return page(request, 400, NUL_MESSAGE, NUL_HINT)
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, _exc: LoginRequired) -> Response:

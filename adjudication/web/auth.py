@@ -27,9 +27,9 @@ from datetime import datetime
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from ..errors import QueueError, SettingsError
+from ..errors import SettingsError
+from .passwords import check_password
 
-MIN_PASSWORD_LENGTH = 8
 MIN_SECRET_BYTES = 32
 MIN_SECRET_CHARS = 43
 """A text secret needs as many characters as `secrets.token_urlsafe(32)` gives (32 bytes)."""
@@ -41,13 +41,15 @@ _HASHER = PasswordHasher()  # argon2id with the library's current (RFC 9106) par
 _DUMMY_HASH = _HASHER.hash(secrets.token_hex(16))
 
 
-def hash_password(password: str) -> str:
-    """An argon2id hash of a password, for `Store.add_user(password_hash=...)`."""
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise QueueError(
-            f"a password needs at least {MIN_PASSWORD_LENGTH} characters",
-            hint="choose a longer one (a passphrase of a few words works well)",
-        )
+def hash_password(password: str, *, user: str | None = None) -> str:
+    """An argon2id hash of a new password, for `Store.add_user(password_hash=...)`.
+
+    Args:
+        password: refused (QueueError) when short, common or built on the user's name
+            (`passwords.check_password` has the rule).
+        user: the name of the user it is for, when known.
+    """
+    check_password(password, user=user)
     return _HASHER.hash(password)
 
 

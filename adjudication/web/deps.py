@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import Depends, Form, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from ..errors import NotFoundError
@@ -31,6 +31,10 @@ CSRF_HEADER = "x-csrf-token"
 
 NOTICES = {
     "saved": "Saved.",
+    "kept": (
+        "Not saved: that item was already decided with the same claim (in another tab or by an "
+        "earlier click), and that first decision stands. Undo it, if offered, to decide again."
+    ),
     "skipped": "Skipped: the item goes to someone else.",
     "expired": "Your lease on the last item had expired, so it was not saved; here is the next.",
     "reopened": "Reopened: the item is back in the queue for a new round of reviews.",
@@ -122,6 +126,14 @@ class Web:
             request, name, {**base, **(context or {})}, status_code=status
         )
 
+    def error_page(
+        self, request: Request, status: int, message: str, hint: str | None = None
+    ) -> Response:
+        """An error as a page, or as JSON `{"error", "hint"}` to a script that asks for JSON."""
+        if "application/json" in request.headers.get("accept", ""):
+            return JSONResponse({"error": message, "hint": hint}, status_code=status)
+        return self.render(request, "error.html", {"message": message, "hint": hint}, status=status)
+
 
 def state_of(request: Request) -> Web:
     """The app's `Web`, kept on `app.state.web` by the factory."""
@@ -142,10 +154,7 @@ def current_user(request: Request) -> User:
     session: Session = request.state.session
     if session.user is None:
         raise LoginRequired
-    try:
-        user = state_of(request).store.user(session.user)
-    except NotFoundError:
-        user = None
+    user = state_of(request).store.find_user(session.user)
     # No session for a user without a password: nobody can log in as them, so none was issued.
     if (
         user is None

@@ -1,8 +1,10 @@
-"""ASGI middleware: the body-size cap, the session cookie and the security headers."""
+"""ASGI middleware: the body-size cap, the session cookie, the security headers, and the
+refusal of NUL characters."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from urllib.parse import unquote_to_bytes
 
 from fastapi import Request
 from fastapi.responses import PlainTextResponse, Response
@@ -11,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import Session
-from .deps import Web
+from .deps import Web, log
 
 COOKIE = "critic_session"
 LOGIN_BODY_BYTES = 16 * 1024
@@ -122,3 +124,58 @@ class Sessions:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+NUL_MESSAGE = "The request contains a NUL character (\\x00, or %00 in a URL or form)."
+NUL_HINT = "No page here accepts one: remove it and send the request again."
+
+
+class NulInRequest(HTTPException):
+    """A NUL character in a request body. An HTTPException, so that it passes through FastAPI's
+    body parsing as it is; the app renders it as a 400 page (`create_app`)."""
+
+    def __init__(self) -> None:
+        super().__init__(400, NUL_MESSAGE)
+
+
+class RefuseNul:
+    """Answers 400, before any route runs, a request with a NUL character (U+0000) in its
+    path, its query string or its body (raw, or as `%00` in a form), for every route at once.
+
+    PostgreSQL cannot store or compare text holding NUL (its driver raised, which was a 500
+    with a traceback, without an account: a log-in name `ri%00ta`), and no page has a use for
+    one. The path and query are checked at once; the body as it is read, chunk by chunk, so it
+    is never held twice. The store refuses NUL as well (`adjudication.database`), for callers
+    other than this app.
+    """
+
+    def __init__(self, app: ASGIApp, state: Web) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        if "\x00" in scope["path"] or b"\x00" in unquote_to_bytes(scope["query_string"]):
+            log.info("400 %s: a NUL character in the URL", scope["method"])
+            refused = self.state.error_page(request, 400, NUL_MESSAGE, NUL_HINT)
+            await refused(scope, receive, send)
+            return
+        kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        form = kind == "application/x-www-form-urlencoded"
+        tail = b""
+
+        async def checked() -> Message:
+            nonlocal tail
+            message = await receive()
+            if message["type"] == "http.request":
+                # The last two bytes of the chunk before: a `%00` may be cut between chunks.
+                seen = tail + message.get("body", b"")
+                if b"\x00" in seen or (form and b"%00" in seen):
+                    raise NulInRequest
+                tail = seen[-2:]
+            return message
+
+        await self.app(scope, checked, send)

@@ -19,9 +19,10 @@ class Screen:
     task: Task
     """The full task (the claim's view hides the draft in blind queues)."""
     revealed: bool
+    """The draft and everything derived from it show (in a blind review queue: once picked)."""
     sig: str
-    ahead: int
-    """Pending items before this one."""
+    ahead: int | None
+    """Pending items before this one; None before a blind pick (the order is the confidence's)."""
     pending: int
     """Pending items in the queue (a few seconds old at most)."""
     expires_in: float
@@ -32,8 +33,10 @@ class Screen:
 
 
 def screen(w: Web, me: User, q: Queue, claim: Claim) -> Screen:
-    """The screen for `claim`; in a blind review queue the draft shows only once the reviewer's
-    own pick is recorded on the claim (`Store.pick`)."""
+    """The screen for `claim`. In a blind review queue nothing derived from the draft shows
+    until the reviewer's own pick is recorded on the claim (`Store.pick`): not the draft, its
+    label or confidence, why the item was sent, the principles it cites, nor the item's place
+    in the queue's order (which is by confidence)."""
     blind = claim.kind == "review" and q.blind
     pick = claim.pick if blind else None
     revealed = not blind or pick is not None
@@ -44,14 +47,35 @@ def screen(w: Web, me: User, q: Queue, claim: Claim) -> Screen:
         task=task,
         revealed=revealed,
         sig=w.signer.claim(me.name, q.name, claim.token, claim.task.item_id),
-        ahead=w.store.position(q.name, claim.task.item_id),
+        ahead=w.store.position(q.name, claim.task.item_id) if revealed else None,
         pending=w.pending(q.name),
         expires_in=max(0.0, (claim.expires_at - w.now()).total_seconds()),
         # Unrevealed, the blinded draft still says which field is which (Response A, B).
         item=item_view(task.item, draft if revealed else claim.task.draft),
         draft=draft_view(task.item, draft, task.draft_label if revealed else None),
-        principles=principles(task.principle_ids, draft),
+        principles=principles(task.principle_ids, draft) if revealed else (),
         pick=pick,
+    )
+
+
+def sees_draft(w: Web, me: User, q: Queue, token: str) -> bool:
+    """Whether the holder of claim `token` has been shown the draft: always, but in a blind
+    queue only once their pick is recorded on that claim (a claim that is not live counts as
+    unpicked; the store answers a retried decision on it by itself)."""
+    if not q.blind:
+        return True
+    held = w.store.held(q.name, me.name, kind="review")
+    return held is not None and held.token == token and held.pick is not None
+
+
+def draft_hidden(w: Web, me: User, q: Queue, task: Task) -> bool:
+    """Whether an item's page must hide what comes from the draft from `me`: in a blind queue,
+    while the item is open for review and `me` (who may review it, if an adjudicator or admin)
+    has not picked a label for it in this round."""
+    return (
+        q.blind
+        and task.state == "pending"
+        and w.store.picked(q.name, task.item_id, me.name) is None
     )
 
 

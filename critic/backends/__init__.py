@@ -18,7 +18,23 @@ _REGISTRY = {
 
 BACKENDS = tuple(_REGISTRY)
 
-__all__ = ["BACKENDS", "Backend", "Generation", "Request", "Sample", "TokenLogprob", "get_backend"]
+#: Backends that return label-token logprobs, so `critic label` asks for them by default: the
+#: confidence then has a measured signal without extra requests.
+GIVES_LOGPROBS = ("vllm-server", "vllm", "fake")
+#: Top-K logprobs `critic label` asks for by default where the backend gives them.
+DEFAULT_LOGPROBS = 5
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_LOGPROBS",
+    "GIVES_LOGPROBS",
+    "Backend",
+    "Generation",
+    "Request",
+    "Sample",
+    "TokenLogprob",
+    "get_backend",
+]
 
 
 def get_backend(name: str, **options: Any) -> Backend:

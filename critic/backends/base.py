@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -32,13 +32,45 @@ class Request:
         return self.top_logprobs is not None
 
 
-@dataclass(frozen=True)
 class TokenLogprob:
-    """One generated token, its log probability and the top alternatives at its position."""
+    """One generated token, its log probability and the top alternatives at its position.
 
-    token: str
-    logprob: float
-    top: dict[str, float] = field(default_factory=dict)
+    `top` maps each alternative token to its logprob. A backend may hand over the server's raw
+    alternatives instead (`alternatives`: `[{"token", "logprob"}, ...]`); the map is then built
+    on first use, so the positions nobody reads (all but the label's, usually) cost nothing.
+    """
+
+    __slots__ = ("_alternatives", "_top", "logprob", "token")
+
+    def __init__(
+        self,
+        token: str,
+        logprob: float,
+        top: dict[str, float] | None = None,
+        *,
+        alternatives: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.token = token
+        self.logprob = logprob
+        self._top = top if top is not None or alternatives is not None else {}
+        self._alternatives = alternatives
+
+    @property
+    def top(self) -> dict[str, float]:
+        if self._top is None:
+            self._top = {a["token"]: a["logprob"] for a in self._alternatives or ()}
+        return self._top
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TokenLogprob):
+            return NotImplemented
+        return (self.token, self.logprob, self.top) == (other.token, other.logprob, other.top)
+
+    def __hash__(self) -> int:
+        return hash((self.token, self.logprob))
+
+    def __repr__(self) -> str:
+        return f"TokenLogprob(token={self.token!r}, logprob={self.logprob!r}, top={self.top!r})"
 
 
 @dataclass(frozen=True)

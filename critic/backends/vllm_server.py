@@ -52,16 +52,14 @@ def parse_logprobs(choice: dict[str, Any]) -> tuple[TokenLogprob, ...] | None:
     if not content:
         return None
     # Per token of every answer: positional arguments, no float() of what JSON gave as floats.
+    # The alternatives become a map only where something reads them (the label's tokens).
     return tuple(
         [
-            TokenLogprob(
-                entry["token"],
-                entry["logprob"],
-                {alt["token"]: alt["logprob"] for alt in entry.get("top_logprobs") or ()},
-            )
+            TokenLogprob(entry["token"], entry["logprob"],
+                         alternatives=entry.get("top_logprobs") or ())
             for entry in content
         ]
-    )
+    )  # fmt: skip
 
 
 def request_body(model: str, request: Request, structured: str = "vllm") -> dict[str, Any]:

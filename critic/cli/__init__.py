@@ -10,6 +10,8 @@ Where a command lives:
 | `queue.py` | `queue create / assign / unassign / members / list / stats / history` |
 | `users.py` | `users add / list` |
 | `review.py` | `review next / serve` |
+| `ls.py` | `ls push / pull / import` (Label Studio) |
+| `webhooks.py` | `webhooks list / replay` |
 
 Shared flags are declared once in `options.py`; error reporting, progress bars and backends are
 in `common.py`. Command modules never import this package: it imports them and registers them.
@@ -18,10 +20,12 @@ in `common.py`. Command modules never import this package: it imports them and r
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 
 import typer
 
-from critic.cli import constitution, data, queue, review, run, users
+from critic import __version__
+from critic.cli import constitution, data, ls, queue, review, run, users, webhooks
 
 app = typer.Typer(
     name="critic",
@@ -30,6 +34,26 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"critic {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Model-assisted labeling and constitutional-AI feedback with calibrated human review."""
+
+
 COMMANDS: tuple[Callable[..., None], ...] = (
     *(run.label, run.revise, run.compare),
     *(data.export, data.runs, data.calibrate, data.route, data.quality),
@@ -40,6 +64,8 @@ app.add_typer(constitution.app, name="constitution")
 app.add_typer(review.app, name="review")
 app.add_typer(queue.app, name="queue")
 app.add_typer(users.app, name="users")
+app.add_typer(ls.app, name="ls")
+app.add_typer(webhooks.app, name="webhooks")
 
 
 def main() -> None:

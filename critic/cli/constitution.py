@@ -127,7 +127,8 @@ def constitution_import(
         typer.Option(
             "-o",
             "--output",
-            help="hf-cai: a YAML file (or directory); prometheus: a directory.",
+            help="hf-cai: a YAML file (or directory); prometheus: a directory (a .yaml file for "
+            "a single rubric).",
         ),
     ],
     constitution_id: Annotated[

@@ -93,22 +93,42 @@ def runs(db: DbOpt = DEFAULT_DB, json_out: JsonOpt = False) -> None:
     listed: list[dict[str, Any]] = []
     for r in store.runs():
         counts = store.counts(r.id)
-        listed.append({**r.__dict__, **counts["statuses"]})
+        listed.append({**r.__dict__, "fields": _input_fields(r.params), **counts["statuses"]})
     if json_out:
         print(json.dumps(listed, indent=2, default=str))
         return
-    table = Table("run", "task", "constitution", "model", "backend", "drafted", "failed", "input")
+    table = Table(
+        "run", "task", "constitution", "model", "backend", "drafted", "failed", "input", "fields"
+    )
     for entry in listed:
         table.add_row(
             entry["id"], entry["task"], entry["constitution_hash"][:12], shown(entry["model"]),
             shown(entry["backend"]), str(entry.get("drafted", 0)), str(entry.get("failed", 0)),
             shown(entry["input"]),
+            shown(" ".join(f"{k}={_column(v)}" for k, v in entry["fields"].items())),
         )  # fmt: skip
     out.print(table)
 
 
+def _input_fields(params: dict[str, Any]) -> dict[str, Any]:
+    """The input columns a run read (`--id-field`, `--prompt-field`, ...): stored in its params
+    when they were not the defaults, so two runs of one file over other columns tell apart."""
+    from dataclasses import asdict
+
+    from critic.items import Fields
+
+    stored = params.get("fields") or asdict(Fields())
+    return {name: column for name, column in stored.items() if column is not None}
+
+
+def _column(value: Any) -> str:
+    """A stored input column; several (joined in order) as `a+b`."""
+    return "+".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
 @reports_errors
 def calibrate(
+    ctx: typer.Context,
     output: Annotated[
         Path,
         typer.Option(
@@ -129,7 +149,8 @@ def calibrate(
         typer.Option(
             "--db",
             envvar="CRITIC_DB",
-            help="Use human decisions stored in this database.",
+            help="Use human decisions stored in this database. CRITIC_DB is used only "
+            "without --from-file.",
         ),
     ] = None,
     run: Annotated[str | None, typer.Option(help="Only drafts of this run (with --db).")] = None,
@@ -169,8 +190,10 @@ def calibrate(
     cascade_method: Annotated[
         str,
         typer.Option(
-            help="stagewise: each stage at delta / stages; joint: one test of the whole "
-            "cascade at delta, every stage at the same threshold (README: when each wins).",
+            help="stagewise: each stage at delta / stages; paths: the whole cascade tested "
+            "along each of a few paths fixed in advance, each at delta / paths, the best "
+            "passing policy; joint: one path, every stage at the same threshold, at delta "
+            "(README: when each wins).",
         ),
     ] = "stagewise",
     human_field: Annotated[
@@ -194,10 +217,34 @@ def calibrate(
             "(repeat: a panel; use with --combine vote or --cascade).",
         ),
     ] = None,
+    calibration_rate: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="The policy sends this seeded share of all drafts to review as calibration "
+            "samples (the labels that keep recalibration valid).",
+        ),
+    ] = 0.0,
+    allow_seen_labels: Annotated[
+        bool,
+        typer.Option(
+            "--allow-seen-labels",
+            help="--db: also use decisions made after seeing the critic's label (non-blind "
+            "queues); they agree with the critic more often, so the guarantee is optimistic.",
+        ),
+    ] = False,
+    recalibrate_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--recalibrate",
+            help="--db: recalibrate this policy on every valid label so far, keeping its "
+            "settings and recording its lineage.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Pick the confidence threshold that meets a target agreement with a stated guarantee."""
-    from critic.calibrate import calibrate as do_calibrate
     from critic.calibrate import forecast_calibration
     from critic.cascade import CASCADE_METHODS, CascadeMethod, CascadeResult, forecast_cascade
     from critic.errors import UsageError
@@ -212,14 +259,24 @@ def calibrate(
     from critic.policies import calibrate_judgments
     from critic.routing import Policy, save_policy
 
+    source = ctx.get_parameter_source("db")  # typer's own click: compared by name
+    if from_file is not None and source is not None and source.name == "ENVIRONMENT":
+        db = None  # an explicit --from-file wins over a database set for every command
     if (from_file is None) == (db is None):
-        raise UsageError("give exactly one of --from-file and --db")
+        raise UsageError(
+            "give exactly one of --from-file and --db",
+            hint="--from-file FILE reads judgments from a JSONL file; --db URL (or CRITIC_DB) "
+            "reads the human decisions stored in a database",
+        )
     if combine is not None and combine not in COMBINE:
         raise UsageError(f"--combine must be one of {', '.join(COMBINE)}, got {combine!r}")
+    if from_file is not None and (allow_seen_labels or recalibrate_from is not None):
+        raise UsageError("--allow-seen-labels and --recalibrate weigh stored decisions: use "
+                         "them with --db")  # fmt: skip
     if cascade_method not in CASCADE_METHODS:
         raise UsageError(f"--cascade-method must be one of {', '.join(CASCADE_METHODS)}, "
                          f"got {cascade_method!r}")  # fmt: skip
-    method: CascadeMethod = "joint" if cascade_method == "joint" else "stagewise"
+    method: CascadeMethod = next(m for m in CASCADE_METHODS if m == cascade_method)
     stages = [c.strip() for c in cascade.split(",") if c.strip()] if cascade else None
     how: Combine | None = "mean" if combine == "mean" else "vote" if combine == "vote" else None
     fields = Fields(id=id_field, label=label_field, confidence=confidence_field,
@@ -240,24 +297,52 @@ def calibrate(
         scores = [s[0] for s in calibrated.scores]
         correct = [c[0] for c in calibrated.correct]
     elif how or stages:
-        from critic.review import human_panel_judgments
+        from critic.review import human_panel_judgments, open_stores
 
-        judged = human_panel_judgments(db or "", _chosen_runs(db or "", run))
+        with open_stores(db or "") as (store, _):
+            panel_runs = _runs_printed(store, run)
+        judged = human_panel_judgments(db or "", [r.id for r in panel_runs])
         if not judged:
             raise UsageError(f"{db}: no drafted item has a human decision yet",
                              hint="review some items first (critic review ...)")  # fmt: skip
         calibrated = calibrate_judgments(judged, db or "", target_agreement, delta, how=how,
                                          cascade=stages, cascade_method=method)  # fmt: skip
         policy = calibrated.policy(audit_rate=audit_rate, budget=budget, seed=seed, how=how)
+        policy = policy.model_copy(update={"binding": _one_binding(panel_runs)})
         outcome = calibrated.result
         scores = [s[0] for s in calibrated.scores]
         correct = [c[0] for c in calibrated.correct]
     else:
-        from critic.review import human_judgments
+        from critic.review import decided_labels, open_stores
+        from critic.routing import load_policy
+        from critic.valid_labels import calibrate_labels, recalibrate
 
-        scores, correct = human_judgments(db or "", _chosen_runs(db or "", run))
-        outcome = do_calibrate(scores, correct, target_agreement, delta)
-        policy = Policy.from_calibration(outcome, audit_rate=audit_rate, budget=budget, seed=seed)
+        with open_stores(db or "") as (store, queues):
+            chosen = _runs_printed(store, run)
+            binding = _one_binding(chosen)
+            labels = decided_labels(store, queues, [r.id for r in chosen])
+        if not labels:
+            raise UsageError(f"{db}: no drafted item of the run has a human label yet",
+                             hint="route with --calibration-rate into a blind queue and "
+                             "review some items first")  # fmt: skip
+        if recalibrate_from is not None:
+            again = recalibrate(labels, load_policy(recalibrate_from),
+                                allow_seen=allow_seen_labels)  # fmt: skip
+            valid, policy = again.result, again.policy
+        else:
+            valid = calibrate_labels(labels, target_agreement, delta,
+                                     allow_seen=allow_seen_labels)  # fmt: skip
+            policy = Policy.from_calibration(valid.calibration, audit_rate=audit_rate,
+                                             budget=budget, seed=seed)  # fmt: skip
+            policy = policy.model_copy(update={"calibration_rate": calibration_rate})
+        policy = policy.model_copy(update={"binding": binding})
+        outcome = valid.calibration
+        read["labels"] = valid.summary()
+        read["labels_used"] = valid.used
+        read["labels_left_out"] = [o.model_dump() for o in valid.left_out]
+        usable = [lab for lab in labels if allow_seen_labels or not lab.seen]
+        scores = [lab.confidence for lab in usable]
+        correct = [lab.agrees for lab in usable]
     save_policy(policy, output)
     if plot is not None:
         from critic.plots import plot_calibration, plot_cascade
@@ -282,7 +367,9 @@ def calibrate(
         table.add_column(style="bold")
         table.add_column()
         table.add_row("human labels", str(result.n_calibration))
-        _read_rows(table, read)
+        _read_rows(
+            table, {k: v for k, v in read.items() if k in ("normalised_rows", "unmapped_labels")}
+        )
         table.add_row(
             "threshold", "none" if result.threshold is None else f"{result.threshold:.4g}"
         )
@@ -293,8 +380,35 @@ def calibrate(
         table.add_row("policy", str(output))
         out.print(table)
         out.print(result.guarantee, soft_wrap=True)
+        for line in read.get("labels", []):
+            out.print(shown(line), highlight=False, soft_wrap=True)
         _print_forecast(ahead)
     raise typer.Exit(0 if result.threshold is not None else 1)
+
+
+def _runs_printed(store: Any, run: str | None) -> list[Any]:
+    """The runs by the one rule (`critic.store.selection`), each printed."""
+    from critic.store.selection import describe, select_runs
+
+    chosen = select_runs(store, run)
+    for r in chosen:
+        err.print(shown(f"using {describe(r)}"), highlight=False)
+    return chosen
+
+
+def _one_binding(runs: list[Any]) -> Any:
+    """The binding of the runs a policy is calibrated on: they must agree on it."""
+    from critic.errors import UsageError
+    from critic.triage import run_binding
+
+    bindings = {run_binding(r) for r in runs}
+    if len(bindings) > 1:
+        raise UsageError(
+            "the runs differ in constitution, task, model or templates: a policy is calibrated "
+            "for one of them",
+            hint="give one --run",
+        )
+    return bindings.pop()
 
 
 def _read_rows(table: Table, read: dict[str, Any]) -> None:
@@ -402,6 +516,23 @@ def route(
         ),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Override the policy's audit seed.")] = None,
+    calibration_rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Send this seeded share of all drafts to review as calibration samples "
+            "(whatever their confidence; review them in a blind queue).",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Route a run the policy was not calibrated on (or a hand-edited policy); its "
+            "accepts then carry no guarantee, and the routes say so.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Assign every draft accept or review, with the reason; store routes with the policy hash."""
@@ -419,10 +550,15 @@ def route(
     if policy_path is not None:
         policy = load_policy(policy_path)
         overrides = {k: v for k, v in
-                     {"audit_rate": audit_rate, "budget": budget, "seed": seed}.items()
+                     {"audit_rate": audit_rate, "budget": budget, "seed": seed,
+                      "calibration_rate": calibration_rate}.items()
                      if v is not None}  # fmt: skip
         if overrides:
-            policy = policy.model_copy(update=overrides)
+            from critic.routing import edited
+
+            # Overrides are not a hand edit; a file edited by hand stays detected as one.
+            mark = "edited by hand" if edited(policy) else None
+            policy = policy.model_copy(update={**overrides, "content_hash": mark})
     if (from_file is None) == (db is None):
         raise UsageError("give exactly one of --db and --from-file")
     if from_file is not None:
@@ -453,7 +589,10 @@ def route(
         try:
             chosen = select_runs(store, run)[0]
             err.print(shown(f"routing {describe(chosen)}"), highlight=False)
-            result = route_run(store, policy, chosen.id)
+            result = route_run(store, policy, chosen.id, force=force)
+            for problem in result.forced:
+                err.print(shown(f"warning: --force: {problem}; accepts carry no guarantee"),
+                          style="yellow", highlight=False)  # fmt: skip
         finally:
             store.close()
         summary = result.to_dict()

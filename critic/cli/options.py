@@ -66,11 +66,17 @@ ConstitutionOpt = Annotated[str, typer.Option(
 IdFieldOpt = Annotated[str | None, typer.Option(
     help="Input field holding the id (default: id).",
 )]  # fmt: skip
-PromptFieldOpt = Annotated[str, typer.Option(help="Input field holding the prompt.")]
+PromptFieldOpt = Annotated[list[str], typer.Option(
+    help="Input field holding the prompt. Repeat it to join several fields in order, each under "
+    "its name (--prompt-field instruction --prompt-field input).",
+)]  # fmt: skip
 ResponseFieldOpt = Annotated[str, typer.Option(help="Input field holding the response.")]
 SplitOpt = Annotated[str | None, typer.Option(help="Split of a Hub or saved DatasetDict.")]
 PromptsOpt = Annotated[Path | None, typer.Option(help="Directory of prompt templates to use.")]
 LimitOpt = Annotated[int | None, typer.Option(min=1, help="Only the first N rows.")]
+MaxLineBytesOpt = Annotated[int, typer.Option(
+    min=1, help="The longest JSONL line read, in bytes; a longer line is a bad row.",
+)]  # fmt: skip
 
 # -- how to sample -----------------------------------------------------------------------------
 SamplesOpt = Annotated[int, typer.Option(
@@ -115,6 +121,13 @@ FLAGS = {
     "principles_per_item": "--principles-per-item",
     "tie_margin": "--tie-margin",
     "limit": "--limit",
+    "max_line_bytes": "--max-line-bytes",
+    "id_field": "--id-field",
+    "prompt_field": "--prompt-field",
+    "response_field": "--response-field",
+    "text_field": "--text-field",
+    "a_field": "--a-field",
+    "b_field": "--b-field",
     "concurrency": "--concurrency",
     "backend": "--backend",
     "model": "--model",

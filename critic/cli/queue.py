@@ -15,7 +15,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from adjudication.rules import MAX_LEASE_SECONDS, MAX_OVERLAP
 from critic.cli.common import actor, dump, out, queue_store, reports_errors, shown
+from critic.cli.gold import app as gold_app
 from critic.cli.options import DEFAULT_DB, DbOpt, JsonOpt
 from critic.errors import UsageError
 
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Create review queues; see their items, agreement and history.",
                   no_args_is_help=True)  # fmt: skip
+app.add_typer(gold_app, name="gold")
 
 
 def _num(value: float | None, percent: bool = False) -> str:
@@ -52,7 +55,9 @@ def queue_create(
     overlap: Annotated[
         int,
         typer.Option(
-            min=1, help="Independent reviews per item; if they disagree, an adjudicator decides."
+            min=1,
+            max=MAX_OVERLAP,
+            help="Independent reviews per item; if they disagree, an adjudicator decides.",
         ),
     ] = 1,
     blind: Annotated[
@@ -60,7 +65,11 @@ def queue_create(
     ] = False,
     lease_seconds: Annotated[
         int,
-        typer.Option(min=1, help="How long a claim lasts unless the reviewer's screen renews it."),
+        typer.Option(
+            min=1,
+            max=MAX_LEASE_SECONDS,
+            help="How long a claim lasts unless the reviewer's screen renews it (at most a day).",
+        ),
     ] = 600,
     labels: Annotated[
         str | None, typer.Option(help="The allowed labels, comma-separated (default: any label).")
@@ -79,6 +88,14 @@ def queue_create(
             "only their queues, admins all.",
         ),
     ] = None,
+    gold_rate: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=0.5,
+            help="About this share of each reviewer's items are gold items (critic queue gold).",
+        ),
+    ] = 0.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Create a review queue; `critic route --queue NAME` fills it."""
@@ -92,6 +109,7 @@ def queue_create(
             labels=_labels(labels),
             ordinal=ordinal,
             members=members,
+            gold_rate=gold_rate,
             by=actor(),
         )
     if json_out:
@@ -331,3 +349,217 @@ def queue_history(
             inert(_change(event.before, event.after)),
         )
     out.print(table)
+
+
+# -- reviewer quality, the label model, importing decisions -------------------------------------
+
+
+def _share(share: Any) -> str:
+    if share is None or not share.n:
+        return "–"
+    return f"{share.rate:.0%} of {share.n}"
+
+
+def _raters_json(report: Any) -> dict[str, Any]:
+    reviewers = []
+    for r in report.reviewers:
+        reviewers.append({
+            "name": r.name, "decisions": r.decisions, "adjudications": r.adjudications,
+            "imported": r.imported, "gold": asdict(r.gold),
+            "kappa": r.kappa, "overlapped": r.overlapped,
+            "peers": [asdict(p) for p in r.peers],
+            "with_adjudicated": {"n": r.with_adjudicated.n, "agree": r.with_adjudicated.hits,
+                                 "rate": r.with_adjudicated.rate},
+            "model_accuracy": r.model_accuracy, "model_items": r.model_items,
+            "median_seconds": r.median_seconds, "timed": r.timed,
+            "with_critic": None if r.with_critic is None else {
+                "n": r.with_critic.n, "same": r.with_critic.hits, "rate": r.with_critic.rate},
+            "baseline": None if r.baseline is None else asdict(r.baseline),
+            "withdrawn": r.withdrawn, "undo_rate": r.undo_rate,
+            "flags": [asdict(f) for f in r.flags],
+        })  # fmt: skip
+    return {"queue": report.queue, "blind": report.blind, "reviewers": reviewers}
+
+
+@app.command("raters")
+@reports_errors
+def queue_raters(
+    name: Annotated[str, typer.Argument(help="The queue's name.")],
+    db: DbOpt = DEFAULT_DB,
+    json_out: JsonOpt = False,
+) -> None:
+    """Reviewer quality: gold accuracy, κ with peers, timing, critic-match rate, undo rate, flags.
+
+    Flags: low_gold_accuracy, low_agreement, rubber_stamp, too_fast (README: "Reviewer quality").
+    """
+    from adjudication.evidence import rater_report
+
+    with queue_store(db) as store:
+        report = rater_report(store, name)
+    if json_out:
+        dump(_raters_json(report))
+        return
+    if not report.reviewers:
+        out.print(shown(f"queue '{name}' has no decisions yet"), soft_wrap=True)
+        return
+    title = shown(f"reviewers of {name}")
+    table = Table("reviewer", "decisions", "gold (95%)", "κ", "adjudicated", "model acc.",
+                  "median", "critic's label", "undo", title=title)  # fmt: skip
+    notes = []
+    for r in report.reviewers:
+        g = r.gold
+        gold = "–" if not g.n else f"{g.correct}/{g.n} ({g.low:.0%}–{g.high:.0%})"
+        decided = str(r.decisions) + (f" ({r.imported} imp.)" if r.imported else "")
+        seconds = "–" if r.median_seconds is None else f"{r.median_seconds:.1f} s"
+        critic = "blind" if r.with_critic is None else _share(r.with_critic)
+        table.add_row(shown(r.name), decided, gold, _num(r.kappa), _share(r.with_adjudicated),
+                      _num(r.model_accuracy), seconds, critic, _num(r.undo_rate, True))  # fmt: skip
+        if r.baseline is not None and r.with_critic is not None:
+            b = r.baseline
+            notes.append(shown(f"{r.name}: critic's label baseline {b.rate:.0%} "
+                               f"({b.source}, n={b.n})", "dim"))  # fmt: skip
+        notes += [shown(f"{r.name}: {f.name}: {f.evidence}", "bold red") for f in r.flags]
+    out.print(table)
+    for note in notes:
+        out.print(note, soft_wrap=True)
+    if not any(r.flags for r in report.reviewers):
+        out.print(shown("no flags", "green"))
+
+
+def _labels_json(queue: str, model: Any) -> dict[str, Any]:
+    return {
+        "queue": queue, "classes": list(model.classes), "priors": model.priors,
+        "iterations": model.iterations, "converged": model.converged,
+        "raters": [asdict(r) for r in model.raters.values()],
+        "items": [asdict(i) for i in model.items.values()],
+    }  # fmt: skip
+
+
+@app.command("labels")
+@reports_errors
+def queue_labels(
+    name: Annotated[str, typer.Argument(help="The queue's name.")],
+    db: DbOpt = DEFAULT_DB,
+    critics_as_raters: Annotated[
+        bool,
+        typer.Option(
+            "--critics-as-raters",
+            help="The critic's draft label joins as one more rater, named 'critic'.",
+        ),
+    ] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="List every item, not only where the model departs.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """The label model (Dawid–Skene): each reviewer's confusion matrix, and each item's label.
+
+    Fitted on the latest round's reviews; a rejection is a class of its own, <rejected>. Lists
+    the items where the model's label departs from the majority vote (all with --all).
+    """
+    from adjudication.evidence import label_model
+
+    with queue_store(db) as store:
+        model = label_model(store, name, critics_as_raters=critics_as_raters)
+    if model is None:
+        if json_out:
+            dump({"queue": name, "classes": [], "raters": [], "items": []})
+        else:
+            out.print(shown(f"queue '{name}' has no reviews yet"), soft_wrap=True)
+        return
+    if json_out:
+        dump(_labels_json(name, model))
+        return
+    raters = Table("rater", "ratings", "accuracy", *[f"P(· | {c})" for c in model.classes],
+                   title=shown(f"label model of {name}: {len(model.items)} items, "
+                               f"{model.iterations} EM steps"))  # fmt: skip
+    for r in model.raters.values():
+        rows = [" ".join(f"{r.confusion[c][g]:.2f}" for g in model.classes) for c in model.classes]
+        raters.add_row(shown(r.rater), str(r.ratings), _num(r.accuracy), *rows)
+    out.print(raters)
+    priors = ", ".join(f"{c} {p:.2f}" for c, p in model.priors.items())
+    out.print(shown(f"class priors: {priors}; each row of P(· | true) lists the given labels "
+                    f"in the order {', '.join(model.classes)}", "dim"), soft_wrap=True)  # fmt: skip
+    departs = [i for i in model.items.values() if i.disagrees_with_majority]
+    out.print(shown(f"{len(departs)} of {len(model.items)} items: the model's label departs "
+                    "from the majority vote"), soft_wrap=True)  # fmt: skip
+    listed = list(model.items.values()) if show_all else departs
+    if listed:
+        items = Table("item", "ratings", "majority", "model label", "probability")
+        for i in listed:
+            label = i.label + (" (gold)" if i.gold else "")
+            items.add_row(shown(i.item_id), str(i.ratings), shown(i.majority or "tie"),
+                          shown(label), f"{i.probability:.3f}")  # fmt: skip
+        out.print(items)
+
+
+@app.command("import")
+@reports_errors
+def queue_import(
+    name: Annotated[str, typer.Argument(help="The queue's name.")],
+    source: Annotated[str, typer.Argument(help="A .jsonl, .csv or .parquet file of decisions.")],
+    label_fields: Annotated[
+        list[str],
+        typer.Option(
+            "--label-field",
+            help="A column holding labels (repeatable). Without --reviewer-field each column is "
+            "one reviewer named after it; a column holding a list is one reviewer per position "
+            "(FIELD.1, FIELD.2, ...).",
+        ),
+    ],
+    db: DbOpt = DEFAULT_DB,
+    id_field: Annotated[str, typer.Option(help="The column holding the item's id.")] = "id",
+    reviewer_field: Annotated[
+        str | None,
+        typer.Option(
+            help="A column naming who gave the row's label (one decision per row), or a list of "
+            "names beside a list of labels."
+        ),
+    ] = None,
+    label_map: Annotated[
+        str | None,
+        typer.Option(help='Rename the file\'s labels, e.g. "0=tie,1=a,2=b" (<rejected> rejects).'),
+    ] = None,
+    critic_field: Annotated[
+        str | None,
+        typer.Option(help="A column holding a model's label, the critic label of new items."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Load decisions several annotators made elsewhere, so agreement, reviewer quality and the
+    label model use them. Items the queue lacks are added with the row's fields. Running it
+    again adds nothing; imported decisions are marked (an `imported` event per item)."""
+    from adjudication.importing import ImportSpec, import_decisions, parse_label_map, plan
+    from critic.errors import InputError
+    from critic.items import BadRow, Fields, load_items
+
+    spec = ImportSpec(
+        label_fields=tuple(label_fields),
+        reviewer_field=reviewer_field,
+        label_map=None if label_map is None else parse_label_map(label_map),
+        critic_field=critic_field,
+    )
+    rows = []
+    # The id is the one field every row needs; label columns may be empty (no decision).
+    for entry in load_items(source, Fields(id=id_field, text=id_field), check_duplicates=False):
+        if isinstance(entry, BadRow):
+            raise InputError(str(entry), hint="fix the row; nothing was imported")
+        rows.append((entry.source, entry.id, entry.row))
+    found = plan(rows, spec)
+    with queue_store(db) as store:
+        result = import_decisions(store, name, found, by=actor())
+    if json_out:
+        dump(asdict(result))
+        return
+    summary = (
+        f"queue '{name}': {result.added} decision(s) imported on {result.items} item(s) "
+        f"({result.items_added} new); {result.existing} already there"
+    )
+    if result.skipped:
+        summary += f"; {result.skipped} left out (their items were already settled)"
+    out.print(shown(summary), soft_wrap=True)
+    after = f"{result.settled} item(s) settled, {result.to_adjudicate} to adjudicate"
+    if result.users_added:
+        after += f"; new reviewers: {', '.join(result.users_added)}"
+    out.print(shown(after, "dim"), soft_wrap=True)
+    out.print(shown(f"next: critic queue raters {name} --db {db}", "dim"), soft_wrap=True)

@@ -7,13 +7,14 @@ Everything an item or a model wrote is printed as plain text, never as console m
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
 
-from critic.cli.common import err, out, queue_store, reports_errors
+from critic.cli.common import err, out, queue_store, reports_errors, shown
 from critic.cli.options import DEFAULT_DB, DbOpt
 from critic.errors import CriticError, MissingExtraError
 
@@ -154,6 +155,33 @@ def serve(
             "127.0.0.1): only from them is X-Forwarded-For believed, for the log-in limit.",
         ),
     ] = "",
+    webhook: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--webhook",
+            envvar="CRITIC_WEBHOOK_URL",
+            help="Post each decision as JSON to this URL (repeat for several), from a background "
+            "thread, retried until delivered (see `critic webhooks list`).",
+        ),
+    ] = None,
+    webhook_secret: Annotated[
+        str | None,
+        typer.Option(
+            "--webhook-secret",
+            envvar="CRITIC_WEBHOOK_SECRET",
+            help="Signs each post: X-Critic-Signature-256: sha256=HMAC-SHA256 of the body.",
+        ),
+    ] = None,
+    webhook_timeout: Annotated[
+        float,
+        typer.Option(
+            "--webhook-timeout",
+            envvar="CRITIC_WEBHOOK_TIMEOUT",
+            min=0.1,
+            help="Seconds a receiver gets to answer a post before it is retried (1 s later, "
+            "then twice as long each time, up to 10 minutes).",
+        ),
+    ] = 10.0,
 ) -> None:
     """Serve the review web app: log in, review with the keyboard, adjudicate, see dashboards."""
     try:
@@ -194,5 +222,25 @@ def serve(
             highlight=False,
         )
     out.print(f"critic review: http://{host}:{port}/ · database {store.url}", highlight=False)
-    # The app reads X-Forwarded-For itself, from the trusted proxies only; uvicorn must not.
-    uvicorn.run(web, host=host, port=port, log_level="info", proxy_headers=False)
+    with webhook_senders(db, webhook or [], webhook_secret, webhook_timeout):
+        # The app reads X-Forwarded-For itself, from the trusted proxies only; uvicorn must not.
+        uvicorn.run(web, host=host, port=port, log_level="info", proxy_headers=False)
+
+
+@contextmanager
+def webhook_senders(
+    db: str, urls: Sequence[str], secret: str | None, timeout: float = 10.0
+) -> Iterator[None]:
+    """Send decision events to each URL from a background thread while the block runs (each
+    with its own database handle, so no reviewer's request waits on a receiver)."""
+    from adjudication import open_store
+    from adjudication.webhooks import Sender
+
+    with ExitStack() as stack:
+        for url in urls:
+            store = stack.enter_context(open_store(db))
+            sender = Sender(store, url, secret=secret, timeout=timeout)
+            stack.enter_context(sender)
+            note = "signed" if secret else "unsigned: pass --webhook-secret to sign them"
+            out.print(shown(f"decisions are posted to {url} ({note})"), highlight=False)
+        yield

@@ -34,6 +34,7 @@ from critic.cli.options import (
     InputArg,
     JsonOpt,
     LimitOpt,
+    MaxLineBytesOpt,
     MaxModelLenOpt,
     MaxReasksOpt,
     MaxTokensOpt,
@@ -52,6 +53,7 @@ from critic.cli.options import (
     TemperatureOpt,
     temperature_or_default,
 )
+from critic.items import MAX_LINE_BYTES
 
 if TYPE_CHECKING:
     from critic.backends.base import Backend
@@ -59,18 +61,27 @@ if TYPE_CHECKING:
     from critic.items import Fields
 
 
+NO_SIGNAL = (
+    "warning: this run measures no confidence signal (no logprobs, one sample, one critic): "
+    "every confidence is 0, so a calibrated policy reviews every item. Ask for --logprobs K, "
+    "--samples N or another --critic."
+)
+
+
 def finish_run(
     summary: Any, command: str, db: str, json_out: bool,
-    cascade: dict[str, dict[str, int]] | None = None,
+    cascade: dict[str, dict[str, int]] | None = None, extra: dict[str, Any] | None = None,
 ) -> None:  # fmt: skip
     """Print a run's summary (a table, or JSON) and exit 0, or 1 when items failed or wait.
 
     `cascade`: for a cascade run, how many items each stage settled (`settled`) and how many
     each critic was asked about (`asked`)."""
     if json_out:
-        print(json.dumps({**summary.to_dict(), **(cascade or {})}, indent=2))
+        print(json.dumps({**summary.to_dict(), **(cascade or {}), **(extra or {})}, indent=2))
     else:
         out.print(summary_table(summary, command))
+        if (extra or {}).get("confidence_signal") == "none":
+            err.print(NO_SIGNAL, style="yellow", highlight=False)
         if cascade is not None:
             items = max(1, sum(cascade["settled"].values()))
             for critic, count in cascade["asked"].items():
@@ -78,11 +89,15 @@ def finish_run(
             for stage, count in cascade["settled"].items():
                 out.print(shown(f"settled by {stage}: {count}"))
         if summary.failed:
+            # Bad input rows fail again on every retry: only the others are worth one.
+            retryable = summary.failed - summary.failures.get("invalid_input", 0)
             err.print(
                 f"{summary.failed} item(s) failed; they are recorded with their reasons "
-                f"(`critic export --db {db} ...`). Retry them with --retry-failed.",
+                f"(`critic export --db {db} ...`). "
+                + ("Retry them with --retry-failed." if retryable else
+                   "They are bad input rows: fix them in the input; --retry-failed cannot help."),
                 highlight=False,
-            )
+            )  # fmt: skip
     raise typer.Exit(1 if summary.failed or summary.pending else 0)
 
 
@@ -131,7 +146,7 @@ class RunFlags:
     model: ModelOpt = None
     db: DbOpt = DEFAULT_DB
     id_field: IdFieldOpt = None
-    prompt_field: PromptFieldOpt = "prompt"
+    prompt_field: PromptFieldOpt = field(default_factory=lambda: ["prompt"])
     split: SplitOpt = None
     prompts: PromptsOpt = None
     temperature: TemperatureOpt = None
@@ -141,11 +156,17 @@ class RunFlags:
     max_model_len: MaxModelLenOpt = 4096
     retry_failed: RetryFailedOpt = False
     limit: LimitOpt = None
+    max_line_bytes: MaxLineBytesOpt = MAX_LINE_BYTES
     ray: RayOpt = False
     ray_address: RayAddressOpt = None
     ray_workers: RayWorkersOpt = 2
     json_out: JsonOpt = False
     quiet: QuietOpt = False
+
+    @property
+    def prompt_fields(self) -> tuple[str, ...]:
+        """`--prompt-field`, as `Fields.prompt` takes it (one or several columns)."""
+        return tuple(self.prompt_field)
 
     def backend_spec(self, model: str | None, base_url: str | None = None) -> BackendSpec:
         """The backend these flags name, serving `model` (at `base_url`, default `--base-url`)."""
@@ -202,16 +223,19 @@ def _run_task(
     options: Any,
     fields: Fields,
     critics: Sequence[str] = (),
+    no_signal: bool = False,
 ) -> None:
     """Run `task` under a progress bar (here or on Ray), print its summary, exit with its status.
 
-    `critics`: the models of a label panel (`--critic`), on the same backend."""
+    `critics`: the models of a label panel (`--critic`), on the same backend. `no_signal`: the
+    run measures no confidence signal, which the summary says."""
     from critic.config import InputSpec, RunControl
     from critic.constitution import load_constitution
     from critic.store import open_store
 
     c = load_constitution(flags.constitution)
-    input = InputSpec(fields=fields, split=flags.split, prompts=flags.prompts, limit=flags.limit)
+    input = InputSpec(fields=fields, split=flags.split, prompts=flags.prompts, limit=flags.limit,
+                      max_line_bytes=flags.max_line_bytes)  # fmt: skip
     control = RunControl(concurrency=flags.concurrency, retry_failed=flags.retry_failed)
     if flags.ray:
         from critic.distributed import RaySpec, run_on_ray
@@ -238,7 +262,8 @@ def _run_task(
                 input=input, control=control, **hooks,
             ),
         )  # fmt: skip
-    finish_run(summary, task, flags.db, flags.json_out)
+    finish_run(summary, task, flags.db, flags.json_out,
+               extra={"confidence_signal": "none"} if no_signal else None)  # fmt: skip
 
 
 def _label_cascade(
@@ -274,7 +299,8 @@ def _label_cascade(
         lambda **hooks: label_cascade(
             flags.input, c, backend, store, escalate_to=later, policy=policy, options=sampling,
             fields=fields, split=flags.split, prompts=flags.prompts, limit=flags.limit,
-            retry_failed=flags.retry_failed, concurrency=flags.concurrency, **hooks,
+            max_line_bytes=flags.max_line_bytes, retry_failed=flags.retry_failed,
+            concurrency=flags.concurrency, **hooks,
         ),
     )  # fmt: skip
     counts = {"settled": settled_counts(store, summary.run_id),
@@ -295,9 +321,10 @@ def label(
         int | None,
         typer.Option(
             "--logprobs",
-            min=1,
+            min=0,
             max=20,
-            help="Ask for top-K logprobs (label probabilities).",
+            help="Ask for top-K logprobs (label probabilities); default 5 where the backend "
+            "gives them (vllm-server, vllm, fake); 0: none.",
         ),
     ] = None,
     max_tokens: MaxTokensOpt = 512,
@@ -330,15 +357,22 @@ def label(
     ] = None,
 ) -> None:
     """Label a dataset against a constitution. Rerun the same command to resume."""
+    from critic.backends import DEFAULT_LOGPROBS, GIVES_LOGPROBS
     from critic.config import Sampling
     from critic.items import Fields
 
+    if logprobs is None:
+        logprobs = DEFAULT_LOGPROBS if flags.backend in GIVES_LOGPROBS else None
+    top_logprobs = logprobs or None
+    no_signal = top_logprobs is None and samples == 1 and not critic
+    if no_signal:
+        err.print(NO_SIGNAL, style="yellow", highlight=False)
     sampling = Sampling(
         max_tokens=max_tokens, temperature=temperature_or_default(flags.temperature, samples),
-        samples=samples, top_logprobs=logprobs, max_reasks=flags.max_reasks, seed=flags.seed,
+        samples=samples, top_logprobs=top_logprobs, max_reasks=flags.max_reasks, seed=flags.seed,
     )  # fmt: skip
     fields = Fields(
-        id=flags.id_field, prompt=flags.prompt_field, response=response_field, text=text_field
+        id=flags.id_field, prompt=flags.prompt_fields, response=response_field, text=text_field
     )
     if escalate_to or policy is not None:
         if flags.ray:
@@ -353,7 +387,8 @@ def label(
             critics=critic or [],
         )  # fmt: skip
         return
-    _run_task("label", "labeling", flags, sampling, fields, critics=critic or [])
+    _run_task("label", "labeling", flags, sampling, fields, critics=critic or [],
+              no_signal=no_signal)  # fmt: skip
 
 
 @reports_errors
@@ -385,7 +420,7 @@ def revise(
                           temperature=temperature_or_default(flags.temperature),
                           max_reasks=flags.max_reasks, seed=flags.seed),
     )  # fmt: skip
-    fields = Fields(id=flags.id_field, prompt=flags.prompt_field, response=response_field)
+    fields = Fields(id=flags.id_field, prompt=flags.prompt_fields, response=response_field)
     _run_task("revise", "revising", flags, options, fields)
 
 
@@ -439,5 +474,5 @@ def compare(
                           top_logprobs=logprobs or None, max_reasks=flags.max_reasks,
                           seed=flags.seed),
     )  # fmt: skip
-    fields = Fields(id=flags.id_field, prompt=flags.prompt_field, a=a_field, b=b_field)
+    fields = Fields(id=flags.id_field, prompt=flags.prompt_fields, a=a_field, b=b_field)
     _run_task("compare", "comparing", flags, options, fields)

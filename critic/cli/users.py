@@ -20,14 +20,14 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Reviewers, adjudicators and admins.", no_args_is_help=True)
 
 
-def _hash_password(password: str) -> str:
+def _hash_password(password: str, user: str) -> str:
     try:
         from adjudication.web import hash_password
     except ImportError as exc:
         raise MissingExtraError(
             "a web app password", exc.name or "argon2-cffi", "pip install 'critic[web]'"
         ) from None
-    return hash_password(password)  # the web app checks passwords against this same hash
+    return hash_password(password, user=user)  # the web app checks passwords against this same hash
 
 
 @app.command("add")
@@ -61,7 +61,7 @@ def users_add(
                 hint=f"pipe it in: printf '%s\\n' \"$PASSWORD\" | critic users add {name} "
                 "--password-stdin",
             )
-        password_hash = _hash_password(password)
+        password_hash = _hash_password(password, name)
     with queue_store(db) as store:
         # The store checks the role and suggests the closest one on a typo.
         user = store.add_user(

@@ -3,7 +3,8 @@ registered in one place (`registry.formats()`; a new format is one new module he
 
 By default only what was decided ships: items accepted by the policy, or decided (or adjudicated)
 by humans. `include_all` adds pending, rejected and failed items, each with its status; the TRL
-formats never hold them.
+formats never hold them. A format for review (`label-studio`) holds by default the items routed
+to review and not yet decided instead.
 """
 
 from __future__ import annotations
@@ -70,16 +71,23 @@ def records(
     tally: Tally,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[FinalRecord]:
-    """The final records a format gets: what ships, or everything with `include_all` (unless the
-    format holds only what ships), counting every record read in `tally`."""
+    """The final records a format gets: what ships (a format for review: what awaits review), or
+    everything with `include_all` (unless the format holds only what ships), counting every
+    record read in `tally`."""
     keep_all = include_all and not fmt.shipped_only
     for record in final_records(store, queues, [r.id for r in runs]):
         tally.statuses[record.status] += 1
         tally.conflicts += record.conflict
         if progress is not None:
             progress(1)
-        if keep_all or record.status in SHIPPED:
+        if fmt.review_only:
+            wanted = record.status == "pending" and record.route == "review"
+        else:
+            wanted = record.status in SHIPPED
+        if keep_all or wanted:
             yield record
+        elif record.status == "pending" and fmt.review_only:
+            tally.skip("pending items not routed to review")
         else:
             tally.skip(f"{record.status} items")
 
@@ -106,7 +114,7 @@ def export(
     path = Path(out)
     stream = records(store, queues, runs, chosen, include_all=include_all, tally=tally,
                      progress=progress)  # fmt: skip
-    count = chosen.write(stream, path, tally)
+    count = chosen.writer(store, runs)(stream, path, tally)
     tally.written = count
     return ExportResult(chosen.name, path, count, tuple(r.id for r in runs), tally)
 

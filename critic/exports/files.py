@@ -21,8 +21,24 @@ _LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": 
 
 
 def json_line(row: dict[str, Any]) -> str:
-    """One JSONL line (with its newline): UTF-8 text, with the Unicode line breaks escaped."""
-    return json.dumps(row, ensure_ascii=False, default=str).translate(_LINE_BREAKS) + "\n"
+    """One JSONL line (with its newline): strict JSON as UTF-8 text, with the Unicode line breaks
+    escaped. JSON has no NaN or infinity: a non-finite number (none comes from input rows, which
+    refuse them) is written as null rather than as a bare `NaN` strict parsers reject."""
+
+    def finite(value: Any) -> Any:
+        if isinstance(value, float) and (value != value or abs(value) == float("inf")):
+            return None
+        if isinstance(value, dict):
+            return {k: finite(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [finite(v) for v in value]
+        return value
+
+    try:
+        text = json.dumps(row, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:  # a NaN or an infinity somewhere in the row
+        text = json.dumps(finite(row), ensure_ascii=False, default=str, allow_nan=False)
+    return text.translate(_LINE_BREAKS) + "\n"
 
 
 #: A leftover of an unknown writer older than this was left by a killed export.
@@ -97,19 +113,23 @@ def scratch_dir(out: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def replacing(out: Path, *, directory: bool = False) -> Iterator[Path]:
+def replacing(
+    out: Path, *, directory: bool = False, marker: str = "state.json", kind: str = "datasets"
+) -> Iterator[Path]:
     """A fresh temporary path beside `out` to write to; it replaces `out` only once complete.
 
     An export that fails or is killed half-way leaves the previous `out` as it was (and at most a
     hidden `.NAME.*.tmp` beside it). A file is swapped in with one `os.replace`; a directory by
-    moving the old one aside, renaming the new one into place, then deleting the old one.
+    moving the old one aside, renaming the new one into place, then deleting the old one. A
+    directory is replaced only when it is empty or holds an earlier export (its `marker` file,
+    written by a `kind` export).
     """
     if directory and out.is_file():
         raise UsageError(f"{out} is a file; this format writes a directory", hint="give a new path")
-    if directory and out.is_dir() and any(out.iterdir()) and not (out / "state.json").is_file():
+    if directory and out.is_dir() and any(out.iterdir()) and not (out / marker).is_file():
         # The whole directory is replaced: never one that holds anything but an earlier export.
         raise UsageError(
-            f"{out} is a directory that holds something other than a datasets export",
+            f"{out} is a directory that holds something other than a {kind} export",
             hint="give a new path (the export replaces the whole directory)",
         )
     if not directory and out.is_dir():

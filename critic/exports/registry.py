@@ -10,13 +10,17 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from critic.errors import UsageError
 from critic.ship import FinalRecord
+
+if TYPE_CHECKING:
+    from critic.store import RunInfo, Store
 
 
 @dataclass
@@ -44,6 +48,7 @@ class Tally:
 
 
 Writer = Callable[[Iterable[FinalRecord], Path, Tally], int]
+Prepare = Callable[["Store", "Sequence[RunInfo]"], Writer]
 
 
 @dataclass(frozen=True)
@@ -53,14 +58,32 @@ class ExportFormat:
     name: str
     help: str
     """One line for `critic export --help` and the README."""
-    write: Writer
+    write: Writer | None = None
     """Write the records to the path (complete or not at all); return how many rows."""
+    prepare: Prepare | None = None
+    """Instead of `write`, for a format that reads more of the run store than the records: makes
+    the writer for these runs (label-studio reads the constitution behind its labeling
+    config)."""
     noun: str = "rows"
     """What one output row is, for summaries (`DPO pairs`)."""
     directory: bool = False
     """Writes a directory (else a file)."""
     shipped_only: bool = False
     """Never holds pending, rejected or failed items, even with `--all` (the TRL formats)."""
+    review_only: bool = False
+    """Its purpose is review: by default it holds the items routed to review and not yet
+    decided instead of what ships (`--all`: every item, with its status)."""
+
+    def __post_init__(self) -> None:
+        if (self.write is None) == (self.prepare is None):
+            raise TypeError(f"export format {self.name!r}: give either write or prepare")
+
+    def writer(self, store: Store, runs: Sequence[RunInfo]) -> Writer:
+        """The function that writes these runs' records in this format."""
+        if self.prepare is not None:
+            return self.prepare(store, runs)
+        assert self.write is not None
+        return self.write
 
 
 @cache

@@ -6,11 +6,13 @@ queues settled for it, and the constitution's label set in; one `FinalRecord` ou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from adjudication.models import OriginOutcome
+from adjudication.labelmodel import ItemPosterior
+from adjudication.models import REJECTED, OriginOutcome
+from critic.items import prompt_of
 from critic.ship.labels import LabelSet, preferred
 from critic.store.rows import verdict
 
@@ -25,6 +27,9 @@ STATUSES: tuple[Status, ...] = (
 )
 #: What ships by default: accepted by the policy, or decided by humans.
 SHIPPED: tuple[Status, ...] = ("accepted", "decided", "adjudicated")
+
+#: The label model's posterior per (queue, task id), for queues with several reviewers per item.
+Posteriors = Mapping[tuple[str, str], ItemPosterior]
 
 #: Route reasons under which an accepted label carries the policy's calibrated guarantee.
 GUARANTEED_REASONS = ("confident",)
@@ -104,6 +109,10 @@ class FinalRecord:
     conflict: bool
     """Settled differently in more than one queue (the rule in `settle_outcomes` chose)."""
     posterior: float | None
+    """With several reviewers and no adjudication: the label model's posterior probability of
+    the shipped label (`adjudication.labelmodel`)."""
+    majority_disagrees: bool
+    """The label model's label is not the reviewers' majority vote."""
     failure_reason: str | None
     failure_detail: str | None
     # -- provenance ----------------------------------------------------------------------------
@@ -146,19 +155,42 @@ def settle_outcomes(found: Sequence[OriginOutcome]) -> tuple[OriginOutcome | Non
     return ranked[-1], len(answers) > 1
 
 
+def by_label_model(
+    queued: Sequence[OriginOutcome], human: OriginOutcome | None, posteriors: Posteriors
+) -> tuple[OriginOutcome | None, ItemPosterior | None]:
+    """Without adjudication, several reviewers' decision is the label model's: the outcome
+    (the settled one, or one waiting for adjudication) with its posterior."""
+    if human is not None and human.source == "adjudicated":
+        return human, None
+    for o in [human] if human is not None else queued:
+        if o is None or o.state not in ("done", "adjudication"):
+            continue
+        fitted = posteriors.get((o.queue, o.item_id))
+        if fitted is None or fitted.ratings < 2:
+            continue
+        rejected = fitted.label == REJECTED
+        label = None if rejected else fitted.label
+        settled = replace(o, state="done", source="human", label=label, rejected=rejected,
+                          edit=o.edit if o.state == "done" else None)  # fmt: skip
+        return settled, fitted
+    return human, None
+
+
 def compose(
     row: dict[str, Any],
     route: dict[str, Any] | None,
     queued: Sequence[OriginOutcome],
     labels: LabelSet | None,
-    posterior: float | None = None,
+    posteriors: Posteriors | None = None,
 ) -> FinalRecord:
-    """The final record of one stored row."""
+    """The final record of one stored row. `posteriors`: the label model of queues with
+    several reviewers per item, by (queue, task id)."""
     output: dict[str, Any] = row.get("output") or {}
     task = str(row["task"])
     spell = labels.spell if labels is not None else (lambda x: x)
     critic_label = spell(verdict(row.get("label"), row.get("score")))
     human, conflict = settle_outcomes(queued)
+    human, fitted = by_label_model(queued, human, posteriors or {})
     pending_queue = next((o for o in queued if o.state != "done"), None)
     failed = row["status"] == "failed"
 
@@ -213,7 +245,8 @@ def compose(
             score = None
     raw_input: dict[str, Any] = row.get("row") or {}
     params = row.get("params") or {}
-    fields = {str(k): str(v) for k, v in (params.get("fields") or {}).items() if v}
+    fields = {str(k): ", ".join(v) if isinstance(v, list) else str(v)  # several prompt fields
+              for k, v in (params.get("fields") or {}).items() if v}  # fmt: skip
     a_field, b_field = fields.get("a") or "a", fields.get("b") or "b"
     responses = (
         (_text(raw_input.get(a_field)), _text(raw_input.get(b_field)))
@@ -251,12 +284,14 @@ def compose(
         policy=route["policy_hash"] if route else None,
         guaranteed=status == "accepted"
         and route is not None
-        and route["reason"] in GUARANTEED_REASONS,
+        and route["reason"] in GUARANTEED_REASONS
+        and not route.get("forced"),
         queue=(human.queue if human else pending_queue.queue if pending_queue else None),
         reviewers=human.reviewers if human else (),
         agreement=human.agreement if human else None,
         conflict=conflict,
-        posterior=posterior,
+        posterior=fitted.probability if fitted is not None else None,
+        majority_disagrees=fitted.disagrees_with_majority if fitted is not None else False,
         failure_reason=row.get("reason") if failed else None,
         failure_detail=row.get("detail") if failed else None,
         constitution=row.get("constitution_hash"),
@@ -271,7 +306,7 @@ def compose(
         location=row.get("source"),
         fields=fields,
         input=raw_input,
-        prompt=raw_input.get(fields.get("prompt") or "prompt"),
+        prompt=prompt_of(raw_input, (params.get("fields") or {}).get("prompt") or "prompt"),
         responses=responses,
     )
 

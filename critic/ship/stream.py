@@ -10,7 +10,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from typing import Any, Protocol
 
-from adjudication.models import OriginOutcome
+from adjudication.labelmodel import ItemPosterior
+from adjudication.models import OriginOutcome, Queue
 from critic.ship.labels import LabelSet, label_set
 from critic.ship.record import FinalRecord, compose, origin_of
 from critic.store import Store
@@ -23,6 +24,19 @@ class Decisions(Protocol):
     """What the final record needs from the review queues (`adjudication.store.Store`)."""
 
     def outcomes_for(self, origins: Sequence[str]) -> dict[str, list[OriginOutcome]]: ...
+
+    def queue(self, name: str) -> Queue: ...
+
+
+def _label_model(queues: Decisions, name: str) -> dict[tuple[str, str], ItemPosterior]:
+    """The label model of a queue whose items get several reviewers (fitted once per read: its
+    EM needs every item of the queue), by (queue, task id); nothing for a one-reviewer queue."""
+    from adjudication.evidence import label_model_outcomes
+    from adjudication.store import Store as QueueStore
+
+    if not isinstance(queues, QueueStore) or queues.queue(name).overlap < 2:
+        return {}
+    return {(name, item): fitted for item, fitted in label_model_outcomes(queues, name).items()}
 
 
 def batched(rows: Iterable[Any], size: int = BATCH) -> Iterator[list[Any]]:
@@ -59,18 +73,23 @@ def joined(
     """`final_records`, each beside the stored row it was composed from (for readers that
     need more of the draft, such as a panel's per-critic verdicts)."""
     labels: dict[str, LabelSet | None] = {}
+    posteriors: dict[tuple[str, str], ItemPosterior] = {}
+    fitted: set[str] = set()
     for run_id in run_ids:
         for rows in batched(store.rows(run_id), batch):
             keys = [(r["run_id"], r["item_id"]) for r in rows]
             routes = store.routes_for(keys)
             found = queues.outcomes_for([origin_of(*k) for k in keys]) if queues else {}
+            for outcome in (o for outs in found.values() for o in outs):
+                if queues is not None and outcome.queue not in fitted:
+                    fitted.add(outcome.queue)
+                    posteriors.update(_label_model(queues, outcome.queue))
             for row, key in zip(rows, keys, strict=True):
                 digest = row.get("constitution_hash") or ""
                 if digest not in labels:
                     labels[digest] = label_set(
                         store.constitution_content(digest) if digest else None
                     )
-                record = compose(
-                    row, routes.get(key), found.get(origin_of(*key), []), labels[digest]
-                )
+                queued = found.get(origin_of(*key), [])
+                record = compose(row, routes.get(key), queued, labels[digest], posteriors)
                 yield row, record

@@ -568,15 +568,16 @@ class Store:
                     .group_by(items.c.reason)
                 ).all()
             )
-            labels: dict[Any, Any] = dict(
-                conn.execute(
-                    sa.select(sa.func.coalesce(drafts.c.label, sa.cast(drafts.c.score, sa.Text)),
-                              sa.func.count())
-                    .where(drafts.c.run_id == run_id,
-                           sa.or_(drafts.c.label.isnot(None), drafts.c.score.isnot(None)))
-                    .group_by(sa.func.coalesce(drafts.c.label, sa.cast(drafts.c.score, sa.Text)))
-                ).all()
-            )  # fmt: skip
+            # A rubric score is a float column: named as `verdict` names it (`4`, not `4.0`).
+            labels: dict[Any, Any] = {}
+            for label, score, count in conn.execute(
+                sa.select(drafts.c.label, drafts.c.score, sa.func.count())
+                .where(drafts.c.run_id == run_id,
+                       sa.or_(drafts.c.label.isnot(None), drafts.c.score.isnot(None)))
+                .group_by(drafts.c.label, drafts.c.score)
+            ).all():  # fmt: skip
+                key = verdict(label, score)
+                labels[key] = labels.get(key, 0) + count
             tokens = conn.execute(
                 sa.select(
                     sa.func.coalesce(sa.func.sum(generations.c.prompt_tokens), 0),
@@ -599,10 +600,13 @@ class Store:
         policy_hash: str,
         policy_yaml: str,
         decided: Sequence[tuple[str, str, str, str, float | None]],
+        *,
+        forced: bool = False,
     ) -> None:
         """Store routes `(run_id, item_id, decision, reason, confidence)` under a policy hash.
 
         Routing again with the same policy replaces that policy's routes (it is deterministic).
+        `forced`: routed with `--force`, outside what the policy was calibrated on.
         """
         stamp = now()
         with self.engine.begin() as conn:
@@ -625,11 +629,19 @@ class Store:
                 )
             rows = [
                 {"run_id": r, "item_id": i, "policy_hash": policy_hash, "decision": d,
-                 "reason": why, "confidence": c, "created_at": stamp}
+                 "reason": why, "confidence": c, "created_at": stamp, "forced": forced}
                 for r, i, d, why, c in decided
             ]  # fmt: skip
             for start in range(0, len(rows), 2000):
                 conn.execute(routes.insert(), rows[start : start + 2000])
+
+    def policy_content(self, digest: str) -> str | None:
+        """The stored text of a policy routes were made under (by its hash)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(policies.c.content).where(policies.c.hash == digest)
+            ).first()
+        return None if found is None else str(found[0])
 
     def routed(self, run_id: str) -> bool:
         """Whether any item of the run has a route (through the routes' key)."""

@@ -126,11 +126,18 @@ def _004_items_in_input_order(conn: sa.Connection) -> None:
     conn.execute(sa.text("CREATE INDEX ix_items_seq ON items (run_id, seq)"))
 
 
+def _005_forced_routes(conn: sa.Connection) -> None:
+    """Routes made with `critic route --force` (a policy applied to a run it was not calibrated
+    on, or edited by hand): such an accept carries no guarantee, and the record says so."""
+    conn.execute(sa.text("ALTER TABLE routes ADD COLUMN forced BOOLEAN NOT NULL DEFAULT FALSE"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _001_runs,
     _002_routes,
     _003_item_leases,
     _004_items_in_input_order,
+    _005_forced_routes,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

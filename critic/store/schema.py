@@ -115,4 +115,6 @@ routes = sa.Table(
     sa.Column("reason", sa.String(32), nullable=False),
     sa.Column("confidence", sa.Float),
     sa.Column("created_at", sa.String(32), nullable=False),
+    # Routed with `--force`: the policy was not calibrated on this run (or was edited by hand).
+    sa.Column("forced", sa.Boolean, nullable=False, server_default=sa.false()),
 )

@@ -19,9 +19,9 @@ from critic.backends.base import Backend, Generation, Message, Request, Sample
 from critic.config import InputSpec, RunControl
 from critic.constitution import Constitution, Principle
 from critic.errors import UsageError
-from critic.items import Fields
+from critic.items import Fields, check_fields
 from critic.parsing import Parsed, parse
-from critic.render import Templates, render_reask
+from critic.render import Templates, assistant_turn, render_reask
 from critic.runs import Drafter, OnBadRow, Progress, RunSummary, execute_run
 from critic.store import Store
 
@@ -41,16 +41,22 @@ def user_turn(content: str) -> Message:
     return {"role": "user", "content": content}
 
 
+#: One encoder for the hot path (json.dumps with options builds a new one per call).
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def generation_record(gen: Generation, stage: str, attempt: int) -> dict[str, Any]:
-    """One generation as the run store keeps it (texts, logprobs, usage, latency, error)."""
+    """One generation as the run store keeps it (texts, logprobs, usage, latency, error).
+
+    Logprobs are kept as each sample's generated tokens' log probabilities, in order (the
+    tokens' text is the sample's text). The top-k alternatives at every position are not
+    stored: writing them cost about 1 ms of CPU per 200 tokens, more than the rest of a
+    request's handling, and the label distribution the confidence read from them is stored
+    with the draft (its components, a rubric's `score_distribution`, a pair's judgments)."""
     logprobs = None
     if any(s.logprobs for s in gen.samples):
-        logprobs = json.dumps(
-            [
-                [[t.token, round(t.logprob, 5), t.top] for t in s.logprobs] if s.logprobs else None
-                for s in gen.samples
-            ],
-            ensure_ascii=False,
+        logprobs = _dumps(
+            [[t.logprob for t in s.logprobs] if s.logprobs else None for s in gen.samples]
         )
     return {
         "stage": stage,
@@ -116,17 +122,17 @@ async def ask(
             (p, s) for (p, s), problem in zip(good, problems, strict=True) if not problem
         )
         sample = results[0][1] if results else None
-        said = {"role": "assistant", "content": sample.text if sample else ""}
+        said = assistant_turn(sample.text if sample else "")
         if passed:
             first, chosen = passed[0]
-            conversation = (*request.messages, {"role": "assistant", "content": chosen.text})
+            conversation = (*request.messages, assistant_turn(chosen.text))
             assert first.value is not None
             return Answer(first.value, chosen, conversation, attempt + 1, records, valid=passed)
         last = results[0][0] if results else Parsed(None, "no answer", "empty")
         if good:
             (parsed, kept), problem = good[0], problems[0]
             assert parsed.value is not None
-            kept_said = {"role": "assistant", "content": kept.text}
+            kept_said = assistant_turn(kept.text)
             fallback = Answer(
                 parsed.value, kept, (*request.messages, kept_said), attempt + 1, records,
                 unresolved=problem, valid=((parsed, kept),),
@@ -179,14 +185,23 @@ class Task:
 
 
 def prepare_run(
-    task: Task, constitution: Constitution, input: InputSpec, critics: Sequence[object] = ()
+    task: Task,
+    constitution: Constitution,
+    input: InputSpec,
+    critics: Sequence[object] = (),
+    *,
+    source: str | Path | None = None,
 ) -> tuple[InputSpec, Fields, Templates]:
     """Check that a run's arguments fit `task` (a panel only for label, the constitution's
-    fields); return the input with its resolved fields, those fields, and a snapshot of the
-    run's templates."""
+    fields, columns that `source`'s first rows have: see `check_fields`); return the input with
+    its resolved fields, those fields, and a snapshot of the run's templates. Nothing is stored
+    yet, so a wrong column name leaves no run behind."""
     if critics and task.name != "label":
         raise UsageError(f"{task.name} runs one critic model; a panel is for label runs")
     fields = task.prepare(constitution, input.fields)
+    if source is not None:
+        check_fields(source, fields, split=input.split, limit=input.limit,
+                     max_line_bytes=input.max_line_bytes)  # fmt: skip
     # Read once, now: the run renders exactly what its template hash covers, even a template
     # (a re-ask's) first used hours in, after an edit on disk.
     return replace(input, fields=fields), fields, Templates.load(input.prompts).snapshot()
@@ -213,7 +228,7 @@ async def arun_task(
     input = input or InputSpec()
     opts = options or task.options()
     try:
-        input, fields, templates = prepare_run(task, constitution, input, critics)
+        input, fields, templates = prepare_run(task, constitution, input, critics, source=source)
         drafter = task.drafter(backend, constitution, templates, opts, critics)  # renders first
         return await execute_run(
             task.name, task.identity(opts, fields, critics), drafter,

@@ -28,7 +28,7 @@ def snippet(row: Mapping[str, Any] | None, fields: Fields | None = None) -> str:
     if not row:
         return ""
     fields = fields or Fields()
-    names = [fields.text] if fields.text else [fields.prompt, fields.response]
+    names = [fields.text] if fields.text else [*fields.prompts, fields.response]
     parts = [str(row[n]) for n in names if n and row.get(n) is not None]
     if not parts:
         parts = [v for k in ("text", "prompt", "response") if isinstance(v := row.get(k), str)]

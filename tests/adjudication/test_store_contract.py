@@ -410,17 +410,71 @@ def test_a_blind_queue_hides_the_draft_from_reviewers_only(store: Store) -> None
     store.enqueue("blind", items(1))
     ann = store.claim("blind", "ann")
     assert ann is not None
-    assert (ann.task.draft, ann.task.draft_label, ann.task.confidence) == ({}, None, None)
+    seen = ann.task
+    hidden = (seen.draft, seen.draft_label, seen.confidence, seen.route_reason, seen.principle_ids)
+    assert hidden == ({}, None, None, None, ())  # before the pick, nothing from the draft
     assert ann.task.item == {"prompt": "p0", "response": "r0"}
-    with pytest.raises(QueueError, match="blind: give your own label"):
-        store.decide(ann.token, "accept")
+    assert store.picked("blind", "item-0", "ann") is None
+    store.pick(ann.token, "unsafe")
+    assert store.picked("blind", "item-0", "ann") == "unsafe"
+    after = store.held("blind", "ann", kind="review")
+    assert after is not None and after.pick == "unsafe"
+    assert (after.task.draft, after.task.draft_label, after.task.confidence) == ({}, None, None)
+    assert (after.task.route_reason, after.task.principle_ids) == ("low_confidence", ("H1",))
+    with pytest.raises(QueueError, match="a blind pick cannot change"):
+        store.decide(ann.token, "accept")  # accept confirms the pick, so it names it
     store.decide(ann.token, "accept", label="unsafe")
     bob = store.claim("blind", "bob")
     assert bob is not None
+    store.pick(bob.token, "safe")
     store.decide(bob.token, "edit", label="safe")
     ada = store.claim("blind", "ada")
     assert ada is not None and ada.task.draft_label == "safe"
     assert ada.task.draft == {"critique": "c0", "revision": "v0"}
+
+
+def test_a_blind_review_cannot_accept_or_edit_before_its_pick(store: Store) -> None:
+    """Issue 19, item 5: accept and edit are told apart by the draft's label, so a decision
+    with a guessed label before the pick would answer against the hidden draft."""
+    store.create_queue("blind", blind=True, labels=LABELS)
+    team(store)
+    store.enqueue("blind", items(2))  # the critic's label is "safe" on both
+    ann = store.claim("blind", "ann")
+    assert ann is not None
+    refusals: dict[str, set[str]] = {"accept": set(), "edit": set()}
+    for action, label, edit in [
+        ("accept", "safe", None),  # the right guess
+        ("accept", "unsafe", None),
+        ("edit", "safe", None),
+        ("edit", "unsafe", None),
+        ("edit", None, {"revision": "mine"}),
+    ]:
+        with pytest.raises(QueueError) as refused:
+            store.decide(ann.token, action, label=label, edit=edit)  # type: ignore[arg-type]
+        refusals[action].add(str(refused.value))
+    # The same refusal whatever the guess and the action (a client may choose accept or edit
+    # by the draft), naming the queue, the item and what to do.
+    refusal = (
+        "queue 'blind' is blind: pick your own label for item 'item-0' first, then confirm it"
+        "\n  hint: pick a label (the number keys; Store.pick), then accept with that label"
+    )
+    assert refusals == {"accept": {refusal}, "edit": {refusal}}
+    assert store.decisions("blind") == []
+    # Reject and escalate do not depend on the draft; taking one back gives no pick either.
+    store.decide(ann.token, "reject")
+    undone = store.undo("blind", "ann")
+    assert undone.claim.pick is None and undone.claim.task.route_reason is None
+    with pytest.raises(QueueError, match="pick your own label"):
+        store.decide(undone.claim.token, "accept", label="safe")
+    store.pick(undone.claim.token, "unsafe")
+    store.decide(undone.claim.token, "accept", label="unsafe")
+    kinds = [e.kind for e in store.history("blind", "item-0")]
+    assert kinds == ["enqueued", "claimed", "decided", "withdrawn", "claimed", "picked", "decided"]
+    # An admin's review claim is a blind review too; an adjudication claim is not.
+    root = store.claim("blind", "root")
+    assert root is not None and root.kind == "review"
+    with pytest.raises(QueueError, match="pick your own label"):
+        store.decide(root.token, "accept", label="safe")
 
 
 def test_reopen_starts_a_new_round_and_keeps_the_old_decisions(pair: Store) -> None:
@@ -607,7 +661,7 @@ def test_only_members_and_admins_claim_in_a_queue(pair: Store) -> None:
     assert pair.queue_for("root", "secret").labels == tuple(LABELS)
     with pytest.raises(NotFoundError, match="no queue named 'secrte'") as unknown:
         pair.queue_for("ann", "secrte")
-    assert "secret" in str(unknown.value.hint)
+    assert unknown.value.hint is None  # the access path names no other queue (SECURITY.md 4)
     with pytest.raises(NotFoundError, match="no user named 'anne'"):
         pair.queue_for("anne", "secret")
     pair.update_user("ada", active=False)

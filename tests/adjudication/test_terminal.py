@@ -208,10 +208,25 @@ def test_a_blind_review_hides_the_draft_and_an_adjudication_shows_the_answers(
         claim = store.claim("blind", name)
         assert claim is not None
         console = plain()
-        console.print(render(claim, store.queue("blind"), position=Position(1, 1), labels=LABELS))
-        assert "blind queue: the critic's draft is hidden" in shown(console)
-        assert "critic's draft" not in shown(console).replace("the critic's draft is hidden", "")
-        assert "why 1" not in shown(console) and "(critic)" not in shown(console)
+        console.print(render(claim, store.queue("blind"), position=Position(1, 1), labels=LABELS,
+                             principles={"H1": "Do no harm."}))  # fmt: skip
+        before = shown(console)
+        assert "blind queue: the critic's draft is hidden" in before
+        assert "critic's draft" not in before.replace("the critic's draft is hidden", "")
+        assert "why 1" not in before and "(critic)" not in before
+        # Before the pick, nothing derived from the draft: not the route reason, the cited
+        # principles, the confidence nor the priority (the confidence by default).
+        for derived in ("low_confidence", "H1", "Do no harm", "confidence", "priority", "0.10"):
+            assert derived not in before, derived
+        assert "why here: hidden until you pick" in before
+        picked = store.pick(claim.token, label)
+        console = plain()
+        console.print(render(picked, store.queue("blind"), position=Position(1, 1), labels=LABELS,
+                             principles={"H1": "Do no harm."}))  # fmt: skip
+        after = shown(console)  # after the pick: as before this change, the draft still hidden
+        assert "why here: low_confidence" in after and "H1  Do no harm." in after
+        assert f"your pick: {label} (recorded; a confirms it)" in after and "priority 0.10" in after
+        assert "why 1" not in after and "confidence 0." not in after
         store.decide(claim.token, "accept", label=label, note=f"{name} thinks {label}")
     adjudication = store.claim("blind", "ada")
     assert adjudication is not None and adjudication.kind == "adjudication"
@@ -313,10 +328,68 @@ def test_refused_decisions_are_explained_and_the_item_stays(store: Store) -> Non
     output = shown(console)
     assert "this queue is blind: pick your own label with a number key" in output
     assert "unknown key 'z'" in output and "edit cancelled" in output
-    assert "label 'nope' is not one of queue 'blind'" in output
+    assert "'nope' is not a label of queue 'blind'" in output
     [decision] = store.decisions("blind")
     assert (decision.action, decision.label) == ("accept", "unsafe")  # blind: picks are answers
     assert session.finished
+
+
+def test_a_blind_number_key_records_the_pick_before_the_decision(store: Store) -> None:
+    """Issue 19, item 5: the store takes accept and edit in a blind queue only on a recorded
+    pick; the terminal records it first, so one key still decides an item."""
+    make_queue(store, "blind", blind=True, labels=LABELS)
+    # item-3 is picked elsewhere (say in the web app) and given back; it comes last here.
+    store.enqueue("blind", [task(3)])
+    third = store.claim("blind", "ann")
+    assert third is not None
+    store.pick(third.token, "unsafe")
+    store.release(third.token)
+    store.enqueue("blind", [task(1), task(2)])
+    # item-1: a number key; item-2: e and a typed label; item-3: 1 is refused, a confirms.
+    console = plain()
+    session = review(store, "blind", "ann", Script("2", "e", "safe", "1", "a"), console)
+
+    decided = {d.item_id: (d.action, d.label) for d in store.decisions("blind")}
+    assert decided == {
+        "item-1": ("accept", "unsafe"),
+        "item-2": ("accept", "safe"),
+        "item-3": ("accept", "unsafe"),
+    }
+    for item in ("item-1", "item-2"):
+        kinds = [e.kind for e in store.history("blind", item)]
+        assert kinds[-3:] == ["claimed", "picked", "decided"], item
+    output = shown(console)
+    # item-3's held pick: 1 (safe) is refused, a confirms unsafe.
+    assert "you picked 'unsafe' before the draft was shown" in output
+    assert "your pick: unsafe (recorded; a confirms it)" in output
+    assert session.finished and sum(session.decided.values()) == 3
+
+
+def test_a_key_after_another_window_decided_the_claim_says_the_first_decision_stands(
+    store: Store,
+) -> None:
+    """The same reviewer in two terminals (or a terminal and a browser tab) shares one claim:
+    the decision made first stands, and the other window says its key was not saved."""
+    make_queue(store, "harm", labels=LABELS)
+    store.enqueue("harm", [task(1), task(2)])
+
+    def other_window() -> None:
+        held = store.held("harm", "ann", kind="review")
+        if held is not None and not store.decisions("harm"):
+            store.decide(held.token, "accept")
+
+    console = plain()
+    keys = Script("2", "e", "UNSAFE", before=other_window)
+    session = review(store, "harm", "ann", keys, console)
+
+    decided = {d.item_id: (d.action, d.label) for d in store.decisions("harm")}
+    assert decided == {"item-1": ("accept", "safe"), "item-2": ("edit", "unsafe")}
+    output = shown(console)
+    assert "not saved: item item-1 was already decided with this claim (accept as safe" in output
+    assert "that decision stands" in output and "edited item item-1" not in output
+    # A label typed in another case is the set's label (the store's one matching rule): saved.
+    assert "✓ edited item item-2 as unsafe" in output
+    assert session.decided == {"edit": 1} and session.finished
 
 
 def test_an_adjudicator_cannot_escalate_and_decides_by_number(store: Store) -> None:

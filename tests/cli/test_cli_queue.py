@@ -92,6 +92,19 @@ def test_queue_create_stores_the_settings(db: str, store: Store) -> None:
     assert json.loads(scale.stdout)["ordinal"] is True and store.queue("rubric").ordinal
 
 
+def test_queue_create_refuses_an_absurd_overlap_or_lease(db: str, store: Store) -> None:
+    huge_overlap = run("queue", "create", "wide", "--db", db, "--overlap", str(10**20))
+    huge_lease = run("queue", "create", "long", "--db", db, "--lease-seconds", str(10**12))
+    cases = [(huge_overlap, "--overlap", "less than or equal to 100"),
+             (huge_lease, "--lease-seconds", "less than or equal to 86400")]  # fmt: skip
+    for refused, flag, bound in cases:
+        assert refused.exit_code == 2, refused.output
+        said = " ".join(refused.output.replace("│", " ").split())
+        assert f"Invalid value for '{flag}'" in said and bound in said
+        assert "Traceback" not in refused.output
+    assert store.queues() == []
+
+
 def test_queue_create_errors_are_one_message(db: str) -> None:
     assert run("queue", "create", "harm", "--db", db).exit_code == 0
     again = run("queue", "create", "harm", "--db", db)
@@ -206,8 +219,13 @@ def test_users_add_errors(db: str) -> None:
     assert "did you mean 'reviewer'?" in typo.stderr
     empty = run("users", "add", "dan", "--db", db, "--password-stdin", input="\n")
     assert empty.exit_code == 2 and "empty password" in empty.stderr
-    short = run("users", "add", "dan", "--db", db, "--password-stdin", input="pw\n")
-    assert short.exit_code == 1 and "at least 8 characters" in short.stderr
+    short = run("users", "add", "dan", "--db", db, "--password-stdin", input="password\n")
+    assert short.exit_code == 1 and "at least 10 characters" in short.stderr
+    common = run("users", "add", "dan", "--db", db, "--password-stdin", input="Qwertyuiop1!\n")
+    assert common.exit_code == 1 and "most common passwords" in common.stderr
+    assert "Qwertyuiop1!" not in common.output
+    named = run("users", "add", "dan", "--db", db, "--password-stdin", input="dan the reviewer\n")
+    assert named.exit_code == 1 and "may not contain the user name ('dan')" in named.stderr
     assert run("users", "add", "eve", "--db", db).exit_code == 0
     twice = run("users", "add", "eve", "--db", db)
     assert twice.exit_code == 1 and "user 'eve' already exists" in twice.stderr

@@ -104,3 +104,22 @@ def test_a_killed_exports_leftovers_are_removed_by_the_next(tmp_path: Path) -> N
     live.write_text("busy")
     assert remove_stale(out) == [dead]
     assert not dead.exists() and live.exists()
+
+
+def test_several_reviewers_without_adjudication_ship_the_label_models_answer() -> None:
+    from adjudication.labelmodel import ItemPosterior
+
+    row = _row("label", {}, label="harmless")
+    waiting = OriginOutcome(
+        origin="r1/i1", queue="q", item_id="i1", state="adjudication", answer="label",
+        label=None, source=None, rejected=False, edit=None, critic_label="harmless",
+        reviewers=("ann", "bob", "cy"), agreement=1 / 3, settled_at=None,
+    )  # fmt: skip
+    fitted = ItemPosterior("i1", {"harmful": 0.8, "harmless": 0.2}, "harmful", 0.8,
+                           "harmless", True, 3, False)  # fmt: skip
+    record = compose(row, ROUTE_REVIEW, [waiting], HARM, {("q", "i1"): fitted})
+    assert (record.status, record.label, record.label_source) == ("decided", "harmful", "human")
+    assert record.posterior == 0.8 and record.majority_disagrees
+    assert record.reviewers == ("ann", "bob", "cy")
+    alone = compose(row, ROUTE_REVIEW, [waiting], HARM)  # no model: it waits for adjudication
+    assert alone.status == "pending" and alone.posterior is None

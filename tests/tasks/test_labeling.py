@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from critic.backends.base import Generation, Request
+from critic.backends.base import Generation, Request, Sample
 from critic.backends.fake import FakeBackend
 from critic.constitution import load_constitution
 from critic.errors import BackendError
@@ -233,7 +233,7 @@ def test_samples_use_n_in_one_request_and_vote(tmp_path: Path) -> None:
 
 
 def test_rubric_scores_and_logprob_distribution(tmp_path: Path) -> None:
-    from critic.backends.base import Sample, TokenLogprob
+    from critic.backends.base import TokenLogprob
 
     help_c = load_constitution("helpfulness")
     text = '{"rationale":"ok","principles":["P1"],"score":4}'
@@ -345,3 +345,22 @@ def test_a_run_renders_the_templates_it_hashed_even_one_first_used_late(tmp_path
     (prompts / "reask.j2").write_text("EDITED {{ error }}")
     assert "EDITED" not in render_reask(templates, "bad json")
     assert templates.hash(task.templates) == hashed
+
+
+def test_rubric_scores_are_counted_and_printed_as_whole_numbers(
+    tmp_path: Path, store_url: str
+) -> None:
+    # Issue 20, finding 14: the summary printed `label 4.0` (a float column cast to text).
+    from rich.console import Console
+
+    from critic.cli.run import summary_table
+
+    text = '{"rationale":"ok","principles":["P1"],"score":4}'
+    backend = FakeBackend(script=lambda r: Generation(samples=(Sample(text, "stop"),)))
+    summary = label(items_file(tmp_path, 3, bad=False), load_constitution("helpfulness"),
+                    backend, open_store(store_url))  # fmt: skip
+    assert summary.labels == {"4": 3}
+    console = Console(width=200, record=True)
+    console.print(summary_table(summary))
+    printed = console.export_text()
+    assert "label 4 " in printed and "4.0" not in printed

@@ -42,7 +42,7 @@ def test_passwords_hash_with_argon2id_and_verify() -> None:
     assert verify_password(hashed, "wrong") == (False, None)
     assert verify_password(None, "anything") == (False, None)
     assert verify_password("not a hash", "anything") == (False, None)
-    with pytest.raises(QueueError, match="at least 8"):
+    with pytest.raises(QueueError, match="at least 10"):
         hash_password("short")
 
 
@@ -59,3 +59,31 @@ def test_the_limiter_counts_attempts_per_name_and_address_pair() -> None:
     limiter.succeeded("rita", "1.1.1.1")  # a log-in clears its pair
     for _ in range(3):
         assert limiter.attempt("rita", "1.1.1.1") is None
+
+
+@pytest.mark.parametrize(
+    ("password", "problem"),
+    [
+        ("short one", "at least 10 characters (this one has 9)"),
+        ("1212121212", "at least 5 different characters (this one has 2)"),
+        ("Password2024!", "most common passwords"),
+        ("  1qaz2wsx3edc  ", "most common passwords"),
+        ("Correct Horse Battery Staple", "most common passwords"),
+        ("Rita's own password!", "may not contain the user name ('rita')"),
+    ],
+)
+def test_short_common_and_name_based_passwords_are_refused(password: str, problem: str) -> None:
+    from adjudication.web.passwords import check_password
+
+    with pytest.raises(QueueError, match=problem.replace("(", r"\(").replace(")", r"\)")) as info:
+        check_password(password, user="rita")
+    assert info.value.hint and "passphrase" in info.value.hint
+    assert password not in str(info.value)
+
+
+def test_passphrases_and_long_random_passwords_are_accepted() -> None:
+    from adjudication.web.passwords import check_password
+
+    for password in ("correct horse battery", "8#2!9@4$1%", "tea at noon on mars", "rit-a-tat!"):
+        check_password(password, user="rita")
+    check_password("ritardando is a tempo", user=None)  # no name to compare with

@@ -7,6 +7,7 @@ without them locally and fails in CI.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -366,4 +367,86 @@ def test_a_blind_pick_is_recorded_before_the_draft_shows_and_stays(
         page.keyboard.press("a")  # confirm the pick
     (decision,) = store.decisions("blind")
     assert (decision.action, decision.label) == ("edit", "safe")
+    assert rita.dialogs == [] and rita.errors == []
+
+
+def test_a_blind_item_shows_nothing_from_the_draft_until_the_pick_keyboard_only(
+    browser: Any, server: Server, store: Store
+) -> None:
+    """Issue 19, item 5, end to end: before the pick no reason, principle, confidence or
+    position shows, a reject asks for no note, its undo brings the item back unpicked, a
+    guessed decision is refused; the number key records the pick, then everything shows and
+    the confidence check applies as before."""
+    store.enqueue(
+        "blind",
+        [
+            {
+                "item_id": "b0",
+                "item": {"prompt": "Sure?", "response": "Certainly."},
+                "draft": {
+                    "rationale": "SURE RATIONALE",
+                    "principle_texts": {"H1": "Do not help with violence."},
+                },
+                "draft_label": "safe",
+                "confidence": 1.0,
+                "route_reason": "audit_sample",
+                "principle_ids": ["H1"],
+                "priority": 0.1,
+            }
+        ],
+    )
+    derived = ("SURE RATIONALE", "audit_sample", "H1", "violence", "1.00", "of 2 pending")
+    rita = _log_in(browser, server, "rita")
+    page = rita.page
+
+    def shown() -> list[str]:
+        return [text for text in derived if text in page.locator("main").inner_text()]
+
+    _open(page, server.url + "/q/blind/review")
+    assert _item(page) == "b0" and shown() == []
+    assert "hidden until you pick" in page.locator(".why").inner_text()
+    assert page.locator(".principles").count() == 0
+
+    _press_and_wait(page, "r")  # reject at once: no note is asked for
+    assert _item(page) == "b1" and shown() == []
+    assert "Your last decision: reject on item b0" in page.locator("form.undo-bar").inner_text()
+    _press_and_wait(page, "z")
+    assert _item(page) == "b0" and shown() == []
+    assert page.locator("button[name=pick]").count() == 2  # still to pick
+
+    form = {k: page.locator(f"input[name={k}]").first.input_value()
+            for k in ("csrf", "token", "sig", "item_id")}  # fmt: skip
+    for guess in ("safe", "unsafe"):
+        forged = page.request.post(
+            server.url + "/q/blind/decide", form={**form, "action": "accept", "pick": guess}
+        )
+        answer = html.unescape(forged.text())
+        assert forged.status == 400 and "pick your own label for item 'b0' first" in answer
+        assert "SURE" not in answer and "confident" not in answer
+
+    with page.expect_navigation():
+        page.keyboard.press("2")  # pick "unsafe"
+    assert shown() == list(derived)
+    assert page.locator(".principles").count() == 1
+    page.keyboard.press("a")  # overriding a sure critic needs a note, as before
+    assert "note" in page.locator("#js-error").inner_text()
+    page.keyboard.press("Escape")
+    page.keyboard.press("n")
+    page.keyboard.type("unsafe to me")
+    page.keyboard.press("Escape")
+    _press_and_wait(page, "a")
+    assert _item(page) == "b1"
+    assert "edit “unsafe” on item b0" in page.locator("form.undo-bar").inner_text()
+
+    assert [e.kind for e in store.history("blind", "b0")] == [
+        "enqueued",
+        "claimed",
+        "decided",
+        "withdrawn",
+        "claimed",
+        "picked",
+        "decided",
+    ]
+    (decision,) = store.decisions("blind")
+    assert (decision.action, decision.label, decision.note) == ("edit", "unsafe", "unsafe to me")
     assert rita.dialogs == [] and rita.errors == []

@@ -10,7 +10,10 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
 from ...errors import LeaseError, QueueError
+from ...evidence import read
 from ...models import Decision, Queue, User
+from ...raters import timing, too_fast
+from ...rules import same_answer
 from .. import metrics
 from ..deps import (
     NOTICES,
@@ -25,7 +28,7 @@ from ..deps import (
     redirect,
 )
 from ..render import GAP_PREFIX, draft_view, item_view, principles
-from ..screen import Screen, require_claim, screen, undoable
+from ..screen import Screen, draft_hidden, require_claim, screen, undoable
 
 router = APIRouter(dependencies=[Depends(check_csrf)])
 
@@ -143,14 +146,15 @@ def adjudicate(
         else:
             action, label = "edit", chosen.label
     try:
-        w.store.decide(token, action, label=label, edit=edit, note=note.strip() or None)
+        decision = w.store.decide(token, action, label=label, edit=edit, note=note.strip() or None)
     except LeaseError:
         w.store.claim(q.name, me.name, kind="adjudication")
         return redirect(f"{queue_path(queue)}/adjudicate", notice="expired")
     except QueueError as exc:
         return adjudication_page(request, w, me, q, error=str(exc), status=400)
     w.store.claim(q.name, me.name, kind="adjudication")  # the next one, shown by the GET
-    return redirect(f"{queue_path(queue)}/adjudicate", notice="saved")
+    saved = same_answer(decision, action, label, edit, q.labels)
+    return redirect(f"{queue_path(queue)}/adjudicate", notice="saved" if saved else "kept")
 
 
 # -- dashboard and history -------------------------------------------------------------------
@@ -170,7 +174,16 @@ def dashboard(request: Request, w: WebState, me: Adjudicator, queue: str) -> Res
         "burn": metrics.burn_down(lines, now),
         "overrides": metrics.overrides_by_principle(lines, decided),
         "throughput": {t.reviewer: t for t in metrics.throughput(decided, now)},
+        # Scripted reviewers make decisions per hour meaningless: say so beside the figure.
+        "too_fast": {
+            name: flag
+            for name, seconds in timing(read(w.store, queue).judgments).items()
+            if (flag := too_fast(seconds)) is not None
+        },
         "recent": decided[-30:][::-1],
+        # In a blind queue, an accept on an item still open for review names the critic's label
+        # to an adjudicator who may review the item next.
+        "open_blind": {t.item_id for t in lines if t.state == "pending"} if q.blind else set(),
         "gaps": gaps[-20:][::-1],
     }
     return w.render(request, "dashboard.html", context)
@@ -187,14 +200,30 @@ def item_history(
 ) -> Response:
     q = queue_for(w, me, queue)
     task = w.store.task(queue, item_id)
+    # An adjudicator or admin may still review an open item of a blind queue: until they have
+    # picked, the page shows the item alone, and of its history only who did what when.
+    hidden = draft_hidden(w, me, q, task)
+    draft: dict[str, Any] = {} if hidden else task.draft
     context = {
         "q": q,
         "task": task,
-        "item": item_view(task.item, task.draft),
-        "draft": draft_view(task.item, task.draft, task.draft_label),
-        "principles": principles(task.principle_ids, task.draft),
+        "hidden": hidden,
+        "item": item_view(task.item, draft),
+        "draft": draft_view(task.item, draft, task.draft_label),
+        "principles": principles(task.principle_ids, draft),
         "decisions": w.store.decisions(queue, item_id),
-        "events": w.store.history(queue, item_id),
+        # Gold items must look like any other item to everyone who may review them: their
+        # known answer and scores are for admins only.
+        "events": [
+            e
+            for e in w.store.history(queue, item_id)
+            if me.role == "admin" or not e.kind.startswith("gold")
+        ],
+        "gold": (
+            [g for g in w.store.gold_results(queue) if g.item_id == item_id]
+            if me.role == "admin"
+            else []
+        ),
         "notice": NOTICES.get(notice),
     }
     return w.render(request, "item.html", context)

@@ -1,4 +1,4 @@
-"""Admin pages: queues, who works in which queue, and users."""
+"""Admin pages: queues, who works in which queue, reviewer quality, and users."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
 from ...errors import QueueError
+from ...evidence import rater_report
 from ...models import ROLES, Queue, Role
 from ..auth import Busy, hash_password
 from ..deps import (
@@ -101,6 +102,16 @@ def change_members(
     return redirect(f"{queue_path(queue)}/members", notice="members")
 
 
+# -- reviewer quality ------------------------------------------------------------------------
+
+
+@router.get("/q/{queue}/raters")
+def raters(request: Request, w: WebState, me: Admin, queue: str) -> Response:
+    """Per reviewer: gold accuracy, κ with peers, timing, the critic's label, undo rate, flags."""
+    q = w.store.queue(queue)
+    return w.render(request, "raters.html", {"q": q, "report": rater_report(w.store, q.name)})
+
+
 # -- users -----------------------------------------------------------------------------------
 
 
@@ -143,7 +154,7 @@ def add_user(
         w.store.add_user(
             name.strip(),
             _role(role),
-            password_hash=_hash(w, password),
+            password_hash=_hash(w, password, name.strip()),
             queues=queues or (),
             by=me.name,
         )
@@ -171,7 +182,7 @@ def update_user(
             name,
             role=_role(role),
             active=active,
-            password_hash=_hash(w, password) if password else None,
+            password_hash=_hash(w, password, name) if password else None,
             by=me.name,
         )
     except QueueError as exc:
@@ -179,11 +190,11 @@ def update_user(
     return redirect("/admin/users", notice="updated")
 
 
-def _hash(w: Web, password: str) -> str:
+def _hash(w: Web, password: str, user: str) -> str:
     """Hash a new password in one of the bounded argon2 slots (64 MiB each)."""
     try:
         with w.password_slots.hold():
-            return hash_password(password)
+            return hash_password(password, user=user)
     except Busy as exc:
         raise QueueError(
             "the server is busy checking passwords", hint="try again in a few seconds"

@@ -8,8 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
-from ...errors import NotFoundError
-from ...models import User
 from ..auth import Busy, Session, verify_password
 from ..deps import LoginRequired, Text, WebState, check_csrf, current_user, local, log, redirect
 
@@ -42,10 +40,8 @@ def login(
         response = w.render(request, "login.html", {**context, "error": error}, status=429)
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
-    try:
-        user: User | None = w.store.user(username)
-    except NotFoundError:
-        user = None
+    # One look-up that names no other user: a wrong name costs what a wrong password costs.
+    user = w.store.find_user(username)
     try:
         with w.password_slots.hold():
             ok, fresh = verify_password(user.password_hash if user else None, password)

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ...errors import LeaseError, QueueError
 from ...models import Queue, Task, User
+from ...rules import same_answer
 from ..deps import (
     NOTICES,
     Forbidden,
@@ -24,7 +25,7 @@ from ..deps import (
     redirect,
 )
 from ..render import GAP_PREFIX, needs_note
-from ..screen import require_claim, screen, undoable
+from ..screen import require_claim, screen, sees_draft, undoable
 from .adjudicate import adjudication_page
 
 router = APIRouter(dependencies=[Depends(check_csrf)])
@@ -175,7 +176,14 @@ def decide(
         if revision != original_revision.replace("\r\n", "\n"):
             edit = {"revision": revision}
     kind, chosen = _review_action(q, task, action or "label", label or pick, edit is not None)
-    if needs_note(task.confidence, kind, chosen, task.draft_label, edit is not None) and not text:
+    # Before a blind pick the confidence check would answer against the hidden draft; the store
+    # refuses accept and edit then, and reject and escalate need no note.
+    seen = sees_draft(w, me, q, token)
+    if (
+        seen
+        and needs_note(task.confidence, kind, chosen, task.draft_label, edit is not None)
+        and not text
+    ):
         error = (
             f"The critic was {task.confidence:.0%} confident here: say in the note why you "
             "override it."
@@ -186,14 +194,15 @@ def decide(
     if kind in ("reject", "escalate"):
         edit = None
     try:
-        w.store.decide(token, kind, label=chosen, edit=edit, note=text or None)
+        decision = w.store.decide(token, kind, label=chosen, edit=edit, note=text or None)
     except LeaseError:
         w.store.claim(q.name, me.name, kind="review")
         return redirect(f"{queue_path(queue)}/review", notice="expired")
     except QueueError as exc:
         return _review_page(request, w, me, q, error=str(exc), note=note, status=400)
     w.store.claim(q.name, me.name, kind="review")  # the next item, shown by the GET
-    return redirect(f"{queue_path(queue)}/review", notice="saved")
+    saved = same_answer(decision, kind, chosen, edit, q.labels)
+    return redirect(f"{queue_path(queue)}/review", notice="saved" if saved else "kept")
 
 
 def _review_action(
