@@ -4,16 +4,18 @@ One set of five pairs is labelled, revised and compared through the vLLM CPU ser
 model (`critic label`, `revise`, `compare`); each run is routed into its own queue by a saved
 policy (`critic route --policy --queue`); a reviewer decides in the real web app, in headless
 Chromium: accepts a label, accepts one revision and edits another, and chooses Response B on a
-pair; then every registered format is exported, with and without `--all`.
+pair; then every registered format is exported, with and without `--all`. What ships by default
+is what was accepted or decided; the review format (label-studio) holds exactly what awaits
+review.
 
 The policies review everything (`threshold: null`); the label and compare runs have a review
 budget, so their most confident drafts are accepted (reason `budget`) and their other review
 items stay undecided: pending. The three runs share item ids, each in its own queue, so the
 decisions are told apart by their origin (run, item) only.
 
-The whole path runs once per database, on one vLLM server for the session: the file took 2 min
-40 s on 2 busy cores (load 11), of which about a minute is the server's start-up and 30-50 s each
-database's pass. TRL trains a step on the SQLite exports only (about 15 s): the exports are the
+The whole path runs once per database, on one vLLM server for the session: the file takes 2 to
+2 min 40 s on 2 busy cores (load 7-11), of which about a minute is the server's start-up and
+20-50 s each database's pass. TRL trains a step on the SQLite exports only (about 15 s): the exports are the
 same files whatever the database.
 
 Needs vLLM (CPU), Chromium with Playwright, PostgreSQL for the `postgres` half, TRL for the
@@ -41,7 +43,7 @@ from adjudication.web import create_app
 from critic.cli import app
 from critic.exports import formats, get_format
 from critic.routing import Policy, save_policy
-from critic.ship import SHIPPED
+from critic.ship import SHIPPED, parse_origin
 from critic.testing.vllm_server import VLLMServer
 from tests.web.conftest import PASSWORD, SECRET
 from tests.web.live import chromium, serve
@@ -91,8 +93,8 @@ class Shipped:
     did not answer B is chosen when the queue has one."""
     exports: dict[tuple[str, bool], list[dict[str, Any]]] = field(default_factory=dict)
     """(format, --all) -> the rows it wrote."""
-    summaries: dict[tuple[str, bool], dict[str, Any]] = field(default_factory=dict)
-    """(format, --all) -> what `critic export --json` said."""
+    read: dict[tuple[str, bool], dict[str, int]] = field(default_factory=dict)
+    """(format, --all) -> the items `critic export --json` said it read, by status."""
     dirs: dict[str, Path] = field(default_factory=dict)
     """TRL format -> the default export's directory."""
 
@@ -297,7 +299,15 @@ def decide_in_browser(browser: Any, shipped: Shipped) -> None:
 
 
 def read(fmt: str, out: Path) -> list[dict[str, Any]]:
-    """The rows an export wrote."""
+    """The rows an export wrote (a Label Studio task as its run, id and status)."""
+    if fmt == "label-studio":
+        from critic.labelstudio.tasks import ORIGIN, STATUS
+
+        found = []
+        for task in json.loads((out / "tasks.json").read_text()):
+            run_id, item_id = parse_origin(task["data"][ORIGIN])
+            found.append({"run_id": run_id, "id": item_id, "status": task["data"][STATUS]})
+        return found
     if fmt == "jsonl":
         return [json.loads(line) for line in out.read_text().splitlines()]
     if fmt == "parquet":
@@ -313,17 +323,28 @@ def read(fmt: str, out: Path) -> list[dict[str, Any]]:
 
 
 def export_everything(shipped: Shipped, tmp: Path) -> None:
-    assert {"jsonl", "parquet", "hf", *TRL} <= set(formats())
-    for fmt in formats():
+    """Every registered format, with and without `--all`: of every run at once, or run by run
+    for a format made for review (a Label Studio project takes one constitution's labels)."""
+    assert {"jsonl", "parquet", "hf", "label-studio", *TRL} <= set(formats())
+    for fmt, kind in formats().items():
         for everything in (False, True):
-            out = tmp / f"{fmt}{'-all' if everything else ''}"
             flags = ["--all"] if everything else []
-            result = cli("export", str(out), "--db", shipped.db, "--format", fmt,
-                         "--all-runs", *flags, "--json")  # fmt: skip
-            shipped.summaries[fmt, everything] = json.loads(result.stdout)
-            shipped.exports[fmt, everything] = read(fmt, out)
-            if fmt in TRL and not everything:
-                shipped.dirs[fmt] = out
+            chosen = [["--run", run] for run in shipped.runs.values()] if kind.review_only else [
+                ["--all-runs"]]  # fmt: skip
+            rows: list[dict[str, Any]] = []
+            said: Counter[str] = Counter()
+            for runs in chosen:
+                out = tmp / fmt / f"{'all' if everything else 'default'}-{runs[-1].lstrip('-')}"
+                result = cli("export", str(out), "--db", shipped.db, "--format", fmt, *runs,
+                             *flags, "--json")  # fmt: skip
+                summary, written = json.loads(result.stdout), read(fmt, out)
+                assert summary["rows"] == len(written) and summary["conflicts"] == 0
+                said.update(summary["statuses"])
+                rows += written
+                if fmt in TRL and not everything:
+                    shipped.dirs[fmt] = out
+            shipped.exports[fmt, everything] = rows
+            shipped.read[fmt, everything] = dict(said)
 
 
 def ship(db: str, server: VLLMServer, browser: Any, tmp: Path) -> Shipped:
@@ -398,13 +419,14 @@ def test_only_what_was_decided_ships_and_all_adds_the_rest_with_its_status(
     assert pending, "nothing was left undecided"
     shipping = {k for k, r in everything.items() if r["status"] in SHIPPED}
 
-    for fmt in formats():
+    for fmt, kind in formats().items():
         for with_all in (False, True):
-            summary = shipped.summaries[fmt, with_all]
-            assert summary["rows"] == len(shipped.exports[fmt, with_all]), fmt
-            assert summary["statuses"] == dict(Counter(statuses)), fmt  # every item read
-            assert summary["conflicts"] == 0
+            assert shipped.read[fmt, with_all] == dict(Counter(statuses)), fmt  # every item
         default = keyed(shipped.exports[fmt, False])
+        if kind.review_only:  # made for review: what awaits review, and nothing that ships
+            assert set(default) == pending, fmt
+            assert set(keyed(shipped.exports[fmt, True])) == set(everything), fmt
+            continue
         assert not pending & set(default), f"{fmt} ships pending items"
         assert {r["status"] for r in default.values()} <= set(SHIPPED), fmt
         if fmt in TRL:  # what ships only, even with --all
