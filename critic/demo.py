@@ -145,7 +145,10 @@ def _route_and_enqueue(db: str, store: Any, policy: Any, run_id: str) -> Any:
     # The policy was calibrated on this run's own reviewed half: bound to it.
     policy = policy.model_copy(update={"binding": run_binding(store.run(run_id))})
     routed = route_run(store, policy, run_id)
-    routed.enqueued = enqueue_review(db, QUEUE, routed.review_rows)
+    from critic.review import open_stores
+
+    with open_stores(db) as (runs, queues):
+        routed.enqueued = enqueue_review(runs, queues, QUEUE, routed.review_rows)
     return routed
 
 

@@ -116,35 +116,36 @@ def task_key(item_id: str, run_id: str, taken: Mapping[str, str | None]) -> str:
     return key
 
 
-def enqueue_review(db: str, queue: str, rows: Iterable[dict[str, Any]]) -> int:
+def enqueue_review(
+    store: Store, queues: QueueStore, queue: str, rows: Iterable[dict[str, Any]]
+) -> int:
     """Put routed review items into a queue (idempotent per run and item); return how many were
     new. The queue takes the label set of the constitution behind the items, with the labels'
     descriptions (`adjudication.Store.adopt_labels`), so reviewers pick from the same labels
     the critic drafted."""
-    with open_stores(db) as (store, queues):
-        queues.queue(queue)  # a clear error, with a hint, when the queue does not exist
-        contents: dict[str, Any] = {}
-        added = 0
-        for batch in batched(rows, 1000):
-            for row in batch:
-                digest = row["constitution_hash"]
-                if digest not in contents:
-                    content = store.constitution_content(digest) if digest else None
-                    contents[digest] = (content, label_set(content))
-                    labels = contents[digest][1]
-                    if labels is not None:
-                        queues.adopt_labels(queue, labels.labels, labels.descriptions, by="route")
-            spelled = queues.queue(queue).labels
-            taken = queues.origins_in(queue, _candidate_keys(batch))
-            tasks = []
-            for row in batch:
-                content = contents[row["constitution_hash"]][0]
-                key = task_key(row["item_id"], row["run_id"], taken)
-                taken[key] = origin_of(row["run_id"], row["item_id"])
-                tasks.append(new_task(row, key=key, principle_texts=_principle_texts(content),
-                                      labels=spelled))  # fmt: skip
-            added += int(queues.enqueue(queue, tasks, by="route").added)
-        return added
+    queues.queue(queue)  # a clear error, with a hint, when the queue does not exist
+    contents: dict[str, Any] = {}
+    added = 0
+    for batch in batched(rows, 1000):
+        for row in batch:
+            digest = row["constitution_hash"]
+            if digest not in contents:
+                content = store.constitution_content(digest) if digest else None
+                contents[digest] = (content, label_set(content))
+                labels = contents[digest][1]
+                if labels is not None:
+                    queues.adopt_labels(queue, labels.labels, labels.descriptions, by="route")
+        spelled = queues.queue(queue).labels
+        taken = queues.origins_in(queue, _candidate_keys(batch))
+        tasks = []
+        for row in batch:
+            content = contents[row["constitution_hash"]][0]
+            key = task_key(row["item_id"], row["run_id"], taken)
+            taken[key] = origin_of(row["run_id"], row["item_id"])
+            tasks.append(new_task(row, key=key, principle_texts=_principle_texts(content),
+                                  labels=spelled))  # fmt: skip
+        added += int(queues.enqueue(queue, tasks, by="route").added)
+    return added
 
 
 def _candidate_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -164,18 +165,22 @@ def _principle_texts(content: str | None) -> dict[str, str]:
     return {str(p["id"]): str(p["text"]) for p in json.loads(content).get("principles") or []}
 
 
-def _decided(db: str, run_ids: Sequence[str]) -> Iterator[tuple[dict[str, Any], FinalRecord]]:
+def _decided(
+    store: Store, queues: QueueStore, run_ids: Sequence[str]
+) -> Iterator[tuple[dict[str, Any], FinalRecord]]:
     """Every drafted item of the runs a human has decided (not rejected), with its record."""
-    with open_stores(db) as (store, queues):
-        for row, record in joined(store, queues, run_ids):
-            if row["status"] == "drafted" and record.status in ("decided", "adjudicated"):
-                yield row, record
+    for row, record in joined(store, queues, run_ids):
+        if row["status"] == "drafted" and record.status in ("decided", "adjudicated"):
+            yield row, record
 
 
-def human_judgments(db: str, run_ids: Sequence[str]) -> tuple[list[float], list[bool]]:
-    """(confidence, critic agrees with the human) for every drafted item a human has labelled."""
+def human_judgments(
+    store: Store, queues: QueueStore, run_ids: Sequence[str]
+) -> tuple[list[float], list[bool]]:
+    """(confidence, critic agrees with the human) for every drafted item a human has labelled,
+    whatever how it came to be reviewed (`decided_labels` says which are a fair sample)."""
     scores, correct = [], []
-    for _, record in _decided(db, run_ids):
+    for _, record in _decided(store, queues, run_ids):
         if record.confidence is None or record.human_label is None:
             continue
         scores.append(float(record.confidence))
@@ -183,11 +188,13 @@ def human_judgments(db: str, run_ids: Sequence[str]) -> tuple[list[float], list[
     return scores, correct
 
 
-def human_panel_judgments(db: str, run_ids: Sequence[str]) -> list[Judgment]:
+def human_panel_judgments(
+    store: Store, queues: QueueStore, run_ids: Sequence[str]
+) -> list[Judgment]:
     """Every drafted item a human has labelled, with each critic's stored verdict (a panel run's
     critics, or the one critic), for `calibrate --db --combine/--cascade`."""
     found = []
-    for row, record in _decided(db, run_ids):
+    for row, record in _decided(store, queues, run_ids):
         verdicts = stored_verdicts(row)
         if record.human_label is None or not verdicts:
             continue
@@ -267,28 +274,31 @@ def _policy(content: str | None) -> Policy | None:
         return None
 
 
-def _audited(db: str, run_ids: Sequence[str]) -> Iterator[FinalRecord]:
-    with open_stores(db) as (store, queues):
-        for row, record in joined(store, queues, run_ids):
-            if row["status"] == "drafted":
-                yield record
+def _audited(store: Store, queues: QueueStore, run_ids: Sequence[str]) -> Iterator[FinalRecord]:
+    for row, record in joined(store, queues, run_ids):
+        if row["status"] == "drafted":
+            yield record
 
 
-def audit_quality(db: str, run_ids: Sequence[str], confidence: float = 0.95) -> QualityEstimate:
+def audit_quality(
+    store: Store, queues: QueueStore, run_ids: Sequence[str], confidence: float = 0.95
+) -> QualityEstimate:
     """Agreement of auto-accepted labels, estimated without bias from the decided audit sample."""
     verdicts = [
         r.critic_label == r.human_label
-        for r in _audited(db, run_ids)
+        for r in _audited(store, queues, run_ids)
         if r.route_reason == "audit_sample" and r.human_label is not None
     ]
     return estimate_accepted_quality(verdicts, confidence)
 
 
-def ppi_quality(db: str, run_ids: Sequence[str], confidence: float = 0.95) -> PPIEstimate:
+def ppi_quality(
+    store: Store, queues: QueueStore, run_ids: Sequence[str], confidence: float = 0.95
+) -> PPIEstimate:
     """PPI++ estimate of the same agreement: the decided audit sample plus the critic's
     confidence on every auto-accepted (confident) item of the runs."""
     audit_ok, audit_conf, accepted_conf = [], [], []
-    for r in _audited(db, run_ids):
+    for r in _audited(store, queues, run_ids):
         if r.route is None or r.confidence is None:
             continue
         if r.route_reason == "confident":

@@ -101,8 +101,9 @@ def test_a_decision_stays_with_its_run_in_export_and_calibration(
         decided = [(r.run_id, r.item_id) for r in final_records(store, queues, [first, second])
                    if r.status == "decided"]  # fmt: skip
     assert decided == [(first, "tpl")]
-    assert human_judgments(db, [second]) == ([], [])  # calibrate --db on the other run: nothing
-    scores, correct = human_judgments(db, [first])
+    with open_stores(db) as (store, queues):
+        assert human_judgments(store, queues, [second]) == ([], [])  # the other run: nothing
+        scores, correct = human_judgments(store, queues, [first])
     assert len(scores) == 1 and correct == [False]
 
 
@@ -136,8 +137,9 @@ def test_audit_quality_reads_only_the_audited_runs_decisions(
     _route(tmp_path, db, second, "q", audit=1.0)
     critic_says = _export(tmp_path, db)[(first, "tpl")]["critic_label"]
     _decide_tpl(db, first, "harmless" if critic_says == "harmful" else "harmful")
-    assert audit_quality(db, [first]).n_audited == 1
-    assert audit_quality(db, [second]).n_audited == 0
+    with open_stores(db) as (store, queues):
+        assert audit_quality(store, queues, [first]).n_audited == 1
+        assert audit_quality(store, queues, [second]).n_audited == 0
 
 
 def test_a_resumed_run_keeps_its_decisions(tmp_path: Path, two_runs: tuple[str, str, str]) -> None:

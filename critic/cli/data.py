@@ -299,9 +299,9 @@ def calibrate(
     elif how or stages:
         from critic.review import human_panel_judgments, open_stores
 
-        with open_stores(db or "") as (store, _):
+        with open_stores(db or "") as (store, queues):
             panel_runs = _runs_printed(store, run)
-        judged = human_panel_judgments(db or "", [r.id for r in panel_runs])
+            judged = human_panel_judgments(store, queues, [r.id for r in panel_runs])
         if not judged:
             raise UsageError(f"{db}: no drafted item has a human decision yet",
                              hint="review some items first (critic review ...)")  # fmt: skip
@@ -582,28 +582,25 @@ def route(
             summary["requests_per_item"] = asked
     else:
         from critic.exports.files import json_line, replacing
-        from critic.store import open_store
+        from critic.review import enqueue_review, open_stores
         from critic.store.selection import describe, select_runs
 
-        store = open_store(db or "")
-        try:
+        with open_stores(db or "") as (store, queues):
             chosen = select_runs(store, run)[0]
             err.print(shown(f"routing {describe(chosen)}"), highlight=False)
+            if queue:
+                queues.queue(queue)  # a missing queue is an error before anything is routed
             result = route_run(store, policy, chosen.id, force=force)
             for problem in result.forced:
                 err.print(shown(f"warning: --force: {problem}; accepts carry no guarantee"),
                           style="yellow", highlight=False)  # fmt: skip
-        finally:
-            store.close()
-        summary = result.to_dict()
-        if output is not None:
-            with replacing(output) as temp, temp.open("w", encoding="utf-8") as handle:
-                for row in result.review_rows:
-                    handle.write(json_line(row))
-        if queue:
-            from critic.review import enqueue_review
-
-            summary["enqueued"] = enqueue_review(db or "", queue, result.review_rows)
+            summary = result.to_dict()
+            if output is not None:
+                with replacing(output) as temp, temp.open("w", encoding="utf-8") as handle:
+                    for row in result.review_rows:
+                        handle.write(json_line(row))
+            if queue:
+                summary["enqueued"] = enqueue_review(store, queues, queue, result.review_rows)
     if json_out:
         print(json.dumps(summary, indent=2))
         return
@@ -630,16 +627,17 @@ def quality(
     sample, and PPI++ (the audits plus the critic's confidence on every accepted item)."""
     from critic.errors import UsageError
     from critic.quality import PPIEstimate
-    from critic.review import audit_quality, ppi_quality
+    from critic.review import audit_quality, open_stores, ppi_quality
 
-    chosen = _chosen_runs(db, run)
-    estimate = audit_quality(db, chosen, confidence)
-    ppi: PPIEstimate | None = None
-    why: str | None = None
-    try:
-        ppi = ppi_quality(db, chosen, confidence)
-    except UsageError as exc:  # too few audits or accepted items for PPI++: say so, keep exact
-        why = exc.message
+    with open_stores(db) as (store, queues):
+        chosen = [r.id for r in _runs_printed(store, run)]
+        estimate = audit_quality(store, queues, chosen, confidence)
+        ppi: PPIEstimate | None = None
+        why: str | None = None
+        try:
+            ppi = ppi_quality(store, queues, chosen, confidence)
+        except UsageError as exc:  # too few audits or accepted items for PPI++: keep exact
+            why = exc.message
     if json_out:
         print(json.dumps({**estimate.__dict__, "summary": estimate.summary,
                           "ppi": None if ppi is None else {**ppi.__dict__,
@@ -648,18 +646,3 @@ def quality(
     else:
         out.print(f"exact: {estimate.summary}", soft_wrap=True)
         out.print(ppi.summary if ppi else f"PPI++: not available ({why})", soft_wrap=True)
-
-
-def _chosen_runs(db: str, run: str | None) -> list[str]:
-    """The runs a command reads by the one rule (`critic.store.selection`), printed."""
-    from critic.store import open_store
-    from critic.store.selection import describe, select_runs
-
-    store = open_store(db)
-    try:
-        chosen = select_runs(store, run)
-    finally:
-        store.close()
-    for r in chosen:
-        err.print(shown(f"using {describe(r)}"), highlight=False)
-    return [r.id for r in chosen]

@@ -307,7 +307,7 @@ def bring_in(
             queues.queue(queue)
         except NotFoundError:
             queues.create_queue(queue, overlap=max(1, overlap), by=BY)
-    enqueued = enqueue_review(db, queue, [rows[o] for o in origins if o in rows])
+        enqueued = enqueue_review(store, queues, queue, [rows[o] for o in origins if o in rows])
     with open_stores(db) as (store, queues):
         outcomes = queues.outcomes_for(list(rows))
         mine = {o: next(x for x in found if x.queue == queue) for o, found in outcomes.items()}

@@ -358,7 +358,7 @@ def impact(
 
 def enqueue_flips(db: str, queue: str, report: ImpactReport) -> int:
     """Send the flipped items (with the new draft and the old verdict) to a review queue."""
-    from critic.review import enqueue_review
+    from critic.review import enqueue_review, open_stores
 
     rows = []
     for flip in report.flips:
@@ -370,4 +370,5 @@ def enqueue_flips(db: str, queue: str, report: ImpactReport) -> int:
             "previous_run_id": report.old["run_id"],
         }
         rows.append({**row, "output": output, "route_reason": "constitution_change"})
-    return enqueue_review(db, queue, rows)
+    with open_stores(db) as (store, queues):
+        return enqueue_review(store, queues, queue, rows)

@@ -502,3 +502,20 @@ def test_the_terminal_loop_never_imports_critic() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_revision_is_accepted_or_edited_in_the_terminal_without_a_label(store: Store) -> None:
+    make_queue(store, "revise")
+    store.enqueue("revise", [task(n, draft_label=None, answer="revision") for n in (1, 2, 3)])
+    keys = Script("a", "e", "HUMAN REVISED TEXT", "e", "", "q")
+    console = plain()
+    review(store, "revise", "ann", keys, console)
+    decided = {d.item_id: (d.action, d.label, d.edit) for d in store.decisions("revise")}
+    assert decided == {
+        "item-1": ("accept", None, None),
+        "item-2": ("edit", None, {"revision": "HUMAN REVISED TEXT"}),
+    }
+    assert keys.prompts[0].startswith("the revised reply")
+    assert "a revision (A accepts its text, E edits it)" in shown(console)
+    assert "edit cancelled" in shown(console)  # an empty line keeps item-3 undecided
+    assert store.task("revise", "item-2").final_edit == {"revision": "HUMAN REVISED TEXT"}

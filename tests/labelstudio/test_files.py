@@ -24,7 +24,7 @@ from critic.errors import UsageError
 from critic.exports import export_db
 from critic.labelstudio.config import Layout, labeling_config
 from critic.labelstudio.sync import import_export
-from critic.review import audit_quality, human_judgments
+from critic.review import audit_quality, human_judgments, open_stores
 from critic.store import open_store
 from tests.labelstudio.helpers import routed_run
 
@@ -213,10 +213,11 @@ def test_label_studio_decisions_reach_exports_calibration_and_quality(tmp_path: 
     # i0 settled by agreement; i2 by the label model over its two reviews
     decided = [rows[i] for i in ("i0", "i2")]
     assert all(r["status"] == "decided" for r in decided)
-    scores, agree = human_judgments(db, [run])
+    with open_stores(db) as (store, queues):
+        scores, agree = human_judgments(store, queues, [run])
+        quality = audit_quality(store, queues, [run])
     assert scores == [r["confidence"] for r in decided]
     assert agree == [r["critic_label"] == r["label"] for r in decided]
-    quality = audit_quality(db, [run])
     assert quality.n_audited == 2
     assert quality.n_agree == sum(agree)
 
