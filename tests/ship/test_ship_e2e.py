@@ -15,8 +15,8 @@ decisions are told apart by their origin (run, item) only.
 
 The whole path runs once per database, on one vLLM server for the session: the file takes 2 to
 2 min 40 s on 2 busy cores (load 7-11), of which about a minute is the server's start-up and
-20-50 s each database's pass. TRL trains a step on the SQLite exports only (about 15 s): the exports are the
-same files whatever the database.
+20-50 s each database's pass. TRL trains a step on the SQLite exports only (about 15 s): the
+exports are the same files whatever the database.
 
 Needs vLLM (CPU), Chromium with Playwright, PostgreSQL for the `postgres` half, TRL for the
 training test; each skips with its reason locally and fails in CI.
