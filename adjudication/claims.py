@@ -270,7 +270,9 @@ class Claims(Reports):
                 view = replace(view, state="pending", round=1, reviews=0, final_label=None,
                                final_source=None, final_edit=None, rejected=False)  # fmt: skip
             if blind:
-                view = replace(view, draft={}, draft_label=None, confidence=None)
+                # Which input field is which (`fields`: Response A, B) is no judgment: it stays.
+                kept = {"fields": view.draft["fields"]} if "fields" in view.draft else {}
+                view = replace(view, draft=kept, draft_label=None, confidence=None)
                 if claim.get("pick") is None:
                     # Why the critic sent the item and what it cited come from the draft too.
                     view = replace(view, route_reason=None, principle_ids=())

@@ -76,7 +76,8 @@ def new_task(
         provenance["fields"] = {k: v for k, v in fields.items() if v}
     if principle_texts is not None:
         texts = principle_texts
-        provenance["principle_texts"] = {p: texts[p] for p in cited if p in texts}
+        named = dict.fromkeys([*cited, *_finding_principles(draft)])
+        provenance["principle_texts"] = {p: texts[p] for p in named if p in texts}
     revision = row.get("task") == "revise" and row["status"] == "drafted"
     return {
         "guidelines": row["constitution_hash"] or None,
@@ -90,6 +91,17 @@ def new_task(
         "origin": origin_of(row["run_id"], row["item_id"]),
         "answer": "revision" if revision else "label",
     }
+
+
+def _finding_principles(draft: Mapping[str, Any]) -> list[str]:
+    """The principles a draft's findings name (a finding may name any principle of the
+    constitution, not only the one its round asked about); the review screen shows them too."""
+    findings = list(draft.get("findings") or [])
+    for entry in draft.get("rounds") or []:
+        if isinstance(entry, dict):
+            findings += entry.get("findings") or []
+    return [f["principle"] for f in findings
+            if isinstance(f, dict) and isinstance(f.get("principle"), str)]  # fmt: skip
 
 
 def task_key(item_id: str, run_id: str, taken: Mapping[str, str | None]) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "require",
     "store_url",
     "tiny_model_dir",
+    "trl_ready",
     "vllm_server",
     "vllm_servers",
     "vllm_spare_slot",
@@ -84,6 +85,15 @@ def tiny_model_dir() -> Path:
     err = import_error("torch", "tokenizers", "transformers:LlamaForCausalLM")
     require(err is None, f"the tiny model needs torch, tokenizers and transformers ({err})")
     return build_tiny_model(default_model_dir())
+
+
+@pytest.fixture
+def trl_ready() -> None:
+    """TRL's trainers and accelerate are importable (`pip install 'critic[trl]'`)."""
+    problem = import_error("trl:DPOTrainer", "trl:SFTTrainer", "accelerate",
+                           "transformers:LlamaForCausalLM")  # fmt: skip
+    require(problem is None, f"training needs TRL 1.16 and accelerate ({problem}): "
+                             "pip install 'critic[trl]'")  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -269,3 +269,23 @@ def test_several_reviewers_ship_the_label_model_answer_until_adjudicated(
     assert len(shipped) == 5 and {r["label"] for r in shipped} == {"harmful"}
     assert all(r["posterior"] is not None and r["posterior"] > 0.5 for r in shipped)
     assert all(r["reviewers"] == ["ann", "bob", "cy"] for r in shipped)
+
+
+def test_a_task_carries_the_text_of_every_principle_its_draft_names() -> None:
+    """A revise round asked about C3 may find a problem under C6: the screen shows both texts."""
+    from critic.review import new_task
+
+    row = {
+        "run_id": "r1", "item_id": "i1", "task": "revise", "status": "drafted",
+        "constitution_hash": "h", "row": {"prompt": "q", "response": "r"},
+        "output": {
+            "revision": "better", "principles": ["C3"],
+            "rounds": [{"round": 1, "principle": "C3", "findings": [
+                {"principle": "C6", "quote": "r", "problem": "p"}, {"quote": "no principle"}]}],
+            "findings": [{"principle": "C1", "quote": "q"}],
+        },
+    }  # fmt: skip
+    texts = {"C1": "one", "C3": "three", "C6": "six", "C9": "nine"}
+    task = new_task(row, principle_texts=texts)
+    assert task["draft"]["principle_texts"] == {"C3": "three", "C6": "six", "C1": "one"}
+    assert task["principle_ids"] == ["C3"]

@@ -13,18 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures_real import import_error, require
 from tests.test_trl import filled_store
 
 pytestmark = [pytest.mark.trl, pytest.mark.slow]
-
-
-@pytest.fixture
-def trl_ready() -> None:
-    problem = import_error("trl:DPOTrainer", "trl:SFTTrainer", "accelerate",
-                           "transformers:LlamaForCausalLM")  # fmt: skip
-    require(problem is None, f"training needs TRL 1.16 and accelerate ({problem}): "
-                             "pip install 'critic[trl]'")  # fmt: skip
 
 
 def _model(tiny_model_dir: Path) -> tuple[Any, Any]:
@@ -55,23 +46,14 @@ def _changed(before: dict[str, Any], model: Any) -> bool:
     return any(not before[k].equal(v) for k, v in model.state_dict().items())
 
 
-@pytest.mark.parametrize(("fmt", "rows", "trainer_name"),
-                         [("trl-dpo", 6, "DPO"), ("trl-sft", 3, "SFT")])  # fmt: skip
-def test_trl_trainer_trains_a_step_on_the_export(
-    trl_ready: None, tiny_model_dir: Path, tmp_path: Path, fmt: str, rows: int, trainer_name: str
-) -> None:
-    import datasets
+def train_a_step(trainer_name: str, dataset: Any, tiny_model_dir: Path, out_dir: Path) -> None:
+    """Train the tiny model for one step on `dataset` with TRL's `DPO` or `SFT` trainer, and
+    assert that it was a real optimiser step with a finite loss."""
     import trl
 
-    from critic.exports import export_db
-
-    db, _, _ = filled_store(tmp_path)
-    out = tmp_path / fmt
-    assert export_db(db, out, fmt, all_runs=True).count == rows
-    dataset = datasets.load_from_disk(str(out))
     model, tokenizer = _model(tiny_model_dir)
     before = _snapshot(model)
-    config = getattr(trl, f"{trainer_name}Config")(**_common(tmp_path, "run"), max_length=256)
+    config = getattr(trl, f"{trainer_name}Config")(**_common(out_dir, "run"), max_length=256)
     trainer = getattr(trl, f"{trainer_name}Trainer")(
         model=model, args=config, train_dataset=dataset, processing_class=tokenizer
     )
@@ -79,3 +61,18 @@ def test_trl_trainer_trains_a_step_on_the_export(
     assert trainer.state.global_step == 1
     assert math.isfinite(result.training_loss)
     assert _changed(before, model)  # a real optimiser step on the exported rows
+
+
+@pytest.mark.parametrize(("fmt", "rows", "trainer_name"),
+                         [("trl-dpo", 6, "DPO"), ("trl-sft", 3, "SFT")])  # fmt: skip
+def test_trl_trainer_trains_a_step_on_the_export(
+    trl_ready: None, tiny_model_dir: Path, tmp_path: Path, fmt: str, rows: int, trainer_name: str
+) -> None:
+    import datasets
+
+    from critic.exports import export_db
+
+    db, _, _ = filled_store(tmp_path)
+    out = tmp_path / fmt
+    assert export_db(db, out, fmt, all_runs=True).count == rows
+    train_a_step(trainer_name, datasets.load_from_disk(str(out)), tiny_model_dir, tmp_path)

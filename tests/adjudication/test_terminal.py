@@ -178,6 +178,30 @@ def test_the_screen_shows_why_the_item_is_here_and_the_whole_draft(store: Store)
         assert expected in output, expected
 
 
+def test_the_screen_names_response_a_and_b_by_their_part_in_a_blind_queue_too(
+    store: Store,
+) -> None:
+    make_queue(store, "pairs", blind=True, labels=["A", "B", "tie"])
+    store.enqueue("pairs", [{
+        "item_id": "p1",
+        "item": {"chosen": "Call a locksmith.", "prompt": "How?", "rejected": "Break it."},
+        "draft": {"rationale": "SECRET", "fields": {"a": "rejected", "b": "chosen"}},
+        "draft_label": "A",
+    }])  # fmt: skip
+    claim = store.claim("pairs", "ann")
+    assert claim is not None
+    console = plain()
+    console.print(render(claim, store.queue("pairs"), position=Position(1, 1),
+                         labels=["A", "B", "tie"]))  # fmt: skip
+    output = shown(console)
+    assert "SECRET" not in output  # still blind
+    # Side by side: Response A (the `rejected` text) on the left, Response B on the right.
+    (titles,) = [line for line in output.splitlines() if "Response A" in line]
+    assert titles.index("Response A") < titles.index("Response B")
+    (texts,) = [line for line in output.splitlines() if "Break it." in line]
+    assert texts.index("Break it.") < texts.index("Call a locksmith.")
+
+
 def test_a_blind_review_hides_the_draft_and_an_adjudication_shows_the_answers(
     store: Store,
 ) -> None:

@@ -1,9 +1,11 @@
 """The review app on a real server: uvicorn on a free loopback port, in a thread (sharing the
-test's clock and store) or in a child process (whose memory the test can read)."""
+test's clock and store) or in a child process (whose memory the test can read); and headless
+Chromium to drive it."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,9 +14,44 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
+
+from tests.fixtures_real import import_error, require
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium_path() -> str | None:
+    path = os.environ.get("CRITIC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    return path if Path(path).is_file() else None
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright (its own browser download does not work
+    here); skips without them locally and fails in CI."""
+    missing = import_error("playwright.sync_api")
+    require(missing is None, f"browser tests need playwright: {missing}")
+    executable = _chromium_path()
+    require(executable is not None, "browser tests need Chromium: apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
 
 
 def free_port() -> int:

@@ -8,8 +8,6 @@ without them locally and fails in CI.
 from __future__ import annotations
 
 import html
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,40 +17,17 @@ import pytest
 from adjudication import Store, open_store
 from adjudication.errors import QueueError
 from adjudication.web import create_app
-from tests.fixtures_real import import_error, require
 
 from .conftest import PASSWORD, SECRET, XSS, seed
-from .live import serve
+from .live import chromium, serve
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _chromium() -> str | None:
-    path = os.environ.get("CRITIC_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    return path if Path(path).is_file() else None
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    missing = import_error("playwright.sync_api")
-    require(missing is None, f"browser tests need playwright: {missing}")
-    executable = _chromium()
-    require(executable is not None, "browser tests need Chromium: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 class Server:

@@ -67,6 +67,24 @@ def test_item_view_shows_known_fields_first_and_finds_round_quotes() -> None:
     assert (finding.principle, finding.round, finding.found) == ("P1", 1, True)
 
 
+def test_the_fields_that_played_a_part_are_shown_by_their_part() -> None:
+    """A pair judged with `--a-field rejected --b-field chosen`: the reviewer's "Response B"
+    button means the `chosen` text, which must be the one shown as Response B, after A."""
+    item = {"chosen": "Call a locksmith.", "prompt": "How do I get in?", "rejected": "Break it."}
+    draft = {"fields": {"prompt": "prompt", "a": "rejected", "b": "chosen"}}
+    view = item_view(item, draft)
+    assert [(f.name, f.segments) for f in view.fields] == [
+        ("prompt", (Segment("How do I get in?"),))
+    ]
+    assert view.pair is not None
+    assert [(f.caption, f.name, f.segments) for f in view.pair] == [
+        ("Response A", "rejected", (Segment("Break it."),)),
+        ("Response B", "chosen", (Segment("Call a locksmith."),)),
+    ]
+    labelled = item_view({"uid": "7", "reply": "Hi."}, {"fields": {"response": "reply"}})
+    assert [(f.name, f.judged) for f in labelled.fields] == [("reply", True)]
+
+
 def test_a_conversation_is_shown_turn_by_turn() -> None:
     view = item_view({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant"}]}, {})
     assert [(t.role, t.segments) for t in view.conversation] == [

@@ -3,6 +3,8 @@ from a pairwise constitution shows its labels with what they mean."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from adjudication.errors import QueueError
@@ -84,3 +86,45 @@ def test_a_label_outside_the_set_is_refused_naming_the_set(store: Store) -> None
         store.decide(claim.token, "edit", label="C")
     with pytest.raises(QueueError, match="has the labels"):
         store.adopt_labels("pref", ["harmless", "harmful"])
+
+
+async def test_a_blind_pair_says_which_text_is_response_b_before_the_pick(
+    client: Client, store: Store
+) -> None:
+    store.create_queue("bpref", lease_seconds=300, members=["rita"], blind=True)
+    store.adopt_labels("bpref", ["A", "B", "tie"])
+    store.enqueue("bpref", [{
+        "item_id": "p1",
+        "item": {"chosen": "Call a locksmith.", "prompt": "How?", "rejected": "Break it."},
+        "draft": {"rationale": "SECRET RATIONALE", "fields": {"a": "rejected", "b": "chosen"}},
+        "draft_label": "a",
+    }])  # fmt: skip
+    await client.login("rita")
+    page = (await client.open("bpref")).text
+    assert "SECRET RATIONALE" not in page  # still blind
+    a, b = page.index("Response A"), page.index("Response B")
+    assert a < page.index("Break it.") < b < page.index("Call a locksmith.")
+
+
+async def test_the_item_page_says_which_revision_ships_not_a_missing_label(
+    client: Client, store: Store
+) -> None:
+    _revision_queue(store)
+    await client.login("rita")
+    await client.open("revise")
+    form = {**client.claim_form(), "action": "edit", "revision": "HUMAN REVISED TEXT"}
+    assert (await client.post("/q/revise/decide", form)).status_code == 303
+    await client.open("revise")
+    accepted = await client.post("/q/revise/decide", {**client.claim_form(), "action": "accept"})
+    assert accepted.status_code == 303
+    await client.login("ada")
+    shown = {}
+    for item in ("v0", "v1"):
+        page = (await client.get(f"/q/revise/items/{item}")).text
+        found = re.search(r'class="k">ships</span>\s*([^<]*)', page)
+        assert found is not None
+        shown[item] = found.group(1).strip()
+    assert shown == {
+        "v0": "the reviewer&#39;s edited revision (human)",
+        "v1": "the critic&#39;s revision (human)",
+    }
