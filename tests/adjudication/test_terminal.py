@@ -196,9 +196,9 @@ def test_the_screen_names_response_a_and_b_by_their_part_in_a_blind_queue_too(
     output = shown(console)
     assert "SECRET" not in output  # still blind
     # Side by side: Response A (the `rejected` text) on the left, Response B on the right.
-    (titles,) = [line for line in output.splitlines() if "Response A" in line]
+    titles = next(line for line in output.splitlines() if "Response B" in line)
     assert titles.index("Response A") < titles.index("Response B")
-    (texts,) = [line for line in output.splitlines() if "Break it." in line]
+    texts = next(line for line in output.splitlines() if "Break it." in line)
     assert texts.index("Break it.") < texts.index("Call a locksmith.")
 
 
