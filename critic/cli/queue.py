@@ -198,12 +198,23 @@ def queue_edit(
             'column ("" shows every field). They stay in the items and in exports.',
         ),
     ] = None,
+    gold_rate: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=0.5,
+            help="About this share of each reviewer's items are gold items (critic queue gold).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Change a queue's labels, overlap, blindness, lease, description or hidden fields.
+    """Change a queue's labels, overlap, blindness, lease, description, hidden fields or gold
+    rate.
 
-    Every change is recorded in the queue's history (`queue_edited`)."""
+    Every change is recorded in the queue's history (`queue_edited`, `gold_rate_set`)."""
     with queue_store(db) as store:
+        if gold_rate is not None:
+            store.set_gold_rate(name, gold_rate, by=actor())
         queue = store.edit_queue(
             name,
             labels=_labels(labels),

@@ -101,3 +101,25 @@ def test_adjudicated_items_are_promoted_to_gold(store: Store) -> None:
     store.decide(claim.token, "edit", label="unsafe")
     assert store.promote_gold("q") == 1
     assert store.gold_labels("q") == {"x": "unsafe"}
+
+
+def test_the_gold_rate_is_set_on_create_and_edit_through_the_cli(tmp_path: object) -> None:
+    import json
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from critic.cli import app
+
+    db = f"sqlite:///{Path(str(tmp_path)) / 'q.db'}"
+    runner = CliRunner()
+    made = runner.invoke(app, ["queue", "create", "q", "--db", db, "--gold-rate", "0.1",
+                               "--json"])  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert json.loads(made.stdout)["gold_rate"] == 0.1
+    edited = runner.invoke(app, ["queue", "edit", "q", "--db", db, "--gold-rate", "0.25",
+                                 "--json"])  # fmt: skip
+    assert edited.exit_code == 0, edited.output
+    assert json.loads(edited.stdout)["gold_rate"] == 0.25
+    refused = runner.invoke(app, ["queue", "edit", "q", "--db", db, "--gold-rate", "0.9"])
+    assert refused.exit_code != 0
