@@ -136,6 +136,8 @@ class Rules:
     draft_label: str | None
     answer: str = "label"
     """What the decision settles: a label, or the draft's revision text (see `NewTask.answer`)."""
+    has_revision: bool = True
+    """For a revision: the draft has one to accept (a failed draft has none to keep)."""
 
 
 def blind_for(queue_blind: bool, task_blind: bool | None) -> bool:
@@ -238,6 +240,11 @@ def _check_revision(
         raise QueueError(
             f"item {item!r} is a revision: {action} takes no label (got {label!r})",
             hint="accept the revision as it is, edit it with edit={'revision': ...}, or reject",
+        )
+    if action == "accept" and not rules.has_revision:
+        raise QueueError(
+            f"item {item!r} has no revision to accept (drafting it failed)",
+            hint="write one with edit={'revision': ...}, or reject the item",
         )
     if action == "edit":
         text = (edit or {}).get("revision")

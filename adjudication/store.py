@@ -366,8 +366,9 @@ class Store(Claims, Gold, Accounts, Settings):
             blind = blind_for(q["blind"], task["blind"])
             blind_review = blind and kind == "review" and task["answer"] == "label"
             require_pick(q["name"], task["item_id"], blind_review, action, held["pick"])
+            drafted = isinstance((task["draft"] or {}).get("revision"), str)
             rules = Rules(q["name"], q["labels"], blind, task["item_id"], task["draft_label"],
-                          task["answer"])  # fmt: skip
+                          task["answer"], has_revision=drafted)  # fmt: skip
             chosen = answer(rules, kind, action, label, edit)
             spent = (now - held["claimed_at"]).total_seconds() if seconds is None else seconds
             if spent < 0:

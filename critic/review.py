@@ -78,7 +78,8 @@ def new_task(
         texts = principle_texts
         named = dict.fromkeys([*cited, *_finding_principles(draft)])
         provenance["principle_texts"] = {p: texts[p] for p in named if p in texts}
-    revision = row.get("task") == "revise" and row["status"] == "drafted"
+    # A revise item is reviewed as a revision, also when drafting failed: the reviewer writes it.
+    revision = row.get("task") == "revise" and row.get("reason") != "invalid_input"
     return {
         "guidelines": row["constitution_hash"] or None,
         "item_id": key or row["item_id"],

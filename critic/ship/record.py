@@ -268,7 +268,12 @@ def compose(
         human_edited=bool(human_edited),
         revision=revision,
         critic_revision=critic_revision,
-        original=output.get("original") if task == "revise" else None,
+        # A failed draft has no `original`: the reply it was to revise is the input's.
+        original=(
+            output.get("original") or _text(raw_input.get(fields.get("response") or "response"))
+        )
+        if task == "revise"
+        else None,
         critique=row.get("rationale") if task == "revise" else None,
         preferred=pick,
         preference_probability=probability,

@@ -123,3 +123,12 @@ def test_several_reviewers_without_adjudication_ship_the_label_models_answer() -
     assert record.reviewers == ("ann", "bob", "cy")
     alone = compose(row, ROUTE_REVIEW, [waiting], HARM)  # no model: it waits for adjudication
     assert alone.status == "pending" and alone.posterior is None
+
+
+def test_a_failed_revision_a_reviewer_wrote_ships_against_the_inputs_reply() -> None:
+    row = {**_row("revise", {}), "status": "failed", "reason": "parse_failure",
+           "params": {"fields": {"prompt": "prompt", "response": "response"}}}  # fmt: skip
+    written = _decided(None, edit={"revision": "A safe reply."}, answer="revision")
+    record = compose(row, ROUTE_REVIEW, [written], None)
+    assert (record.status, record.revision, record.original) == ("decided", "A safe reply.", "orig")
+    assert record.human_edited and record.critic_revision is None

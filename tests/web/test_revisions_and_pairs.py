@@ -128,3 +128,17 @@ async def test_the_item_page_says_which_revision_ships_not_a_missing_label(
         "v0": "the reviewer&#39;s edited revision (human)",
         "v1": "the critic&#39;s revision (human)",
     }
+
+
+async def test_a_failed_revision_is_written_by_the_reviewer(client: Client, store: Store) -> None:
+    store.create_queue("revise", lease_seconds=300, members=["rita"])
+    store.enqueue("revise", [{"item_id": "f1", "item": {"prompt": "q", "response": "bad"},
+                              "draft": {"failure": "parse_failure"}, "answer": "revision"}])  # fmt: skip
+    await client.login("rita")
+    page = await client.open("revise")
+    assert 'name="revision"' in page.text and ">None</textarea>" not in page.text
+    refused = await client.post("/q/revise/decide", {**client.claim_form(), "action": "accept"})
+    assert refused.status_code == 400 and "no revision to accept" in refused.text
+    written = {**client.claim_form(), "action": "edit", "revision": "A safe reply."}
+    assert (await client.post("/q/revise/decide", written)).status_code == 303
+    assert store.task("revise", "f1").final_edit == {"revision": "A safe reply."}

@@ -172,6 +172,8 @@ def decide(
     text = note.strip()
     edit = None
     original_revision = task.draft.get("revision")
+    if task.answer == "revision" and not isinstance(original_revision, str):
+        original_revision = ""  # drafting failed: the reviewer writes the revision
     if action == "edit" and revision is not None and isinstance(original_revision, str):
         revision = revision.replace("\r\n", "\n")
         if revision != original_revision.replace("\r\n", "\n"):
