@@ -132,8 +132,9 @@ async def test_the_item_page_says_which_revision_ships_not_a_missing_label(
 
 async def test_a_failed_revision_is_written_by_the_reviewer(client: Client, store: Store) -> None:
     store.create_queue("revise", lease_seconds=300, members=["rita"])
-    store.enqueue("revise", [{"item_id": "f1", "item": {"prompt": "q", "response": "bad"},
-                              "draft": {"failure": "parse_failure"}, "answer": "revision"}])  # fmt: skip
+    failed = {"item_id": "f1", "item": {"prompt": "q", "response": "bad"},
+              "draft": {"failure": "parse_failure"}, "answer": "revision"}  # fmt: skip
+    store.enqueue("revise", [failed])
     await client.login("rita")
     page = await client.open("revise")
     assert 'name="revision"' in page.text and ">None</textarea>" not in page.text
