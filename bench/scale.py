@@ -472,7 +472,8 @@ def decisions_bench(args: argparse.Namespace) -> None:
                 print(f"  {task}: {settled} decisions settled in {args.queues} queues "
                       f"in {time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
                 print(f"{'task':<7} {'format':<8} {'rows':>8} {'decisions':>9} {'human':>7}"
-                      f" {'conflicts':>9} {'written':>8} {'seconds':>8} {'peak RSS MB':>11}"
+                      f" {'conflicts':>9} {'written':>8} {'seconds':>8} {'cpu s':>6}"
+                      f" {'peak RSS MB':>11}"
                       f" {'load':>5}")  # fmt: skip
                 for fmt in (f for f in wanted if TASK_OF_FORMAT.get(f, "label") == task):
                     for r in range(args.rounds):
@@ -491,7 +492,8 @@ def decisions_bench(args: argparse.Namespace) -> None:
                             print(f"{task:<7} {fmt:<8} {rows:>8}"
                                   f" {args.decisions if with_decisions else 0:>9}"
                                   f" {res.human:>7} {res.conflicts:>9} {res.rows:>8}"
-                                  f" {measured.seconds:>8.1f} {measured.peak_rss_mb:>11.0f}"
+                                  f" {measured.seconds:>8.1f} {measured.cpu_s:>6.1f}"
+                                  f" {measured.peak_rss_mb:>11.0f}"
                                   f" {res.load:>5.1f}", flush=True)  # fmt: skip
             if not args.work:
                 data.unlink()
@@ -504,9 +506,9 @@ def decisions_bench(args: argparse.Namespace) -> None:
 def print_decisions_table(results: list[Exported], decisions: int) -> None:
     print(f"\n# medians  load {os.getloadavg()[0]:.1f}")
     print(f"{'format':<8} {'run':<7} {'rows written':>17} {'peak RSS MB':>15} {'ratio':>6}"
-          f" {'seconds':>13} {'load':>5}")  # fmt: skip
+          f" {'seconds':>13} {'cpu s':>13} {'load':>5}")  # fmt: skip
     print(f"{'':<8} {'':<7} {'0 / ' + str(decisions):>17} {'0 / decided':>15} {'':>6}"
-          f" {'0 / decided':>13}")  # fmt: skip
+          f" {'0 / decided':>13} {'0 / decided':>13}")  # fmt: skip
     for key in dict.fromkeys((x.fmt, x.task) for x in results):
         bare = [x for x in results if (x.fmt, x.task) == key and not x.decided]
         done = [x for x in results if (x.fmt, x.task) == key and x.decided]
@@ -518,6 +520,7 @@ def print_decisions_table(results: list[Exported], decisions: int) -> None:
         print(f"{key[0]:<8} {key[1]:<7} {bare[0].rows:>8} / {done[0].rows:<6}"
               f" {rss_bare:>7.0f} / {rss_done:<5.0f} {rss_done / rss_bare:>6.3f}"
               f" {med(bare, 'seconds'):>5.0f} / {med(done, 'seconds'):<5.0f}"
+              f" {med(bare, 'cpu_s'):>5.0f} / {med(done, 'cpu_s'):<5.0f}"
               f" {statistics.median(x.load for x in bare + done):>5.1f}")  # fmt: skip
 
 
