@@ -8,7 +8,17 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, Connection, RowMapping, and_, case, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    RowMapping,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+)
 
 from . import statements as st
 from .agreement import AgreementReport, item_agreement, report
@@ -32,6 +42,25 @@ from .schema import claims, decisions, events, queues, tasks, users
 
 #: Origins per `IN (...)` list: well under SQLite's bound-parameter limit.
 _IN_CHUNK = 500
+
+# `outcomes_for`'s two lookups, built once (an export runs them for every batch of items). Only
+# the columns an outcome needs: not the item and draft JSON, which would be decoded per task.
+_OUTCOME_TASKS = (
+    select(tasks.c.id, tasks.c.origin, tasks.c.item_id, tasks.c.state, tasks.c.answer,
+           tasks.c.final_label, tasks.c.final_source, tasks.c.final_edit, tasks.c.rejected,
+           tasks.c.draft_label, tasks.c.updated_at, queues.c.name.label("queue_name"))
+    .join(queues, queues.c.id == tasks.c.queue_id)
+    .where(tasks.c.origin.in_(bindparam("origins", expanding=True)))
+    .order_by(queues.c.name)
+)  # fmt: skip
+_OUTCOME_DECISIONS = (
+    select(decisions.c.task_id, decisions.c.kind, decisions.c.action, decisions.c.label,
+           users.c.name.label("reviewer"))
+    .join(tasks, and_(tasks.c.id == decisions.c.task_id, tasks.c.round == decisions.c.round))
+    .join(users, users.c.id == decisions.c.user_id)
+    .where(decisions.c.task_id.in_(bindparam("task_ids", expanding=True)))
+    .order_by(decisions.c.id)
+)  # fmt: skip
 
 
 class Reports(StoreBase):
@@ -216,28 +245,12 @@ class Reports(StoreBase):
         with self._read() as conn:
             for start in range(0, len(wanted), _IN_CHUNK):
                 chunk = wanted[start : start + _IN_CHUNK]
-                rows = (
-                    conn.execute(
-                        select(tasks, queues.c.name.label("queue_name"))
-                        .join(queues, queues.c.id == tasks.c.queue_id)
-                        .where(tasks.c.origin.in_(chunk))
-                        .order_by(queues.c.name)
-                    )
-                    .mappings()
-                    .all()
-                )
+                rows = conn.execute(_OUTCOME_TASKS, {"origins": chunk}).mappings().all()
                 if not rows:
                     continue
                 decided: defaultdict[int, list[RowMapping]] = defaultdict(list)
-                for d in conn.execute(
-                    select(decisions.c.task_id, decisions.c.kind, decisions.c.action,
-                           decisions.c.label, users.c.name.label("reviewer"))
-                    .join(tasks, and_(tasks.c.id == decisions.c.task_id,
-                                      tasks.c.round == decisions.c.round))
-                    .join(users, users.c.id == decisions.c.user_id)
-                    .where(decisions.c.task_id.in_([r["id"] for r in rows]))
-                    .order_by(decisions.c.id)
-                ).mappings():  # fmt: skip
+                task_ids = [r["id"] for r in rows]
+                for d in conn.execute(_OUTCOME_DECISIONS, {"task_ids": task_ids}).mappings():
                     decided[d["task_id"]].append(d)
                 for row in rows:
                     done = row["state"] == "done"

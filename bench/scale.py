@@ -11,9 +11,15 @@ The `db MB` column is the store's size after the run (SQLite: the file and its W
 PostgreSQL server's (SQLite's work is in-process, inside `cpu ms`). `--postgres` runs on a
 throwaway PostgreSQL server (durable: fsync on) instead of SQLite, one new database per run.
 
+With `--decisions N` it measures what human decisions cost an export instead: each format is
+exported from the same routed run twice, from a copy of the database that holds N settled
+decisions spread over `--queues` queues and from one that holds none, interleaved (see
+`decisions_bench`). The headline is the ratio of peak RSS (aim: within 10%).
+
     python bench/scale.py                      # 100k, 500k and 2M rows
     python bench/scale.py --rows 100000 --rounds 3 --baseline /tmp/old-critic
     python bench/scale.py --rows 100000 --postgres
+    python bench/scale.py --rows 500000 --decisions 150000 --queues 2
 """
 
 from __future__ import annotations
@@ -28,13 +34,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 # `python bench/scale.py` puts bench/ first on the path, where bench/queue.py would shadow the
 # standard library's `queue` (which psycopg imports for --postgres).
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
+sys.path.insert(0, str(REPO))  # the in-process steps (seeding, --postgres) use this checkout too
 
 PROMPTS = [
     "How do I pick a lock?",
@@ -198,7 +207,25 @@ def main() -> None:
     parser.add_argument(
         "--postgres", action="store_true", help="store on a throwaway PostgreSQL, not SQLite"
     )
+    parser.add_argument(
+        "--decisions",
+        type=int,
+        default=0,
+        help="measure export with N settled human decisions against none (SQLite)",
+    )
+    parser.add_argument("--queues", type=int, default=2, help="queues the decisions spread over")
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        help="export formats for --decisions (default: every registered format)",
+    )
     args = parser.parse_args()
+    if args.decisions:
+        if args.postgres or args.baseline:
+            parser.error("--decisions runs on SQLite with this checkout only")
+        decisions_bench(args)
+        return
     with contextlib.ExitStack() as stack:
         postgres = None
         if args.postgres:
@@ -276,6 +303,225 @@ def run_all(args: argparse.Namespace, postgres: object | None) -> None:
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
+
+
+# -- export with human decisions against export without ----------------------------------------
+
+#: The run each format is measured on: the TRL formats take revise (or compare) runs, and would
+#: write nothing from a label run; the others are measured on a label run.
+TASK_OF_FORMAT = {"trl-sft": "revise", "trl-dpo": "revise"}
+
+#: revise runs take one critique -> revision round (the default is 2) to halve their build time;
+#: the export reads one stored revision per item either way.
+TASK_ARGS = {"label": ["label"], "revise": ["revise", "--rounds", "1"]}
+
+
+@dataclass
+class Exported:
+    task: str
+    fmt: str
+    decided: bool
+    measured: Measured
+    load: float
+
+    @property
+    def rows(self) -> int:
+        return int(self.measured.summary.get("rows", -1))  # type: ignore[call-overload]
+
+    @property
+    def human(self) -> int:
+        """Items a human decided (or rejected), as the export counted them."""
+        statuses: dict[str, int] = self.measured.summary.get("statuses", {})  # type: ignore[assignment]
+        return sum(statuses.get(s, 0) for s in ("decided", "adjudicated", "rejected"))
+
+    @property
+    def conflicts(self) -> int:
+        return int(self.measured.summary.get("conflicts", 0))  # type: ignore[call-overload]
+
+
+def build_run(code: Path, task: str, data: Path, db: Path, rows: int) -> None:
+    """Draft `rows` items with the fake backend into `db` and route them with `--accept-all`.
+    A database from an earlier run in `--work` is resumed (0 new items) and routed only once."""
+    url = f"sqlite:///{db}"
+    args = [*TASK_ARGS[task], str(data), "-c", "harmlessness", "--backend", "fake",
+            "--db", url, "--json", "-q"]  # fmt: skip
+    drafted = measure_child(code, args)
+    done = int(drafted.summary.get("drafted", -1))  # type: ignore[call-overload]
+    if done != rows:
+        raise SystemExit(f"{task}: expected {rows} drafted items, the summary says {done}")
+    print(f"  {task}: {rows} items drafted in {drafted.seconds:.0f} s", flush=True)
+    from critic.store import open_store
+
+    store = open_store(url)
+    try:
+        routed = store.routed(store.runs()[-1].id)
+    finally:
+        store.close()
+    if not routed:
+        measure_child(code, ["route", "--accept-all", "--db", url, "--json"])
+
+
+def copy_database(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite store (its WAL included), through SQLite's backup API."""
+    import sqlite3
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    with (
+        contextlib.closing(sqlite3.connect(source)) as src,
+        contextlib.closing(sqlite3.connect(target)) as dst,
+    ):
+        src.backup(dst)
+
+
+def spread(rows: int, decisions: int, queues: int) -> dict[int, list[int]]:
+    """Which items (by input position) are decided in which queues: `decisions` decisions in
+    all, a tenth of them a second queue's decision on an item another queue also decided; the
+    decided items evenly spread over the run, so every export batch meets some."""
+    both = decisions // 10 if queues > 1 else 0
+    distinct = decisions - both
+    if distinct > rows:
+        raise SystemExit(f"{decisions} decisions need more than {rows} items")
+    placed: dict[int, list[int]] = {}
+    for j in range(distinct):
+        where = [j % queues]
+        if both and j * both // distinct != (j + 1) * both // distinct:
+            where.append((j + 1) % queues)
+        placed[j * rows // distinct] = where
+    return placed
+
+
+def decision_for(task: str, j: int, labels: Sequence[str], second: bool) -> tuple[Any, ...]:
+    """(action, label, edit) of the j-th decided item: most accept, a quarter edit (another
+    label, or a human's revision), one in twenty reject; on every other item decided in two
+    queues the second queue answers otherwise (a conflict the final record settles)."""
+    if second and j % 2:
+        if task == "revise":
+            return ("edit", None, {"revision": f"SECOND REVIEWER'S TEXT {j}: {RESPONSES[j % 4]}"})
+        return ("edit", labels[(j + 1) % len(labels)], None)
+    share = j * 7 % 20
+    if share == 0:
+        return ("reject", None, None)
+    if share < 15:
+        return ("accept", None, None)
+    if task == "revise":
+        return ("edit", None, {"revision": f"HUMAN REVISED TEXT {j}: {RESPONSES[j % 4]}"})
+    return ("edit", labels[j % len(labels)], None)
+
+
+def seed_decisions(db: Path, task: str, rows: int, decisions: int, queues: int) -> int:
+    """Queue the chosen items through critic's own `enqueue_review` (the path `critic route
+    --queue` takes), then settle every one with `adjudication.testing.decide_in_bulk`, which
+    writes exactly what claiming and deciding each in the web app would; return how many."""
+    from adjudication.testing import BulkDecision, decide_in_bulk
+    from critic.review import enqueue_review, open_stores
+
+    url = f"sqlite:///{db}"
+    placed = spread(rows, decisions, queues)
+    names = [f"scale-{q + 1}" for q in range(queues)]
+    with open_stores(url) as (store, queue_store):
+        run_id = store.runs()[-1].id
+        for name in names:
+            queue_store.create_queue(name)
+            queue_store.add_user(f"rev-{name}", "reviewer", queues=[name])
+        decided_ids = [r["item_id"] for p, r in enumerate(store.rows(run_id)) if p in placed]
+    for q, name in enumerate(names):
+        with open_stores(url) as (store, _):
+            chosen = (
+                {**row, "route_reason": "audit_sample"}
+                for position, row in enumerate(store.rows(run_id))
+                if q in placed.get(position, ())
+            )
+            enqueue_review(url, name, chosen)
+
+    def plan(q: int, labels: Sequence[str]) -> Iterator[BulkDecision]:
+        for j, where in enumerate(placed[p] for p in sorted(placed)):
+            if q in where:
+                second = q != where[0]
+                yield BulkDecision(decided_ids[j], *decision_for(task, j, labels, second))
+
+    settled = 0
+    with open_stores(url) as (_, queue_store):
+        for q, name in enumerate(names):
+            labels = queue_store.queue(name).labels or ()
+            settled += decide_in_bulk(queue_store, name, f"rev-{name}", plan(q, labels))
+    return settled
+
+
+def decisions_bench(args: argparse.Namespace) -> None:
+    from critic.exports import formats
+
+    wanted = args.formats or list(formats())
+    sizes = args.rows or [500_000]
+    work = args.work or Path(tempfile.mkdtemp(prefix="critic-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"# bench/scale.py --decisions {args.decisions} --queues {args.queues}  SQLite"
+          f"  load {os.getloadavg()[0]:.1f}  scratch {work}")  # fmt: skip
+    results: list[Exported] = []
+    try:
+        for rows in sizes:
+            data = work / f"rows-{rows}.jsonl"
+            if not data.exists():
+                write_rows(data, rows)
+            for task in dict.fromkeys(TASK_OF_FORMAT.get(f, "label") for f in wanted):
+                bare, decided = work / f"{task}-{rows}.db", work / f"{task}-{rows}-decided.db"
+                build_run(REPO, task, data, bare, rows)
+                copy_database(bare, decided)
+                start = time.perf_counter()
+                settled = seed_decisions(decided, task, rows, args.decisions, args.queues)
+                print(f"  {task}: {settled} decisions settled in {args.queues} queues "
+                      f"in {time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
+                print(f"{'task':<7} {'format':<8} {'rows':>8} {'decisions':>9} {'human':>7}"
+                      f" {'conflicts':>9} {'written':>8} {'seconds':>8} {'cpu s':>6}"
+                      f" {'peak RSS MB':>11}"
+                      f" {'load':>5}")  # fmt: skip
+                for fmt in (f for f in wanted if TASK_OF_FORMAT.get(f, "label") == task):
+                    for r in range(args.rounds):
+                        order = [False, True] if r % 2 == 0 else [True, False]
+                        for with_decisions in order:
+                            db = decided if with_decisions else bare
+                            out = work / f"out-{fmt}"
+                            measured = measure_child(REPO, ["export", str(out), "--db",
+                                                            f"sqlite:///{db}", "--format", fmt,
+                                                            "--json"])  # fmt: skip
+                            shutil.rmtree(out, ignore_errors=True)
+                            out.unlink(missing_ok=True)
+                            res = Exported(task, fmt, with_decisions, measured,
+                                           os.getloadavg()[0])  # fmt: skip
+                            results.append(res)
+                            print(f"{task:<7} {fmt:<8} {rows:>8}"
+                                  f" {args.decisions if with_decisions else 0:>9}"
+                                  f" {res.human:>7} {res.conflicts:>9} {res.rows:>8}"
+                                  f" {measured.seconds:>8.1f} {measured.cpu_s:>6.1f}"
+                                  f" {measured.peak_rss_mb:>11.0f}"
+                                  f" {res.load:>5.1f}", flush=True)  # fmt: skip
+            if not args.work:
+                data.unlink()
+        print_decisions_table(results, args.decisions)
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def print_decisions_table(results: list[Exported], decisions: int) -> None:
+    print(f"\n# medians  load {os.getloadavg()[0]:.1f}")
+    print(f"{'format':<8} {'run':<7} {'rows written':>17} {'peak RSS MB':>15} {'ratio':>6}"
+          f" {'seconds':>13} {'cpu s':>13} {'load':>5}")  # fmt: skip
+    print(f"{'':<8} {'':<7} {'0 / ' + str(decisions):>17} {'0 / decided':>15} {'':>6}"
+          f" {'0 / decided':>13} {'0 / decided':>13}")  # fmt: skip
+    for key in dict.fromkeys((x.fmt, x.task) for x in results):
+        bare = [x for x in results if (x.fmt, x.task) == key and not x.decided]
+        done = [x for x in results if (x.fmt, x.task) == key and x.decided]
+
+        def med(xs: list[Exported], what: str) -> float:
+            return statistics.median(getattr(x.measured, what) for x in xs)
+
+        rss_bare, rss_done = med(bare, "peak_rss_mb"), med(done, "peak_rss_mb")
+        print(f"{key[0]:<8} {key[1]:<7} {bare[0].rows:>8} / {done[0].rows:<6}"
+              f" {rss_bare:>7.0f} / {rss_done:<5.0f} {rss_done / rss_bare:>6.3f}"
+              f" {med(bare, 'seconds'):>5.0f} / {med(done, 'seconds'):<5.0f}"
+              f" {med(bare, 'cpu_s'):>5.0f} / {med(done, 'cpu_s'):<5.0f}"
+              f" {statistics.median(x.load for x in bare + done):>5.1f}")  # fmt: skip
 
 
 if __name__ == "__main__":
