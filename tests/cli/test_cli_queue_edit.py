@@ -112,13 +112,11 @@ def test_a_hidden_field_is_hidden_from_reviewers_and_still_exported(tmp_path: Pa
     routed = run("route", "--db", db, "--accept-all", "--queue", "harm")
     assert routed.exit_code == 0, routed.output
     with open_store(db) as queues:  # accept-all routes nothing to review: queue the run by hand
-        from critic.review import enqueue_review
-        from critic.store import open_store as open_runs
+        from critic.review import enqueue_review, open_stores
 
-        runs = open_runs(db)
-        rows = [{**row, "route_reason": "audit_sample"} for row in runs.rows()]
-        runs.close()
-        enqueue_review(db, "harm", rows)
+        with open_stores(db) as (runs, opened):
+            rows = [{**row, "route_reason": "audit_sample"} for row in runs.rows()]
+            enqueue_review(runs, opened, "harm", rows)
         assert len(queues.tasks("harm")) == 2
     shown = run("review", "next", "--queue", "harm", "--as", "ann", "--db", db, input="q\n")
     assert "r0" in shown.output or "r1" in shown.output

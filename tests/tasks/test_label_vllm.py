@@ -53,7 +53,8 @@ def server_args(server: VLLMServer, db: Path) -> list[str]:
 
 def exported(db: Path, tmp_path: Path) -> list[dict[str, object]]:
     out = tmp_path / f"export-{time.monotonic_ns()}.jsonl"
-    result = run_cli("export", str(out), "--db", f"sqlite:///{db}")
+    # Never routed: `--all` exports every item with its status (drafted ones are `pending`).
+    result = run_cli("export", str(out), "--db", f"sqlite:///{db}", "--all")
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in out.read_text().splitlines()]
 
@@ -77,15 +78,16 @@ def test_label_through_vllm_server_then_rerun_sends_nothing(
     assert len(rows) == 62 and len({r["id"] for r in rows}) == 62
     digest = load_constitution("harmlessness").hash
     for row in rows:
-        if row["status"] == "drafted":
-            assert row["label"] in ("harmless", "harmful")
+        if row["status"] == "pending":  # drafted, not routed
+            assert row["critic_label"] in ("harmless", "harmful")
             assert row["constitution"] == digest and row["model"] == vllm_server.model
             assert row["backend"] == "vllm-server" and row["template"]
             assert 0.0 <= float(row["confidence"]) <= 1.0  # type: ignore[arg-type]
-            components = json.loads(str(row["confidence_components"]))
+            components = row["confidence_components"]
+            assert isinstance(components, dict)
             assert components["label_prob"] is not None  # read from real top_logprobs
         else:
-            assert row["reason"] and row["detail"]
+            assert row["status"] == "failed" and row["failure_reason"] and row["failure_detail"]
 
     before = settled_metric(vllm_server.root_url)
     again = run_cli("label", str(source), *server_args(vllm_server, db))
@@ -146,10 +148,13 @@ def test_label_in_process_vllm(tiny_model_dir: Path, tmp_path: Path) -> None:
     summary = json.loads(result.stdout)
     assert summary["failures"] == {"invalid_input": 1, "prompt_too_long": 1}
     assert summary["drafted"] == 6 and summary["backend"] == "vllm"
-    rows = [r for r in exported(db, tmp_path) if r["status"] == "drafted"]
+    rows = [r for r in exported(db, tmp_path) if r["status"] == "pending"]
+    assert len(rows) == 6
     for row in rows:
-        assert row["score"] in (1, 2, 3, 4, 5)
-        distribution = json.loads(str(row["score_distribution"]))
+        assert row["critic_label"] in ("1", "2", "3", "4", "5")
+        shares = row["score_distribution"]
+        assert isinstance(shares, list)
+        distribution = {s["score"]: s["probability"] for s in shares}
         assert set(distribution) <= {"1", "2", "3", "4", "5"}
         assert sum(distribution.values()) == pytest.approx(1.0)
 

@@ -15,7 +15,7 @@ from critic.backends.fake import FakeBackend
 from critic.cli import app
 from critic.constitution import Constitution, load_constitution
 from critic.errors import UsageError
-from critic.review import enqueue_review
+from critic.review import enqueue_review, open_stores
 from critic.store import open_store
 from critic.tasks.label import label
 from critic.workbench import decision_stats
@@ -54,7 +54,8 @@ def db(tmp_path: Path) -> str:
     with open_queue_store(url) as queues:
         queues.create_queue("harm")
         queues.add_user("ann", queues=["harm"])
-    assert enqueue_review(url, "harm", rows) == 10
+    with open_stores(url) as (runs, opened):
+        assert enqueue_review(runs, opened, "harm", rows) == 10
     with open_queue_store(url) as queues:
         while (claim := queues.claim("harm", "ann")) is not None:
             old = claim.task.item_id.startswith("old")
