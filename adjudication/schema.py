@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -105,11 +106,22 @@ tasks = Table(
     Column("origin", String(600), nullable=True),
     # What a decision settles: a label, or a text such as a revision (accepted or edited as is).
     Column("answer", String(20), nullable=False, server_default="label"),
+    # The reviewer an adjudicator handed the item to (bulk reassign): only they may claim it for
+    # review until they have decided it in the current round; None: anyone in the queue may.
+    Column("assignee", Integer, ForeignKey("users.id"), nullable=True),
+    # An adjudicator marked it as a candidate example for the constitution (`critic
+    # constitution examples`).
+    Column("exemplar", Boolean, nullable=False, server_default=false()),
     UniqueConstraint("queue_id", "item_id", name="uq_tasks_queue_item"),
     CheckConstraint("state IN ('pending', 'adjudication', 'done')", name="ck_tasks_state"),
     CheckConstraint("answer IN ('label', 'revision')", name="ck_tasks_answer"),
     Index("ix_tasks_pick", "queue_id", "state", "priority", "id"),
     Index("ix_tasks_origin", "origin"),
+    # The item list pages by keyset in each of its orders.
+    Index("ix_tasks_list_priority", "queue_id", "priority", "id"),
+    Index("ix_tasks_list_updated", "queue_id", "updated_at", "id"),
+    Index("ix_tasks_list_id", "queue_id", "id"),
+    Index("ix_tasks_assignee", "queue_id", "assignee", "state", "priority", "id"),
 )
 
 claims = Table(
@@ -185,3 +197,11 @@ app_secrets = Table(
     Column("value", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
 )
+
+# The full-text indexes (`search.py` writes and reads them) differ by database, so they are not
+# in `metadata`; migration 6 creates them:
+# - SQLite: FTS5 tables `task_search(item, draft, notes)` with one row per task (rowid = task id)
+#   and `precedent_search(item, constitution UNINDEXED)` with one row per decided task;
+# - PostgreSQL: `task_search(task_id, item tsvector, everything tsvector)` and
+#   `precedent_search(task_id, queue_id, constitution, item tsvector)`, each tsvector with a GIN
+#   index, rows deleted with their task.
