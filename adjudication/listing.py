@@ -1,11 +1,14 @@
 """The item list of a queue (search, filters, orders, keyset pages) and an item's precedents.
 
-Both read the full-text indexes that `search` keeps current. Who asks matters: in a blind queue
-a reviewer must learn nothing from the critic's draft about an item still open for review, so for
-them the list searches only the item text of open items, and does not filter, order or show them
-by anything the draft decided (label, reason, confidence, queue order). Adjudicators and admins
-see everything. Precedents of an open item of a blind queue appear only once the viewer has
-picked a label for it, as the draft does.
+Both read the full-text indexes that `search` keeps current. Who asks matters. Reviewers review
+independently, so on an item still open for review the list shows them nothing of other
+reviewers' answers: it does not search its notes or filter it by who decided it. In a blind
+queue they must also learn nothing from the critic's draft about an open item, so the list
+searches only its item text, and does not filter, order or show it by anything the draft decided
+(label, reason, confidence, queue order). Adjudicators and admins see everything.
+
+Precedents of an open item of a blind queue appear only once the viewer has picked a label for
+it, as the draft does.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from sqlalchemy import (
     Integer,
     RowMapping,
     Select,
+    and_,
     bindparam,
     exists,
     false,
@@ -44,6 +48,9 @@ from .models import TaskState
 from .schema import UTCDateTime, decisions, queue_members, queues, tasks, users
 from .text import Segment
 
+Hide = Literal["nothing", "notes", "draft"]
+"""What of an open item a viewer may not see: nothing; others' notes (and who decided); the
+draft too (which implies the notes)."""
 Sort = Literal["queue", "confident", "newest", "oldest", "changed", "item", "relevance"]
 SORTS: dict[str, str] = {
     "relevance": "best match (with a search)",
@@ -149,6 +156,7 @@ class ItemPage:
     """The order used (a blind queue's reviewer gets "newest" for orders they cannot use)."""
     restricted: bool
     """The viewer is a reviewer of a blind queue: open items show only their item text."""
+    hide: Hide = "nothing"
 
 
 @dataclass(frozen=True)
@@ -231,14 +239,16 @@ class Listing(StoreBase):
         with self._read() as conn:
             q = self._queue_row(conn, queue)
             u = self._viewer(conn, q, viewer)
-            restricted = bool(q["blind"]) and u["role"] == "reviewer"
+            hide: Hide = "nothing"
+            if u["role"] == "reviewer":
+                hide = "draft" if q["blind"] else "notes"
             terms = search.parse(filters.text)
             sort = filters.sort
             if sort == "relevance" and not terms:
                 sort = "queue"
-            if restricted and sort in _DRAFT_SORTS:
+            if hide == "draft" and sort in _DRAFT_SORTS:
                 sort = "newest"
-            query, score = self._select(conn, q, filters, terms, restricted)
+            query, score = self._select(conn, q, filters, terms, hide)
             column, descending = self._order(sort, score)
             query = query.add_columns(column.label("sort_value"))
             if after:
@@ -248,14 +258,14 @@ class Listing(StoreBase):
                 query = query.where(pair < cut if descending else pair > cut)
             ordered = (column.desc(), tasks.c.id.desc()) if descending else (column, tasks.c.id)
             rows = conn.execute(query.order_by(*ordered).limit(limit + 1)).mappings().all()
-            matches = self._count(conn, q, filters, terms, restricted)
+            matches = self._count(conn, q, filters, terms, hide)
             notes = self._notes(conn, [r["id"] for r in rows[:limit]]) if terms else {}
-        listed = tuple(self._listed(r, terms, restricted, notes) for r in rows[:limit])
+        listed = tuple(self._listed(r, terms, hide, notes) for r in rows[:limit])
         cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
             cursor = _encode(sort, last["sort_value"], last["id"])
-        return ItemPage(listed, cursor, matches, sort, restricted)
+        return ItemPage(listed, cursor, matches, sort, hide == "draft", hide)
 
     def matching_ids(
         self,
@@ -269,7 +279,7 @@ class Listing(StoreBase):
         in id order, read a keyset page at a time; at most `cap`."""
         filters.check()
         terms = search.parse(filters.text)
-        query, _ = self._select(conn, q, filters, terms, False)
+        query, _ = self._select(conn, q, filters, terms, "nothing")
         found: list[int] = []
         last = 0
         while len(found) < cap:
@@ -283,18 +293,21 @@ class Listing(StoreBase):
 
     # -- building the query -----------------------------------------------------------------
 
-    def _hits(self, terms: search.Terms, restricted: bool) -> Any:
-        """The matching task ids with a score (lower is better), as a subquery."""
+    def _hits(self, terms: search.Terms, hide: Hide) -> Any:
+        """The matching task ids with a score (lower is better), as a subquery. An open item
+        matches for a viewer who may not see some of it only in the parts they may see."""
         if self.dialect == "postgresql":
             tsquery, words = search.pg_query(terms)
             params = {f"w{i}": w for i, w in enumerate(words)}
-            if restricted:
+            if hide != "nothing":
+                weights = "{a}" if hide == "draft" else "{a,b}"
+                seen = f"ts_filter(ts.everything, '{weights}')"
                 sql = (
                     "SELECT ts.task_id AS tid, -ts_rank(CASE WHEN t.state = 'pending' THEN "
-                    f"ts.item ELSE ts.everything END, {tsquery})::float8 AS score "
-                    "FROM task_search ts "
-                    "JOIN tasks t ON t.id = ts.task_id WHERE (t.state <> 'pending' AND "
-                    f"ts.everything @@ {tsquery}) OR (t.state = 'pending' AND ts.item @@ {tsquery})"
+                    f"{seen} ELSE ts.everything END, {tsquery})::float8 AS score "
+                    "FROM task_search ts JOIN tasks t ON t.id = ts.task_id "
+                    f"WHERE ts.everything @@ {tsquery} "
+                    f"AND (t.state <> 'pending' OR {seen} @@ {tsquery})"
                 )
             else:
                 sql = (
@@ -304,13 +317,13 @@ class Listing(StoreBase):
         else:
             params = {"m": search.fts5_query(terms)}
             sql = "SELECT rowid AS tid, rank AS score FROM task_search WHERE task_search MATCH :m"
-            if restricted:
-                params["mi"] = search.fts5_query(terms, "item")
+            if hide != "nothing":
+                params["mo"] = search.fts5_query(terms, "item" if hide == "draft" else "item draft")
                 sql = (
                     "SELECT h.tid, h.score FROM (" + sql + ") h JOIN tasks t ON t.id = h.tid "
                     "WHERE t.state <> 'pending' UNION ALL SELECT h.tid, h.score FROM ("
                     "SELECT rowid AS tid, rank AS score FROM task_search WHERE task_search "
-                    "MATCH :mi) h JOIN tasks t ON t.id = h.tid WHERE t.state = 'pending'"
+                    "MATCH :mo) h JOIN tasks t ON t.id = h.tid WHERE t.state = 'pending'"
                 )
         return text(sql).bindparams(**params).columns(tid=Integer, score=Float).subquery("hits")
 
@@ -320,13 +333,13 @@ class Listing(StoreBase):
         q: RowMapping,
         filters: Filters,
         terms: search.Terms,
-        restricted: bool,
+        hide: Hide,
     ) -> tuple[Select[Any], ColumnElement[Any] | None]:
         assignee = users.alias("assignee")
         score: ColumnElement[Any] | None = None
         source: Any = tasks.outerjoin(assignee, assignee.c.id == tasks.c.assignee)
         if terms:
-            hits = self._hits(terms, restricted)
+            hits = self._hits(terms, hide)
             source = source.join(hits, hits.c.tid == tasks.c.id)
             score = hits.c.score
         query = (
@@ -350,13 +363,15 @@ class Listing(StoreBase):
                 assignee.c.name.label("assignee"),
             )
             .select_from(source)
-            .where(tasks.c.queue_id == q["id"], *self._where(conn, filters, restricted))
+            .where(tasks.c.queue_id == q["id"], *self._where(conn, filters, hide))
         )
         return query, score
 
     @staticmethod
-    def _where(conn: Connection, f: Filters, restricted: bool) -> list[ColumnElement[bool]]:
-        seen = tasks.c.state != "pending" if restricted else true()
+    def _where(conn: Connection, f: Filters, hide: Hide) -> list[ColumnElement[bool]]:
+        decided = tasks.c.state != "pending"
+        seen = decided if hide == "draft" else true()  # what the draft decided
+        others = decided if hide != "nothing" else true()  # who answered
         where: list[ColumnElement[bool]] = []
         if f.state == "rejected":
             where += [tasks.c.state == "done", tasks.c.rejected]
@@ -375,7 +390,10 @@ class Listing(StoreBase):
         if f.reviewer:
             uid = conn.execute(select(users.c.id).where(users.c.name == f.reviewer)).scalar()
             where.append(
-                exists().where(decisions.c.task_id == tasks.c.id, decisions.c.user_id == uid)
+                and_(
+                    exists().where(decisions.c.task_id == tasks.c.id, decisions.c.user_id == uid),
+                    others,
+                )
                 if uid is not None
                 else false()
             )
@@ -411,9 +429,9 @@ class Listing(StoreBase):
         q: RowMapping,
         filters: Filters,
         terms: search.Terms,
-        restricted: bool,
+        hide: Hide,
     ) -> int:
-        query, _ = self._select(conn, q, filters, terms, restricted)
+        query, _ = self._select(conn, q, filters, terms, hide)
         capped = query.with_only_columns(tasks.c.id).limit(COUNT_CAP).subquery()
         count: int = conn.execute(select(func.count()).select_from(capped)).scalar_one()
         return count
@@ -433,12 +451,15 @@ class Listing(StoreBase):
 
     @staticmethod
     def _listed(
-        row: RowMapping, terms: search.Terms, restricted: bool, notes: Mapping[int, list[str]]
+        row: RowMapping, terms: search.Terms, hide: Hide, notes: Mapping[int, list[str]]
     ) -> ListedItem:
-        hidden = restricted and row["state"] == "pending"
+        pending = row["state"] == "pending"
+        hidden = hide == "draft" and pending
         texts = [search.item_text(row["item"])]
         if not hidden:
-            texts += [search.draft_text(row["draft"]), "\n".join(notes.get(row["id"], []))]
+            texts.append(search.draft_text(row["draft"]))
+        if hide == "nothing" or not pending:
+            texts.append("\n".join(notes.get(row["id"], [])))
         return ListedItem(
             item_id=row["item_id"],
             state=row["state"],

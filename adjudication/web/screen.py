@@ -30,6 +30,8 @@ class Screen:
     draft: Any
     principles: Any
     pick: str | None
+    precedents: Any = None
+    """Similar decided items (`Store.precedents`); None until the draft shows."""
 
 
 def screen(w: Web, me: User, q: Queue, claim: Claim) -> Screen:
@@ -54,6 +56,9 @@ def screen(w: Web, me: User, q: Queue, claim: Claim) -> Screen:
         draft=draft_view(task.item, draft, task.draft_label if revealed else None),
         principles=principles(task.principle_ids, draft) if revealed else (),
         pick=pick,
+        precedents=(
+            w.store.precedents(q.name, claim.task.item_id, viewer=me.name) if revealed else None
+        ),
     )
 
 

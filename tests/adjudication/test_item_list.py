@@ -259,3 +259,20 @@ def test_rebuild_reindexes_tasks_the_index_missed(team: Store) -> None:
     with team._write() as conn:
         assert search.rebuild(conn) == 12
     assert len(_ids(team, "q", text="sourdough")) == 4
+
+
+def test_reviewers_do_not_find_others_notes_on_items_still_open(team: Store) -> None:
+    team.create_queue("two", labels=["safe", "unsafe"], overlap=2, members=["rita", "rick"])
+    team.enqueue("two", [{"item_id": "t1", "item": {"text": "plain"}, "draft_label": "safe"}])
+    claim = team.claim("two", "rick")
+    assert claim is not None
+    team.decide(claim.token, "edit", label="unsafe", note="the walrus clause applies")
+    assert _ids(team, "two", "rita", text="walrus") == []
+    assert _ids(team, "two", "rita", reviewer="rick") == []
+    assert _ids(team, "two", "ada", text="walrus") == ["t1"]
+    page = team.items("two", Filters(text="plain"), viewer="rita")
+    assert "walrus" not in "".join(s.text for s in page.items[0].snippet)
+    claim = team.claim("two", "rita")
+    assert claim is not None
+    team.decide(claim.token, "edit", label="unsafe")  # agreed: decided
+    assert _ids(team, "two", "rita", text="walrus") == ["t1"]
