@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -65,6 +66,9 @@ SORTS: dict[str, str] = {
 _DRAFT_SORTS = frozenset({"queue", "confident"})
 STATES = ("pending", "adjudication", "done", "rejected")
 PAGE = 50
+PRECEDENT_TERMS = 8
+"""How many of an item's words a precedent search looks for (the rarest among decided items)."""
+DF_SECONDS = 600.0
 COUNT_CAP = 10_000
 """The list counts matches up to this many ("10,000+" beyond): counting a million rows on
 every page would cost more than the page."""
@@ -325,6 +329,10 @@ class Listing(StoreBase):
                     "SELECT rowid AS tid, rank AS score FROM task_search WHERE task_search "
                     "MATCH :mo) h JOIN tasks t ON t.id = h.tid WHERE t.state = 'pending'"
                 )
+        if self.dialect == "sqlite":
+            # LIMIT -1 (none) keeps SQLite from flattening the subquery into the join, where
+            # it would run the full-text match once per task of the queue instead of once.
+            sql += " LIMIT -1"
         return text(sql).bindparams(**params).columns(tid=Integer, score=Float).subquery("hits")
 
     def _select(
@@ -521,11 +529,38 @@ class Listing(StoreBase):
             constitution = search.constitution_of(task["draft"])
             if scope == "constitution" and constitution is None:
                 scope = "queue"  # the item names no constitution: its queue is all there is
-            words = search.key_words(search.item_text(task["item"]))
+            words = self._rarest(conn, search.key_words(search.item_text(task["item"])))
             if not words:
                 return []
             ranked = self._similar(conn, q, task, words, k, scope, constitution, allowed)
             return self._precedents_of(conn, ranked)
+
+    def _rarest(self, conn: Connection, words: Sequence[str]) -> list[str]:
+        """The `PRECEDENT_TERMS` of `words` that the fewest decided items contain (but some do),
+        as "more like this" searches choose terms: a rare shared word says more about
+        similarity, and its short posting list keeps the ranking cheap however many items
+        are decided. Counts are cached for `DF_SECONDS`; they change slowly."""
+        cache: dict[str, tuple[float, int]] = self.__dict__.setdefault("_doc_freq", {})
+        now = time.monotonic()
+        if len(cache) > 100_000:
+            cache.clear()
+        if self.dialect == "postgresql":
+            count = text(
+                f"SELECT count(*) FROM precedent_search "
+                f"WHERE item @@ phraseto_tsquery('{search.CONFIG}', :w)"
+            )
+        else:
+            count = text("SELECT count(*) FROM precedent_search WHERE precedent_search MATCH :w")
+        freq: dict[str, int] = {}
+        for word in words:
+            hit = cache.get(word)
+            if hit is None or now - hit[0] > DF_SECONDS:
+                quoted = word if self.dialect == "postgresql" else f'"{word}"'
+                hit = (now, int(conn.execute(count, {"w": quoted}).scalar_one()))
+                cache[word] = hit
+            freq[word] = hit[1]
+        found = sorted((w for w in words if freq[w] > 0), key=lambda w: (freq[w], w))
+        return found[:PRECEDENT_TERMS]
 
     def _similar(
         self,
@@ -551,8 +586,9 @@ class Listing(StoreBase):
             where = "t.queue_id = :qid" if scope == "queue" else "h.constitution = :c"
             sql = (
                 "SELECT h.tid FROM (SELECT rowid AS tid, rank AS score, constitution FROM "
-                "precedent_search WHERE precedent_search MATCH :m) h JOIN tasks t ON t.id = "
-                f"h.tid WHERE {where} AND h.tid <> :me ORDER BY h.score, h.tid LIMIT :k"
+                "precedent_search WHERE precedent_search MATCH :m LIMIT -1) h "
+                f"JOIN tasks t ON t.id = h.tid WHERE {where} AND h.tid <> :me "
+                "ORDER BY h.score, h.tid LIMIT :k"
             )
             params = {"m": search.fts5_query(terms)}
         if allowed is not None:
