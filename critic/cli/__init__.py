@@ -7,6 +7,8 @@ Where a command lives:
 | `run.py` | `label`, `revise`, `compare` |
 | `data.py` | `export`, `runs`, `calibrate`, `route`, `quality` |
 | `constitution.py` | `constitution lint / show / import / test / diff / stats` |
+| `exemplars.py` | `constitution examples add / candidates` |
+| `precedents.py` | `precedents` |
 | `queue.py` | `queue create / assign / unassign / members / list / stats / history` |
 | `users.py` | `users add / list` |
 | `review.py` | `review next / serve` |
@@ -21,7 +23,7 @@ from collections.abc import Callable
 
 import typer
 
-from critic.cli import constitution, data, queue, review, run, users
+from critic.cli import constitution, data, exemplars, precedents, queue, review, run, users
 
 app = typer.Typer(
     name="critic",
@@ -33,9 +35,11 @@ app = typer.Typer(
 COMMANDS: tuple[Callable[..., None], ...] = (
     *(run.label, run.revise, run.compare),
     *(data.export, data.runs, data.calibrate, data.route, data.quality),
+    precedents.precedents,
 )
 for _command in COMMANDS:
     app.command()(_command)
+constitution.app.add_typer(exemplars.app, name="examples")
 app.add_typer(constitution.app, name="constitution")
 app.add_typer(review.app, name="review")
 app.add_typer(queue.app, name="queue")
