@@ -599,6 +599,10 @@ class Listing(StoreBase):
         statement = text(sql).bindparams(**params)
         if allowed is not None:
             statement = statement.bindparams(bindparam("allowed", list(allowed), expanding=True))
+        if self.dialect == "postgresql":
+            # The planner prices a tsquery match per row far below its cost, and would rather
+            # test every decided item than read the few the GIN index names for rare words.
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
         return list(conn.execute(statement).scalars())
 
     def _precedents_of(self, conn: Connection, ranked: Sequence[int]) -> list[Precedent]:
