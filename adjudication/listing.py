@@ -69,9 +69,9 @@ PAGE = 50
 PRECEDENT_TERMS = 8
 """How many of an item's words a precedent search looks for (the rarest among decided items)."""
 DF_SECONDS = 600.0
-COUNT_CAP = 10_000
-"""The list counts matches up to this many ("10,000+" beyond): counting a million rows on
-every page would cost more than the page."""
+COUNT_CAP = 1_000
+"""The list counts matches up to this many ("1,000+" beyond): counting a million rows on every
+page would cost more than the page."""
 
 
 @dataclass(frozen=True)
@@ -245,6 +245,7 @@ class Listing(StoreBase):
             u = self._viewer(conn, q, viewer)
             hide: Hide = "nothing"
             if u["role"] == "reviewer":
+                # (Open items' notes are not in the index at all: see `search.refresh`.)
                 hide = "draft" if q["blind"] else "notes"
             terms = search.parse(filters.text)
             sort = filters.sort
@@ -254,14 +255,26 @@ class Listing(StoreBase):
                 sort = "newest"
             query, score = self._select(conn, q, filters, terms, hide)
             column, descending = self._order(sort, score)
-            query = query.add_columns(column.label("sort_value"))
+            page = query.with_only_columns(tasks.c.id, column.label("sort_value"))
             if after:
                 value, last_id = _decode(after, sort)
                 bound = literal(value, UTCDateTime()) if sort == "changed" else literal(value)
                 pair, cut = tuple_(column, tasks.c.id), tuple_(bound, literal(last_id))
-                query = query.where(pair < cut if descending else pair > cut)
+                page = page.where(pair < cut if descending else pair > cut)
             ordered = (column.desc(), tasks.c.id.desc()) if descending else (column, tasks.c.id)
-            rows = conn.execute(query.order_by(*ordered).limit(limit + 1)).mappings().all()
+            # The page's ids first, then their rows: sorting many matches with their item and
+            # draft on board would cost more than the search itself.
+            keys = conn.execute(page.order_by(*ordered).limit(limit + 1)).all()
+            wanted = [k.id for k in keys]
+            found = {
+                r["id"]: r
+                for r in conn.execute(
+                    self._select(conn, q, filters, search.Terms(()), hide)[0].where(
+                        tasks.c.id.in_(wanted)
+                    )
+                ).mappings()
+            }
+            rows = [{**found[k.id], "sort_value": k.sort_value} for k in keys if k.id in found]
             matches = self._count(conn, q, filters, terms, hide)
             notes = self._notes(conn, [r["id"] for r in rows[:limit]]) if terms else {}
         listed = tuple(self._listed(r, terms, hide, notes) for r in rows[:limit])
@@ -297,39 +310,41 @@ class Listing(StoreBase):
 
     # -- building the query -----------------------------------------------------------------
 
-    def _hits(self, terms: search.Terms, hide: Hide) -> Any:
-        """The matching task ids with a score (lower is better), as a subquery. An open item
-        matches for a viewer who may not see some of it only in the parts they may see."""
+    def _hits(self, terms: search.Terms, hide: Hide, *, ranked: bool = True) -> Any:
+        """The matching task ids with a score (lower is better; 0 unless `ranked`), as a
+        subquery. An open item matches for a viewer who may not see some of it only in the
+        parts they may see."""
         if self.dialect == "postgresql":
             tsquery, words = search.pg_query(terms)
             params = {f"w{i}": w for i, w in enumerate(words)}
-            if hide != "nothing":
-                weights = "{a}" if hide == "draft" else "{a,b}"
-                seen = f"ts_filter(ts.everything, '{weights}')"
+            if hide == "draft":
+                seen = "ts_filter(ts.everything, '{a}')"
+                vector = f"CASE WHEN t.state = 'pending' THEN {seen} ELSE ts.everything END"
+                score = f"-ts_rank({vector}, {tsquery})::float8" if ranked else "0.0"
                 sql = (
-                    "SELECT ts.task_id AS tid, -ts_rank(CASE WHEN t.state = 'pending' THEN "
-                    f"{seen} ELSE ts.everything END, {tsquery})::float8 AS score "
+                    f"SELECT ts.task_id AS tid, {score} AS score "
                     "FROM task_search ts JOIN tasks t ON t.id = ts.task_id "
                     f"WHERE ts.everything @@ {tsquery} "
                     f"AND (t.state <> 'pending' OR {seen} @@ {tsquery})"
                 )
             else:
+                score = f"-ts_rank(everything, {tsquery})::float8" if ranked else "0.0"
                 sql = (
-                    f"SELECT task_id AS tid, -ts_rank(everything, {tsquery})::float8 AS score "
+                    f"SELECT task_id AS tid, {score} AS score "
                     f"FROM task_search WHERE everything @@ {tsquery}"
                 )
         else:
+            rank = "rank" if ranked else "0.0"
+            one = f"SELECT rowid AS tid, {rank} AS score FROM task_search WHERE task_search MATCH"
             params = {"m": search.fts5_query(terms)}
-            sql = "SELECT rowid AS tid, rank AS score FROM task_search WHERE task_search MATCH :m"
-            if hide != "nothing":
-                params["mo"] = search.fts5_query(terms, "item" if hide == "draft" else "item draft")
+            sql = f"{one} :m"
+            if hide == "draft":
+                params["mo"] = search.fts5_query(terms, "item")
                 sql = (
-                    "SELECT h.tid, h.score FROM (" + sql + ") h JOIN tasks t ON t.id = h.tid "
-                    "WHERE t.state <> 'pending' UNION ALL SELECT h.tid, h.score FROM ("
-                    "SELECT rowid AS tid, rank AS score FROM task_search WHERE task_search "
-                    "MATCH :mo) h JOIN tasks t ON t.id = h.tid WHERE t.state = 'pending'"
+                    f"SELECT h.tid, h.score FROM ({one} :m) h JOIN tasks t ON t.id = h.tid "
+                    f"WHERE t.state <> 'pending' UNION ALL SELECT h.tid, h.score FROM ({one} :mo) "
+                    "h JOIN tasks t ON t.id = h.tid WHERE t.state = 'pending'"
                 )
-        if self.dialect == "sqlite":
             # LIMIT -1 (none) keeps SQLite from flattening the subquery into the join, where
             # it would run the full-text match once per task of the queue instead of once.
             sql += " LIMIT -1"
@@ -342,12 +357,14 @@ class Listing(StoreBase):
         filters: Filters,
         terms: search.Terms,
         hide: Hide,
+        *,
+        ranked: bool = True,
     ) -> tuple[Select[Any], ColumnElement[Any] | None]:
         assignee = users.alias("assignee")
         score: ColumnElement[Any] | None = None
         source: Any = tasks.outerjoin(assignee, assignee.c.id == tasks.c.assignee)
         if terms:
-            hits = self._hits(terms, hide)
+            hits = self._hits(terms, hide, ranked=ranked)
             source = source.join(hits, hits.c.tid == tasks.c.id)
             score = hits.c.score
         query = (
@@ -439,7 +456,7 @@ class Listing(StoreBase):
         terms: search.Terms,
         hide: Hide,
     ) -> int:
-        query, _ = self._select(conn, q, filters, terms, hide)
+        query, _ = self._select(conn, q, filters, terms, hide, ranked=False)
         capped = query.with_only_columns(tasks.c.id).limit(COUNT_CAP).subquery()
         count: int = conn.execute(select(func.count()).select_from(capped)).scalar_one()
         return count
@@ -459,7 +476,7 @@ class Listing(StoreBase):
 
     @staticmethod
     def _listed(
-        row: RowMapping, terms: search.Terms, hide: Hide, notes: Mapping[int, list[str]]
+        row: Mapping[str, Any], terms: search.Terms, hide: Hide, notes: Mapping[int, list[str]]
     ) -> ListedItem:
         pending = row["state"] == "pending"
         hidden = hide == "draft" and pending

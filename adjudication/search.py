@@ -2,7 +2,8 @@
 
 Two indexes, both derived data that `rebuild` can remake at any time:
 
-- `task_search`: every task's item text, draft text and decision notes. The item list searches it.
+- `task_search`: every task's item text, draft text and (once it is no longer open for review)
+  its decision notes. The item list searches it.
 - `precedent_search`: the item text of every decided task, with the constitution it was drafted
   under. "Similar decided items" rank against it, so a precedent query never touches the (many
   more) open items.
@@ -174,7 +175,9 @@ def refresh(conn: Connection, task_ids: Iterable[int]) -> None:
                 "queue_id": r["queue_id"],
                 "item": item_text(r["item"]),
                 "draft": draft_text(r["draft"]),
-                "notes": _clean(notes.get(r["id"], [])),
+                # Reviewers answer an open item independently: its notes are searchable once
+                # it leaves open review, by everyone.
+                "notes": "" if r["state"] == "pending" else _clean(notes.get(r["id"], [])),
                 "constitution": constitution_of(r["draft"]),
                 "done": r["state"] == "done",
             }
