@@ -239,7 +239,11 @@ def server(url: str) -> Iterator[tuple[str, int]]:
             yield base, proc.pid
         finally:
             proc.terminate()
-            proc.wait(timeout=20)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
             log.seek(0)
             errors = log.read().decode(errors="replace")
             if "Traceback" in errors:
@@ -252,7 +256,12 @@ def _serve(url: str, port: int) -> None:
     from adjudication.web import create_app
 
     app = create_app(url, secret_key=SECRET)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    # Browsers keep a connection open longer than uvicorn's 5 s default; a reviewer who thinks
+    # for longer would otherwise race the server closing it.
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+        timeout_keep_alive=120,
+    )  # fmt: skip
 
 
 def _cpu_seconds(pid: int) -> float:
