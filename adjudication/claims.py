@@ -170,13 +170,15 @@ class Claims(Reports):
             "overlap": q["overlap"],
             "tried": [],
         }
-        while (task_id := conn.execute(st.PICK[kind], params).scalar()) is not None:
-            # We hold the row lock now; only a new statement sees what committed before it.
-            recheck = conn.execute(st.RECHECK[kind], {**params, "task_id": task_id})
-            row = recheck.mappings().first()
-            if row is not None:
-                return row
-            params["tried"] = [*params["tried"], task_id]
+        picks = [st.PICK_ASSIGNED, st.PICK[kind]] if kind == "review" else [st.PICK[kind]]
+        for statement in picks:
+            while (task_id := conn.execute(statement, params).scalar()) is not None:
+                # We hold the row lock now; only a new statement sees what committed before it.
+                recheck = conn.execute(st.RECHECK[kind], {**params, "task_id": task_id})
+                row = recheck.mappings().first()
+                if row is not None:
+                    return row
+                params["tried"] = [*params["tried"], task_id]
         return None
 
     def _lease(

@@ -35,7 +35,7 @@ from sqlalchemy import (
     true,
 )
 
-from . import versions
+from . import search, versions
 from .errors import StoreError
 from .schema import UTCDateTime
 
@@ -302,6 +302,34 @@ def _timestamp(conn: Connection) -> str:
     return "TIMESTAMP WITHOUT TIME ZONE" if conn.dialect.name == "postgresql" else "DATETIME"
 
 
+def _008_item_search(conn: Connection, now: datetime) -> None:
+    """The item list and precedents: full-text indexes of items, drafts and notes (FTS5 on
+    SQLite, tsvector with GIN on PostgreSQL), filled from the tasks there are; indexes for the
+    list's keyset orders; a task's `assignee` (bulk reassign) and `exemplar` mark."""
+    conn.execute(text("ALTER TABLE tasks ADD COLUMN assignee INTEGER REFERENCES users(id)"))
+    conn.execute(text("ALTER TABLE tasks ADD COLUMN exemplar BOOLEAN NOT NULL DEFAULT false"))
+    md = MetaData()
+    legacy = Table(
+        "tasks",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("queue_id", Integer),
+        Column("priority", Float),
+        Column("updated_at", UTCDateTime),
+        Column("state", String(20)),
+        Column("assignee", Integer),
+    )
+    c = legacy.c
+    Index("ix_tasks_list_priority", c.queue_id, c.priority, c.id).create(conn)
+    Index("ix_tasks_list_updated", c.queue_id, c.updated_at, c.id).create(conn)
+    Index("ix_tasks_list_id", c.queue_id, c.id).create(conn)
+    Index("ix_tasks_assignee", c.queue_id, c.assignee, c.state, c.priority, c.id).create(conn)
+    # The indexes hold derived data only, so filling them with today's code is right: a later
+    # change to what is indexed rebuilds them the same way.
+    search.create(conn)
+    search.rebuild(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _001_initial,
     _002_queue_members,
@@ -310,6 +338,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _005_gold_items,
     _006_webhooks,
     _007_queue_settings,
+    _008_item_search,
 )
 LATEST = len(MIGRATIONS)
 

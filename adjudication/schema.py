@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -119,11 +120,22 @@ tasks = Table(
     # The queue's blindness as it held when the item was first claimed, pinned when the queue's
     # blindness changes later (NULL: the item follows the queue).
     Column("blind", Boolean, nullable=True),
+    # The reviewer an adjudicator handed the item to (bulk reassign): only they may claim it for
+    # review until they have decided it in the current round; None: anyone in the queue may.
+    Column("assignee", Integer, ForeignKey("users.id"), nullable=True),
+    # An adjudicator marked it as a candidate example for the constitution (`critic
+    # constitution examples`).
+    Column("exemplar", Boolean, nullable=False, server_default=false()),
     UniqueConstraint("queue_id", "item_id", name="uq_tasks_queue_item"),
     CheckConstraint("state IN ('pending', 'adjudication', 'done')", name="ck_tasks_state"),
     CheckConstraint("answer IN ('label', 'revision')", name="ck_tasks_answer"),
     Index("ix_tasks_pick", "queue_id", "state", "priority", "id"),
     Index("ix_tasks_origin", "origin"),
+    # The item list pages by keyset in each of its orders.
+    Index("ix_tasks_list_priority", "queue_id", "priority", "id"),
+    Index("ix_tasks_list_updated", "queue_id", "updated_at", "id"),
+    Index("ix_tasks_list_id", "queue_id", "id"),
+    Index("ix_tasks_assignee", "queue_id", "assignee", "state", "priority", "id"),
 )
 
 claims = Table(
@@ -247,3 +259,11 @@ webhook_deliveries = Table(
     CheckConstraint("state IN ('pending', 'delivered')", name="ck_webhook_deliveries_state"),
     Index("ix_webhook_deliveries_due", "webhook_id", "state", "event_id", "position"),
 )
+# The full-text indexes (`search.py` writes and reads them) differ by database, so they are not
+# in `metadata`; migration 8 creates them:
+# - SQLite: FTS5 tables `task_search(item, draft, notes)` with one row per task (rowid = task id)
+#   and `precedent_search(item, constitution UNINDEXED)` with one row per decided task;
+# - PostgreSQL: `task_search(task_id, everything tsvector)` (item text weighted A, draft B,
+#   notes C) and
+#   `precedent_search(task_id, queue_id, constitution, item tsvector)`, each tsvector with a GIN
+#   index, rows deleted with their task.

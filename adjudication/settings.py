@@ -24,6 +24,7 @@ from sqlalchemy import Connection, RowMapping, delete, exists, func, select, uni
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from . import search
 from . import statements as st
 from .database import StoreBase
 from .errors import QueueError
@@ -150,6 +151,9 @@ class Settings(StoreBase):
             after: dict[str, Any] = dict(changes)
             if "blind" in changes:
                 after["items_keeping_blindness"] = self._pin_blindness(conn, q)
+            if "hidden_fields" in changes:
+                # The search index holds only what reviewers may see.
+                after["items_reindexed"] = search.reindex_queue(conn, q["id"])
             if "overlap" in changes and changes["overlap"] < q["overlap"]:
                 after["items_settled"] = self._settle_open(conn, q, changes["overlap"], by, now)
             self._event(
@@ -326,6 +330,10 @@ class Settings(StoreBase):
                 update(events)
                 .where((events.c.queue_id == q["id"]) | events.c.task_id.in_(in_queue))
                 .values(queue_id=None, task_id=None)
+            )
+            search.forget_tasks(
+                conn,
+                conn.execute(select(tasks.c.id).where(tasks.c.queue_id == q["id"])).scalars().all(),
             )
             conn.execute(delete(decisions).where(decisions.c.task_id.in_(in_queue)))
             conn.execute(delete(claims).where(claims.c.task_id.in_(in_queue)))

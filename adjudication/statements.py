@@ -17,6 +17,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    or_,
     select,
     tuple_,
     update,
@@ -64,6 +65,17 @@ def _claimable(kind: ClaimKind) -> ColumnElement[bool]:
     )
     if kind == "review":
         state, room = "pending", tasks.c.reviews + live < bindparam("overlap")
+        # An item handed to one reviewer (bulk reassign) waits for them until they decide it.
+        assignee_decided = exists().where(
+            decisions.c.task_id == tasks.c.id,
+            decisions.c.user_id == tasks.c.assignee,
+            decisions.c.round == tasks.c.round,
+            decisions.c.kind == "review",
+        )
+        room = and_(
+            room,
+            or_(tasks.c.assignee.is_(None), tasks.c.assignee == user_id, assignee_decided),
+        )
     else:
         state, room = "adjudication", live < 1
     return and_(
@@ -124,6 +136,18 @@ PICK = {
     .with_for_update(skip_locked=True, key_share=True, of=tasks)
     for kind in ("review", "adjudication")
 }
+# The most urgent task handed to :user_id by a bulk reassign: they get those first.
+PICK_ASSIGNED = (
+    select(tasks.c.id)
+    .where(
+        tasks.c.assignee == bindparam("user_id"),
+        _claimable("review"),
+        tasks.c.id.not_in(bindparam("tried", expanding=True)),
+    )
+    .order_by(tasks.c.priority, tasks.c.id)
+    .limit(1)
+    .with_for_update(skip_locked=True, key_share=True, of=tasks)
+)
 # The same test for one :task_id, run again once its lock is held.
 RECHECK = {
     kind: select(tasks).where(tasks.c.id == bindparam("task_id"), _claimable(kind))

@@ -28,8 +28,10 @@ from sqlalchemy import Connection, RowMapping, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from . import search
 from . import statements as st
 from .accounts import Accounts
+from .bulk import Bulk
 from .claims import Claims
 from .database import Clock, engine_for, pick_locked, utc_now
 from .errors import PermissionDenied, QueueError
@@ -81,7 +83,7 @@ def open_store(url: str, *, clock: Clock = utc_now, busy_timeout: float = 30.0) 
     return Store(engine_for(url, busy_timeout), clock)
 
 
-class Store(Claims, Gold, Accounts, Settings):
+class Store(Claims, Gold, Accounts, Settings, Bulk):
     """A handle on one queue database; safe to share between threads. Use `open_store`."""
 
     # -- queues and users -------------------------------------------------------------------
@@ -302,7 +304,7 @@ class Store(Claims, Gold, Accounts, Settings):
         statement = (
             dialect_insert(tasks)
             .on_conflict_do_nothing(index_elements=["queue_id", "item_id"])
-            .returning(tasks.c.id, tasks.c.priority)
+            .returning(tasks.c.id, tasks.c.priority, tasks.c.item_id)
         )
         inserted = conn.execute(statement, rows).all()
         if inserted:
@@ -318,8 +320,17 @@ class Store(Claims, Gold, Accounts, Settings):
                         "before": None,
                         "after": {"state": "pending", "round": 1, "priority": rank},
                     }
-                    for task_id, rank in inserted
+                    for task_id, rank, _ in inserted
                 ],
+            )
+            by_id = {t.item_id: t for t in batch}
+            search.index_new(
+                conn,
+                [
+                    {"id": task_id, "item": by_id[item_id].item, "draft": by_id[item_id].draft}
+                    for task_id, _, item_id in inserted
+                ],
+                q["hidden_fields"],
             )
         return len(inserted)
 
@@ -395,6 +406,8 @@ class Store(Claims, Gold, Accounts, Settings):
             else:
                 after = {**task, **self._advance(conn, q, task, kind, action, chosen, edit)}
             self._save(conn, after, now)
+            if note or after["state"] == "done":
+                search.refresh(conn, [task["id"]])
             self._event(
                 conn,
                 "decided",
@@ -496,6 +509,7 @@ class Store(Claims, Gold, Accounts, Settings):
                 "state": "pending",
             }
             self._save(conn, {**task, **changes}, now)
+            search.forget_precedents(conn, [task["id"]])
             self._event(
                 conn,
                 "reopened",
@@ -591,6 +605,7 @@ class Store(Claims, Gold, Accounts, Settings):
             else:
                 changes = {"state": "adjudication", **cleared}
             self._save(conn, {**task, **changes, "rejected": False}, now)
+            search.refresh(conn, [task["id"]])  # its note, and no longer a precedent
             withdrawn = decision_of(last)
             self._event(
                 conn,

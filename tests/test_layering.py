@@ -146,3 +146,21 @@ def test_no_module_over_900_lines() -> None:
         if (lines := len(path.read_text().splitlines())) > 900
     }
     assert long == {}
+
+
+def test_store_mixins_define_each_private_method_once():
+    """`Store` is composed of mixins (claims, gold, accounts, settings, bulk, listing, ...); two
+    of them defining the same name would silently shadow one by the order of the bases (a
+    merge once gave the settings' `_count(conn, query)` precedence over the item list's
+    `_count(conn, q, filters, terms, hide)`)."""
+    from adjudication.store import Store
+
+    owners: dict[str, list[str]] = {}
+    for base in Store.__mro__:
+        if base is object:
+            continue
+        for name in vars(base):
+            if not name.startswith("__"):
+                owners.setdefault(name, []).append(base.__name__)
+    shadowed = {name: where for name, where in owners.items() if len(where) > 1}
+    assert shadowed == {}

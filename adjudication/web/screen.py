@@ -40,6 +40,8 @@ class Screen:
     """The guidelines of the version that drafted the item; None when none are stored."""
     captions: dict[str, Caption] | None = None
     """The queue's labels as their buttons read ("Response A" for a pairwise `A`)."""
+    precedents: Any = None
+    """Similar decided items (`Store.precedents`); None until the draft shows."""
 
 
 def screen(w: Web, me: User, q: Queue, claim: Claim) -> Screen:
@@ -73,6 +75,9 @@ def screen(w: Web, me: User, q: Queue, claim: Claim) -> Screen:
         blind=blind,
         guidelines=None if found is None else arrange(found, cited),
         captions=captions(q.labels, q.label_descriptions),
+        precedents=(
+            w.store.precedents(q.name, claim.task.item_id, viewer=me.name) if revealed else None
+        ),
     )
 
 

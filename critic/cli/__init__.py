@@ -7,6 +7,8 @@ Where a command lives:
 | `run.py` | `label`, `revise`, `compare` |
 | `data.py` | `export`, `runs`, `calibrate`, `route`, `quality` |
 | `constitution.py` | `constitution lint / show / import / test / diff / stats` |
+| `exemplars.py` | `constitution examples add / candidates` |
+| `precedents.py` | `precedents` |
 | `queue.py` | `queue create / assign / unassign / members / list / stats / history` |
 | `users.py` | `users add / list` |
 | `review.py` | `review next / serve` |
@@ -25,7 +27,18 @@ from typing import Annotated
 import typer
 
 from critic import __version__
-from critic.cli import constitution, data, ls, queue, review, run, users, webhooks
+from critic.cli import (
+    constitution,
+    data,
+    exemplars,
+    ls,
+    precedents,
+    queue,
+    review,
+    run,
+    users,
+    webhooks,
+)
 
 app = typer.Typer(
     name="critic",
@@ -57,9 +70,11 @@ def _options(
 COMMANDS: tuple[Callable[..., None], ...] = (
     *(run.label, run.revise, run.compare),
     *(data.export, data.runs, data.calibrate, data.route, data.quality),
+    precedents.precedents,
 )
 for _command in COMMANDS:
     app.command()(_command)
+constitution.app.add_typer(exemplars.app, name="examples")
 app.add_typer(constitution.app, name="constitution")
 app.add_typer(review.app, name="review")
 app.add_typer(queue.app, name="queue")

@@ -148,7 +148,8 @@ async def test_every_post_route_refuses_a_missing_or_foreign_csrf_token(
     await other.get("/")
     foreign = other.csrf()
     paths = _post_routes(app)
-    assert len(paths) == 18  # 15, and a queue's settings, archive and delete: 18
+    # 15; a queue's settings, archive and delete: 18; bulk actions and exemplar marks: 20
+    assert len(paths) == 20
     for path in paths:
         assert (await client.post(path, {})).status_code == 403, path
         assert (await client.post(path, {"csrf": foreign})).status_code == 403, path
@@ -169,10 +170,18 @@ async def test_the_log_in_form_itself_needs_its_csrf_token(client: Client) -> No
 @pytest.mark.parametrize(
     ("user", "allowed"),
     [
-        ("rita", {"/", "/q/harm/review"}),
+        # Members open the item list and items (a precedent opens there).
+        ("rita", {"/", "/q/harm/review", "/q/harm/items", "/q/harm/items/h0"}),
         (
             "adam",
-            {"/", "/q/harm/review", "/q/harm/adjudicate", "/q/harm/dashboard", "/q/harm/items/h0"},
+            {
+                "/",
+                "/q/harm/review",
+                "/q/harm/adjudicate",
+                "/q/harm/dashboard",
+                "/q/harm/items",
+                "/q/harm/items/h0",
+            },
         ),
         (
             "ada",
@@ -181,6 +190,7 @@ async def test_the_log_in_form_itself_needs_its_csrf_token(client: Client) -> No
                 "/q/harm/review",
                 "/q/harm/adjudicate",
                 "/q/harm/dashboard",
+                "/q/harm/items",
                 "/q/harm/items/h0",
                 "/q/harm/members",
                 "/admin/users",
@@ -190,7 +200,7 @@ async def test_the_log_in_form_itself_needs_its_csrf_token(client: Client) -> No
 )
 async def test_roles_decide_which_pages_open(client: Client, user: str, allowed: set[str]) -> None:
     await client.login(user)
-    pages = ["/", "/q/harm/review", "/q/harm/adjudicate", "/q/harm/dashboard",
+    pages = ["/", "/q/harm/review", "/q/harm/adjudicate", "/q/harm/dashboard", "/q/harm/items",
              "/q/harm/items/h0", "/q/harm/members", "/admin/users"]  # fmt: skip
     for page in pages:
         status = (await client.get(page)).status_code

@@ -1,5 +1,8 @@
 """The app's routers, one module per area: log-in, review, adjudication, admin.
 
+Members of a queue see its item list (`items.py`) and open its items; adjudicators and admins
+also change items in bulk there.
+
 Handlers are plain functions (FastAPI runs them in a thread pool), since the store is
 synchronous; each one checks the role it needs through a dependency, and every POST passes
 `deps.check_csrf` first (each router carries it).
@@ -14,6 +17,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import adjudicate, admin, auth, review
+from . import adjudicate, admin, auth, items, review
 
-ROUTERS: tuple[APIRouter, ...] = (auth.router, review.router, adjudicate.router, admin.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    auth.router,
+    review.router,
+    items.router,
+    adjudicate.router,
+    admin.router,
+)

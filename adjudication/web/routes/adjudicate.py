@@ -20,6 +20,7 @@ from ..deps import (
     NOTICES,
     Adjudicator,
     OptionalText,
+    Signed,
     Text,
     Web,
     WebState,
@@ -199,15 +200,12 @@ def dashboard(request: Request, w: WebState, me: Adjudicator, queue: str) -> Res
     return w.render(request, "dashboard.html", context)
 
 
-@router.get("/q/{queue}/items")
-def find_item(w: WebState, me: Adjudicator, queue: str, item_id: str = "") -> Response:
-    return redirect(f"{queue_path(queue)}/items/{quote(item_id.strip(), safe='')}")
-
-
 @router.get("/q/{queue}/items/{item_id:path}")
 def item_history(
-    request: Request, w: WebState, me: Adjudicator, queue: str, item_id: str, notice: str = ""
+    request: Request, w: WebState, me: Signed, queue: str, item_id: str, notice: str = ""
 ) -> Response:
+    """One item with its decisions and history, for the queue's members (a precedent opens
+    here); reopening is for adjudicators."""
     q = queue_for(w, me, queue)
     task = w.store.task(queue, item_id)
     # An adjudicator or admin may still review an open item of a blind queue: until they have
@@ -219,9 +217,13 @@ def item_history(
         "q": q,
         "task": task,
         "hidden": hidden,
+        # Reviewers review independently: others' answers on an open item would sway them.
+        "answers_hidden": hidden or (me.role == "reviewer" and task.state == "pending"),
         "item": item_view(item, draft, parts=parts_of(item, task.draft.get("fields"))),
         "draft": draft_view(item, draft, task.draft_label),
         "principles": principles(task.principle_ids, draft),
+        "precedents": w.store.precedents(queue, item_id, viewer=me.name),
+        "exemplar": item_id in w.store.exemplar_candidates(queue),
         "decisions": w.store.decisions(queue, item_id),
         # Gold items must look like any other item to everyone who may review them: their
         # known answer and scores are for admins only.

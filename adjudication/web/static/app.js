@@ -123,6 +123,28 @@
     el.click();
   });
 
+  // -- the item list: J and K move between items (Enter opens one), X ticks it -------------
+  const rows = Array.from(document.querySelectorAll("tr.item-row"));
+  if (rows.length) {
+    document.addEventListener("keydown", (e) => {
+      if (e.altKey || e.ctrlKey || e.metaKey || e.isComposing) return;
+      if (e.target.closest && e.target.closest("input, textarea, select")) return;
+      const key = e.key.toLowerCase();
+      if (key !== "j" && key !== "k" && key !== "x") return;
+      e.preventDefault();
+      const at = rows.findIndex((row) => row.contains(document.activeElement));
+      if (key === "x") {
+        const box = at < 0 ? null : rows[at].querySelector("input[type=checkbox]");
+        if (box) box.checked = !box.checked;
+        return;
+      }
+      const next = key === "j" ? Math.min(rows.length - 1, at + 1) : Math.max(0, at - 1);
+      rows.forEach((row) => row.classList.remove("current"));
+      rows[next].classList.add("current");
+      rows[next].querySelector("a.item-link").focus();
+    });
+  }
+
   document.querySelectorAll("[data-open]").forEach((button) => {
     button.addEventListener("click", () => {
       const panel = document.getElementById(button.dataset.open);
