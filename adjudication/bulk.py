@@ -146,6 +146,12 @@ class Bulk(Listing):
                     .mappings()
                     .all()
                 )
+                # A gold item measures every reviewer and never settles: no bulk action
+                # touches it (accepting would ship it, requeueing would lose its scores).
+                gold = sum(1 for r in rows if r["gold_label"] is not None)
+                if gold:
+                    skipped["gold item"] += gold
+                    rows = [r for r in rows if r["gold_label"] is None]
                 done, same, left = step[action](conn, q, u, rows, now, target, text)
                 changed += done
                 unchanged += same

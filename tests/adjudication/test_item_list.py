@@ -219,6 +219,27 @@ def test_bulk_accept_needs_a_note_and_settles_with_the_critics_label(team: Store
     assert [e.kind for e in team.history("q", "q02")].count("bulk_accepted") == 1
 
 
+def test_bulk_actions_leave_gold_items_alone(team: Store) -> None:
+    """A gold item never settles and is answered by every reviewer: a bulk accept would ship
+    it, a requeue or a reassign would undo what it measures."""
+    _fill(team)
+    team.add_gold("q", {"q02": "unsafe"}, by="ada")
+    for action, extra in (
+        ("accept", {"note": "ok"}),
+        ("requeue", {}),
+        ("reassign", {"assignee": "rita"}),
+    ):
+        result = team.bulk("q", action, by="adam", items=["q02", "q04"], **extra)  # type: ignore[arg-type]
+        assert result.skipped.get("gold item") == 1, action
+        assert "q02" not in result.changed_items
+    task = team.task("q", "q02")
+    assert (task.state, task.final_label, task.round) == ("pending", None, 1)
+    assert not [e.kind for e in team.history("q", "q02") if e.kind.startswith("bulk")]
+    assert [e.kind for e in team.history("q", "q04") if e.kind.startswith("bulk")] == [
+        "bulk_accepted", "bulk_requeued", "bulk_reassigned"
+    ]  # fmt: skip
+
+
 def test_bulk_reassign_hands_items_to_one_reviewer(team: Store) -> None:
     _fill(team)
     team.add_members("q", ["rick"])
