@@ -46,6 +46,7 @@ from . import statements as st
 from .database import StoreBase
 from .errors import QueueError
 from .models import TaskState
+from .rules import blind_for
 from .schema import UTCDateTime, decisions, queue_members, queues, tasks, users
 from .text import Segment
 
@@ -536,7 +537,7 @@ class Listing(StoreBase):
             allowed: list[int] | None = None
             if viewer is not None:
                 u = self._viewer(conn, q, viewer)
-                if q["blind"] and task["state"] == "pending":
+                if blind_for(q["blind"], task["blind"]) and task["state"] == "pending":
                     params = {"task_id": task["id"], "user_id": u["id"], "round": task["round"]}
                     if conn.execute(st.EARLIER_PICK, params).scalar() is None:
                         return None

@@ -348,3 +348,22 @@ def test_deleting_a_queue_drops_its_items_from_the_search_index(team: Store) -> 
         left = conn.execute(text("SELECT count(*) FROM task_search")).scalar_one()
         precedents = conn.execute(text("SELECT count(*) FROM precedent_search")).scalar_one()
     assert (left, precedents) == (12, 0)  # only the new queue's twelve items
+
+
+def test_precedents_wait_for_the_pick_on_an_item_that_keeps_its_blindness(team: Store) -> None:
+    """Turning a queue's blindness off keeps it for items claimed under it (overlap 2: the
+    second reviewer still reviews blind), and precedents follow the item's blindness."""
+    _fill(team, "b", blind=True)
+    team.edit_queue("b", overlap=2, by="ada")
+    _decide(team, "b", "rita", "b03", "unsafe", "knife")
+    _decide(team, "b", "adam", "b03", "unsafe", None)  # b03 decided: a precedent
+    first = team.claim("b", "rita", kind="review")
+    assert first is not None
+    team.pick(first.token, "safe")
+    team.decide(first.token, "edit", label="safe")
+    team.edit_queue("b", blind=False, by="ada")
+    second = team.claim("b", "adam", kind="review")
+    assert second is not None and second.task.item_id == first.task.item_id
+    assert team.precedents("b", second.task.item_id, viewer="adam") is None
+    team.pick(second.token, "safe")
+    assert team.precedents("b", second.task.item_id, viewer="adam") is not None
