@@ -332,6 +332,7 @@ def calibrate_cascade(
     method: CascadeMethod = "paths",
     min_accepted: int = MIN_ACCEPTED,
     paths: Sequence[CascadePath] = PATHS,
+    coverage_share: float = COVERAGE_SHARE,
 ) -> CascadeResult:
     """Calibrate a cascade, jointly over paths, over one path, or stage by stage (module doc).
 
@@ -344,16 +345,21 @@ def calibrate_cascade(
             best policy passed), `joint` (one test along the path of equal thresholds, at delta)
             or `stagewise` (each stage on the items reaching it, at delta / S).
         paths: `paths`: the family of paths, fixed before the data are seen (`PATHS`).
+        coverage_share: `paths`: of the passing policies, the one asking the last critic least
+            among those accepting at least this share of the most any accepts (1.0: the most
+            coverage). Any rule is valid here (module doc); this one states the trade.
     """
     _check(critics, scores, correct, target_agreement, delta)
+    if not 0 < coverage_share <= 1:
+        raise UsageError(f"coverage_share must be in (0, 1], got {coverage_share}")
     if method == "paths":
         if not paths:
             raise UsageError("a joint calibration over paths needs at least one path")
         return _joint(critics, scores, correct, target_agreement, delta, min_accepted, paths,
-                      "paths")  # fmt: skip
+                      "paths", coverage_share)  # fmt: skip
     if method == "joint":
         return _joint(critics, scores, correct, target_agreement, delta, min_accepted, (EQUAL,),
-                      "joint")  # fmt: skip
+                      "joint", 1.0)  # fmt: skip
     if method != "stagewise":
         raise UsageError(f"--cascade-method must be one of {', '.join(CASCADE_METHODS)}, "
                          f"got {method!r}")  # fmt: skip
@@ -522,11 +528,12 @@ def _joint(
     min_accepted: int,
     family: Sequence[CascadePath],
     method: CascadeMethod,
+    coverage_share: float,
 ) -> CascadeResult:
     """One fixed sequence per path of `family`, each at delta / len(family); of the last
     policies passed (on each path the last passed accepts most and asks the last critic no more
     than those before it), the one asking the last critic least among those accepting at least
-    `COVERAGE_SHARE` of the most any accepts, then the one accepting most."""
+    `coverage_share` of the most any accepts, then the one accepting most."""
     n = len(scores)
     level = delta / len(family)
     least = max(min_labels_to_pass(target_agreement, level), min_accepted)
@@ -553,7 +560,7 @@ def _joint(
             needed_more=min(needed) if needed else None, paths=tested,
         )  # fmt: skip
     most = max(sum(p.row.accepted) for p in passed)
-    near = [p for p in passed if sum(p.row.accepted) >= COVERAGE_SHARE * most]
+    near = [p for p in passed if sum(p.row.accepted) >= coverage_share * most]
     best = min(near, key=lambda p: (p.row.reached[-1], -sum(p.row.accepted)))
     row = best.row
     stages = [

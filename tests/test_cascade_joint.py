@@ -231,7 +231,18 @@ def test_paths_trades_a_tenth_of_coverage_for_fewer_requests_to_the_last_critic(
     assert result.paths is not None and result.paths.chosen == chosen
     assert result.n_accepted == accepted
     assert result.requests_per_item["strong"] == strong_asked
-    assert COVERAGE_SHARE == 0.9
+    # With the most coverage as the rule, the strong judge alone wins both.
+    most = calibrate_cascade(["cheap", "strong"], scores, correct, 0.9, DELTA, coverage_share=1)
+    assert most.paths is not None and most.paths.chosen == "last alone"
+    assert most.n_accepted == 1000
+
+
+@pytest.mark.parametrize("share", [0.0, 1.5])
+def test_a_coverage_share_outside_0_1_is_a_usage_error(share: float) -> None:
+    assert COVERAGE_SHARE == 0.9  # the aim of issue 19: 0.9 of the strongest judge's coverage
+    with pytest.raises(UsageError, match="coverage_share must be in"):
+        calibrate_cascade(["a", "b"], [[0.9, 0.9]], [[True, True]], 0.8, DELTA,
+                          coverage_share=share)  # fmt: skip
 
 
 def test_paths_ties_go_to_the_policy_that_asks_the_last_critic_least() -> None:
@@ -258,7 +269,7 @@ def test_paths_splits_delta_over_the_family() -> None:
     one = calibrate_cascade(["a", "b"], scores, correct, 0.8, DELTA, method="paths",
                             paths=(EQUAL,))  # fmt: skip
     assert one.n_accepted == 40 and one.level == DELTA
-    family = (EQUAL, HOLD_1, HOLD_95, CascadePath("hold 0.99", 0.99))
+    family = (EQUAL, HOLD_1, HOLD_95, HOLD_99)
     four = calibrate_cascade(["a", "b"], scores, correct, 0.8, DELTA, method="paths",
                              paths=family)  # fmt: skip
     assert four.n_accepted == 0 and four.level == DELTA / 4
@@ -431,7 +442,8 @@ def test_a_paths_policy_records_the_family_and_the_path_round_trips_and_routes(
     assert loaded.guarantee == result.guarantee
     header = " ".join(line.removeprefix("# ") for line in text.splitlines()
                       if line.startswith("#"))  # fmt: skip
-    assert "tested along 2 paths fixed in advance (hold 0.99, last alone), each at delta 0.05" in header
+    assert "tested along 2 paths fixed in advance (hold 0.99, last alone), each at delta " \
+        "0.05" in header
 
     drafts = [
         RouteInput(str(i), None, None, verdicts=(StageVerdict("cheap", "1", sc[0]),
