@@ -577,6 +577,12 @@ def test_calibrate_cascade_method_paths_writes_the_path_route_follows(tmp_path: 
     text = runner.invoke(app, args)
     assert "critic calibrate --cascade (paths)" in text.stdout
     assert "chosen on path 'hold 0.99'" in " ".join(text.stdout.split())
+    # paths is the default of calibrate --cascade: the same policy without the option.
+    default = tmp_path / "default.yaml"
+    bare = [a for a in args if a not in ("--cascade-method", "paths")]
+    assert runner.invoke(app, [*bare[:-1], str(default)]).exit_code == 0
+    assert load_policy(default).cascade_method == "paths"
+    assert load_policy(default).stages == load_policy(policy).stages
 
 
 def test_forecast_cascade_grows_with_more_labels() -> None:
