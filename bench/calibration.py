@@ -22,14 +22,29 @@ Procedures:
   (no guarantee).
 Panels (items present in several files) combine judges by `mean` and `vote`. Cascades ask the
 judges in order, the strongest judge (PaLM2) last, and are calibrated three ways
-(`critic.cascade`): paths (one fixed sequence along each path of `critic.cascade.PATHS`, each at
-delta / paths, the best policy passed), joint (one fixed sequence over equal thresholds at
-delta) and stage-wise (each stage at delta / stages); beside them the strongest judge alone, and
-the best cascade policy on the whole file asking it for fewer than 0.7 of the items (in-sample,
-no test: whether the aim can be reached at all). Per procedure: coverage, violations (whole-file
-agreement of what the cascade accepts below target) and requests to the strongest judge per
-routed item. The aim (issue 19): coverage at least 0.9 x the strongest judge alone with fewer
-than 0.7 requests to it. A last table shows how the family of paths was chosen.
+(`critic.cascade`): paths (the default: one fixed sequence along each path of
+`critic.cascade.PATHS`, hold 0.99 and the last judge alone, each at delta / 2, then the passing
+policy asking the last judge least within 0.9 of the most coverage), joint (one fixed sequence
+over equal thresholds at delta) and stage-wise (each stage at delta / stages); beside them the
+strongest judge alone, and the best cascade policy on the whole file asking it for fewer than
+0.7 of the items (in-sample, no test: whether the aim can be reached at all). Per procedure:
+coverage, violations (whole-file agreement of what the cascade accepts below target) and
+requests to the strongest judge per routed item. The aim (issue 19): coverage at least 0.9 x
+the strongest judge alone with fewer than 0.7 requests to it.
+A last table shows how the design of `paths` was chosen, among joint designs whose path is
+fixed before the labels it is tested on are seen:
+- (a) budget hold: one path at the full delta whose earlier judges are held at the highest of
+  their confidences at which at most 0.66 of the calibration items reach the last judge, read
+  off the calibration scores alone. Valid only approximately: given the scores the labels are
+  independent, but the hold is chosen from the same items' score counts, and which level it
+  lands on can correlate with how favourable the accepted items' mix is (a bias of order
+  1/sqrt(n) times the spread of agreement between levels), which `critic` does not ship;
+- (b) split: a seeded share of the calibration items chooses the path by what passes on them,
+  the rest tests it at the full delta (exactly valid: the path is independent of the items it
+  is tested on; it pays with the labels it sets aside);
+- (c) families with the last judge alone, with the 0.9 rule or the most coverage, and the
+  family `paths` had before (equal, hold 0.99); hold 0.99 alone at the full delta is shown as
+  the reference chosen on this data (not a valid choice).
 `--cascade-splits` sets how many splits the cascade tables use (default 200).
 The figures are deterministic (seeded splits); nothing is timed.
 """
@@ -47,7 +62,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from critic.calibrate import ThresholdRow, calibrate, grid_table, min_labels_to_pass
-from critic.cascade import EQUAL, PATHS, CascadeMethod, CascadePath, accepts, calibrate_cascade
+from critic.cascade import (
+    COVERAGE_SHARE,
+    EQUAL,
+    HOLD_99,
+    LAST_ALONE,
+    PATHS,
+    CascadeMethod,
+    CascadePath,
+    accepts,
+    calibrate_cascade,
+)
 from critic.judgments import Verdict, combine
 from critic.stats import binomial_sf, passes
 
@@ -302,15 +327,78 @@ def calibrated_world(n: int, seed: int) -> tuple[list[list[float]], list[list[bo
 CASCADES = (["chatgpt", "palm2"], ["llama2", "palm2"], ["falcon", "palm2"],
             ["llama2", "chatgpt", "palm2"], ["falcon", "llama2", "palm2"])  # fmt: skip
 CASCADE_TARGETS = (0.65, 0.70, 0.75)
-FAMILIES: dict[str, tuple[CascadePath, ...]] = {
-    "critic (equal, hold 0.99)": PATHS,
-    "equal, hold 0.99, hold 0.95": (EQUAL, CascadePath("hold 0.99", 0.99),
-                                    CascadePath("hold 0.95", 0.95)),
-    "equal, hold 1, hold 0.99, hold 0.95": (EQUAL, CascadePath("hold 1", 1.0),
-                                            CascadePath("hold 0.99", 0.99),
-                                            CascadePath("hold 0.95", 0.95)),
-    "hold 0.99 alone": (CascadePath("hold 0.99", 0.99),),
-}  # fmt: skip
+BUDGET = 0.66  # the candidates below that aim at a share of requests to the last judge
+
+
+def family(*paths: CascadePath, share: float = COVERAGE_SHARE) -> CascadePick:
+    """`paths` over this family (each at delta / its size), choosing with `share`."""
+
+    def pick(sc: list[list[float]], ok: list[list[bool]], target: float, delta: float
+             ) -> list[float | None]:  # fmt: skip
+        result = calibrate_cascade([str(s) for s in range(len(sc[0]))], sc, ok, target, delta,
+                                   method="paths", paths=paths, coverage_share=share)  # fmt: skip
+        return [st.threshold for st in result.stages]
+
+    return pick
+
+
+def budget_hold(sc: Sequence[Sequence[float]], most: float = BUDGET) -> CascadePath:
+    """(a) label-free: the earlier judges held at the highest level (of their confidences on
+    the calibration items) at which at most `most` of the items reach the last judge."""
+    stages = len(sc[0])
+    levels = sorted({r[s] for r in sc for s in range(stages - 1)}, reverse=True)
+    for h in levels:
+        if sum(accepts([h] * (stages - 1) + [None], r) is None for r in sc) <= most * len(sc):
+            return CascadePath(f"hold {h:.4g}", h)
+    return CascadePath(f"hold {levels[-1]:.4g}", levels[-1])
+
+
+def budget(sc: list[list[float]], ok: list[list[bool]], target: float, delta: float
+           ) -> list[float | None]:  # fmt: skip
+    """(a) one path at the full delta, its hold level read off the calibration scores alone."""
+    return family(budget_hold(sc))(sc, ok, target, delta)
+
+
+def split(share: float) -> CascadePick:
+    """(b) a seeded `share` of the calibration items chooses the path (the hold level, equal
+    thresholds or the last judge alone) by the coverage it passes at delta there, asking the
+    last judge for at most BUDGET of the items if any does; the rest tests it at the full
+    delta."""
+
+    def pick(sc: list[list[float]], ok: list[list[bool]], target: float, delta: float
+             ) -> list[float | None]:  # fmt: skip
+        idx = list(range(len(sc)))
+        random.Random(len(sc)).shuffle(idx)
+        cut = int(share * len(sc))
+        learn, test = idx[:cut], idx[cut:]
+        levels = sorted({r[s] for r in sc for s in range(len(sc[0]) - 1)}, reverse=True)
+        candidates = [EQUAL, LAST_ALONE, *(CascadePath(f"hold {h:.4g}", h) for h in levels)]
+        scored = []
+        for path in candidates:
+            got = calibrate_cascade([str(s) for s in range(len(sc[0]))], [sc[i] for i in learn],
+                                    [ok[i] for i in learn], target, delta, method="paths",
+                                    paths=(path,))  # fmt: skip
+            last = list(got.requests_per_item.values())[-1]
+            scored.append((got.n_accepted > 0 and last <= BUDGET, got.n_accepted, -last, path))
+        chosen = max(scored, key=lambda c: c[:3])[3]
+        return family(chosen)([sc[i] for i in test], [ok[i] for i in test], target, delta)
+
+    return pick
+
+
+# How the design of `paths` was chosen (the last table): candidates that fix the path before
+# the labels are seen (a: from the scores alone; b: from a split of the labels; c: a family
+# with the last judge alone added), each scored on the aim.
+DESIGNS: dict[str, CascadePick] = {
+    "critic: paths (hold 0.99, last alone), 0.9 rule": family(*PATHS),
+    "same, most coverage": family(*PATHS, share=1.0),
+    "before: (equal, hold 0.99), most coverage": family(EQUAL, HOLD_99, share=1.0),
+    "(equal, hold 0.99, last alone), 0.9 rule": family(EQUAL, HOLD_99, LAST_ALONE),
+    "(a) budget hold at delta": budget,
+    "(b) split 0.3": split(0.3),
+    "(b) split 0.5": split(0.5),
+    "hold 0.99 at delta (chosen on this data)": family(HOLD_99),
+}
 
 
 Panel = tuple[str, list[str], list[list[float]], list[list[bool]], tuple[float, ...]]
@@ -340,11 +428,12 @@ def cascade_table(judges: dict[str, dict[str, tuple[Verdict, str]]], delta: floa
     print(f"\n## Cascades: joint over paths, joint over one path, stage-wise and the strongest "
           f"judge alone ({count} splits)\n")  # fmt: skip
     print("cov / viol / req = coverage of the routed half / share of splits below target on "
-          "the whole file / requests to the strongest (last) judge per item. paths: "
-          f"{', '.join(p.name for p in PATHS)}, each at delta / {len(PATHS)}; joint: equal "
-          "thresholds at delta. aim: cov ≥ 0.9 × alone and req < 0.7. best in-sample: the "
-          "best policy on the whole file with req < 0.7 (no test: can the aim be reached at "
-          "all)\n")  # fmt: skip
+          "the whole file / requests to the strongest (last) judge per item. paths (the "
+          f"default): {', '.join(p.name for p in PATHS)}, each at delta / {len(PATHS)}, the "
+          f"policy asking the last judge least within {COVERAGE_SHARE} of the most coverage "
+          "passed; joint: equal thresholds at delta. aim: cov ≥ 0.9 × alone and req < 0.7. best "
+          "in-sample: the best policy on the whole file with req < 0.7 (no test: can the aim "
+          "be reached at all)\n")  # fmt: skip
     print("| cascade | n | target | paths cov / viol / req | joint cov / viol / req | "
           "stage-wise cov / viol / req | alone cov / viol | best in-sample cov / req | "
           "aim: paths / joint / stage-wise |")  # fmt: skip
@@ -374,21 +463,26 @@ def cascade_table(judges: dict[str, dict[str, tuple[Verdict, str]]], delta: floa
           + ", ".join(f"{m} {n}" for m, n in tally.items()))  # fmt: skip
 
 
-def family_table(judges: dict[str, dict[str, tuple[Verdict, str]]], delta: float,
+def design_table(judges: dict[str, dict[str, tuple[Verdict, str]]], delta: float,
                  count: int) -> None:  # fmt: skip
-    """How the family of paths was chosen: cov / req of `paths` over candidate families."""
-    print(f"\n## Candidate families of paths (how `PATHS` was chosen; {count} splits): "
-          "cov / req\n")  # fmt: skip
-    print("| cascade | target | " + " | ".join(FAMILIES) + " |")
-    print("|" + "---|" * (len(FAMILIES) + 2))
+    """How the design of `paths` was chosen: cov / req of each candidate, aim met or not."""
+    print(f"\n## Candidate joint designs (how `paths` was chosen; {count} splits): cov / req, "
+          "* where the aim is met\n")  # fmt: skip
+    print("| cascade | target | " + " | ".join(DESIGNS) + " |")
+    print("|" + "---|" * (len(DESIGNS) + 2))
+    met = dict.fromkeys(DESIGNS, 0)
     for label, names, scores, correct, targets in _panels(judges):
         for target in targets:
+            alone = cascade_measure(scores, correct, cascade_pick(names, "alone"), target, delta,
+                                    count, alone=True)[0]  # fmt: skip
             cells = []
-            for family in FAMILIES.values():
-                c, _, r = cascade_measure(scores, correct, cascade_pick(names, "paths", family),
-                                          target, delta, count)  # fmt: skip
-                cells.append(f"{c:.3f} / {r[-1]:.2f}")
+            for name, pick in DESIGNS.items():
+                c, _, r = cascade_measure(scores, correct, pick, target, delta, count)
+                aim = c >= 0.9 * alone and r[-1] < 0.7
+                met[name] += aim and not label.startswith("synthetic")
+                cells.append(f"{c:.3f} / {r[-1]:.2f}{' *' if aim else ''}")
             print(f"| {label} | {target:.2f} | {' | '.join(cells)} |")
+    print("\naim met on LLMBar rows: " + ", ".join(f"{k} {v}" for k, v in met.items()))
 
 
 def main() -> None:
@@ -407,7 +501,7 @@ def main() -> None:
     delta, count = args.delta, args.splits
     if args.only_cascades:
         cascade_table(judges, delta, args.cascade_splits)
-        family_table(judges, delta, args.cascade_splits)
+        design_table(judges, delta, args.cascade_splits)
         return
     print(f"# Calibration on {args.data.name}: {count} random half splits, delta {delta}\n")
     print("cov = mean coverage of the routed half; viol = share of splits below target on the "
@@ -467,7 +561,7 @@ def main() -> None:
                   f"{' | '.join(cells)} | {len(members)} |")  # fmt: skip
 
     cascade_table(judges, delta, args.cascade_splits)
-    family_table(judges, delta, args.cascade_splits)
+    design_table(judges, delta, args.cascade_splits)
 
 
 if __name__ == "__main__":

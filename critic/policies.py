@@ -40,7 +40,7 @@ def calibrate_judgments(
     *,
     how: Combine | None = None,
     cascade: Sequence[str] | None = None,
-    cascade_method: CascadeMethod = "stagewise",
+    cascade_method: CascadeMethod = "paths",
 ) -> Calibrated:
     """Calibrate on judged rows: the single critic, the combined panel, or the cascade (jointly
     or stage by stage, `critic.cascade`)."""

@@ -17,7 +17,10 @@ from typer.testing import CliRunner
 
 from critic.calibrate import threshold_grid
 from critic.cascade import (
+    COVERAGE_SHARE,
     EQUAL,
+    HOLD_99,
+    LAST_ALONE,
     PATHS,
     CascadePath,
     CascadeResult,
@@ -55,14 +58,15 @@ HOLD_95 = CascadePath("hold 0.95", 0.95)
     stages=st.integers(1, 3),
     seed=st.integers(0, 2**31),
     n=st.integers(1, 120),
-    path=st.sampled_from([*PATHS, HOLD_1, HOLD_95]),
+    path=st.sampled_from([EQUAL, *PATHS, HOLD_1, HOLD_95]),
 )
 def test_path_table_counts_what_each_policy_of_a_path_does(
     stages: int, seed: int, n: int, path: CascadePath
 ) -> None:
     """Every row equals a direct walk: each item asks critics in order until one's confidence
     reaches its stage's threshold (all at l on `equal`; earlier stages at the held level, the
-    last at l, on a hold path), which accepts it with its own verdict."""
+    last at l, on a hold path; earlier stages never, on `last alone`), which accepts it with its
+    own verdict."""
     rng = random.Random(seed)
     values = [0.0, 0.5, 0.62, 0.95, 0.99, 0.995, 1.0]
     scores = [[rng.choice([rng.random(), rng.choice(values)]) for _ in range(stages)]
@@ -71,13 +75,14 @@ def test_path_table_counts_what_each_policy_of_a_path_does(
     rows = path_table(scores, correct, path)
     assert [r.threshold for r in rows] == threshold_grid()
     for row in rows:
-        held = row.threshold if path.hold is None else path.hold
+        held = None if path.alone else row.threshold if path.hold is None else path.hold
         assert row.thresholds == (held,) * (stages - 1) + (row.threshold,)
         reached, accepted, agree = [0] * stages, [0] * stages, [0] * stages
         for sc, ok in zip(scores, correct, strict=True):
             for s in range(stages):
                 reached[s] += 1
-                if sc[s] >= row.thresholds[s]:
+                t = row.thresholds[s]
+                if t is not None and sc[s] >= t:
                     accepted[s] += 1
                     agree[s] += ok[s]
                     break
@@ -131,9 +136,18 @@ def test_joint_stops_at_the_first_failure_of_the_path() -> None:
     assert result.requests_per_item == {"cheap": 1.0, "strong": 1.0}
     assert "nothing will be auto-accepted" in result.guarantee
     # Stage by stage, the cheap judge is left out and the strong one still passes.
-    stagewise = calibrate_cascade(["cheap", "strong"], scores, correct, 0.8, DELTA)
+    stagewise = calibrate_cascade(["cheap", "strong"], scores, correct, 0.8, DELTA,
+                                  method="stagewise")  # fmt: skip
     assert stagewise.method == "stagewise"
     assert [s.threshold is not None for s in stagewise.stages] == [False, True]
+    # The default, paths, falls back on its `last alone` path: the strong judge is right on
+    # every item, at whatever confidence.
+    default = calibrate_cascade(["cheap", "strong"], scores, correct, 0.8, DELTA)
+    assert default.method == "paths" and default.paths is not None
+    assert default.paths.chosen == "last alone"
+    assert [s.threshold for s in default.stages] == [None, 0.0]
+    assert (default.n_accepted, default.n_agree) == (440, 440)
+    assert default.requests_per_item == {"cheap": 1.0, "strong": 1.0}
 
 
 def test_joint_with_too_few_labels_says_how_many_more() -> None:
@@ -158,9 +172,10 @@ def _hold_wins() -> tuple[list[list[float]], list[list[bool]]]:
     return scores, correct
 
 
-def test_paths_chooses_the_passing_policy_that_accepts_most_across_the_paths() -> None:
+def test_paths_chooses_the_passing_policy_that_asks_the_last_critic_least() -> None:
     """Equal thresholds stop above 0.9 (the cheap judge's 0.9 items are wrong): 300 accepted.
-    Holding the cheap judge at 0.99 lets the strong one go down to 0.9 (not to 0.5): 500."""
+    Holding the cheap judge at 0.99 lets the strong one go down to 0.9 (not to 0.5): 500. The
+    strong judge alone accepts the same 500, asked for every item: the hold path is chosen."""
     scores, correct = _hold_wins()
     names = ["cheap", "strong"]
     equal = calibrate_cascade(names, scores, correct, 0.9, DELTA, method="joint")
@@ -168,7 +183,7 @@ def test_paths_chooses_the_passing_policy_that_accepts_most_across_the_paths() -
     result = calibrate_cascade(names, scores, correct, 0.9, DELTA, method="paths")
     assert result.method == "paths"
     assert result.paths is not None
-    assert result.paths.family == [p.name for p in PATHS] == ["equal", "hold 0.99"]
+    assert result.paths.family == [p.name for p in PATHS] == ["hold 0.99", "last alone"]
     assert result.paths.chosen == "hold 0.99"
     # The loosest grid level with the same set, as `calibrate` chooses.
     assert [s.threshold for s in result.stages] == [0.99, 0.505]
@@ -183,8 +198,51 @@ def test_paths_chooses_the_passing_policy_that_accepts_most_across_the_paths() -
     # Each path is tested at delta / 2, and the bound is stated at that level.
     assert result.level == DELTA / 2
     assert result.lower_bound is not None and 0.9 < result.lower_bound < 1.0
-    assert "tested along 2 paths fixed in advance (equal, hold 0.99), each at delta 0.05; " \
-        "chosen on path 'hold 0.99'" in result.guarantee
+    assert "tested along 2 paths fixed in advance (hold 0.99, last alone), each at delta " \
+        "0.05; chosen on path 'hold 0.99'" in result.guarantee
+
+
+def _trade(unsure: int, right: int) -> tuple[list[list[float]], list[list[bool]]]:
+    """1,000 items: 600 both judges sure and right; 40 the cheap judge sure and wrong, the
+    strong one sure and right; of the other 360 the cheap judge is unsure and wrong, the strong
+    one right at 0.9 on 360 - `unsure` of them, at 0.8 on the last `unsure`, right on `right`
+    of those."""
+    sure = 360 - unsure
+    scores = [[1.0, 1.0]] * 640 + [[0.5, 0.9]] * sure + [[0.5, 0.8]] * unsure
+    correct = [[True, True]] * 600 + [[False, True]] * (40 + sure)
+    correct += [[False, i < right] for i in range(unsure)]
+    return scores, correct
+
+
+@pytest.mark.parametrize(
+    ("unsure", "right", "chosen", "accepted", "strong_asked"),
+    [(90, 40, "hold 0.99", 910, 0.36), (160, 90, "last alone", 1000, 1.0)],
+)
+def test_paths_trades_a_tenth_of_coverage_for_fewer_requests_to_the_last_critic(
+    unsure: int, right: int, chosen: str, accepted: int, strong_asked: float
+) -> None:
+    """The strong judge alone accepts all 1,000 (95% and 93% agree). Holding the cheap judge at
+    0.99 ships its 40 wrong labels, so that path stops before the strong judge's 0.8 items
+    (91% and 89% agree with them): it accepts 910, or 840, with the strong judge asked for the
+    36% of the items the cheap judge leaves. 910 is at least 0.9 x 1,000: the hold path is
+    chosen; 840 is not: the strong judge alone."""
+    scores, correct = _trade(unsure, right)
+    result = calibrate_cascade(["cheap", "strong"], scores, correct, 0.9, DELTA)
+    assert result.paths is not None and result.paths.chosen == chosen
+    assert result.n_accepted == accepted
+    assert result.requests_per_item["strong"] == strong_asked
+    # With the most coverage as the rule, the strong judge alone wins both.
+    most = calibrate_cascade(["cheap", "strong"], scores, correct, 0.9, DELTA, coverage_share=1)
+    assert most.paths is not None and most.paths.chosen == "last alone"
+    assert most.n_accepted == 1000
+
+
+@pytest.mark.parametrize("share", [0.0, 1.5])
+def test_a_coverage_share_outside_0_1_is_a_usage_error(share: float) -> None:
+    assert COVERAGE_SHARE == 0.9  # the aim of issue 19: 0.9 of the strongest judge's coverage
+    with pytest.raises(UsageError, match="coverage_share must be in"):
+        calibrate_cascade(["a", "b"], [[0.9, 0.9]], [[True, True]], 0.8, DELTA,
+                          coverage_share=share)  # fmt: skip
 
 
 def test_paths_ties_go_to_the_policy_that_asks_the_last_critic_least() -> None:
@@ -211,7 +269,7 @@ def test_paths_splits_delta_over_the_family() -> None:
     one = calibrate_cascade(["a", "b"], scores, correct, 0.8, DELTA, method="paths",
                             paths=(EQUAL,))  # fmt: skip
     assert one.n_accepted == 40 and one.level == DELTA
-    family = (EQUAL, HOLD_1, HOLD_95, CascadePath("hold 0.99", 0.99))
+    family = (EQUAL, HOLD_1, HOLD_95, HOLD_99)
     four = calibrate_cascade(["a", "b"], scores, correct, 0.8, DELTA, method="paths",
                              paths=family)  # fmt: skip
     assert four.n_accepted == 0 and four.level == DELTA / 4
@@ -321,7 +379,7 @@ def test_paths_cascade_meets_the_target_with_probability_1_minus_delta(
     of the time, or (`near`) just below the target, so that every hold path starts with
     policies whose agreement is near the target. With `critic`'s family or four paths."""
     trials = 60
-    paths = (EQUAL, HOLD_1, CascadePath("hold 0.99", 0.99), HOLD_95) if four else PATHS
+    paths = (EQUAL, HOLD_1, HOLD_95, LAST_ALONE) if four else PATHS
     rate = _violation_rate("paths", target, skill, top_wrong, seed, trials,
                            top_right=target - 0.03 if near else 1 / 3, paths=paths)  # fmt: skip
     assert rate <= DELTA + 3 * math.sqrt(DELTA * (1 - DELTA) / trials)
@@ -377,14 +435,15 @@ def test_a_paths_policy_records_the_family_and_the_path_round_trips_and_routes(
     save_policy(policy, tmp_path / "p.yaml")
     text = (tmp_path / "p.yaml").read_text()
     data = yaml.safe_load(text)
-    assert data["cascade_paths"] == {"family": ["equal", "hold 0.99"], "chosen": "hold 0.99"}
+    assert data["cascade_paths"] == {"family": ["hold 0.99", "last alone"], "chosen": "hold 0.99"}
     assert [s["threshold"] for s in data["stages"]] == [0.99, 0.505]
     loaded = load_policy(tmp_path / "p.yaml")
     assert loaded == policy.model_copy(update={"content_hash": policy_hash(policy)})
     assert loaded.guarantee == result.guarantee
     header = " ".join(line.removeprefix("# ") for line in text.splitlines()
                       if line.startswith("#"))  # fmt: skip
-    assert "tested along 2 paths fixed in advance (equal, hold 0.99), each at delta 0.05" in header
+    assert "tested along 2 paths fixed in advance (hold 0.99, last alone), each at delta " \
+        "0.05" in header
 
     drafts = [
         RouteInput(str(i), None, None, verdicts=(StageVerdict("cheap", "1", sc[0]),
@@ -422,7 +481,8 @@ def test_a_paths_policy_that_misstates_its_paths_is_refused(
 
 def test_a_cascade_policy_written_before_joint_existed_loads_as_stagewise(tmp_path: Path) -> None:
     scores, correct = _two_judges()
-    result = calibrate_cascade(["cheap", "strong"], scores, correct, 0.85, DELTA)
+    result = calibrate_cascade(["cheap", "strong"], scores, correct, 0.85, DELTA,
+                               method="stagewise")  # fmt: skip
     old = Policy.from_cascade(result).model_dump(mode="json")
     del old["cascade_method"]
     for stage in old["stages"]:
@@ -503,7 +563,7 @@ def test_calibrate_cascade_method_paths_writes_the_path_route_follows(tmp_path: 
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["method"] == "paths" and summary["n_accepted"] == 500
-    assert summary["paths"] == {"family": ["equal", "hold 0.99"], "chosen": "hold 0.99"}
+    assert summary["paths"] == {"family": ["hold 0.99", "last alone"], "chosen": "hold 0.99"}
     assert [s["threshold"] for s in summary["stages"]] == [0.99, 0.505]
     assert load_policy(policy).cascade_paths == CascadeResult.model_validate(
         {k: summary[k] for k in CascadeResult.model_fields if k in summary}
@@ -517,6 +577,12 @@ def test_calibrate_cascade_method_paths_writes_the_path_route_follows(tmp_path: 
     text = runner.invoke(app, args)
     assert "critic calibrate --cascade (paths)" in text.stdout
     assert "chosen on path 'hold 0.99'" in " ".join(text.stdout.split())
+    # paths is the default of calibrate --cascade: the same policy without the option.
+    default = tmp_path / "default.yaml"
+    bare = [a for a in args if a not in ("--cascade-method", "paths")]
+    assert runner.invoke(app, [*bare[:-1], str(default)]).exit_code == 0
+    assert load_policy(default).cascade_method == "paths"
+    assert load_policy(default).stages == load_policy(policy).stages
 
 
 def test_forecast_cascade_grows_with_more_labels() -> None:

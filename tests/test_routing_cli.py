@@ -232,7 +232,8 @@ def test_calibrate_and_route_a_cascade_from_a_panel_file(tmp_path: Path) -> None
     panel = _panel_file(tmp_path)
     policy = tmp_path / "cascade.yaml"
     result = runner.invoke(app, ["calibrate", "--from-file", str(panel), "--cascade",
-                                 "small,big", "--target-agreement", "0.85", "-o", str(policy),
+                                 "small,big", "--cascade-method", "stagewise",
+                                 "--target-agreement", "0.85", "-o", str(policy),
                                  "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     stages = json.loads(result.stdout)["stages"]

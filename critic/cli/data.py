@@ -190,12 +190,13 @@ def calibrate(
     cascade_method: Annotated[
         str,
         typer.Option(
-            help="stagewise: each stage at delta / stages; paths: the whole cascade tested "
-            "along each of a few paths fixed in advance, each at delta / paths, the best "
-            "passing policy; joint: one path, every stage at the same threshold, at delta "
-            "(README: when each wins).",
+            help="paths: the whole cascade tested along two paths fixed in advance (earlier "
+            "critics held at 0.99; the last critic alone), each at delta / 2, then of the "
+            "passing policies the one asking the last critic least within 0.9 of the most "
+            "coverage; joint: one path, every stage at the same threshold, at delta; "
+            "stagewise: each stage at delta / stages (README: when each wins).",
         ),
-    ] = "stagewise",
+    ] = "paths",
     human_field: Annotated[
         str, typer.Option(help="--from-file: the field holding the human label.")
     ] = "human_label",
