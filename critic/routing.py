@@ -428,6 +428,8 @@ def _cascade_trust(draft: RouteInput, stages: Sequence[Stage]) -> _Trust:
     reason: Reason = "low_confidence"
     for i, stage in enumerate(stages):
         verdict = by_critic.get(stage.critic)
+        if verdict is None and stage.threshold is None:
+            continue  # it could settle nothing, so a live cascade does not ask it
         if verdict is None:
             if not any(s.critic in by_critic for s in stages[i + 1 :]):
                 break  # not asked yet

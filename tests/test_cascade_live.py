@@ -28,7 +28,7 @@ runner = CliRunner()
 SAMPLES = Sampling(samples=3, temperature=1.0)
 
 
-def cascade_policy(small: float = 0.9, big: float = 0.5) -> Policy:
+def cascade_policy(small: float | None = 0.9, big: float = 0.5) -> Policy:
     cal = calibrate([0.95] * 40, [True] * 40, 0.8, 0.05)
     stages = [
         Stage(critic="small", threshold=small, reached=40, calibration=cal),
@@ -80,6 +80,28 @@ def test_the_next_critic_is_asked_only_for_what_the_stage_before_did_not_settle(
     assert {routes[f"i{k}"].critic for k in (0, 2, 4)} == {"small"}
     assert {routes[f"i{k}"].critic for k in (1, 3, 5)} == {"big"}
     assert routes["i1"].critics_asked == ("small", "big") and routes["i1"].label == "harmful"
+
+
+def test_a_stage_that_can_settle_nothing_is_not_asked(tmp_path: Path) -> None:
+    """A `last alone` cascade policy (the earlier critic's threshold is none) asks only the
+    last critic: asking the first would cost a request per item and settle nothing."""
+    small = FakeBackend(model="small", script=small_script)
+    big = FakeBackend(model="big", script=lambda r: [HARMFUL] * 3)
+    store = open_store(str(tmp_path / "c.db"))
+    policy = cascade_policy(small=None)
+    summary = asyncio.run(
+        alabel_cascade(items(tmp_path), load_constitution("harmlessness"), small, store,
+                       escalate_to=[big], policy=policy, options=SAMPLES)
+    )  # fmt: skip
+    assert (len(small.requests), len(big.requests), summary.requests) == (0, 6, 6)
+    rows = {r["item_id"]: r for r in store.rows(summary.run_id)}
+    assert rows["i0"]["output"]["cascade"] == {"settled_by": "big", "asked": ["big"]}
+    assert [c["model"] for c in rows["i0"]["output"]["critics"]] == ["big"]
+    assert asked_counts(store, summary.run_id) == {"big": 6}
+    routes = route([route_input(r, policy) for r in rows.values()], policy)
+    assert {(r.decision, r.critic, r.critics_asked) for r in routes} == {
+        ("accept", "big", ("big",))
+    }
 
 
 def test_an_item_no_stage_settles_keeps_the_last_draft_for_review(tmp_path: Path) -> None:

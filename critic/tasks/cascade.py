@@ -1,10 +1,12 @@
 """A live cascade of critics (`critic label --escalate-to MODEL --policy cascade.yaml`).
 
 The first critic labels every item; the next one is asked only for the items whose stage did
-not clear its calibrated threshold, and so on. Every stage's draft is stored with the item
-(`critics` in its output, each with its own full draft), the draft that ships is the settling
-stage's (or, when no stage settles it, the last drafted one, for a human to review), and
-`route` with the same policy accepts exactly the items a stage settled.
+not clear its calibrated threshold, and so on. A stage whose threshold is none (the policy lets
+it settle nothing, as a `last alone` cascade policy does) is not asked at all, except the last.
+Every stage's draft is stored with the item (`critics` in its output, each with its own full
+draft), the draft that ships is the settling stage's (or, when no stage settles it, the last
+drafted one, for a human to review), and `route` with the same policy accepts exactly the items
+a stage settled.
 """
 
 from __future__ import annotations
@@ -38,10 +40,18 @@ class Cascade:
 
     async def draft(self, item: Item) -> Outcome:
         outcomes: list[Outcome] = []
+        asked_stages: list[Stage] = []
         settled: str | None = None
-        for labeler, stage in zip(self.labelers, self.stages, strict=True):
+        last = len(self.stages) - 1
+        for i, (labeler, stage) in enumerate(zip(self.labelers, self.stages, strict=True)):
+            if stage.threshold is None and i < last:
+                # This critic can settle nothing under the policy (`last alone`): asking it
+                # would only cost a request. The last critic is always asked, so a reviewer
+                # sees a draft.
+                continue
             outcome = await labeler.draft(item)
             outcomes.append(outcome)
+            asked_stages.append(stage)
             if _clears(outcome, stage):
                 settled = stage.critic
                 break
@@ -53,9 +63,9 @@ class Cascade:
         critics = [
             {"model": stage.critic, "verdict": _verdict(o), "confidence": o.confidence,
              "status": o.status, "draft": o.draft}
-            for o, stage in zip(outcomes, self.stages, strict=False)
+            for o, stage in zip(outcomes, asked_stages, strict=True)
         ]  # fmt: skip
-        asked = [s.critic for s in self.stages[: len(outcomes)]]
+        asked = [s.critic for s in asked_stages]
         cascade = {"settled_by": settled, "asked": asked}
         return replace(
             final,
