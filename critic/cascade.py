@@ -234,7 +234,7 @@ class CascadeResult(BaseModel):
             method=method, stages=list(stages), target_agreement=target_agreement, delta=delta,
             n_calibration=n, n_accepted=sum(s.accepted for s in stages),
             n_agree=sum(s.agree for s in stages),
-            requests_per_item={s.critic: s.reached / n if n else 0.0 for s in stages},
+            requests_per_item=requests_per_item(stages, n),
             paths=paths,
         )  # fmt: skip
 
@@ -387,9 +387,7 @@ def _stagewise(
     reaching = list(range(len(scores)))
     stages: list[Stage] = []
     n_accepted = n_agree = 0
-    requests: dict[str, float] = {}
     for s, name in enumerate(critics):
-        requests[name] = len(reaching) / len(scores) if scores else 0.0
         result = calibrate(
             [scores[i][s] for i in reaching],
             [correct[i][s] for i in reaching],
@@ -413,7 +411,7 @@ def _stagewise(
         n_calibration=len(scores),
         n_accepted=n_accepted,
         n_agree=n_agree,
-        requests_per_item=requests,
+        requests_per_item=requests_per_item(stages, len(scores)),
     )
 
 
@@ -565,7 +563,7 @@ def _joint(
         return CascadeResult(
             method=method, stages=stages, target_agreement=target_agreement, delta=delta,
             n_calibration=n, n_accepted=0, n_agree=0,
-            requests_per_item=dict.fromkeys(critics, 1.0 if n else 0.0),
+            requests_per_item=requests_per_item(stages, n),
             needed_more=min(needed) if needed else None, paths=tested,
         )  # fmt: skip
     most = max(sum(p.row.accepted) for p in passed)
@@ -582,8 +580,19 @@ def _joint(
     return CascadeResult(
         method=method, stages=stages, target_agreement=target_agreement, delta=delta,
         n_calibration=n, n_accepted=sum(row.accepted), n_agree=sum(row.agree),
-        requests_per_item={c: row.reached[s] / n for s, c in enumerate(critics)}, paths=tested,
+        requests_per_item=requests_per_item(stages, n), paths=tested,
     )  # fmt: skip
+
+
+def requests_per_item(stages: Sequence[Stage], n: int) -> dict[str, float]:
+    """Requests per item to each critic of a live cascade: the share of the `n` items that
+    reach its stage, and none for a stage before the last that can settle nothing (threshold
+    none: a live cascade does not ask it)."""
+    last = len(stages) - 1
+    return {
+        s.critic: 0.0 if not n or (s.threshold is None and i < last) else s.reached / n
+        for i, s in enumerate(stages)
+    }
 
 
 def accepts(thresholds: Sequence[float | None], confidences: Sequence[float]) -> int | None:

@@ -147,6 +147,15 @@ def plot_cascade(
         raise CriticError(f"{path}: cannot write the plot: {exc.strerror}") from None
 
 
+def chosen_mark(result: CascadeResult) -> str | None:
+    """The legend of the chosen policy's star on a joint plot (None: nothing is accepted). A
+    stage at none never accepts, as on the `last alone` path, and is shown as such."""
+    if result.stages[-1].threshold is None or result.agreement is None:
+        return None
+    thresholds = ["none" if s.threshold is None else f"{s.threshold:.3g}" for s in result.stages]
+    return f"stages at {', '.join(thresholds)}"
+
+
 def _plot_joint_path(
     scores: Sequence[Sequence[float]],
     correct: Sequence[Sequence[bool]],
@@ -168,10 +177,10 @@ def _plot_joint_path(
     ax.plot(coverage, [binomial_lower_bound(r.n_agree, r.n_accepted, result.level) for r in rows],
             ls=":", label=f"lower bound ({1 - result.level:.4g} confidence)")  # fmt: skip
     ax.axhline(result.target_agreement, color="grey", ls="--", lw=1, label="target")
-    thresholds = [f"{s.threshold:.3g}" for s in result.stages if s.threshold is not None]
-    if len(thresholds) == len(result.stages) and result.agreement is not None:
+    marked = chosen_mark(result)
+    if marked is not None:
         ax.plot([result.coverage], [result.agreement], marker="*", markersize=12, color="C3",
-                ls="none", label=f"stages at {', '.join(thresholds)}")  # fmt: skip
+                ls="none", label=marked)  # fmt: skip
     names = " → ".join(s.critic for s in result.stages)
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="coverage (share auto-accepted)",
            ylabel="agreement with humans",

@@ -133,7 +133,8 @@ def test_joint_stops_at_the_first_failure_of_the_path() -> None:
     correct = [[False, True]] * 40 + [[True, True]] * 400
     result = calibrate_cascade(["cheap", "strong"], scores, correct, 0.8, DELTA, method="joint")
     assert result.n_accepted == 0 and [s.threshold for s in result.stages] == [None, None]
-    assert result.requests_per_item == {"cheap": 1.0, "strong": 1.0}
+    # Nothing is accepted: a live cascade asks only the last critic, for the reviewer's draft.
+    assert result.requests_per_item == {"cheap": 0.0, "strong": 1.0}
     assert "nothing will be auto-accepted" in result.guarantee
     # Stage by stage, the cheap judge is left out and the strong one still passes.
     stagewise = calibrate_cascade(["cheap", "strong"], scores, correct, 0.8, DELTA,
@@ -147,7 +148,7 @@ def test_joint_stops_at_the_first_failure_of_the_path() -> None:
     assert default.paths.chosen == "last alone"
     assert [s.threshold for s in default.stages] == [None, 0.0]
     assert (default.n_accepted, default.n_agree) == (440, 440)
-    assert default.requests_per_item == {"cheap": 1.0, "strong": 1.0}
+    assert default.requests_per_item == {"cheap": 0.0, "strong": 1.0}  # cheap is never asked
 
 
 def test_joint_with_too_few_labels_says_how_many_more() -> None:
@@ -198,8 +199,10 @@ def test_paths_chooses_the_passing_policy_that_asks_the_last_critic_least() -> N
     # Each path is tested at delta / 2, and the bound is stated at that level.
     assert result.level == DELTA / 2
     assert result.lower_bound is not None and 0.9 < result.lower_bound < 1.0
-    assert "tested along 2 paths fixed in advance (hold 0.99, last alone), each at delta " \
+    assert (
+        "tested along 2 paths fixed in advance (hold 0.99, last alone), each at delta "
         "0.05; chosen on path 'hold 0.99'" in result.guarantee
+    )
 
 
 def _trade(unsure: int, right: int) -> tuple[list[list[float]], list[list[bool]]]:
@@ -442,8 +445,10 @@ def test_a_paths_policy_records_the_family_and_the_path_round_trips_and_routes(
     assert loaded.guarantee == result.guarantee
     header = " ".join(line.removeprefix("# ") for line in text.splitlines()
                       if line.startswith("#"))  # fmt: skip
-    assert "tested along 2 paths fixed in advance (hold 0.99, last alone), each at delta " \
+    assert (
+        "tested along 2 paths fixed in advance (hold 0.99, last alone), each at delta "
         "0.05" in header
+    )
 
     drafts = [
         RouteInput(str(i), None, None, verdicts=(StageVerdict("cheap", "1", sc[0]),
@@ -565,9 +570,12 @@ def test_calibrate_cascade_method_paths_writes_the_path_route_follows(tmp_path: 
     assert summary["method"] == "paths" and summary["n_accepted"] == 500
     assert summary["paths"] == {"family": ["hold 0.99", "last alone"], "chosen": "hold 0.99"}
     assert [s["threshold"] for s in summary["stages"]] == [0.99, 0.505]
-    assert load_policy(policy).cascade_paths == CascadeResult.model_validate(
-        {k: summary[k] for k in CascadeResult.model_fields if k in summary}
-    ).paths
+    assert (
+        load_policy(policy).cascade_paths
+        == CascadeResult.model_validate(
+            {k: summary[k] for k in CascadeResult.model_fields if k in summary}
+        ).paths
+    )
     routed = runner.invoke(app, ["route", "--from-file", str(panel), "--policy", str(policy),
                                  "--json"])  # fmt: skip
     assert routed.exit_code == 0, routed.output
@@ -616,3 +624,15 @@ def test_plot_of_a_paths_calibration_draws_the_chosen_path(tmp_path: Path) -> No
     result = calibrate_cascade(["cheap", "strong"], scores, correct, 0.9, DELTA, method="paths")
     plot_cascade(scores, correct, result, tmp_path / "paths.png")
     assert (tmp_path / "paths.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_plot_marks_a_last_alone_policy_with_its_stage_at_none() -> None:
+    from critic.plots import chosen_mark
+
+    scores = [[1.0, 0.0]] * 40 + [[0.0, 0.9]] * 400
+    correct = [[False, True]] * 40 + [[True, True]] * 400
+    default = calibrate_cascade(["cheap", "strong"], scores, correct, 0.8, DELTA)
+    assert default.paths is not None and default.paths.chosen == "last alone"
+    assert chosen_mark(default) == "stages at none, 0"
+    nothing = calibrate_cascade(["cheap", "strong"], scores, correct, 0.8, DELTA, method="joint")
+    assert chosen_mark(nothing) is None
