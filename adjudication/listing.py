@@ -47,7 +47,7 @@ from .database import StoreBase
 from .errors import QueueError
 from .models import TaskState
 from .rules import blind_for
-from .schema import UTCDateTime, decisions, queue_members, queues, tasks, users
+from .schema import UTCDateTime, decisions, events, queue_members, queues, tasks, users
 from .text import Segment
 
 Hide = Literal["nothing", "notes", "draft"]
@@ -247,7 +247,8 @@ class Listing(StoreBase):
             hide: Hide = "nothing"
             if u["role"] == "reviewer":
                 # (Open items' notes are not in the index at all: see `search.refresh`.)
-                hide = "draft" if q["blind"] else "notes"
+                blind = q["blind"] or self._keeps_blindness(conn, q)
+                hide = "draft" if blind else "notes"
             terms = search.parse(filters.text)
             sort = filters.sort
             if sort == "relevance" and not terms:
@@ -311,6 +312,30 @@ class Listing(StoreBase):
         return found[:cap]
 
     # -- building the query -----------------------------------------------------------------
+
+    @staticmethod
+    def _keeps_blindness(conn: Connection, q: RowMapping) -> bool:
+        """Whether an item still open for review keeps the blindness it was claimed under
+        after the queue's blindness was turned off (`Store.edit_queue` pins it): a reviewer's
+        list then hides every open item's draft, as in a blind queue. Queue-level events are
+        few (the task index holds them under a null task); the tasks are looked at only in a
+        queue whose blindness was turned off with items pinned."""
+        edits = conn.execute(
+            select(events.c.before, events.c.after).where(
+                events.c.task_id.is_(None),
+                events.c.queue_id == q["id"],
+                events.c.kind == "queue_edited",
+            )
+        ).all()
+        if not any(
+            (before or {}).get("blind") is True and (after or {}).get("items_keeping_blindness")
+            for before, after in edits
+        ):
+            return False
+        pinned = exists().where(
+            tasks.c.queue_id == q["id"], tasks.c.state == "pending", tasks.c.blind.is_(True)
+        )
+        return bool(conn.execute(select(pinned)).scalar())
 
     def _hits(self, terms: search.Terms, hide: Hide, *, ranked: bool = True) -> Any:
         """The matching task ids with a score (lower is better; 0 unless `ranked`), as a

@@ -367,3 +367,31 @@ def test_precedents_wait_for_the_pick_on_an_item_that_keeps_its_blindness(team: 
     assert team.precedents("b", second.task.item_id, viewer="adam") is None
     team.pick(second.token, "safe")
     assert team.precedents("b", second.task.item_id, viewer="adam") is not None
+
+
+def test_a_reviewers_list_hides_drafts_while_an_open_item_keeps_its_blindness(
+    team: Store,
+) -> None:
+    """After a blind queue turns its blindness off, an item claimed under it stays blind for
+    its next reviewer: until it leaves open review, a reviewer's list shows no open item's
+    draft label, and neither filters nor orders by it."""
+    _fill(team, "b", blind=True)
+    team.edit_queue("b", overlap=2, by="ada")
+    first = team.claim("b", "rita", kind="review")
+    assert first is not None
+    team.pick(first.token, "safe")
+    team.decide(first.token, "edit", label="safe")
+    kept = first.task.item_id
+    team.edit_queue("b", blind=False, by="ada")
+    page = team.items("b", Filters(), viewer="rita", limit=100)
+    assert {i.item_id for i in page.items if i.hidden} >= {kept}
+    assert all(i.draft_label is None for i in page.items if i.state == "pending")
+    assert _ids(team, "b", viewer="rita", label="unsafe") == []
+    # Once the item is decided, the list shows drafts again.
+    second = team.claim("b", "adam", kind="review")
+    assert second is not None and second.task.item_id == kept
+    team.pick(second.token, "safe")
+    team.decide(second.token, "edit", label="safe")
+    assert _ids(team, "b", viewer="rita", label="unsafe") != []
+    # An admin always sees the drafts.
+    assert _ids(team, "b", viewer="ada", label="unsafe") != []
