@@ -362,8 +362,12 @@ class Reports(StoreBase):
                     ).all()
                 )
             )
+            # Only a settled item is rejected: counting among those reads the (queue, state)
+            # index, where counting the queue's rejected items would read every row of it.
             rejected = conn.execute(
-                select(func.count()).where(tasks.c.queue_id == q["id"], tasks.c.rejected)
+                select(func.count()).where(
+                    tasks.c.queue_id == q["id"], tasks.c.state == "done", tasks.c.rejected
+                )
             ).scalar_one()
             claimed = conn.execute(
                 select(func.count())

@@ -92,3 +92,10 @@ def test_queue_position_walks_the_index_up_to_the_item(big: Store) -> None:
     assert "Index" in plan and not {"Seq Scan", "Bitmap", "Gather"} & set(words(plan)), plan
     assert max(estimates(plan)) < ITEMS // 100, plan
     assert big.position("big", f"i{ahead:07d}") == ahead
+
+
+def test_queue_stats_count_rejected_items_among_the_settled_only(big: Store) -> None:
+    counted = plans(big, lambda: big.stats("big"), "rejected")
+    assert len(counted) == 1, counted
+    assert "Seq Scan" not in words(counted[0]), counted[0]
+    assert big.stats("big").rejected == 0
