@@ -94,8 +94,10 @@ def create(conn: Connection) -> None:
         for statement in (
             # Item text weighs A, the draft B, notes C: `ts_filter` keeps a viewer to the parts
             # they may search.
+            # The queue beside the vector: a search of one queue, ranked and counted, then
+            # reads these rows only, not each match's task too.
             "CREATE TABLE task_search (task_id INTEGER PRIMARY KEY REFERENCES tasks(id) "
-            "ON DELETE CASCADE, everything TSVECTOR NOT NULL)",
+            "ON DELETE CASCADE, queue_id INTEGER NOT NULL, everything TSVECTOR NOT NULL)",
             "CREATE INDEX ix_task_search_everything ON task_search USING gin (everything)",
             "CREATE TABLE precedent_search (task_id INTEGER PRIMARY KEY REFERENCES tasks(id) "
             "ON DELETE CASCADE, queue_id INTEGER NOT NULL, constitution VARCHAR(200), "
@@ -126,11 +128,12 @@ _NOTES = text(
 ).bindparams(bindparam("ids", expanding=True))
 
 _PG_TASK = text(
-    "INSERT INTO task_search (task_id, everything) VALUES (:id, "
+    "INSERT INTO task_search (task_id, queue_id, everything) VALUES (:id, :queue_id, "
     f"setweight(to_tsvector('{CONFIG}', :item), 'A') || "
     f"setweight(to_tsvector('{CONFIG}', :draft), 'B') || "
     f"setweight(to_tsvector('{CONFIG}', :notes), 'C')) "
-    "ON CONFLICT (task_id) DO UPDATE SET everything = excluded.everything"
+    "ON CONFLICT (task_id) DO UPDATE SET queue_id = excluded.queue_id, "
+    "everything = excluded.everything"
 )
 _PG_PRECEDENT = text(
     f"INSERT INTO precedent_search (task_id, queue_id, constitution, item) "
@@ -149,11 +152,18 @@ _SQLITE_PRECEDENT = text(
 
 
 def index_new(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Index tasks just inserted (`id`, `item`, `draft`; pending, so no notes or precedent)."""
+    """Index tasks just inserted (`id`, `queue_id`, `item`, `draft`; pending, so no notes or
+    precedent)."""
     if not rows:
         return
     values = [
-        {"id": r["id"], "item": item_text(r["item"]), "draft": draft_text(r["draft"]), "notes": ""}
+        {
+            "id": r["id"],
+            "queue_id": r["queue_id"],
+            "item": item_text(r["item"]),
+            "draft": draft_text(r["draft"]),
+            "notes": "",
+        }
         for r in rows
     ]
     conn.execute(_PG_TASK if conn.dialect.name == "postgresql" else _SQLITE_TASK, values)

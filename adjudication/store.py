@@ -571,7 +571,12 @@ class Store(Claims, Bulk):
             search.index_new(
                 conn,
                 [
-                    {"id": task_id, "item": by_id[item_id].item, "draft": by_id[item_id].draft}
+                    {
+                        "id": task_id,
+                        "queue_id": q["id"],
+                        "item": by_id[item_id].item,
+                        "draft": by_id[item_id].draft,
+                    }
                     for task_id, _, item_id in inserted
                 ],
             )

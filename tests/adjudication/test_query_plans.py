@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import event, text
 
 from adjudication import Store, open_store
+from adjudication.listing import COUNT_CAP, Filters
 from adjudication.testing import PostgresServer
 
 pytestmark = pytest.mark.postgres
@@ -42,10 +43,21 @@ def big(postgres_server: PostgresServer) -> Iterator[Store]:
                 ),
                 {"n": ITEMS},
             )
-        with store._engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
-                "VACUUM ANALYZE tasks"
+            # Item text of made-up words: w0..w96 and w0..w88 (a word in about one item in
+            # 50), v0..v996 (one in 1,000), the first word twice in every fifth item.
+            conn.execute(
+                text(
+                    "INSERT INTO task_search (task_id, queue_id, everything) "
+                    "SELECT t.id, t.queue_id, setweight(to_tsvector('english', "
+                    "'w' || (n % 97) || ' v' || (n % 997) || ' w' || (n % 89) || "
+                    "CASE WHEN n % 5 = 0 THEN ' w' || (n % 97) ELSE '' END), 'A') "
+                    "FROM tasks t, LATERAL (SELECT t.id AS n) x"
+                )
             )
+        with store._engine.connect() as conn:
+            autocommit = conn.execution_options(isolation_level="AUTOCOMMIT")
+            autocommit.exec_driver_sql("VACUUM ANALYZE tasks")
+            autocommit.exec_driver_sql("VACUUM ANALYZE task_search")
         yield store
 
 
@@ -99,3 +111,37 @@ def test_queue_stats_count_rejected_items_among_the_settled_only(big: Store) -> 
     assert len(counted) == 1, counted
     assert "Seq Scan" not in words(counted[0]), counted[0]
     assert big.stats("big").rejected == 0
+
+
+def test_a_search_by_best_match_ranks_and_counts_from_the_index_rows_alone(big: Store) -> None:
+    search = Filters(text="w7", sort="relevance")
+    ranked = plans(big, lambda: big.items("big", search, viewer="rita"), "ts_rank")
+    counted = plans(big, lambda: big.items("big", search, viewer="rita"), "count(")
+    # One statement ranks and counts; it reads no task, only the full-text index's rows.
+    assert len(ranked) == 1 and counted == ranked, (ranked, counted)
+    assert "task_search" in ranked[0] and " tasks" not in ranked[0], ranked[0]
+
+
+@pytest.mark.parametrize("words", ["w7", "v5", "w3 w4", "nothing"])
+def test_a_search_by_best_match_lists_what_the_filtered_list_does(big: Store, words: str) -> None:
+    # confidence_min=0 keeps every item but takes the general way (joined to the tasks).
+    fast = Filters(text=words, sort="relevance")
+    general = Filters(text=words, sort="relevance", confidence_min=0.0)
+    pages: dict[Filters, list[list[str]]] = {fast: [], general: []}
+    counts = {}
+    for filters, found in pages.items():
+        after = None
+        for _ in range(3):
+            page = big.items("big", filters, viewer="rita", after=after, limit=40)
+            found.append([i.item_id for i in page.items])
+            counts[filters] = page.matches
+            after = page.next
+            if after is None:
+                break
+    assert pages[fast] == pages[general]
+    assert counts[fast] == counts[general]
+    expected = {"w7": COUNT_CAP, "v5": ITEMS // 997 + 1, "w3 w4": None, "nothing": 0}[words]
+    if expected is not None:
+        assert counts[fast] == expected
+    if words == "w7":  # best match first: the word three times, then twice, then once
+        assert pages[fast][0][:4] == ["i0008639", "i0051804", "i0094969", "i0000006"]
