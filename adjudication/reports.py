@@ -72,6 +72,10 @@ class Reports(StoreBase):
         """Pending items in a queue: one index scan, lighter than `stats`."""
         with self._read() as conn:
             q = self._queue_row(conn, queue)
+            if self.dialect == "postgresql":
+                # Counting a large queue in parallel takes every core from the requests beside
+                # it for a number that may be a few seconds late (the review header's).
+                conn.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")
             count: int = conn.execute(
                 select(func.count()).where(tasks.c.queue_id == q["id"], tasks.c.state == "pending")
             ).scalar_one()

@@ -9,7 +9,7 @@ rows, costs tens of milliseconds per request at a million items and more under l
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -61,13 +61,20 @@ def big(postgres_server: PostgresServer) -> Iterator[Store]:
         yield store
 
 
-def plans(store: Store, call: Callable[[], Any], match: str) -> list[str]:
+def plans(
+    store: Store, call: Callable[[], Any], match: str, planner: Sequence[str] = ()
+) -> list[str]:
     """The plans PostgreSQL makes for the statements `call` sends that contain `match`, with the
-    parameters they were sent with."""
+    parameters they were sent with and the settings (SET LOCAL) the store made for them, after
+    `planner` settings of the test's own."""
     sent: list[tuple[str, Any]] = []
 
+    settings: list[str] = []
+
     def capture(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        if match in statement:
+        if statement.startswith("SET LOCAL"):
+            settings.append(statement)
+        elif match in statement:
             sent.append((statement, params))
 
     event.listen(store._engine, "before_cursor_execute", capture)
@@ -77,9 +84,12 @@ def plans(store: Store, call: Callable[[], Any], match: str) -> list[str]:
         event.remove(store._engine, "before_cursor_execute", capture)
     found = []
     with store._engine.connect() as conn:
+        for setting in [*planner, *settings]:  # the store's come last, as they did
+            conn.exec_driver_sql(setting)
         for statement, params in sent:
             rows = conn.exec_driver_sql("EXPLAIN " + statement, params).scalars()
             found.append("\n".join(rows))
+        conn.rollback()
     return found
 
 
@@ -145,3 +155,12 @@ def test_a_search_by_best_match_lists_what_the_filtered_list_does(big: Store, wo
         assert counts[fast] == expected
     if words == "w7":  # best match first: the word three times, then twice, then once
         assert pages[fast][0][:4] == ["i0008639", "i0051804", "i0094969", "i0000006"]
+
+
+def test_counting_a_queue_takes_one_process(big: Store) -> None:
+    # Parallel workers made cheap: the planner would use them here as it does at 1M items.
+    cheap = ["SET LOCAL parallel_setup_cost = 0", "SET LOCAL parallel_tuple_cost = 0"]
+    cheap += ["SET LOCAL min_parallel_index_scan_size = 0", "SET LOCAL enable_seqscan = off"]
+    counted = plans(big, lambda: big.pending_count("big"), "count(", cheap)
+    assert len(counted) == 1 and "Gather" not in counted[0], counted
+    assert big.pending_count("big") == ITEMS
