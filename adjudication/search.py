@@ -102,7 +102,11 @@ def create(conn: Connection) -> None:
             "CREATE TABLE precedent_search (task_id INTEGER PRIMARY KEY REFERENCES tasks(id) "
             "ON DELETE CASCADE, queue_id INTEGER NOT NULL, constitution VARCHAR(200), "
             "item TSVECTOR NOT NULL)",
-            "CREATE INDEX ix_precedent_search_item ON precedent_search USING gin (item)",
+            # Written once per decision, read many times per review page (a count per word
+            # and the ranking): no pending list of new entries, which every read would scan
+            # (up to 4 MB: at 1M items it made the page's word counts 75% slower).
+            "CREATE INDEX ix_precedent_search_item ON precedent_search USING gin (item) "
+            "WITH (fastupdate = off)",
         ):
             conn.execute(text(statement))
         return

@@ -164,3 +164,13 @@ def test_counting_a_queue_takes_one_process(big: Store) -> None:
     counted = plans(big, lambda: big.pending_count("big"), "count(", cheap)
     assert len(counted) == 1 and "Gather" not in counted[0], counted
     assert big.pending_count("big") == ITEMS
+
+
+def test_precedents_index_keeps_no_pending_list(big: Store) -> None:
+    """New precedents go straight into the GIN index, which the review page reads many times
+    per item, instead of into a list of recent entries that every read scans."""
+    with big._engine.connect() as conn:
+        options = conn.exec_driver_sql(
+            "SELECT reloptions FROM pg_class WHERE relname = 'ix_precedent_search_item'"
+        ).scalar_one()
+    assert options is not None and "fastupdate=off" in options, options
