@@ -89,22 +89,22 @@ class Reports(StoreBase):
         id) index only up to the item.
         """
         with self._read() as conn:
-            if self.dialect == "postgresql":
-                # The row comparison's bound is known only when the statement runs, so the
-                # planner guesses a third of the queue and scans all of it (240 ms at 200,000
-                # items) where the index walk stops at the item.
-                conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-            count: int = conn.execute(
-                st.POSITION, {"queue": queue, "item_id": item_id}
-            ).scalar_one()
-            if count == 0:
-                self._queue_row(conn, queue)  # an unknown queue is an error, not "first"
+            q = self._queue_row(conn, queue)
+            key = conn.execute(st.ORDER_KEY, {"queue_id": q["id"], "item_id": item_id}).first()
+            if key is None:
+                return 0
+            params = {"queue_id": q["id"], "priority": key.priority, "task_id": key.id}
+            count: int = conn.execute(st.POSITION, params).scalar_one()
             return count
 
     def pending_count(self, queue: str) -> int:
         """Pending items in a queue: one index scan, lighter than `stats`."""
         with self._read() as conn:
             q = self._queue_row(conn, queue)
+            if self.dialect == "postgresql":
+                # Counting a large queue in parallel takes every core from the requests beside
+                # it for a number that may be a few seconds late (the review header's).
+                conn.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")
             count: int = conn.execute(
                 select(func.count()).where(tasks.c.queue_id == q["id"], tasks.c.state == "pending")
             ).scalar_one()
@@ -380,8 +380,12 @@ class Reports(StoreBase):
                     ).all()
                 )
             )
+            # Only a settled item is rejected: counting among those reads the (queue, state)
+            # index, where counting the queue's rejected items would read every row of it.
             rejected = conn.execute(
-                select(func.count()).where(tasks.c.queue_id == q["id"], tasks.c.rejected)
+                select(func.count()).where(
+                    tasks.c.queue_id == q["id"], tasks.c.state == "done", tasks.c.rejected
+                )
             ).scalar_one()
             claimed = conn.execute(
                 select(func.count())

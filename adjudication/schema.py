@@ -263,7 +263,7 @@ webhook_deliveries = Table(
 # in `metadata`; migration 8 creates them:
 # - SQLite: FTS5 tables `task_search(item, draft, notes)` with one row per task (rowid = task id)
 #   and `precedent_search(item, constitution UNINDEXED)` with one row per decided task;
-# - PostgreSQL: `task_search(task_id, everything tsvector)` (item text weighted A, draft B,
-#   notes C) and
+# - PostgreSQL: `task_search(task_id, queue_id, everything tsvector)` (item text weighted A,
+#   draft B, notes C) and
 #   `precedent_search(task_id, queue_id, constitution, item tsvector)`, each tsvector with a GIN
 #   index, rows deleted with their task.

@@ -294,27 +294,17 @@ QUEUE_FOR = (
 LAST_DECISION_BY_NAME = _newest_decision(
     users.c.name == bindparam("user"), queues.c.name == bindparam("queue")
 )
-# How many pending tasks come before item :item_id of queue :queue in claim order. Scalar
-# subqueries, not a join: PostgreSQL runs each once and bounds the index scan with the result.
-_QUEUE_ID = select(queues.c.id).where(queues.c.name == bindparam("queue")).scalar_subquery()
-
-
-_TARGET = tasks.alias("target")
-
-
-def _of_target(column: str) -> ColumnElement[Any]:
-    return (
-        select(_TARGET.c[column])
-        .where(_TARGET.c.queue_id == _QUEUE_ID, _TARGET.c.item_id == bindparam("item_id"))
-        .correlate(None)
-        .scalar_subquery()
-    )
-
-
+# Where item :item_id of queue :queue_id stands in claim order.
+ORDER_KEY = select(tasks.c.priority, tasks.c.id).where(
+    tasks.c.queue_id == bindparam("queue_id"), tasks.c.item_id == bindparam("item_id")
+)
+# How many pending tasks of :queue_id come before the order key (:priority, :task_id). The bound
+# is a value, not a subquery, so PostgreSQL's planner sees how few rows it keeps and walks the
+# (queue, state, priority, id) index only up to the item, in this process (no parallel workers).
 POSITION = select(func.count()).where(
-    tasks.c.queue_id == _QUEUE_ID,
+    tasks.c.queue_id == bindparam("queue_id"),
     tasks.c.state == "pending",
-    tuple_(tasks.c.priority, tasks.c.id) < tuple_(_of_target("priority"), _of_target("id")),
+    tuple_(tasks.c.priority, tasks.c.id) < tuple_(bindparam("priority"), bindparam("task_id")),
 )
 # The first decision on :task_id made after decision :after (by anyone).
 LATER_DECISION = (

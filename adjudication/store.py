@@ -327,7 +327,12 @@ class Store(Claims, Gold, Accounts, Settings, Bulk):
             search.index_new(
                 conn,
                 [
-                    {"id": task_id, "item": by_id[item_id].item, "draft": by_id[item_id].draft}
+                    {
+                        "id": task_id,
+                        "queue_id": q["id"],
+                        "item": by_id[item_id].item,
+                        "draft": by_id[item_id].draft,
+                    }
                     for task_id, _, item_id in inserted
                 ],
                 q["hidden_fields"],

@@ -185,7 +185,9 @@ def bulk_insert(store: Any, items: int, words: Words) -> None:
     try:
         cur = raw.cursor()
         cur.execute("DROP INDEX ix_task_search_everything")
-        cur.execute("CREATE TEMP TABLE staged (task_id INTEGER, item TEXT, draft TEXT)")
+        cur.execute(
+            "CREATE TEMP TABLE staged (task_id INTEGER, queue_id INTEGER, item TEXT, draft TEXT)"
+        )
         for batch in _rows(items, words, 50_000):
             rows = [values(n + k + 1, t) for k, t in enumerate(batch)]
             with cur.copy(f"COPY tasks ({columns}) FROM STDIN") as copy:
@@ -194,11 +196,11 @@ def bulk_insert(store: Any, items: int, words: Words) -> None:
             with cur.copy("COPY staged FROM STDIN") as copy:
                 for row, t in zip(rows, batch, strict=True):
                     copy.write_row(
-                        (row[0], search.item_text(t["item"]), search.draft_text(t["draft"]))
+                        (row[0], qid, search.item_text(t["item"]), search.draft_text(t["draft"]))
                     )
             n += len(batch)
         cur.execute(
-            "INSERT INTO task_search (task_id, everything) SELECT task_id, "
+            "INSERT INTO task_search (task_id, queue_id, everything) SELECT task_id, queue_id, "
             "setweight(to_tsvector('english', item), 'A') || "
             "setweight(to_tsvector('english', draft), 'B') FROM staged"
         )

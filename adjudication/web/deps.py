@@ -26,6 +26,9 @@ from .auth import ClientAddress, LoginLimiter, PasswordSlots, Session, Signer
 log = logging.getLogger("adjudication.web")
 
 PENDING_TTL = 5.0
+"""Seconds a queue's pending count is shown before it is recounted (`Web.pending`)."""
+PENDING_SHARE = 20.0
+"""A slow recount waits this many times as long as the last one took."""
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
 
@@ -81,7 +84,7 @@ class Web:
     secure_cookies: bool
     password_slots: PasswordSlots
     client_address: ClientAddress
-    _pending: dict[str, tuple[float, int]] = field(default_factory=dict)
+    _pending: dict[str, tuple[float, int, float]] = field(default_factory=dict)
     _counting: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -89,24 +92,45 @@ class Web:
         return self.clock()
 
     def pending(self, queue: str) -> int:
-        """A queue's pending count, at most `PENDING_TTL` seconds old: the review header shows
-        it on every page, and counting 100,000 tasks each time would cost more than the page.
-        One request recounts when it is stale; the others meanwhile show the last count."""
+        """A queue's pending count, a few seconds old: the review header shows it on every page,
+        and counting a million tasks takes longer than the page. The first request for a queue
+        counts; after that, a count older than `PENDING_TTL` (or than `PENDING_SHARE` times what
+        the last count took, when counting is slow) is redone in a background thread while every
+        request shows the last count. So no reviewer waits for a recount, and recounting keeps
+        the database busy for at most 1/`PENDING_SHARE` of the time."""
         now = time.monotonic()
         with self._lock:
             cached = self._pending.get(queue)
-            fresh = cached is not None and now - cached[0] < PENDING_TTL
-            if cached is not None and (fresh or queue in self._counting):
-                return cached[1]
+            if cached is not None:
+                counted, count, took = cached
+                stale = now - counted >= max(PENDING_TTL, PENDING_SHARE * took)
+                if stale and queue not in self._counting:
+                    self._counting.add(queue)
+                    threading.Thread(
+                        target=self._recount_quietly, args=(queue,), daemon=True
+                    ).start()
+                return count
             self._counting.add(queue)
+        return self._recount(queue)
+
+    def _recount(self, queue: str) -> int:
+        began = time.monotonic()
         try:
             count = self.store.pending_count(queue)
         finally:
             with self._lock:
                 self._counting.discard(queue)
+        done = time.monotonic()
         with self._lock:
-            self._pending[queue] = (now, count)
+            self._pending[queue] = (done, count, done - began)
         return count
+
+    def _recount_quietly(self, queue: str) -> None:
+        # In a background thread: a failure is logged, and the next request tries again.
+        try:
+            self._recount(queue)
+        except Exception:
+            log.exception("counting the pending items of queue %r failed", queue)
 
     def render(
         self,

@@ -28,7 +28,7 @@ class Screen:
     ahead: int | None
     """Pending items before this one; None before a blind pick (the order is the confidence's)."""
     pending: int
-    """Pending items in the queue (a few seconds old at most)."""
+    """Pending items in the queue (a few seconds old: `Web.pending`)."""
     expires_in: float
     item: Any
     draft: Any
