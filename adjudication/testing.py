@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import re
 import secrets
 import shutil
 import socket
@@ -130,11 +131,14 @@ class PostgresServer:
 
 
 @contextmanager
-def temporary_postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
+def temporary_postgres(
+    *, durable: bool = False, shared_buffers: str | None = None
+) -> Iterator[PostgresServer]:
     """Start a throwaway PostgreSQL server on a free loopback port; stop and delete it on exit.
 
     Args:
         durable: keep fsync and synchronous commit on (for benchmarks); tests turn them off.
+        shared_buffers: PostgreSQL's buffer cache (e.g. "1GB"); None keeps its default, 128 MB.
 
     Raises:
         PostgresUnavailable: when the server binaries are not installed.
@@ -169,6 +173,10 @@ def temporary_postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
         if init.returncode != 0:
             raise StoreError(f"initdb failed: {init.stderr.strip() or init.stdout.strip()}")
         settings = ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300"]
+        if shared_buffers is not None:
+            if not re.fullmatch(r"[0-9]+(kB|MB|GB)", shared_buffers):
+                raise StoreError(f"shared_buffers: {shared_buffers!r} is not a size such as 1GB")
+            settings += ["-c", f"shared_buffers={shared_buffers}"]
         if not durable:
             settings += ["-c", "fsync=off", "-c", "synchronous_commit=off"]
             settings += ["-c", "full_page_writes=off"]

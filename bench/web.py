@@ -13,8 +13,9 @@ label accepted by an adjudicator, with a note): they are the precedents the revi
 
 The app runs under uvicorn in a subprocess on 127.0.0.1. `--reviewers` reviewers log in and each
 loops, all at once: GET the review page (the "next item": the held claim, queue position,
-precedents, render) then POST an accept (the "submit": checks, decide, claiming the next item,
-303), `--decisions` times after a short warm-up, pausing `--think` seconds on average
+render), then, as the page's script does once it is shown, GET its precedents panel's JSON
+(timed apart: "precedents"), then POST an accept (the "submit": checks, decide, claiming the
+next item, 303), `--decisions` times after a short warm-up, pausing `--think` seconds on average
 (exponential) after each decision, as people do. Meanwhile `--searchers` reviewers search the
 item list (GET /q/bench/items?q=..., one or two words of middling frequency, best match first)
 with the same think time. Then an adjudicator requeues `--requeue` decided items in one bulk action
@@ -38,6 +39,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == _HERE:
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import html  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -63,6 +65,7 @@ from adjudication.web import hash_password  # noqa: E402
 PASSWORD = "bench-password"
 SECRET = "bench-only-signing-key-Hq7vT2mX9cL4pR8wZ1yB6nF3dK0sJ5"
 _FIELD = re.compile(r'name="(csrf|token|sig|item_id)" value="([^"]*)"')
+_PRECEDENTS = re.compile(r'data-src="(/q/[^"]+/precedents/[^"]+)"')
 
 
 _SYLLABLES = [c + v for c in "bdfgklmnprstvz" for v in ("a", "e", "i", "o", "u", "ai", "ou")]
@@ -286,9 +289,10 @@ async def _log_in(base: str, name: str) -> httpx.AsyncClient:
 
 async def _review(
     client: httpx.AsyncClient, warmup: int, decisions: int, think: float, stop: asyncio.Event
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float]]:
     next_ms: list[float] = []
     submit_ms: list[float] = []
+    precedents_ms: list[float] = []
     for n in range(warmup + decisions):
         t0 = time.perf_counter()
         page = await client.get("/q/bench/review")
@@ -300,6 +304,15 @@ async def _review(
         fields = _fields(page.text)
         if "token" not in fields:
             break  # the queue is empty
+        # As the browser does once the page is up: the precedents panel's JSON.
+        source = _PRECEDENTS.search(page.text)
+        if source is not None:
+            took = time.perf_counter()
+            answer = await client.get(html.unescape(source.group(1)))
+            assert answer.status_code == 200, answer.text[:500]
+            if n >= warmup:
+                precedents_ms.append((time.perf_counter() - took) * 1000)
+        t1 = time.perf_counter()
         response = await client.post("/q/bench/decide", data={**fields, "action": "accept"})
         t2 = time.perf_counter()
         assert response.status_code == 303, response.text[:500]
@@ -310,7 +323,7 @@ async def _review(
             await asyncio.sleep(random.expovariate(1 / think))
     stop.set()
     await client.aclose()
-    return next_ms, submit_ms
+    return next_ms, submit_ms, precedents_ms
 
 
 async def _search(
@@ -365,6 +378,8 @@ class Result:
     submit_p50_ms: float
     submit_p95_ms: float
     submit_p99_ms: float
+    precedents_p50_ms: float
+    precedents_p95_ms: float
     searches: int
     search_p50_ms: float
     search_p95_ms: float
@@ -386,7 +401,7 @@ def _p(values: list[float], q: int) -> float:
 
 async def _run(
     base: str, reviewers: int, searchers: int, warmup: int, decisions: int, think: float
-) -> tuple[list[float], list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float], list[float]]:
     # Everyone logs in first (argon2 is slow on purpose), then all work at once.
     names = [f"r{r:02d}" for r in range(reviewers)]
     clients = await asyncio.gather(*(_log_in(base, n) for n in names))
@@ -407,7 +422,12 @@ async def _run(
     )  # fmt: skip
     reviews = results[:reviewers]
     found = [ms for r in results[reviewers : reviewers + searchers] for ms in r]
-    return [ms for n, _ in reviews for ms in n], [ms for _, s in reviews for ms in s], found
+    return (
+        [ms for n, _, _ in reviews for ms in n],
+        [ms for _, s, _ in reviews for ms in s],
+        found,
+        [ms for _, _, p in reviews for ms in p],
+    )
 
 
 def _load() -> str:
@@ -424,7 +444,7 @@ def bench(
         load_before = _load()
         cpu0, client0 = _cpu_seconds(pid), time.process_time()
         began = time.perf_counter()
-        next_ms, submit_ms, search_ms = asyncio.run(
+        next_ms, submit_ms, search_ms, precedents_ms = asyncio.run(
             _run(base, args.reviewers, args.searchers, 10, args.decisions, args.think)
         )
         seconds = time.perf_counter() - began
@@ -443,6 +463,8 @@ def bench(
         submit_p50_ms=_p(submit_ms, 50),
         submit_p95_ms=_p(submit_ms, 95),
         submit_p99_ms=_p(submit_ms, 99),
+        precedents_p50_ms=_p(precedents_ms, 50),
+        precedents_p95_ms=_p(precedents_ms, 95),
         searches=len(search_ms),
         search_p50_ms=_p(search_ms, 50),
         search_p95_ms=_p(search_ms, 95),
@@ -458,12 +480,12 @@ def bench(
 
 
 @contextmanager
-def _url(store: str) -> Iterator[str]:
+def _url(store: str, shared_buffers: str | None = None) -> Iterator[str]:
     if store == "sqlite":
         with tempfile.TemporaryDirectory(prefix="critic-bench-web-") as folder:
             yield f"sqlite:///{Path(folder) / 'queue.db'}"
     else:
-        with temporary_postgres(durable=True) as pg:
+        with temporary_postgres(durable=True, shared_buffers=shared_buffers) as pg:
             yield pg.create_database()
 
 
@@ -486,6 +508,12 @@ def main() -> None:
         help="mean seconds a person waits after each decision or search (exponential); 0: no "
         "pause, so the server is saturated and latency includes queueing behind the others",
     )
+    parser.add_argument(
+        "--pg-shared-buffers",
+        default=None,
+        help="PostgreSQL's shared_buffers for the throwaway server (e.g. 1GB; default: "
+        "PostgreSQL's own, 128MB)",
+    )
     parser.add_argument("--json", action="store_true", help="print results as JSON lines")
     parser.add_argument("--serve", nargs=2, metavar=("URL", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -496,15 +524,17 @@ def main() -> None:
         print(
             f"{args.items:,} items ({args.decided:,} decided), {args.reviewers} reviewers x "
             f"{args.decisions} decisions, {args.searchers} searching, think {args.think} s; "
-            "next = GET review page, submit = POST accept, search = GET item list (ms)"
+            "next = GET review page, precedents = GET its panel's JSON after it, submit = POST "
+            "accept, search = GET item list (ms)"
         )
         print(
             f"{'store':<9} {'decisions':>9} {'per s':>6} {'next p50':>9} {'p95':>7} {'p99':>7} "
+            f"{'precedents p50':>15} {'p95':>7} "
             f"{'submit p50':>11} {'p95':>7} {'search p50':>11} {'p95':>7} {'requeue s':>10}"
         )
     for store in args.stores.split(","):
         try:
-            with _url(store) as url:
+            with _url(store, args.pg_shared_buffers) as url:
                 r = bench(store, url, args)
         except PostgresUnavailable as exc:
             print(f"{store:<9} skipped: {exc}")
@@ -515,6 +545,7 @@ def main() -> None:
         print(
             f"{r.store:<9} {r.decisions:>9} {r.decisions / r.seconds:>6.1f} "
             f"{r.next_p50_ms:>9.1f} {r.next_p95_ms:>7.1f} {r.next_p99_ms:>7.1f} "
+            f"{r.precedents_p50_ms:>15.1f} {r.precedents_p95_ms:>7.1f} "
             f"{r.submit_p50_ms:>11.1f} {r.submit_p95_ms:>7.1f} "
             f"{r.search_p50_ms:>11.1f} {r.search_p95_ms:>7.1f} {r.requeue_s:>10.2f}",
             flush=True,

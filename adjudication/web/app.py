@@ -8,7 +8,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -25,7 +24,7 @@ from .auth import ClientAddress, LoginLimiter, PasswordSlots, Signer, signing_se
 from .deps import FORBIDDEN, NOT_FOUND, Forbidden, LoginRequired, Web, log
 from .middleware import NUL_HINT, NUL_MESSAGE, BodyLimit, NulInRequest, RefuseNul, Sessions
 from .passwords import MIN_PASSWORD_LENGTH
-from .render import as_text
+from .render import as_text, when
 from .routes import ROUTERS
 
 HERE = Path(__file__).resolve().parent
@@ -39,7 +38,7 @@ def _templates() -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(pct=_pct, num=_num, when=_when, seconds=_seconds, part=_part, pretty=as_text)
+    env.filters.update(pct=_pct, num=_num, when=when, seconds=_seconds, part=_part, pretty=as_text)
     # The bounds the store enforces, so the forms can say them too.
     env.globals.update(
         min_password=MIN_PASSWORD_LENGTH, max_overlap=MAX_OVERLAP, max_lease=MAX_LEASE_SECONDS
@@ -58,10 +57,6 @@ def _pct(value: float | None) -> str:
 
 def _num(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
-
-
-def _when(value: datetime | None) -> str:
-    return "–" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _seconds(value: float | None) -> str:

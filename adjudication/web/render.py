@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from adjudication.pairs import PAIR_KEYS, PairDraft, pair_draft
@@ -95,6 +96,11 @@ class DraftView:
     other: tuple[tuple[str, str], ...] = field(default=())
     pair: PairDraft | None = None
     """A pairwise draft in words: the preference probability and each order's verdict."""
+
+
+def when(value: datetime | None) -> str:
+    """A time as every page prints it."""
+    return "–" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def as_text(value: Any) -> str:

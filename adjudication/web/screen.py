@@ -41,10 +41,11 @@ class Screen:
     captions: dict[str, Caption] | None = None
     """The queue's labels as their buttons read ("Response A" for a pairwise `A`)."""
     precedents: Any = None
-    """Similar decided items (`Store.precedents`); None until the draft shows."""
+    """Similar decided items (`Store.precedents`), when asked for (the adjudication page; the
+    review page loads them after it is shown); None until the draft shows."""
 
 
-def screen(w: Web, me: User, q: Queue, claim: Claim) -> Screen:
+def screen(w: Web, me: User, q: Queue, claim: Claim, *, with_precedents: bool = False) -> Screen:
     """The screen for `claim`. In a blind review queue nothing derived from the draft shows
     until the reviewer's own pick is recorded on the claim (`Store.pick`): not the draft, its
     label or confidence, why the item was sent, the principles it cites, nor the item's place
@@ -76,7 +77,9 @@ def screen(w: Web, me: User, q: Queue, claim: Claim) -> Screen:
         guidelines=None if found is None else arrange(found, cited),
         captions=captions(q.labels, q.label_descriptions),
         precedents=(
-            w.store.precedents(q.name, claim.task.item_id, viewer=me.name) if revealed else None
+            w.store.precedents(q.name, claim.task.item_id, viewer=me.name)
+            if revealed and with_precedents
+            else None
         ),
     )
 

@@ -119,6 +119,8 @@ def test_a_blind_reviewer_sees_precedents_only_after_the_pick(browser: Any, live
     with page.expect_navigation():
         page.keyboard.press("1")  # pick "safe"
     panel = page.locator("section.precedents")
+    # The page is up before its precedents: the script fills the panel from their JSON.
+    panel.locator("li.precedent").first.wait_for()
     assert "w-done" in panel.inner_text() and "unsafe" in panel.inner_text()
     assert "tusk note <script>" in panel.inner_text()  # the hostile note, as text
     _inert(rita)

@@ -102,11 +102,25 @@ async def test_precedents_beside_the_item_and_only_after_a_blind_pick(
     store.bulk("harm", "accept", by="ada", items=["twin"], note="twin note <b>bold</b>")
     await client.login("rita")
     page = (await client.open("harm")).text
-    assert 'aria-label="Precedents"' in page
-    assert 'href="/q/harm/items/twin" data-focus-key="p"' in page
-    assert "twin note &lt;b&gt;bold&lt;/b&gt;" in page and "by ada (adjudicated)" in page
+    # The review page does not wait for the ranking: its panel names where the precedents are.
+    assert 'aria-label="Precedents"' in page and "twin note" not in page
+    held = hidden(page, "item_id")
+    assert f'data-src="/q/harm/precedents/{held}"' in page
+    assert f'href="/q/harm/items/{held}#precedents"' in page  # without scripts
+    answer = await client.get(f"/q/harm/precedents/{held}")
+    assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
+    data = answer.json()
+    assert data["after_pick"] is False
+    top = data["precedents"][0]
+    assert (top["item_id"], top["href"], top["decided"]) == ("twin", "/q/harm/items/twin", "safe")
+    assert (top["by"], top["adjudicated"], top["other_queue"]) == ("ada", True, False)
+    assert top["notes"] == ["twin note <b>bold</b>"]  # data: the page prints it as text
+    assert "".join(part["text"] for part in top["snippet"]).startswith("Question 3?")
     opened = await client.get("/q/harm/items/twin")
     assert opened.status_code == 200 and "twin note" in opened.text
+    # The item page (the no-script way) shows them too.
+    own = (await client.get(f"/q/harm/items/{held}")).text
+    assert 'id="precedents"' in own and "twin note &lt;b&gt;bold&lt;/b&gt;" in own
 
     walrus = {"prompt": "Can walruses climb?", "response": "Walruses haul out on ice."}
     store.enqueue(
@@ -118,9 +132,15 @@ async def test_precedents_beside_the_item_and_only_after_a_blind_pick(
     page = (await client.open("blind")).text
     assert hidden(page, "item_id") == "b0"
     assert "BLIND PRECEDENT NOTE" not in page and "shows after your pick" in page
+    assert "data-src=" not in page  # nothing to load before the pick
+    early = (await client.get("/q/blind/precedents/b0")).json()
+    assert early == {"after_pick": True, "precedents": []}
     picked = await client.post("/q/blind/pick", {**client.claim_form(page), "pick": "safe"})
     assert picked.status_code == 303
-    assert "BLIND PRECEDENT NOTE" in (await client.get("/q/blind/review")).text
+    assert 'data-src="/q/blind/precedents/b0"' in (await client.get("/q/blind/review")).text
+    late = (await client.get("/q/blind/precedents/b0")).json()
+    assert late["after_pick"] is False
+    assert late["precedents"][0]["notes"] == ["BLIND PRECEDENT NOTE"]
 
 
 async def test_adjudicators_mark_exemplar_candidates(client: Client, store: Store) -> None:
@@ -132,3 +152,11 @@ async def test_adjudicators_mark_exemplar_candidates(client: Client, store: Stor
     assert store.exemplar_candidates("harm") == ["h1"]
     listed = await client.get("/q/harm/items", params={"exemplar": "1"})
     assert _rows(listed.text) == ["h1"]
+
+
+async def test_precedents_json_is_for_the_queues_members(client: Client, store: Store) -> None:
+    store.create_queue("solo", labels=["safe", "unsafe"], members=[])
+    store.enqueue("solo", [{"item_id": "s0", "item": {"prompt": "p"}, "draft_label": "safe"}])
+    await client.login("rita")
+    assert (await client.get("/q/solo/precedents/s0")).status_code == 403
+    assert (await client.get("/q/harm/precedents/no-such-item")).status_code == 404

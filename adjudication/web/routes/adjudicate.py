@@ -80,7 +80,7 @@ def adjudication_page(
             "last": last,
         }
         return w.render(request, "empty.html", context, status=status)
-    shown = screen(w, me, q, claim)
+    shown = screen(w, me, q, claim, with_precedents=True)
     context = {
         "q": q,
         "s": shown,

@@ -1,20 +1,20 @@
 """The item list of a queue: search, filters, orders and keyset pages for every member; bulk
 actions (reassign, requeue, accept the critic's answers) and the exemplar-candidate mark for
-adjudicators and admins."""
+adjudicators and admins; an item's precedents as JSON for the review page."""
 
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ...bulk import BULK_ACTIONS
 from ...errors import QueueError
-from ...listing import SORTS, STATES, Filters
+from ...listing import SORTS, STATES, Filters, Precedent
 from ...models import Queue, User
 from ..deps import (
     Adjudicator,
@@ -27,6 +27,7 @@ from ..deps import (
     queue_path,
     redirect,
 )
+from ..render import when
 
 router = APIRouter(dependencies=[Depends(check_csrf)])
 
@@ -224,3 +225,43 @@ def exemplar(
     w.store.mark_exemplar(queue, item_id, by=me.name, candidate=mark == "1")
     target = local(back) if back else f"{queue_path(queue)}/items/{quote(item_id, safe='')}"
     return redirect(target)
+
+
+# -- precedents, for the review page ----------------------------------------------------------
+
+
+@router.get("/q/{queue}/precedents/{item_id:path}")
+def precedents(w: WebState, me: Signed, queue: str, item_id: str) -> Response:
+    """The decided items most like one item, as JSON: the review page shows the item at once
+    and fills its precedents panel from here (the page never waits for the full-text ranking).
+    `after_pick` is true, with no precedents, while the viewer has not picked in a blind
+    queue; every text is data for the page to print as text."""
+    queue_for(w, me, queue)
+    found = w.store.precedents(queue, item_id, viewer=me.name)
+    body = {
+        "after_pick": found is None,
+        "precedents": [precedent_json(queue, p) for p in found or ()],
+    }
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+def precedent_json(queue: str, p: Precedent) -> dict[str, Any]:
+    """One precedent as the review page prints it (the same words as the item page's panel)."""
+    if p.rejected:
+        decided = "rejected"
+    elif p.label is not None:
+        decided = p.label
+    else:
+        decided = "revision (edited)" if p.edit else "revision"
+    return {
+        "queue": p.queue,
+        "other_queue": p.queue != queue,
+        "item_id": p.item_id,
+        "href": f"/q/{quote(p.queue, safe='')}/items/{quote(p.item_id, safe='')}",
+        "decided": decided,
+        "by": ", ".join(p.deciders) or "–",
+        "adjudicated": p.source == "adjudicated",
+        "when": when(p.decided_at),
+        "notes": list(p.notes),
+        "snippet": [{"text": s.text, "hit": bool(s.marks)} for s in p.snippet],
+    }

@@ -1,6 +1,7 @@
 // critic review: keyboard shortcuts, the note rule, and the lease countdown with heartbeat.
 // Undo (Z) is a plain form: the server takes the decision back.
-// The pages work without this file (plain forms); it never inserts markup, only text.
+// The pages work without this file (plain forms); it never inserts markup, only text: the
+// precedents panel is built from JSON with elements and text nodes, never parsed as HTML.
 "use strict";
 
 (function () {
@@ -156,6 +157,58 @@
       }
     });
   });
+
+  // -- precedents: the review page shows the item at once, then fills this panel ------------
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function showPrecedents(panel, status, data) {
+    if (data.after_pick) {
+      status.textContent = "This queue is blind: how similar items were decided shows after your pick.";
+      return;
+    }
+    if (!data.precedents.length) {
+      status.textContent = "No similar item has been decided yet.";
+      return;
+    }
+    const list = element("ol", "precedent-list");
+    data.precedents.forEach((p, i) => {
+      const item = element("li", "precedent");
+      const link = element("a");
+      link.href = p.href;
+      if (i === 0) link.dataset.focusKey = "p";
+      link.append(element("code", "", p.item_id));
+      item.append(link);
+      if (p.other_queue) item.append(" ", element("span", "muted", "in " + p.queue));
+      item.append(" ", element("strong", "decided", p.decided), " ",
+        element("span", "muted", "by " + p.by + (p.adjudicated ? " (adjudicated)" : "") + ", " + p.when));
+      p.notes.forEach((note) => item.append(element("div", "text note-text", note)));
+      const snippet = element("div", "text snippet");
+      p.snippet.forEach((part) =>
+        snippet.append(part.hit ? element("mark", "hit", part.text) : document.createTextNode(part.text)));
+      item.append(snippet);
+      list.append(item);
+    });
+    status.replaceWith(list);
+    panel.dataset.loaded = "true";
+  }
+
+  const precedents = document.querySelector("section.precedents[data-src]");
+  if (precedents) {
+    const status = precedents.querySelector(".precedents-status");
+    fetch(precedents.dataset.src, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then((response) => (response.ok ? response.json() : Promise.reject(new Error(String(response.status)))))
+      .then((data) => showPrecedents(precedents, status, data))
+      .catch(() => {
+        // The link in the status line still opens them on the item's page.
+        const note = status.querySelector(".precedents-note");
+        if (note) note.textContent = "Precedents could not be loaded now.";
+      });
+  }
 
   // -- lease countdown and heartbeat -------------------------------------------------------
   const lease = document.getElementById("lease");
