@@ -22,7 +22,8 @@ attempts are limited per (user name, address), with `X-Forwarded-For` believed o
 the user it was handed to; a GET never changes state (claiming is a POST). 403 and 404 pages
 are generic; the detail goes to the `adjudication.web` log. Items and drafts are untrusted:
 templates autoescape everything and never mark model text safe, highlights and diffs are built
-as text segments, and a Content-Security-Policy allows only this server's one script.
+as text segments, and a Content-Security-Policy allows only this server's one script, which
+builds the one panel it fills (the review page's precedents, from JSON) with text nodes.
 
 Review keys. A accept, 1-9 give a label, E edit (label, revision), R reject, X escalate,
 G flag a constitution gap (an escalation whose note starts with `[constitution gap] `),
