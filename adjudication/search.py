@@ -233,16 +233,14 @@ def forget_precedents(conn: Connection, task_ids: Sequence[int]) -> None:
         conn.execute(statement, {"ids": list(task_ids[start : start + _CHUNK])})
 
 
-def forget_tasks(conn: Connection, task_ids: Sequence[int]) -> None:
-    """Drop deleted tasks from both indexes (PostgreSQL does it by itself, on cascade)."""
+def forget_queue(conn: Connection, queue_id: int) -> None:
+    """Drop a queue's tasks from both indexes before they are deleted (PostgreSQL does it by
+    itself, on cascade)."""
     if conn.dialect.name == "postgresql":
         return
-    forget_precedents(conn, task_ids)
-    statement = text("DELETE FROM task_search WHERE rowid IN :ids").bindparams(
-        bindparam("ids", expanding=True)
-    )
-    for start in range(0, len(task_ids), _CHUNK):
-        conn.execute(statement, {"ids": list(task_ids[start : start + _CHUNK])})
+    ids = "SELECT id FROM tasks WHERE queue_id = :q"
+    conn.execute(text(f"DELETE FROM precedent_search WHERE rowid IN ({ids})"), {"q": queue_id})
+    conn.execute(text(f"DELETE FROM task_search WHERE rowid IN ({ids})"), {"q": queue_id})
 
 
 def reindex_queue(conn: Connection, queue_id: int) -> int:

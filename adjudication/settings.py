@@ -331,10 +331,7 @@ class Settings(StoreBase):
                 .where((events.c.queue_id == q["id"]) | events.c.task_id.in_(in_queue))
                 .values(queue_id=None, task_id=None)
             )
-            search.forget_tasks(
-                conn,
-                conn.execute(select(tasks.c.id).where(tasks.c.queue_id == q["id"])).scalars().all(),
-            )
+            search.forget_queue(conn, q["id"])
             conn.execute(delete(decisions).where(decisions.c.task_id.in_(in_queue)))
             conn.execute(delete(claims).where(claims.c.task_id.in_(in_queue)))
             conn.execute(delete(tasks).where(tasks.c.queue_id == q["id"]))
