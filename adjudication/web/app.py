@@ -24,7 +24,7 @@ from .auth import ClientAddress, LoginLimiter, PasswordSlots, Signer, signing_se
 from .deps import FORBIDDEN, NOT_FOUND, Forbidden, LoginRequired, Web, log
 from .middleware import NUL_HINT, NUL_MESSAGE, BodyLimit, NulInRequest, RefuseNul, Sessions
 from .passwords import MIN_PASSWORD_LENGTH
-from .render import as_text, when
+from .render import as_text, decided_word, when
 from .routes import ROUTERS
 
 HERE = Path(__file__).resolve().parent
@@ -41,7 +41,10 @@ def _templates() -> Jinja2Templates:
     env.filters.update(pct=_pct, num=_num, when=when, seconds=_seconds, part=_part, pretty=as_text)
     # The bounds the store enforces, so the forms can say them too.
     env.globals.update(
-        min_password=MIN_PASSWORD_LENGTH, max_overlap=MAX_OVERLAP, max_lease=MAX_LEASE_SECONDS
+        min_password=MIN_PASSWORD_LENGTH,
+        max_overlap=MAX_OVERLAP,
+        max_lease=MAX_LEASE_SECONDS,
+        decided_word=decided_word,
     )
     return Jinja2Templates(env=env)
 

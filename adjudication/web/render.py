@@ -98,6 +98,15 @@ class DraftView:
     """A pairwise draft in words: the preference probability and each order's verdict."""
 
 
+def decided_word(rejected: bool, label: str | None, edited: bool) -> str:
+    """What a decided item's outcome reads as beside it (precedents on every page)."""
+    if rejected:
+        return "rejected"
+    if label is not None:
+        return label
+    return "revision (edited)" if edited else "revision"
+
+
 def when(value: datetime | None) -> str:
     """A time as every page prints it."""
     return "–" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -160,3 +160,12 @@ async def test_precedents_json_is_for_the_queues_members(client: Client, store: 
     await client.login("rita")
     assert (await client.get("/q/solo/precedents/s0")).status_code == 403
     assert (await client.get("/q/harm/precedents/no-such-item")).status_code == 404
+
+
+def test_a_precedents_outcome_reads_the_same_on_every_page() -> None:
+    from adjudication.web.render import decided_word
+
+    assert decided_word(True, "safe", False) == "rejected"
+    assert decided_word(False, "safe", True) == "safe"
+    assert decided_word(False, None, True) == "revision (edited)"
+    assert decided_word(False, None, False) == "revision"

@@ -27,7 +27,7 @@ from ..deps import (
     queue_path,
     redirect,
 )
-from ..render import when
+from ..render import decided_word, when
 
 router = APIRouter(dependencies=[Depends(check_csrf)])
 
@@ -247,18 +247,12 @@ def precedents(w: WebState, me: Signed, queue: str, item_id: str) -> Response:
 
 def precedent_json(queue: str, p: Precedent) -> dict[str, Any]:
     """One precedent as the review page prints it (the same words as the item page's panel)."""
-    if p.rejected:
-        decided = "rejected"
-    elif p.label is not None:
-        decided = p.label
-    else:
-        decided = "revision (edited)" if p.edit else "revision"
     return {
         "queue": p.queue,
         "other_queue": p.queue != queue,
         "item_id": p.item_id,
         "href": f"/q/{quote(p.queue, safe='')}/items/{quote(p.item_id, safe='')}",
-        "decided": decided,
+        "decided": decided_word(p.rejected, p.label, bool(p.edit)),
         "by": ", ".join(p.deciders) or "–",
         "adjudicated": p.source == "adjudicated",
         "when": when(p.decided_at),
